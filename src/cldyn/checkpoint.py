@@ -1,0 +1,165 @@
+"""Checkpoints: safetensors tensors + JSON metadata, written atomically, loaded without unpickling.
+
+A checkpoint is one ``.safetensors`` file whose header metadata carries the JSON (config, provenance, training
+position); a human-readable ``.json`` copy is written beside it. Both are written to a temp file and renamed, so a
+crash leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from cldyn.errors import CheckpointError
+from cldyn.io import atomic_write_bytes
+
+_META_KEY = "cldyn"
+SHIPPED_VFN = "vfn.safetensors"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
+    """Write ``tensors`` and ``meta`` atomically; returns the SHA-256 of the safetensors file."""
+    path = Path(path)
+    flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    data = st_save(flat, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+    digest = sha256_bytes(data)
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps({**meta, "sha256": digest}, indent=2).encode())
+    return digest
+
+
+def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: missing or unreadable file, hash mismatch, no cldyn metadata, or NaN/inf in a tensor.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "checkpoint not found")
+    data = path.read_bytes()
+    if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
+        raise CheckpointError(path, "SHA-256 does not match the recorded one (file changed or corrupt)")
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(path, f"not a valid safetensors checkpoint ({exc})") from None
+    raw_meta = header.get("__metadata__", {}).get(_META_KEY)
+    if raw_meta is None:
+        raise CheckpointError(path, "safetensors file has no cldyn metadata (not a cldyn checkpoint)")
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(path, f"tensor {name!r} contains NaN or infinite values")
+    return tensors, json.loads(raw_meta)
+
+
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Entries under ``prefix/`` with the prefix removed."""
+    p = prefix + "/"
+    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """``load_state_dict(strict=True)`` whose failures become a one-line :class:`CheckpointError`."""
+    own = module.state_dict()
+    missing = sorted(own.keys() - state.keys())
+    extra = sorted(state.keys() - own.keys())
+    wrong = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if missing or extra or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected tensors (e.g. {extra[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape mismatch for {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}")
+        raise CheckpointError(path, "does not fit the model: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+# --- optimizer state (Adam and friends) as flat tensors + JSON ------------------------------------------------
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"{idx}/{key}"] = val
+            else:
+                scalars.setdefault(str(idx), {})[key] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, val in tensors.items():
+        idx, key = name.split("/", 1)
+        state.setdefault(int(idx), {})[key] = val
+    for idx, vals in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(vals)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# --- models -----------------------------------------------------------------------------------------------
+
+
+def save_vfn(path: str | Path, model: torch.nn.Module, extra_meta: dict[str, Any] | None = None,
+             half: bool = False) -> str:
+    """Save a VFN's weights (optionally fp16) with its config; returns the SHA-256."""
+    state = {f"model/{k}": (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    meta = {"kind": "vfn", "config": model.cfg.to_dict(), **(extra_meta or {})}
+    return save_checkpoint(path, state, meta)
+
+
+def load_vfn(path: str | Path, expected_sha256: str | None = None):
+    """Build a VFN from a checkpoint (a weights file or a training checkpoint)."""
+    from cldyn.vfn import VFN, VFNConfig
+
+    path = Path(path)
+    tensors, meta = load_checkpoint(path, expected_sha256)
+    if meta.get("kind") not in ("vfn", "train_vfn"):
+        raise CheckpointError(path, f"holds a {meta.get('kind')!r} checkpoint, not a VFN")
+    try:
+        cfg = VFNConfig.from_dict(meta["config"] if meta.get("kind") == "vfn" else meta["model_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"invalid VFN config in metadata ({exc})") from None
+    model = VFN(cfg)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in split_prefix(tensors, "model").items()}
+    load_state_strict(model, state, path)
+    return model.eval()
+
+
+def shipped_weights_dir() -> Path:
+    return Path(str(resources.files("cldyn") / "weights"))
+
+
+def load_pretrained_vfn():
+    """The VFN shipped inside the package, with its SHA-256 verified against ``weights/manifest.json``."""
+    wdir = shipped_weights_dir()
+    manifest_path = wdir / "manifest.json"
+    if not manifest_path.is_file():
+        raise CheckpointError(manifest_path, "no shipped weights manifest (package installed incompletely?)")
+    manifest = json.loads(manifest_path.read_text())
+    entry = manifest.get(SHIPPED_VFN)
+    if entry is None:
+        raise CheckpointError(manifest_path, f"no entry for {SHIPPED_VFN}")
+    return load_vfn(wdir / SHIPPED_VFN, expected_sha256=entry["sha256"])
+

@@ -1,0 +1,217 @@
+"""Image reading/writing, pairing of infrared and visible folders, and known dataset layouts.
+
+Images are returned as float32 numpy arrays in [0, 1], ``(H, W)`` for gray and ``(H, W, 3)`` RGB for colour.
+Decoding goes through OpenCV from bytes (so any file name works, UTF-8 or not); every failure becomes an
+:class:`~cldyn.errors.InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cldyn.errors import InputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+# (infrared folder, visible folder, datasets that use it); matched case-insensitively, first hit wins.
+DATASET_LAYOUTS: tuple[tuple[str, str, str], ...] = (
+    ("ir", "vi", "MSRS, RoadScene, TNO, M3FD (fusion releases)"),
+    ("ir", "vis", "M3FD (Ir/Vis), generic"),
+    ("infrared", "visible", "FMB, LLVIP"),
+    ("lwir", "visible", "KAIST"),
+    ("cropinfrared", "crop_hr_visible", "RoadScene (original release)"),
+    ("t", "rgb", "VT5000"),
+    ("t_gray", "rgb", "VT5000 (gray thermal)"),
+)
+
+
+@dataclass(frozen=True)
+class Image:
+    """A decoded image: ``pixels`` float32 in [0, 1], ``(H, W)`` or ``(H, W, 3)`` RGB; ``bits`` of the source."""
+
+    pixels: np.ndarray
+    bits: int
+    path: Path
+
+    @property
+    def is_gray(self) -> bool:
+        return self.pixels.ndim == 2
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)``."""
+        return self.pixels.shape[0], self.pixels.shape[1]
+
+
+def _decode(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a directory, not an image file")
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
+    if data.size == 0:
+        raise InputError(path, "empty file (0 bytes)")
+    array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if array is None or array.size == 0:
+        raise InputError(path, "not a readable image (unknown format or truncated/corrupt data)")
+    return array
+
+
+def read_image(path: str | Path) -> Image:
+    """Read an 8/16-bit or float image as float32 in [0, 1].
+
+    Gray stays ``(H, W)``; colour becomes RGB ``(H, W, 3)`` (alpha dropped); float images must already lie in
+    [0, 1] (values outside are an error, so nothing is silently clipped).
+
+    Raises:
+        InputError: the file is missing, not an image, empty, NaN/inf, out of range, or constant.
+    """
+    path = Path(path)
+    array = _decode(path)
+    if array.dtype == np.uint8:
+        bits, pixels = 8, array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        bits, pixels = 16, array.astype(np.float32) / 65535.0
+    elif array.dtype in (np.float32, np.float64):
+        pixels = array.astype(np.float32)
+        if not np.isfinite(pixels).all():
+            raise InputError(path, "contains NaN or infinite values")
+        lo, hi = float(pixels.min()), float(pixels.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(path, f"float image values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]")
+        bits = 32
+    else:
+        raise InputError(path, f"unsupported pixel type {array.dtype}")
+    if pixels.ndim == 3:
+        channels = pixels.shape[2]
+        if channels == 1:
+            pixels = pixels[:, :, 0]
+        elif channels in (3, 4):
+            pixels = np.ascontiguousarray(pixels[:, :, 2::-1])  # BGR(A) -> RGB
+        else:
+            raise InputError(path, f"unsupported channel count {channels}")
+    if float(pixels.max()) == float(pixels.min()):
+        raise InputError(path, f"image is constant (every pixel = {float(pixels.flat[0]):.4g}); nothing to fuse")
+    return Image(pixels=pixels, bits=bits, path=path)
+
+
+def to_single_channel(image: Image) -> np.ndarray:
+    """Infrared given as RGB is reduced to one channel with BT.601 luma (exact when the channels are equal)."""
+    if image.is_gray:
+        return image.pixels
+    return image.pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside ``path`` then rename: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Public form of the atomic write, turning OS errors into one-line :class:`InputError`."""
+    path = Path(path)
+    try:
+        _atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise InputError(path, f"cannot write ({exc.strerror or exc})") from None
+
+
+def encode_png(pixels: np.ndarray, bits: int = 8) -> bytes:
+    """Encode float pixels in [0, 1] (``(H, W)`` or RGB ``(H, W, 3)``) as an 8- or 16-bit PNG."""
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    scale, dtype = (255.0, np.uint8) if bits == 8 else (65535.0, np.uint16)
+    array = np.rint(np.clip(pixels, 0.0, 1.0) * scale).astype(dtype)
+    if array.ndim == 3:
+        array = np.ascontiguousarray(array[:, :, ::-1])  # RGB -> BGR for OpenCV
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_png(path: str | Path, pixels: np.ndarray, bits: int = 8) -> None:
+    """Write float pixels in [0, 1] as a PNG, atomically (temp file + rename)."""
+    atomic_write_bytes(path, encode_png(pixels, bits))
+
+
+# --- pairing ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An infrared/visible pair matched by file stem."""
+
+    name: str
+    ir: Path
+    vis: Path
+
+
+def list_images(folder: str | Path) -> dict[str, Path]:
+    """Images directly inside ``folder`` keyed by stem (sorted). Two files with one stem are an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "not a folder" if folder.exists() else "folder not found")
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or p.name.startswith("."):
+            continue
+        if p.stem in found:
+            raise InputError(p, f"two images share the name {p.stem!r} ({found[p.stem].name}); rename one")
+        found[p.stem] = p
+    return found
+
+
+def pair_folders(ir_dir: str | Path, vis_dir: str | Path) -> tuple[list[Pair], list[InputError]]:
+    """Match images of two folders by stem.
+
+    Returns:
+        ``(pairs, problems)``: pairs sorted by name, and one error per file that lacks its partner.
+
+    Raises:
+        InputError: a folder is missing, or neither folder holds any image.
+    """
+    ir, vis = list_images(ir_dir), list_images(vis_dir)
+    if not ir and not vis:
+        raise InputError(ir_dir, f"no images ({', '.join(IMAGE_EXTENSIONS)}) here nor in {vis_dir}")
+    pairs = [Pair(n, ir[n], vis[n]) for n in sorted(ir.keys() & vis.keys())]
+    problems = [InputError(ir[n], f"no visible partner named {n}.* in {vis_dir}") for n in sorted(ir.keys() - vis.keys())]
+    problems += [InputError(vis[n], f"no infrared partner named {n}.* in {ir_dir}")
+                 for n in sorted(vis.keys() - ir.keys())]
+    return pairs, problems
+
+
+def find_layout(root: str | Path) -> tuple[Path, Path]:
+    """Locate the infrared and visible folders of a dataset root by the known layouts (:data:`DATASET_LAYOUTS`).
+
+    Raises:
+        InputError: the root is not a folder or matches no known layout.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(root, "dataset root not found" if not root.exists() else "dataset root is not a folder")
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    for ir_name, vis_name, _ in DATASET_LAYOUTS:
+        if ir_name in subdirs and vis_name in subdirs:
+            return subdirs[ir_name], subdirs[vis_name]
+    known = "; ".join(f"{i}/+{v}/ ({d})" for i, v, d in DATASET_LAYOUTS)
+    raise InputError(root, f"no known infrared/visible sub-folders; expected one of: {known}")

@@ -1,0 +1,44 @@
+"""Small differentiable image operators shared by the model and the losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+
+
+def sobel_xy(image: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    """Horizontal and vertical Sobel responses of every channel, replicate-padded.
+
+    Args:
+        image: ``(B, C, H, W)``.
+        normalized: divide the kernels by 8 (kornia's ``spatial_gradient`` convention).
+
+    Returns:
+        ``(B, C, 2, H, W)``: index 0 is d/dx, index 1 is d/dy.
+
+    Example:
+        >>> ramp = torch.arange(4.0).repeat(1, 1, 4, 1)  # +1 per column
+        >>> sobel_xy(ramp)[0, 0, 0, 1:-1, 1:-1]
+        tensor([[8., 8.],
+                [8., 8.]])
+    """
+    if image.dim() != 4:
+        raise ValueError(f"sobel_xy: expected (B, C, H, W), got {tuple(image.shape)}")
+    b, c, h, w = image.shape
+    kx = torch.tensor(_SOBEL_X, dtype=image.dtype, device=image.device)
+    if normalized:
+        kx = kx / 8.0
+    kernel = torch.stack((kx, kx.t()))[:, None]  # (2, 1, 3, 3)
+    # Depthwise over B*C planes: one conv call with both kernels.
+    planes = F.pad(image.reshape(b * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+    return F.conv2d(planes, kernel).reshape(b, c, 2, h, w)
+
+
+def sobel_l1_magnitude(image: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    """``|d/dx| + |d/dy|`` of the Sobel responses, shape ``(B, C, H, W)``.
+
+    The fusion literature (SeAFusion, CLDyN) uses this L1 magnitude as "the Sobel gradient".
+    """
+    return sobel_xy(image, normalized).abs().sum(dim=2)
