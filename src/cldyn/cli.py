@@ -54,6 +54,98 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(weights: str | None):
+    from cldyn.checkpoint import load_pretrained_vfn, load_vfn
+
+    return load_pretrained_vfn() if weights is None else load_vfn(weights)
+
+
+def _collect_pairs(args: argparse.Namespace):
+    """Pairs (and per-file problems) from ``IR VIS`` folders, ``--ir/--vis``, or one dataset root."""
+    from pathlib import Path
+
+    from cldyn.io import find_layout, pair_folders
+
+    inputs = list(args.inputs)
+    if args.ir or args.vis:
+        if not (args.ir and args.vis) or inputs:
+            raise CldynError("give --ir DIR and --vis DIR together, and no positional inputs with them")
+        return pair_folders(args.ir, args.vis)
+    if len(inputs) == 1:
+        return pair_folders(*find_layout(inputs[0]))
+    if len(inputs) == 2 and all(Path(p).is_dir() for p in inputs):
+        return pair_folders(*inputs)
+    raise CldynError("expected IR VIS files, IR_DIR VIS_DIR, a dataset ROOT, or --ir DIR --vis DIR")
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cldyn.fuse import Fuser
+
+    _set_threads(args.threads)
+    bits = "auto" if args.bits == "auto" else int(args.bits)
+    inputs = [Path(p) for p in args.inputs]
+    single = len(inputs) == 2 and not args.ir and not any(p.is_dir() for p in inputs)
+    if single:
+        fuser = Fuser(_load_model(args.weights), device=args.device, workers=args.workers)
+        out = fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)
+        print(f"wrote {out}")
+        return 0
+    pairs, problems = _collect_pairs(args)
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CldynError(f"{out_dir}: exists and is not a folder; folder inputs need an output folder")
+    fuser = Fuser(_load_model(args.weights), device=args.device, batch_size=args.batch_size, workers=args.workers)
+    report = fuser.fuse_pairs(pairs, out_dir, bits=bits, overwrite=args.overwrite, progress=not args.quiet)
+    report.errors[:0] = problems
+    for err in report.errors:
+        print(f"cldyn fuse: error: {err}", file=sys.stderr)
+    print(f"{report.summary().split(' (first')[0]} -> {out_dir}")
+    return 0 if report.ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cldyn.demo import run_demo
+
+    _set_threads(args.threads)
+    sheet = run_demo(args.out, device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"side-by-side (IR | visible | fused): {sheet}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from cldyn.bench import bench_fuse
+    from cldyn.demo import demo_pairs
+    from cldyn.io import atomic_write_bytes, read_image, to_single_channel
+
+    _set_threads(args.threads)
+    model = _load_model(args.weights)
+    pair = next(p for p in demo_pairs() if p.name.startswith("msrs"))  # a real 640x480 pair
+    ir = torch.from_numpy(to_single_channel(read_image(pair.ir)))[None, None]
+    vis = torch.from_numpy(read_image(pair.vis).pixels).permute(2, 0, 1)[None].contiguous()
+    res = bench_fuse(model, ir, vis, repeats=args.repeats, compare=not args.no_compare,
+                     compile_model=args.compile)
+    print(f"VFN fuse {res.width}x{res.height} on CPU, {res.threads} threads, torch {res.torch}")
+    print(f"  ms_per_pair          {res.ms_per_pair:9.1f}   (median of {res.repeats}; BN folded, channels-last)")
+    print(f"  gflops               {res.gflops:9.2f}   (FlopCounterMode, one forward)")
+    print(f"  achieved GFLOP/s     {res.achieved_gflops_per_s:9.1f}")
+    print(f"  matmul GFLOP/s       {res.matmul_gflops_per_s:9.1f}   (fp32 2048x2048, best of 5)")
+    print(f"  floor_ms             {res.floor_ms:9.1f}")
+    print(f"  floor_ratio          {res.floor_ratio:9.2f}   (target <= 1.25)")
+    for k, v in res.variants_ms.items():
+        print(f"  {k:20s} {v:9.1f}" + ("" if k.endswith("seconds") else f"   ({v / res.ms_per_pair:.2f}x default)"))
+    if args.json:
+        atomic_write_bytes(Path(args.json), json.dumps(res.to_dict(), indent=2).encode())
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cldyn", description="CLDyN infrared-visible image fusion")
     sub = p.add_subparsers(dest="command", required=True)
@@ -78,6 +170,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="torch CPU threads")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train_vfn)
+
+    s = sub.add_parser("fuse", help="fuse one pair, two folders, or a dataset root",
+                       description="cldyn fuse IR VIS -o OUT | cldyn fuse --ir DIR --vis DIR -o DIR | "
+                                   "cldyn fuse ROOT -o DIR (layouts: ir/+vi/, Infrared/+Visible/, T/+RGB/ ...)")
+    s.add_argument("inputs", nargs="*", help="IR VIS files, IR_DIR VIS_DIR folders, or a dataset ROOT")
+    s.add_argument("--ir", help="folder of infrared images")
+    s.add_argument("--vis", help="folder of visible images (paired with --ir by file stem)")
+    s.add_argument("-o", "--output", required=True, help="output file (single pair) or folder")
+    s.add_argument("--weights", help="VFN checkpoint (default: the shipped weights)")
+    s.add_argument("--batch-size", type=int, default=1, help="pairs per forward pass (same-size pairs)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.add_argument("--workers", type=int, default=2, help="threads decoding/encoding images")
+    s.add_argument("--bits", choices=("auto", "8", "16"), default="auto",
+                   help="output bit depth; auto = 16 when an input has more than 8 bits")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_fuse)
+
+    s = sub.add_parser("demo", help="fuse the bundled sample pairs and write a side-by-side PNG")
+    s.add_argument("--out", default="cldyn-demo", help="output folder")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("bench", help="speed benchmarks")
+    s.add_argument("what", choices=("fuse",), help="fuse: ms per 640x480 pair against the FLOP floor")
+    s.add_argument("--json", help="also write the results as JSON")
+    s.add_argument("--weights", help="VFN checkpoint (default: the shipped weights)")
+    s.add_argument("--repeats", type=int, default=10)
+    s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    s.add_argument("--no-compare", action="store_true", help="skip the plain eager model")
+    s.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    s.set_defaults(func=cmd_bench)
     return p
 
 

@@ -7,6 +7,7 @@ Decoding goes through OpenCV from bytes (so any file name works, UTF-8 or not); 
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -111,6 +112,14 @@ def to_single_channel(image: Image) -> np.ndarray:
     return image.pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    # os.umask can only be read by setting it; do it once per process.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file beside ``path`` then rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +129,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -135,18 +145,43 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise InputError(path, f"cannot write ({exc.strerror or exc})") from None
 
 
-def encode_png(pixels: np.ndarray, bits: int = 8) -> bytes:
-    """Encode float pixels in [0, 1] (``(H, W)`` or RGB ``(H, W, 3)``) as an 8- or 16-bit PNG."""
-    if bits not in (8, 16):
-        raise ValueError(f"bits must be 8 or 16, got {bits}")
+WRITE_EXTENSIONS = {".png": (8, 16), ".tif": (8, 16), ".tiff": (8, 16), ".bmp": (8,), ".jpg": (8,), ".jpeg": (8,)}
+
+
+def encode_image(pixels: np.ndarray, bits: int = 8, ext: str = ".png") -> bytes:
+    """Encode float pixels in [0, 1] (``(H, W)`` or RGB ``(H, W, 3)``) in the format of ``ext``.
+
+    PNG and TIFF take 8 or 16 bits; BMP and JPEG only 8.
+    """
+    ext = ext.lower()
+    if ext not in WRITE_EXTENSIONS:
+        raise ValueError(f"cannot write {ext!r} files; use one of {sorted(WRITE_EXTENSIONS)}")
+    if bits not in WRITE_EXTENSIONS[ext]:
+        raise ValueError(f"{ext} files hold {' or '.join(map(str, WRITE_EXTENSIONS[ext]))}-bit pixels, not {bits}")
     scale, dtype = (255.0, np.uint8) if bits == 8 else (65535.0, np.uint16)
     array = np.rint(np.clip(pixels, 0.0, 1.0) * scale).astype(dtype)
     if array.ndim == 3:
         array = np.ascontiguousarray(array[:, :, ::-1])  # RGB -> BGR for OpenCV
-    ok, buf = cv2.imencode(".png", array)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, array, params)
     if not ok:
-        raise ValueError("PNG encoding failed")
+        raise ValueError(f"{ext} encoding failed")
     return buf.tobytes()
+
+
+def encode_png(pixels: np.ndarray, bits: int = 8) -> bytes:
+    """Encode float pixels in [0, 1] (``(H, W)`` or RGB ``(H, W, 3)``) as an 8- or 16-bit PNG."""
+    return encode_image(pixels, bits, ".png")
+
+
+def write_image(path: str | Path, pixels: np.ndarray, bits: int = 8) -> None:
+    """Write float pixels in [0, 1] in the format given by the file's extension, atomically."""
+    path = Path(path)
+    try:
+        data = encode_image(pixels, bits, path.suffix)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    atomic_write_bytes(path, data)
 
 
 def write_png(path: str | Path, pixels: np.ndarray, bits: int = 8) -> None:
@@ -194,7 +229,8 @@ def pair_folders(ir_dir: str | Path, vis_dir: str | Path) -> tuple[list[Pair], l
     if not ir and not vis:
         raise InputError(ir_dir, f"no images ({', '.join(IMAGE_EXTENSIONS)}) here nor in {vis_dir}")
     pairs = [Pair(n, ir[n], vis[n]) for n in sorted(ir.keys() & vis.keys())]
-    problems = [InputError(ir[n], f"no visible partner named {n}.* in {vis_dir}") for n in sorted(ir.keys() - vis.keys())]
+    problems = [InputError(ir[n], f"no visible partner named {n}.* in {vis_dir}")
+                for n in sorted(ir.keys() - vis.keys())]
     problems += [InputError(vis[n], f"no infrared partner named {n}.* in {ir_dir}")
                  for n in sorted(vis.keys() - ir.keys())]
     return pairs, problems

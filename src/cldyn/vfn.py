@@ -288,9 +288,32 @@ def create_vfn(name: str = "vfn", pretrained: bool = False, **overrides) -> VFN:
     return VFN(cfg)
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Return an eval-mode copy of ``model`` with every ``Conv2d`` -> ``BatchNorm2d`` pair folded into the conv.
+
+    Folding is exact up to float rounding (inference uses the running statistics either way) and removes one
+    full pass over every feature map. The copy must not be trained.
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.children())
+        for i in range(len(children) - 1):
+            conv, bn = children[i], children[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module[i] = fuse_conv_bn_eval(conv, bn)
+                module[i + 1] = nn.Identity()
+    return folded
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (learnable tensors only, BN buffers excluded)."""
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["VFN", "VFNConfig", "create_vfn", "list_models", "count_parameters"]
+__all__ = ["VFN", "VFNConfig", "create_vfn", "list_models", "count_parameters", "fold_batchnorm"]

@@ -1,0 +1,269 @@
+"""Fusing images with a trained VFN: a pure tensor function, and a :class:`Fuser` for files and folders.
+
+Colour convention (paper): only the luminance is fused. A colour visible image gives ``Y`` to the network and its
+``Cb``/``Cr`` back to the fused result; a gray visible image gives a gray result. Infrared given as RGB is reduced
+to one channel (BT.601 luma).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cldyn.color import replace_luma, rgb_to_luma
+from cldyn.errors import CldynError, InputError
+from cldyn.io import Image, Pair, read_image, to_single_channel, write_image
+from cldyn.vfn import VFN, check_pair_tensors, fold_batchnorm
+
+Bits = Literal["auto", 8, 16]
+
+
+def fuse_tensors(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """Fuse infrared with a gray or colour visible image.
+
+    Args:
+        model: a VFN (or anything with its call signature ``model(ir, vis_y) -> fused_y``).
+        ir: ``(B, 1, H, W)`` in [0, 1].
+        vis: ``(B, 1, H, W)`` gray or ``(B, 3, H, W)`` RGB in [0, 1].
+
+    Returns:
+        ``(B, C, H, W)`` with ``C`` the visible image's channel count: the fused luminance, recoloured with the
+        visible chroma when ``vis`` is RGB.
+
+    Example:
+        >>> net = VFN().eval()
+        >>> fuse_tensors(net, torch.rand(2, 1, 9, 7), torch.rand(2, 3, 9, 7)).shape
+        torch.Size([2, 3, 9, 7])
+    """
+    if vis.dim() != 4 or vis.shape[1] not in (1, 3):
+        raise ValueError(f"fuse_tensors: vis must be (B, 1, H, W) or (B, 3, H, W), got {tuple(vis.shape)}")
+    colour = vis.shape[1] == 3
+    vis_y = rgb_to_luma(vis) if colour else vis
+    check_pair_tensors(ir, vis_y)
+    fused_y = model(ir, vis_y)
+    return replace_luma(vis, fused_y) if colour else fused_y
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a one-line error."""
+    if isinstance(spec, torch.device):
+        return spec
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise CldynError("--device cuda asked for, but torch sees no CUDA GPU (use --device cpu or auto)")
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise CldynError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """Eval-mode copy with BatchNorm folded into the convs, on ``device``; channels-last memory on CPU (faster
+    for these narrow convs with oneDNN)."""
+    model = fold_batchnorm(model).to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model.requires_grad_(False)
+
+
+def output_bits(ir: Image, vis: Image, bits: Bits) -> int:
+    """``auto``: 16-bit output when either input has more than 8 bits, else 8."""
+    if bits == "auto":
+        return 16 if max(ir.bits, vis.bits) > 8 else 8
+    return int(bits)
+
+
+@dataclass
+class FuseReport:
+    """Outcome of a folder run: written files and one error per pair that could not be fused."""
+
+    written: list[Path] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        s = f"{len(self.written)} fused, {len(self.errors)} failed"
+        return s if self.ok else s + f" (first: {self.errors[0]})"
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    pair: Pair
+    out: Path
+    ir: Image | None = None
+    vis: Image | None = None
+    error: InputError | None = None
+
+    @property
+    def key(self) -> tuple[int, int, bool]:
+        assert self.vis is not None
+        return (*self.vis.size, self.vis.is_gray)
+
+
+def _load(pair: Pair, out: Path) -> _Loaded:
+    try:
+        ir, vis = read_image(pair.ir), read_image(pair.vis)
+        if ir.size != vis.size:
+            raise InputError(pair.vis, f"size {vis.size[1]}x{vis.size[0]} differs from its infrared partner "
+                             f"{pair.ir.name} ({ir.size[1]}x{ir.size[0]})")
+        return _Loaded(pair, out, ir, vis)
+    except InputError as exc:
+        return _Loaded(pair, out, error=exc)
+
+
+def _prefetch(fn: Callable, items: Iterable, pool: ThreadPoolExecutor, depth: int) -> Iterator:
+    """``map(fn, items)`` running up to ``depth`` calls ahead in ``pool``, results in order."""
+    pending: list[Future] = []
+    for item in items:
+        pending.append(pool.submit(fn, *item))
+        if len(pending) > depth:
+            yield pending.pop(0).result()
+    for fut in pending:
+        yield fut.result()
+
+
+class Fuser:
+    """Fuses files and folders with a VFN on CPU or GPU.
+
+    Args:
+        model: a trained VFN; ``None`` loads the weights shipped in the package.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_size: pairs per forward pass (consecutive pairs of one size are batched together).
+        workers: threads that decode and encode images while the network runs.
+
+    Example:
+        >>> fuser = Fuser(VFN(), device="cpu")
+        >>> fuser.fuse_arrays(np.random.rand(8, 8), np.random.rand(8, 8, 3)).shape
+        (8, 8, 3)
+    """
+
+    def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
+                 workers: int = 2) -> None:
+        if batch_size < 1:
+            raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
+        if model is None:
+            from cldyn.checkpoint import load_pretrained_vfn
+
+            model = load_pretrained_vfn()
+        self.device = resolve_device(device)
+        self.model = prepare_for_inference(model, self.device)
+        self.batch_size = batch_size
+        self.workers = max(1, workers)
+
+    @torch.inference_mode()
+    def fuse_batch(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """:func:`fuse_tensors` on the fuser's device; returns a CPU tensor."""
+        fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        ir = ir.to(self.device).contiguous(memory_format=fmt)
+        vis = vis.to(self.device).contiguous(memory_format=fmt)
+        return fuse_tensors(self.model, ir, vis).float().cpu()
+
+    def fuse_arrays(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        """Fuse float arrays in [0, 1]: ``ir`` ``(H, W)`` (or RGB), ``vis`` ``(H, W)`` or ``(H, W, 3)``."""
+        ir_t = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))
+        if ir_t.dim() == 3:
+            ir_t = rgb_to_luma(ir_t.permute(2, 0, 1))[0]
+        vis_t = torch.from_numpy(np.ascontiguousarray(vis, dtype=np.float32))
+        vis_t = vis_t[None] if vis_t.dim() == 2 else vis_t.permute(2, 0, 1)
+        out = self.fuse_batch(ir_t[None, None], vis_t[None])[0]
+        return out[0].numpy() if out.shape[0] == 1 else out.permute(1, 2, 0).numpy()
+
+    def fuse_images(self, ir: Image, vis: Image) -> np.ndarray:
+        """Fuse two decoded images; the result is gray or RGB like ``vis``."""
+        if ir.size != vis.size:
+            raise InputError(vis.path, f"size {vis.size[1]}x{vis.size[0]} differs from its infrared partner "
+                             f"{ir.path.name} ({ir.size[1]}x{ir.size[0]})")
+        return self.fuse_arrays(to_single_channel(ir), vis.pixels)
+
+    def fuse_files(self, ir_path: str | Path, vis_path: str | Path, out_path: str | Path, bits: Bits = "auto",
+                   overwrite: bool = False) -> Path:
+        """Fuse one pair of files into ``out_path`` (format from its extension), written atomically."""
+        out_path = Path(out_path)
+        if out_path.is_dir():
+            raise InputError(out_path, "is a folder; give a file name for a single pair")
+        if out_path.exists() and not overwrite:
+            raise InputError(out_path, "already exists; pass --overwrite to replace it")
+        ir, vis = read_image(ir_path), read_image(vis_path)
+        write_image(out_path, self.fuse_images(ir, vis), output_bits(ir, vis, bits))
+        return out_path
+
+    def fuse_pairs(self, pairs: Sequence[Pair], out_dir: str | Path, bits: Bits = "auto", overwrite: bool = False,
+                   progress: bool = True, suffix: str = ".png") -> FuseReport:
+        """Fuse pairs into ``out_dir/NAME.png``; a pair that fails is reported and the rest go on.
+
+        Raises:
+            InputError: some outputs exist already and ``overwrite`` is false (checked before any work).
+        """
+        out_dir = Path(out_dir)
+        targets = [out_dir / f"{p.name}{suffix}" for p in pairs]
+        if not overwrite:
+            existing = [t for t in targets if t.exists()]
+            if existing:
+                raise InputError(existing[0], f"already exists ({len(existing)} of {len(targets)} outputs do); "
+                                 "pass --overwrite to replace them")
+        report = FuseReport()
+        writes: list[tuple[Future, Path, Pair]] = []
+        with ThreadPoolExecutor(self.workers) as pool, \
+                tqdm(total=len(pairs), disable=not progress, desc="fuse", unit="pair") as bar:
+
+            def flush(batch: list[_Loaded]) -> None:
+                ir = torch.stack([torch.from_numpy(to_single_channel(b.ir))[None] for b in batch])
+                vis = torch.stack([torch.from_numpy(b.vis.pixels)[None] if b.vis.is_gray
+                                   else torch.from_numpy(b.vis.pixels).permute(2, 0, 1) for b in batch])
+                fused = self.fuse_batch(ir, vis)
+                for b, f in zip(batch, fused, strict=True):
+                    pixels = f[0].numpy() if f.shape[0] == 1 else f.permute(1, 2, 0).numpy()
+                    fut = pool.submit(write_image, b.out, pixels, output_bits(b.ir, b.vis, bits))
+                    writes.append((fut, b.out, b.pair))
+                bar.update(len(batch))
+
+            batch: list[_Loaded] = []
+            depth = 2 * self.workers + self.batch_size
+            for item in _prefetch(_load, zip(pairs, targets, strict=True), pool, depth):
+                if item.error is not None:
+                    report.errors.append(item.error)
+                    bar.update(1)
+                    continue
+                if batch and (item.key != batch[0].key or len(batch) == self.batch_size):
+                    flush(batch)
+                    batch = []
+                batch.append(item)
+            if batch:
+                flush(batch)
+            for fut, out, pair in writes:
+                try:
+                    fut.result()
+                    report.written.append(out)
+                except InputError as exc:
+                    report.errors.append(InputError(exc.path, f"{exc.problem} (pair {pair.name})"))
+        return report
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op CPU threads (``None``: leave as is)."""
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+__all__ = ["fuse_tensors", "Fuser", "FuseReport", "resolve_device", "prepare_for_inference", "torch_threads"]
