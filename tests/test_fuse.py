@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import torch
+
+from cldyn.color import rgb_to_luma
+from cldyn.errors import InputError
+from cldyn.fuse import Fuser, fuse_tensors, resolve_device
+from cldyn.io import pair_folders, read_image, write_image
+from cldyn.vfn import VFN
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return VFN().eval()
+
+
+def test_fuse_tensors_colour_keeps_chroma(net):
+    ir, vis = torch.rand(2, 1, 12, 10), torch.rand(2, 3, 12, 10)
+    with torch.no_grad():
+        out = fuse_tensors(net, ir, vis)
+        y = net(ir, rgb_to_luma(vis))
+    assert out.shape == (2, 3, 12, 10)
+    # Where no clamping happened the fused image's luma is the network output.
+    inside = ((out > 1e-4) & (out < 1 - 1e-4)).all(dim=1, keepdim=True)
+    assert inside.float().mean() > 0.5
+    assert torch.allclose(rgb_to_luma(out)[inside], y[inside], atol=1e-5)
+
+
+def test_fuse_tensors_gray(net):
+    with torch.no_grad():
+        out = fuse_tensors(net, torch.rand(1, 1, 9, 9), torch.rand(1, 1, 9, 9))
+    assert out.shape == (1, 1, 9, 9)
+
+
+def test_fuser_matches_model(net, pairs_dir):
+    pairs, _ = pair_folders(pairs_dir / "ir", pairs_dir / "vi")
+    fuser = Fuser(net, device="cpu")
+    ir, vis = read_image(pairs[0].ir), read_image(pairs[0].vis)
+    out = fuser.fuse_images(ir, vis)
+    with torch.no_grad():
+        ref = fuse_tensors(net, torch.from_numpy(ir.pixels)[None, None],
+                           torch.from_numpy(vis.pixels).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    assert out.shape == vis.pixels.shape
+    assert np.abs(out - ref).max() < 1e-5  # BN folding and channels-last change only rounding
+
+
+def test_fuse_pairs_batched_equals_single_and_is_deterministic(net, pairs_dir, tmp_path):
+    pairs, _ = pair_folders(pairs_dir / "ir", pairs_dir / "vi")
+    r1 = Fuser(net, device="cpu", batch_size=1).fuse_pairs(pairs, tmp_path / "a", progress=False)
+    r2 = Fuser(net, device="cpu", batch_size=2).fuse_pairs(pairs, tmp_path / "b", progress=False)
+    r3 = Fuser(net, device="cpu", batch_size=1).fuse_pairs(pairs, tmp_path / "c", progress=False)
+    assert r1.ok and r2.ok and r3.ok and [p.name for p in r1.written] == [p.name for p in r2.written]
+    for p in r1.written:
+        a = read_image(p).pixels
+        assert np.abs(a - read_image(tmp_path / "b" / p.name).pixels).max() <= 1 / 255 + 1e-6
+        assert (tmp_path / "c" / p.name).read_bytes() == p.read_bytes()  # byte-identical re-run
+
+
+def test_16bit_in_16bit_out_and_gray_stays_gray(net, tmp_path):
+    rng = np.random.default_rng(0)
+    ir = rng.random((20, 30))
+    vis_gray = rng.random((20, 30))
+    write_image(tmp_path / "ir.png", ir, 16)
+    write_image(tmp_path / "vis.png", vis_gray, 16)
+    fuser = Fuser(net, device="cpu")
+    out = fuser.fuse_files(tmp_path / "ir.png", tmp_path / "vis.png", tmp_path / "out.png")
+    img = read_image(out)
+    assert img.bits == 16 and img.is_gray and img.size == (20, 30)
+    out8 = fuser.fuse_files(tmp_path / "ir.png", tmp_path / "vis.png", tmp_path / "out8.png", bits=8)
+    assert read_image(out8).bits == 8
+
+
+def test_fuse_files_refuses_overwrite(net, tmp_path, pairs_dir):
+    pairs, _ = pair_folders(pairs_dir / "ir", pairs_dir / "vi")
+    fuser = Fuser(net, device="cpu")
+    out = tmp_path / "x.png"
+    out.write_bytes(b"keep me")
+    with pytest.raises(InputError, match="already exists"):
+        fuser.fuse_files(pairs[0].ir, pairs[0].vis, out)
+    assert out.read_bytes() == b"keep me"
+    fuser.fuse_files(pairs[0].ir, pairs[0].vis, out, overwrite=True)
+    assert read_image(out).size == (72, 96)
+
+
+def test_folder_run_reports_bad_pairs_and_continues(net, tmp_path, pairs_dir):
+    pairs, _ = pair_folders(pairs_dir / "ir", pairs_dir / "vi")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    from cldyn.io import Pair
+
+    bad = Pair("broken", tmp_path / "broken.png", pairs[0].vis)
+    report = Fuser(net, device="cpu").fuse_pairs([bad, *pairs], tmp_path / "out", progress=False)
+    assert len(report.written) == 2 and len(report.errors) == 1
+    assert "broken.png" in str(report.errors[0])
+    assert not (tmp_path / "out" / "broken.png").exists()
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")

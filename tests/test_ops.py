@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+from cldyn.ops import sobel_l1_magnitude, sobel_xy
+
+
+def test_ramp_hand_computed():
+    ramp = torch.arange(6.0).repeat(1, 1, 5, 1)  # +1 per column
+    g = sobel_xy(ramp)
+    assert torch.all(g[0, 0, 0, :, 1:-1] == 8.0)  # (1 + 2 + 1) * 2
+    assert torch.all(g[0, 0, 1] == 0.0)
+    # Replicate padding: the border column sees a step of 1 instead of 2.
+    assert torch.all(g[0, 0, 0, :, 0] == 4.0)
+    assert torch.equal(sobel_l1_magnitude(ramp)[0, 0], g[0, 0, 0].abs())
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_matches_kornia(normalized):
+    kornia = pytest.importorskip("kornia")
+    x = torch.rand(2, 3, 11, 13)
+    assert torch.allclose(sobel_xy(x, normalized), kornia.filters.spatial_gradient(x, "sobel", 1, normalized),
+                          atol=1e-6)
+
+
+def test_shape_check():
+    with pytest.raises(ValueError):
+        sobel_xy(torch.rand(3, 8, 8))
