@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -29,3 +32,24 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def labelled(tmp_path, pairs_dir):
+    """The two fixture pairs with segmentation, saliency and detection labels, MSRS layout."""
+    root = tmp_path / "msrs_like"
+    shutil.copytree(pairs_dir, root)
+    rng = np.random.default_rng(0)
+    for sub in ("labels/seg", "labels/sal", "labels/det/fusion", "splits"):
+        (root / sub).mkdir(parents=True)
+    names = sorted(p.stem for p in (root / "ir").iterdir())
+    for n in names:
+        seg = rng.integers(0, 9, (72, 96), dtype=np.uint8)
+        cv2.imwrite(str(root / "labels/seg" / f"{n}.png"), seg)
+        sal = np.zeros((72, 96), np.uint8)
+        sal[20:40, 30:60] = 255
+        cv2.imwrite(str(root / "labels/sal" / f"{n}.png"), sal)
+        (root / "labels/det/fusion" / f"{n}.txt").write_text("0 0.5 0.5 0.25 0.5\n2 0.2 0.3 0.1 0.1\n")
+    (root / "splits/train.txt").write_text("\n".join(names))
+    (root / "splits/val.txt").write_text(names[0])
+    return root

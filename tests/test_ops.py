@@ -25,3 +25,14 @@ def test_matches_kornia(normalized):
 def test_shape_check():
     with pytest.raises(ValueError):
         sobel_xy(torch.rand(3, 8, 8))
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_magnitude_equals_xy_and_keeps_layout(normalized):
+    x = torch.rand(2, 5, 9, 12)
+    ref = sobel_xy(x, normalized).abs().sum(2)
+    assert torch.allclose(sobel_l1_magnitude(x, normalized), ref, atol=1e-6)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    out = sobel_l1_magnitude(cl, normalized)
+    assert torch.allclose(out, ref, atol=1e-6)
+    assert out.is_contiguous(memory_format=torch.channels_last)

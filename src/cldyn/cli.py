@@ -146,6 +146,63 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapter_config(pairs: list[str] | None) -> dict:
+    import json
+
+    cfg = {}
+    for item in pairs or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CldynError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            cfg[key] = json.loads(value)
+        except json.JSONDecodeError:
+            cfg[key] = value
+    return cfg
+
+
+def cmd_train_task(args: argparse.Namespace) -> int:
+    from cldyn.train_task import TrainTaskConfig, train_task
+
+    _set_threads(args.threads)
+    cfg = TrainTaskConfig(
+        task=args.task, data=args.data, out_dir=args.out, input=args.input, train_split=args.split,
+        val_split=args.val_split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop=args.crop,
+        seed=args.seed, adapter=_adapter_config(args.set), vfn_weights=args.vfn_weights, max_steps=args.max_steps,
+        val_every=args.val_every,
+    )
+    best = train_task(cfg, resume=args.resume, progress=not args.quiet)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def cmd_eval_task(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from cldyn.io import atomic_write_bytes
+    from cldyn.tasks import load_pretrained_task, load_task
+    from cldyn.tasks.data import TaskBank, discover_task_samples, image_source
+    from cldyn.train_task import evaluate_bank
+
+    _set_threads(args.threads)
+    adapter = (load_pretrained_task(args.task) if args.weights is None else load_task(args.weights)).freeze()
+    if adapter.task != args.task:
+        raise CldynError(f"{args.weights}: holds a {adapter.task!r} network, not {args.task!r}")
+    found = discover_task_samples(args.data, args.task, args.split)
+    for note in found.notes:
+        print(note, file=sys.stderr)
+    num_classes = adapter.config.get("num_labels", adapter.config.get("num_classes", 1))
+    bank = TaskBank(args.task, found.samples, image_source(args.source, args.vfn_weights), num_classes)
+    metrics = evaluate_bank(adapter, bank, progress=not args.quiet)
+    result = {"task": args.task, "source": args.source, "n": len(bank), "metrics": metrics}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        atomic_write_bytes(Path(args.json), text.encode())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cldyn", description="CLDyN infrared-visible image fusion")
     sub = p.add_subparsers(dest="command", required=True)
@@ -170,6 +227,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="torch CPU threads")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train_vfn)
+
+    s = sub.add_parser("train-task", help="train a downstream task network (on VFN-fused images by default)")
+    s.add_argument("--task", required=True, help="detection, segmentation, saliency or module:Class")
+    s.add_argument("--data", required=True, help="dataset root with labels (e.g. ../shared/data/msrs)")
+    s.add_argument("--input", default="fused", help="fused (shipped VFN), visible, infrared, or a folder of images")
+    s.add_argument("--out", default="runs/task")
+    s.add_argument("--split", default="train")
+    s.add_argument("--val-split", default="val")
+    s.add_argument("--epochs", type=int, default=60)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--crop", type=int, default=320)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="adapter config (JSON values), e.g. size=b0")
+    s.add_argument("--vfn-weights", help="VFN checkpoint for --input fused (default: shipped)")
+    s.add_argument("--max-steps", type=int)
+    s.add_argument("--val-every", type=int, default=1, help="epochs between validations")
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_train_task)
+
+    s = sub.add_parser("eval-task", help="evaluate a task network on an image source")
+    s.add_argument("--task", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--split", default="val")
+    s.add_argument("--source", default="vfn", help="visible, infrared, vfn, or a folder of fused images")
+    s.add_argument("--weights", help="task checkpoint (default: the shipped network)")
+    s.add_argument("--vfn-weights", help="VFN checkpoint for --source vfn (default: shipped)")
+    s.add_argument("--json", help="also write the result as JSON")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_eval_task)
 
     s = sub.add_parser("fuse", help="fuse one pair, two folders, or a dataset root",
                        description="cldyn fuse IR VIS -o OUT | cldyn fuse --ir DIR --vis DIR -o DIR | "

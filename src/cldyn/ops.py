@@ -37,8 +37,19 @@ def sobel_xy(image: torch.Tensor, normalized: bool = False) -> torch.Tensor:
 
 
 def sobel_l1_magnitude(image: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-    """``|d/dx| + |d/dy|`` of the Sobel responses, shape ``(B, C, H, W)``.
+    """``|d/dx| + |d/dy|`` of the Sobel responses, shape ``(B, C, H, W)``; equals ``sobel_xy(...).abs().sum(2)``.
 
-    The fusion literature (SeAFusion, CLDyN) uses this L1 magnitude as "the Sobel gradient".
+    The fusion literature (SeAFusion, CLDyN) uses this L1 magnitude as "the Sobel gradient". Computed with two
+    depthwise convolutions so a channels-last input stays channels-last (the (B*C, 1, H, W) reshape of
+    :func:`sobel_xy` would force a copy into NCHW and slow every later layer).
     """
-    return sobel_xy(image, normalized).abs().sum(dim=2)
+    if image.dim() != 4:
+        raise ValueError(f"sobel_l1_magnitude: expected (B, C, H, W), got {tuple(image.shape)}")
+    c = image.shape[1]
+    kx = torch.tensor(_SOBEL_X, dtype=image.dtype, device=image.device)
+    if normalized:
+        kx = kx / 8.0
+    padded = F.pad(image, (1, 1, 1, 1), mode="replicate")
+    gx = F.conv2d(padded, kx.expand(c, 1, 3, 3), groups=c)
+    gy = F.conv2d(padded, kx.t().expand(c, 1, 3, 3), groups=c)
+    return gx.abs() + gy.abs()

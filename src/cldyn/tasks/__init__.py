@@ -1,0 +1,77 @@
+"""Downstream task networks as pluggable adapters (see :mod:`cldyn.tasks.base` for the protocol).
+
+Built-in tasks are registered by name and imported lazily, so ``import cldyn`` never pulls in ``transformers`` or
+the optional ``ultralytics``. A user adapter is named ``module:Class`` (a :class:`TaskAdapter` subclass importable
+from the current environment).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from cldyn.errors import CldynError
+from cldyn.tasks.base import TaskAdapter, as_rgb
+
+_BUILTIN: dict[str, str] = {
+    "detection": "cldyn.tasks.detection:DetectionAdapter",
+    "segmentation": "cldyn.tasks.segmentation:SegmentationAdapter",
+    "saliency": "cldyn.tasks.saliency:SaliencyAdapter",
+}
+
+
+def list_tasks() -> list[str]:
+    return sorted(_BUILTIN)
+
+
+def task_class(spec: str) -> type[TaskAdapter]:
+    """The adapter class for a built-in name or a ``module:Class`` path."""
+    target = _BUILTIN.get(spec, spec)
+    if ":" not in target:
+        raise CldynError(f"unknown task {spec!r}; use one of {list_tasks()} or module:Class")
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = " (install the extra: pip install 'cldyn[yolo]')" if spec == "detection" else ""
+        raise CldynError(f"task {spec!r}: cannot import {module_name} ({exc}){extra}") from None
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise CldynError(f"task {spec!r}: {module_name} has no attribute {attr!r}")
+    if not (isinstance(obj, type) and issubclass(obj, TaskAdapter)):
+        raise CldynError(f"task {spec!r}: {target} is not a cldyn.tasks.base.TaskAdapter subclass")
+    return obj
+
+
+def create_task(spec: str, config: dict[str, Any] | None = None) -> TaskAdapter:
+    """A fresh (untrained) adapter from a name or ``module:Class`` and its config."""
+    return task_class(spec)(config)
+
+
+def load_task(path: str | Path, expected_sha256: str | None = None) -> TaskAdapter:
+    """An adapter with weights, its class taken from the checkpoint's metadata."""
+    from cldyn.checkpoint import load_checkpoint
+
+    _, meta = load_checkpoint(path, expected_sha256)
+    return task_class(meta.get("adapter") or meta.get("task", "")).load(path, expected_sha256)
+
+
+def load_pretrained_task(name: str) -> TaskAdapter:
+    """The network shipped for a built-in task, SHA-256 verified."""
+    import json
+
+    from cldyn.checkpoint import shipped_weights_dir
+
+    wdir = shipped_weights_dir()
+    fname = f"task_{name}.safetensors"
+    manifest = json.loads((wdir / "manifest.json").read_text()) if (wdir / "manifest.json").is_file() else {}
+    if fname not in manifest:
+        raise CldynError(f"no shipped network for task {name!r} (shipped: "
+                         f"{sorted(k for k in manifest if k.startswith('task_'))}); pass --weights")
+    return task_class(name).load(wdir / fname, expected_sha256=manifest[fname]["sha256"])
+
+
+__all__ = ["TaskAdapter", "as_rgb", "create_task", "load_task", "load_pretrained_task", "list_tasks", "task_class"]

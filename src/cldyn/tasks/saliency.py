@@ -1,0 +1,167 @@
+"""Salient-object detection: a compact network on a torchvision ResNet-18 backbone, and its adapter.
+
+The network follows the spirit of CTDNet-18 (Zhao et al., ACM MM 2021): a ResNet-18 encoder, a top-down path that
+fuses deep context into shallow detail, a saliency head and an auxiliary edge head supervised with the mask's
+boundary. It is deliberately small (the default keeps ResNet-18's first three stages) so it trains from scratch on
+a CPU and ships inside the package. Metrics come from ``pysodmetrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cldyn.tasks.base import IMAGENET_MEAN, IMAGENET_STD, TaskAdapter, normalize
+
+
+def _cbr(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True))
+
+
+class SaliencyNet(nn.Module):
+    """ResNet-18 encoder (``stages`` of its 4 stages) + top-down decoder; outputs saliency and edge logits.
+
+    Args:
+        stages: ResNet-18 stages kept (3: strides 4/8/16, 2.8 M parameters; 4 adds stride 32, 11.3 M).
+        width: decoder channels.
+
+    ``forward`` returns ``(saliency_logits, edge_logits)``, both ``(B, 1, H, W)`` at the input size.
+    """
+
+    def __init__(self, stages: int = 3, width: int = 64) -> None:
+        super().__init__()
+        from torchvision.models import resnet18
+
+        if not 2 <= stages <= 4:
+            raise ValueError(f"stages must be 2..4, got {stages}")
+        r = resnet18(weights=None)
+        self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
+        layers = [r.layer1, r.layer2, r.layer3, r.layer4][:stages]
+        self.backbone = nn.ModuleList(layers)
+        chans = [64, 128, 256, 512][:stages]
+        self.lateral = nn.ModuleList(_cbr(c, width, 1) for c in chans)
+        self.smooth = nn.ModuleList(_cbr(width, width) for _ in chans[:-1])
+        self.context = _cbr(width, width)  # global-context refinement of the deepest level
+        self.edge_head = nn.Sequential(_cbr(width, width), nn.Conv2d(width, 1, 1))
+        self.sal_head = nn.Sequential(_cbr(2 * width, width), nn.Conv2d(width, 1, 1))
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Backbone features, shallow to deep (strides 4, 8, 16[, 32])."""
+        x = self.stem(x)
+        feats = []
+        for layer in self.backbone:
+            x = layer(x)
+            feats.append(x)
+        return feats
+
+    def forward_head(self, feats: list[torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        lat = [lateral(f) for lateral, f in zip(self.lateral, feats, strict=True)]
+        top = lat[-1]
+        top = self.context(top + top.mean(dim=(2, 3), keepdim=True))
+        for i in range(len(lat) - 2, -1, -1):
+            top = self.smooth[i](lat[i] + F.interpolate(top, size=lat[i].shape[-2:], mode="bilinear",
+                                                        align_corners=False))
+        edge_feat = self.edge_head[0](lat[0])
+        edge = self.edge_head[1](edge_feat)
+        sal = self.sal_head(torch.cat((top, edge_feat), dim=1))
+        up = {"size": size, "mode": "bilinear", "align_corners": False}
+        return F.interpolate(sal, **up), F.interpolate(edge, **up)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_head(self.forward_features(x), x.shape[-2:])
+
+
+def mask_edges(mask: torch.Tensor, width: int = 1) -> torch.Tensor:
+    """Boundary of a binary mask ``(B, 1, H, W)``: morphological gradient (dilation minus erosion)."""
+    k = 2 * width + 1
+    dil = F.max_pool2d(mask, k, 1, width)
+    ero = -F.max_pool2d(-mask, k, 1, width)
+    return (dil - ero).clamp(0, 1)
+
+
+def iou_loss(logits: torch.Tensor, mask: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Soft IoU loss ``1 - (|P∩G| + eps) / (|P∪G| + eps)`` per image, averaged (eps keeps empty masks finite)."""
+    p = torch.sigmoid(logits)
+    inter = (p * mask).sum(dim=(1, 2, 3))
+    union = (p + mask - p * mask).sum(dim=(1, 2, 3))
+    return (1 - (inter + eps) / (union + eps)).mean()
+
+
+def saliency_loss(sal: torch.Tensor, edge: torch.Tensor, mask: torch.Tensor, edge_weight: float = 1.0
+                  ) -> torch.Tensor:
+    """BCE + IoU on the saliency map, plus BCE of the edge map against the mask boundary."""
+    loss = F.binary_cross_entropy_with_logits(sal, mask) + iou_loss(sal, mask)
+    if edge_weight:
+        loss = loss + edge_weight * F.binary_cross_entropy_with_logits(edge, mask_edges(mask))
+    return loss
+
+
+def saliency_metrics(predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> dict[str, float]:
+    """pysodmetrics on uint8 maps (prediction 0..255, mask 0/255), both ``(H, W)``.
+
+    Returns ``mae``, ``max_f``, ``mean_f``, ``adp_f`` (F-beta with beta^2 = 0.3), ``s_measure``, ``mean_e``,
+    ``max_e``, ``adp_e``.
+    """
+    import warnings
+
+    from py_sod_metrics import MAE, Emeasure, Fmeasure, Smeasure
+
+    with warnings.catch_warnings():  # Fmeasure is deprecated in favour of FmeasureV2 but computes the same values
+        warnings.simplefilter("ignore", UserWarning)
+        fm = Fmeasure(beta=0.3)
+    mae, sm, em = MAE(), Smeasure(), Emeasure()
+    for pred, gt in zip(predictions, targets, strict=True):
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction {pred.shape} and mask {gt.shape} differ in size")
+        for m in (mae, fm, sm, em):
+            m.step(pred=pred, gt=gt)
+    f, e = fm.get_results()["fm"], em.get_results()["em"]
+    return {
+        "mae": float(mae.get_results()["mae"]), "max_f": float(f["curve"].max()), "mean_f": float(f["curve"].mean()),
+        "adp_f": float(f["adp"]), "s_measure": float(sm.get_results()["sm"]), "mean_e": float(e["curve"].mean()),
+        "max_e": float(e["curve"].max()), "adp_e": float(e["adp"]), "n": len(predictions),
+    }
+
+
+class SaliencyAdapter(TaskAdapter):
+    """Salient-object detection adapter.
+
+    Targets: masks ``(B, 1, H, W)`` float in {0, 1}. Predictions: saliency probabilities ``(B, 1, H, W)``.
+    Config keys: ``stages`` (3), ``width`` (64), ``edge_weight`` (1.0), ``feature_layer`` (deepest backbone stage).
+    """
+
+    task = "saliency"
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        cfg = {"stages": 3, "width": 64, "edge_weight": 1.0, **(config or {})}
+        cfg.setdefault("feature_layer", f"backbone.{cfg['stages'] - 1}")
+        super().__init__(cfg)
+        self.model = SaliencyNet(cfg["stages"], cfg["width"])
+        self.feature_layer = cfg["feature_layer"]
+
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(self.preprocess(image))
+
+    def loss_from_output(self, output: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        sal, edge = output
+        return saliency_loss(sal, edge, targets.to(sal.dtype), self.config["edge_weight"])
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.forward(image)[0])
+
+    def evaluate(self, predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> dict[str, float]:
+        """Per-image maps ``(1, H, W)`` or ``(H, W)`` in [0, 1] and masks in {0, 1}, scored as 8-bit maps."""
+
+        def u8(t: torch.Tensor) -> np.ndarray:
+            return np.rint(t.detach().float().cpu().numpy().reshape(t.shape[-2:]) * 255).astype(np.uint8)
+
+        return saliency_metrics([u8(p) for p in predictions], [u8(t) for t in targets])

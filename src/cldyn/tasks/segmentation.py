@@ -1,0 +1,97 @@
+"""Semantic segmentation with a SegFormer (Hugging Face ``transformers``) built from a config, never downloaded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cldyn.tasks.base import IMAGENET_MEAN, IMAGENET_STD, TaskAdapter, normalize
+
+IGNORE_INDEX = 255
+
+# SegFormer sizes (Xie et al., NeurIPS 2021, Table 6): hidden sizes and depths of the four MiT stages.
+SEGFORMER_SIZES: dict[str, dict[str, Any]] = {
+    "b0": {"hidden_sizes": [32, 64, 160, 256], "depths": [2, 2, 2, 2], "decoder_hidden_size": 256},
+    "b1": {"hidden_sizes": [64, 128, 320, 512], "depths": [2, 2, 2, 2], "decoder_hidden_size": 256},
+    "b2": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 4, 6, 3], "decoder_hidden_size": 768},
+}
+
+# MFNet / MSRS classes (index = label value).
+MSRS_SEG_CLASSES = ("unlabelled", "car", "person", "bike", "curve", "car_stop", "guardrail", "color_cone", "bump")
+
+
+def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int,
+                     ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """``(num_classes, num_classes)`` counts, rows = ground truth, columns = prediction; ignored pixels dropped."""
+    keep = target != ignore_index
+    t, p = target[keep].astype(np.int64), pred[keep].astype(np.int64)
+    if t.size and (t.max() >= num_classes or t.min() < 0):
+        raise ValueError(f"label values must be < {num_classes} or {ignore_index}, found {int(t.max())}")
+    return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def segmentation_metrics(conf: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """mIoU (mean over classes present in ground truth or prediction), per-class IoU, pixel accuracy."""
+    tp = np.diag(conf).astype(np.float64)
+    union = conf.sum(0) + conf.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    names = list(class_names) if class_names else [str(i) for i in range(len(tp))]
+    return {
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "pixel_acc": float(tp.sum() / max(conf.sum(), 1)),
+        "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou, strict=True)},
+    }
+
+
+class SegmentationAdapter(TaskAdapter):
+    """SegFormer adapter.
+
+    Targets: label maps ``(B, H, W)`` int64 (``255`` = ignore). Predictions: label maps ``(B, H, W)``.
+    Config keys: ``size`` (``b0``), ``num_labels`` (9, the MSRS classes), ``class_names``, ``feature_layer``
+    (``segformer.stages.3``, the last encoder stage).
+    """
+
+    task = "segmentation"
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+        cfg = {"size": "b0", "num_labels": len(MSRS_SEG_CLASSES), "class_names": list(MSRS_SEG_CLASSES),
+               "feature_layer": "segformer.stages.3", **(config or {})}
+        if cfg["size"] not in SEGFORMER_SIZES:
+            raise ValueError(f"unknown SegFormer size {cfg['size']!r}; choose from {sorted(SEGFORMER_SIZES)}")
+        super().__init__(cfg)
+        hf = SegformerConfig(num_labels=cfg["num_labels"], semantic_loss_ignore_index=IGNORE_INDEX,
+                             **SEGFORMER_SIZES[cfg["size"]])
+        self.model = SegformerForSemanticSegmentation(hf)
+        self.feature_layer = cfg["feature_layer"]
+
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K, H/4, W/4)``."""
+        return self.model(pixel_values=self.preprocess(image)).logits
+
+    def loss_from_output(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # As SegformerForSemanticSegmentation computes it: logits upsampled to the label size, CE with ignore.
+        logits = F.interpolate(output, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+        return F.cross_entropy(logits, targets.long(), ignore_index=IGNORE_INDEX)
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        logits = F.interpolate(self.forward(image), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return logits.argmax(dim=1)
+
+    def evaluate(self, predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> dict[str, Any]:
+        k = self.config["num_labels"]
+        conf = np.zeros((k, k), dtype=np.int64)
+        for p, t in zip(predictions, targets, strict=True):
+            p_np, t_np = p.cpu().numpy().reshape(t.shape[-2:]), t.cpu().numpy().reshape(t.shape[-2:])
+            conf += confusion_matrix(p_np, t_np, k)
+        return {**segmentation_metrics(conf, self.config.get("class_names")), "n": len(predictions)}

@@ -1,0 +1,250 @@
+"""Training and evaluation of downstream task networks (the frozen networks of CLDyN's closed loop).
+
+The paper's set-up: task networks are trained on images fused by the VFN (``input="fused"``), or, for comparison,
+on one modality. Training is deterministic given the seed (batches are pure functions of seed, epoch and step, as in
+:mod:`cldyn.train_vfn`) and resumable; each epoch ends with validation on full images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from cldyn import __version__
+from cldyn.checkpoint import (
+    load_checkpoint,
+    load_state_strict,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_checkpoint,
+    split_prefix,
+)
+from cldyn.data import seeded_generator
+from cldyn.errors import CheckpointError, CldynError
+from cldyn.tasks import TaskAdapter, create_task
+from cldyn.tasks.data import TaskBank, discover_task_samples, image_source, pad_to_multiple
+
+LAST, BEST = "last.safetensors", "best.safetensors"
+
+# Metric used to pick the best epoch, and whether higher is better.
+PRIMARY_METRIC: dict[str, tuple[str, bool]] = {
+    "segmentation": ("miou", True),
+    "saliency": ("s_measure", True),
+    "detection": ("map50_95", True),
+}
+
+
+@dataclass
+class TrainTaskConfig:
+    """Settings of ``cldyn train-task``. AdamW with cosine decay; random crops and horizontal flips."""
+
+    task: str = "saliency"
+    data: str = ""
+    out_dir: str = "runs/task"
+    input: str = "fused"
+    train_split: str = "train"
+    val_split: str = "val"
+    epochs: int = 60
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    crop: int = 320
+    seed: int = 0
+    adapter: dict[str, Any] = field(default_factory=dict)
+    vfn_weights: str | None = None
+    max_steps: int | None = None
+    val_every: int = 1  # epochs between validations (the last epoch is always validated)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _lr_at(cfg: TrainTaskConfig, step: int, total: int) -> float:
+    warm = min(100, total // 10)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+@torch.no_grad()
+def predict_bank(adapter: TaskAdapter, bank: TaskBank, multiple: int = 32, progress: bool = False) -> list[Any]:
+    """Predictions for every image of a bank at full size (padded to a multiple of 32, cropped back)."""
+    adapter.model.eval()
+    preds = []
+    for it in tqdm(bank.items, disable=not progress, desc="predict", unit="img", leave=False):
+        x, (h, w) = pad_to_multiple(it.image[None].float() / 255.0, multiple)
+        p = adapter.predict(x.to(adapter.device))
+        if isinstance(p, torch.Tensor):
+            preds.append(p[0, ..., :h, :w].cpu())
+        else:  # detection: boxes are in padded-image pixels, which equal the original's (padding is bottom/right)
+            d = dict(p[0])
+            d["size"] = (h, w)
+            if "boxes" in d and len(d["boxes"]):
+                d["boxes"] = d["boxes"].clone()
+                d["boxes"][:, 0::2] = d["boxes"][:, 0::2].clamp(0, w)
+                d["boxes"][:, 1::2] = d["boxes"][:, 1::2].clamp(0, h)
+            preds.append(d)
+    return preds
+
+
+def evaluate_bank(adapter: TaskAdapter, bank: TaskBank, progress: bool = False) -> dict[str, Any]:
+    preds = predict_bank(adapter, bank, progress=progress)
+    return adapter.evaluate(preds, [it.label for it in bank.items])
+
+
+def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True,
+               log: Callable[[str], None] = print) -> Path:
+    """Train a task network; returns the path of the best checkpoint (by validation metric)."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    adapter = create_task(cfg.task, cfg.adapter)
+    num_classes = adapter.config.get("num_labels", adapter.config.get("num_classes", 1))
+    source = image_source(cfg.input, cfg.vfn_weights)
+    banks = {}
+    for split in (cfg.train_split, cfg.val_split):
+        found = discover_task_samples(cfg.data, cfg.task, split)
+        for n in found.notes:
+            log(n)
+        banks[split] = TaskBank(cfg.task, tqdm(found.samples, disable=not progress, desc=f"load {split}",
+                                               leave=False), source, num_classes)
+    train, val = banks[cfg.train_split], banks[cfg.val_split]
+    steps_per_epoch = len(train) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise CldynError(f"only {len(train)} training samples, fewer than one batch of {cfg.batch_size}")
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    log(f"{adapter.describe()}")
+    log(f"{len(train)} train / {len(val)} val samples, input {cfg.input}, {steps_per_epoch} steps/epoch")
+
+    opt = torch.optim.AdamW(adapter.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, best = 0, None
+    ckpt = out / LAST
+    rows: list[dict] = []
+    csv_path = out / "metrics.csv"
+    if resume and ckpt.is_file():
+        tensors, meta = load_checkpoint(ckpt)
+        if meta.get("kind") != "train_task" or meta.get("task") != cfg.task:
+            raise CheckpointError(ckpt, f"is not a train-task checkpoint for {cfg.task!r}")
+        if meta["config"] != adapter.config:
+            raise CheckpointError(ckpt, f"adapter config {meta['config']} differs from {adapter.config}")
+        load_state_strict(adapter.model, split_prefix(tensors, "model"), ckpt)
+        optimizer_from_flat(opt, split_prefix(tensors, "optim"), meta["optimizer"])
+        step, best = int(meta["global_step"]), meta.get("best")
+        if csv_path.is_file():
+            rows = [r for r in csv.DictReader(csv_path.open()) if int(r["step"]) <= step]
+        log(f"resumed from {ckpt} at step {step}")
+    elif ckpt.is_file() and not resume:
+        raise CheckpointError(ckpt, "already exists; pass --resume to continue it or choose another --out")
+
+    metric_name, higher = PRIMARY_METRIC.get(cfg.task, ("loss", False))
+
+    def save_last() -> None:
+        opt_t, opt_meta = optimizer_to_flat(opt)
+        meta = {"kind": "train_task", "task": cfg.task, "config": adapter.config, "global_step": step,
+                "optimizer": opt_meta, "best": best, "train_config": cfg.to_dict(), "cldyn_version": __version__,
+                "torch": torch.__version__}
+        tensors = {**{f"model/{k}": v for k, v in adapter.model.state_dict().items()},
+                   **{f"optim/{k}": v for k, v in opt_t.items()}}
+        save_checkpoint(ckpt, tensors, meta)
+        _write_rows(csv_path, rows)
+        plot_task_curves(rows, out / "metrics.png", cfg.task)
+
+    bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train {cfg.task}", unit="step")
+    t0, run_loss, n_loss = time.perf_counter(), 0.0, 0
+    while step < total:
+        epoch, k = divmod(step, steps_per_epoch)
+        order = torch.randperm(len(train), generator=seeded_generator(cfg.seed, epoch))
+        idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size].tolist()
+        x, y = train.batch(idx, seeded_generator(cfg.seed, epoch, k), cfg.crop)
+        lr = _lr_at(cfg, step, total)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        adapter.model.train()
+        loss = adapter.loss(x, y)
+        if not torch.isfinite(loss):
+            raise CldynError(f"loss became {float(loss)} at step {step}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(adapter.model.parameters(), 10.0)
+        opt.step()
+        step += 1
+        run_loss, n_loss = run_loss + loss.item(), n_loss + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
+        end_of_epoch = step % steps_per_epoch == 0
+        if (end_of_epoch and (epoch + 1) % cfg.val_every == 0) or step == total:
+            metrics = evaluate_bank(adapter, val)
+            value = metrics.get(metric_name)
+            row = {"step": step, "epoch": epoch, "loss": round(run_loss / n_loss, 6), "lr": lr,
+                   "seconds": round(time.perf_counter() - t0, 1), **_flat_metrics(metrics)}
+            rows.append(row)
+            run_loss, n_loss = 0.0, 0
+            log_line = " ".join(f"{k}={v:.4f}" for k, v in _flat_metrics(metrics).items() if k != "n")
+            bar.write(f"epoch {epoch}: loss {row['loss']:.4f} val {log_line}")
+            if value is not None and (best is None or (value > best if higher else value < best)):
+                best = value
+                adapter.save(out / BEST, {"epoch": epoch, "global_step": step, "val": _flat_metrics(metrics),
+                                          "train_config": cfg.to_dict()})
+            save_last()
+        elif end_of_epoch:
+            save_last()
+    bar.close()
+    if not ckpt.is_file():
+        save_last()
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    return out / BEST
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def plot_task_curves(rows: list[dict], png: Path, task: str) -> None:
+    """Training loss and validation metrics against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) for r in rows]
+    metric_keys = [k for k in rows[0] if k not in ("step", "epoch", "loss", "lr", "seconds", "n")]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    a1.plot(epochs, [float(r["loss"]) for r in rows], lw=1)
+    a1.set(xlabel="epoch", ylabel="training loss", title=f"{task}: loss")
+    for k in metric_keys:
+        vals = [float(r[k]) if r.get(k) not in (None, "") else float("nan") for r in rows]
+        a2.plot(epochs, vals, lw=1, label=k)
+    a2.set(xlabel="epoch", title=f"{task}: validation")
+    a2.legend(fontsize=7)
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = png.with_name(png.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(png)

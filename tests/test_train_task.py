@@ -1,0 +1,25 @@
+import torch
+
+from cldyn.checkpoint import load_checkpoint
+from cldyn.tasks import load_task
+from cldyn.train_task import TrainTaskConfig, train_task
+
+
+def _cfg(root, out, steps):
+    return TrainTaskConfig(task="saliency", data=str(root), out_dir=str(out), input="visible", epochs=4,
+                           batch_size=2, crop=48, adapter={"stages": 2, "width": 8}, max_steps=steps)
+
+
+def test_train_resume_same_state(labelled, tmp_path):
+    quiet = dict(progress=False, log=lambda m: None)
+    best = train_task(_cfg(labelled, tmp_path / "a", 3), **quiet)
+    train_task(_cfg(labelled, tmp_path / "b", 1), **quiet)
+    train_task(_cfg(labelled, tmp_path / "b", 3), resume=True, **quiet)
+    a, meta = load_checkpoint(tmp_path / "a" / "last.safetensors")
+    b, _ = load_checkpoint(tmp_path / "b" / "last.safetensors")
+    assert meta["global_step"] == 3
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    adapter = load_task(best)
+    assert adapter.task == "saliency"
+    assert (tmp_path / "a" / "metrics.csv").read_text().count("\n") == 4  # header + one row per epoch
