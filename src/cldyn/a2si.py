@@ -1,0 +1,232 @@
+"""A2SI: adaptive, task-aware semantic injection (one block of CLDyN's RSC module).
+
+Given a frozen task network's features ``T`` (any ``(B, Ct, h, w)``) and one encoder's image features ``X``
+``(B, C, H, W)``, an A2SI block
+
+1. embeds the task (``T`` flattened, RMS-normalised, two 1-D convs, mean) and the image (conv, BN, LeakyReLU,
+   global pool), and turns both into ``filter_num`` queries;
+2. picks each filter's kernel type (1x1, or 3x3 with dilation 1/2/3) by the cosine similarity of its query with fixed
+   orthonormal prototypes of the types, through a hard Gumbel-softmax (tau 0.5, straight-through);
+3. picks, for each filter, a basis vector of the chosen type's set in the :class:`~cldyn.basis_bank.BasisVectorBank`
+   by cosine similarity with a second task+image query (the ``k`` filters of one type in a sample take the top-``k``
+   vectors, distinct);
+4. maps each chosen vector through an MLP to a ``C x C`` 1x1 or 3x3 kernel, convolves ``X`` with it (per sample and
+   filter), applies BN + LeakyReLU, averages over filters, and adds the result to ``X`` through a zero-initialised
+   1x1 conv, so a fresh block is the identity.
+
+Vectorised: the dynamic convolutions of all samples and filters of one kernel type run as one grouped convolution
+(a loop over the 4 kernel types only). The query networks are trainable: the basis choice passes gradient by a
+straight-through estimator (forward: the chosen vector; backward: a softmax over the still-available vectors of the
+set), and each filter's output is multiplied by its hard type weight (1 forward, Gumbel gradient backward). The
+public upstream code gives its basis-query network no gradient and the type choice gradient only through the bank;
+``selection="upstream"`` reproduces that behaviour for ablations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cldyn.basis_bank import KERNEL_TYPES, BankConfig, orthonormal_rows
+
+
+@dataclass(frozen=True)
+class A2SIConfig:
+    """A2SI settings (paper defaults).
+
+    Attributes:
+        channels: image feature channels ``C`` (the VFN width, 8).
+        filter_num: dynamic filters per block (4).
+        proto_dim: dimension of the kernel-type prototypes and queries (16, as upstream).
+        tau: Gumbel-softmax temperature of the kernel-type choice (0.5).
+        select_tau: temperature of the softmax that carries the basis choice's straight-through gradient.
+        selection: ``trainable`` (straight-through basis choice, type weights on the outputs) or ``upstream``.
+        negative_slope: LeakyReLU slope (0.2).
+    """
+
+    channels: int = 8
+    filter_num: int = 4
+    proto_dim: int = 16
+    tau: float = 0.5
+    select_tau: float = 0.1
+    selection: str = "trainable"
+    negative_slope: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.selection not in ("trainable", "upstream"):
+            raise ValueError(f"selection must be 'trainable' or 'upstream', got {self.selection!r}")
+
+
+def rms_normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Divide each sample of ``(B, ...)`` by its root-mean-square value."""
+    rms = x.pow(2).flatten(1).mean(1).sqrt()
+    return x / (rms.view(-1, *([1] * (x.dim() - 1))) + eps)
+
+
+def conv3_mean(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean over length of ``conv1d(h, weight, padding=1)`` for a bias-free kernel of size 3, without running it.
+
+    Because the conv is linear, the mean of its output only needs the channel sums of ``h`` and its two end
+    samples (what zero padding drops at each end). ``h``: ``(B, Cin, L)``, ``weight``: ``(Cout, Cin, 3)`` ->
+    ``(B, Cout)``. Saves the ``Cout``-wide pass over long flattened task features.
+    """
+    s = h.sum(-1)
+    length = h.shape[-1]
+    taps = torch.stack((s - h[..., -1], s, s - h[..., 0]), dim=-1)  # (B, Cin, 3)
+    return torch.einsum("bck,ock->bo", taps, weight) / length
+
+
+class TaskEmbedding(nn.Module):
+    """Flattened task features ``(B, L)`` -> ``(B, out)``: conv1d(1 -> out/2), LeakyReLU, conv1d(-> out), mean."""
+
+    def __init__(self, out: int, slope: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, max(1, out // 2), 3, padding=1, bias=False)
+        self.conv2 = nn.Conv1d(max(1, out // 2), out, 3, padding=1, bias=False)
+        self.slope = slope
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.conv1(rms_normalize(seq)[:, None]), self.slope)
+        return conv3_mean(h, self.conv2.weight)
+
+
+def _image_embedding(cin: int, widths: tuple[int, ...], slope: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for w in widths:
+        layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.LeakyReLU(slope)]
+        cin = w
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(cin, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, cout))
+
+
+@dataclass
+class Selection:
+    """What an A2SI block chose for a batch: ``types`` ``(B, F)`` kernel-type indices, ``type_weights``
+    ``(B, F, S)`` hard one-hot (with straight-through gradient), ``vector_index`` ``(B, F)`` basis indices within
+    the chosen set, ``vectors`` ``(B, F, D)`` the chosen basis vectors."""
+
+    types: torch.Tensor
+    type_weights: torch.Tensor
+    vector_index: torch.Tensor
+    vectors: torch.Tensor
+
+
+class A2SI(nn.Module):
+    """One A2SI block. ``forward(bank, task_features, image_features) -> compensated image features``.
+
+    Example:
+        >>> from cldyn.basis_bank import BasisVectorBank
+        >>> bank, block = BasisVectorBank(), A2SI()
+        >>> x = torch.rand(2, 8, 16, 16)
+        >>> torch.equal(block(bank.weight, torch.rand(2, 32, 4, 4), x), x)  # zero-initialised output conv
+        True
+    """
+
+    def __init__(self, cfg: A2SIConfig | None = None, bank: BankConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or A2SIConfig()
+        self.bank_cfg = bank = bank or BankConfig()
+        c, p, d, s = cfg.channels, cfg.proto_dim, bank.embed_dim, bank.set_num
+        slope = cfg.negative_slope
+        # Kernel-type choice.
+        self.type_task = TaskEmbedding(p // 2, slope)
+        self.type_image = _image_embedding(c, (p // 2,), slope)
+        self.type_query = _mlp(p, cfg.filter_num * p // 2, cfg.filter_num * p)
+        self.register_buffer("prototypes", orthonormal_rows(s, p, torch.Generator().manual_seed(s * 1000 + p)))
+        # Basis-vector choice.
+        self.basis_task = TaskEmbedding(d // 2, slope)
+        self.basis_image = _image_embedding(c, (d // 4, d // 2), slope)
+        self.basis_query = _mlp(d, d // 4, d)
+        # Basis vector -> kernel.
+        self.kernel_1x1 = _mlp(d, d // 4, c * c)
+        self.kernel_3x3 = _mlp(d, d // 4, 9 * c * c)
+        self.post = nn.Sequential(nn.BatchNorm2d(c), nn.LeakyReLU(slope))
+        self.out_conv = nn.Conv2d(c, c, 1)
+        nn.init.zeros_(self.out_conv.weight)
+        nn.init.zeros_(self.out_conv.bias)
+
+    # -- choices -----------------------------------------------------------------------------------------------
+
+    def select(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor) -> Selection:
+        """Kernel types and basis vectors for every sample and filter."""
+        b, f = image_features.shape[0], self.cfg.filter_num
+        if task_features.shape[0] != b:
+            raise ValueError(f"A2SI: task features batch {task_features.shape[0]} != image batch {b}")
+        seq = task_features.flatten(1)
+        q = self.type_query(torch.cat((self.type_task(seq), self.type_image(image_features)), 1)).view(b, f, -1)
+        logits = F.normalize(q, dim=-1) @ F.normalize(self.prototypes, dim=-1).t()  # (B, F, S) cosine
+        if self.training:
+            type_w = F.gumbel_softmax(logits, tau=self.cfg.tau, hard=True, dim=-1)
+        else:  # deterministic at inference: the most similar type, no Gumbel noise
+            soft = F.softmax(logits / self.cfg.tau, dim=-1)
+            hard = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(soft.dtype)
+            type_w = hard + soft - soft.detach()
+        types = type_w.detach().argmax(-1)  # (B, F)
+
+        set_bank = torch.einsum("bfs,svd->bfvd", type_w, bank)  # the chosen set's vectors, per filter
+        r = self.basis_query(torch.cat((self.basis_task(seq), self.basis_image(image_features)), 1))  # (B, D)
+        sims = torch.einsum("bd,bfvd->bfv", F.normalize(r, dim=-1), F.normalize(set_bank, dim=-1))
+        # The k-th filter of a type in a sample takes that set's k-th most similar vector: distinct within a set.
+        rank = ((type_w.detach().cumsum(1) * type_w.detach()).sum(-1) - 1).long()  # (B, F)
+        order = sims.detach().argsort(-1, descending=True)
+        index = order.gather(-1, rank[..., None]).squeeze(-1)  # (B, F)
+        vectors = set_bank.gather(2, index[..., None, None].expand(-1, -1, 1, set_bank.shape[-1])).squeeze(2)
+        if self.cfg.selection == "trainable":
+            position = order.argsort(-1)  # where each vector sits in the ranking
+            taken = position < rank[..., None]  # vectors given to earlier filters of the same type
+            soft = F.softmax((sims / self.cfg.select_tau).masked_fill(taken, float("-inf")), dim=-1)
+            surrogate = torch.einsum("bfv,bfvd->bfd", soft, set_bank)
+            vectors = vectors + surrogate - surrogate.detach()
+        return Selection(types, type_w, index, vectors)
+
+    def kernels(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """1x1 kernels ``(B, F, C, C, 1, 1)`` and 3x3 kernels ``(B, F, C, C, 3, 3)`` for every filter's vector."""
+        b, f, _ = vectors.shape
+        c = self.cfg.channels
+        return (self.kernel_1x1(vectors).view(b, f, c, c, 1, 1), self.kernel_3x3(vectors).view(b, f, c, c, 3, 3))
+
+    # -- compensation ------------------------------------------------------------------------------------------
+
+    def dynamic_conv(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
+        """Every filter's convolution of its sample's features: ``(B, F, C, H, W)``, one grouped conv per type."""
+        b, c, h, w = image_features.shape
+        f = self.cfg.filter_num
+        k1, k3 = self.kernels(sel.vectors)
+        flat_types = sel.types.reshape(-1)
+        weight_on = self.cfg.selection == "trainable"
+        out = image_features.new_zeros(b * f, c, h, w)
+        for t, (size, dilation) in enumerate(KERNEL_TYPES):
+            idx = (flat_types == t).nonzero().squeeze(1)
+            n = idx.numel()
+            if n == 0:
+                continue
+            kernels = (k1 if size == 1 else k3).reshape(b * f, c, c, size, size)[idx]
+            x = image_features[idx // f].reshape(1, n * c, h, w)
+            y = F.conv2d(x, kernels.reshape(n * c, c, size, size), padding=dilation * (size // 2),
+                         dilation=dilation, groups=n).view(n, c, h, w)
+            if weight_on:
+                y = y * sel.type_weights.reshape(b * f, -1)[idx, t].view(n, 1, 1, 1)
+            out = out.index_copy(0, idx, y)
+        return out.view(b, f, c, h, w)
+
+    def compensate(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
+        b, c, h, w = image_features.shape
+        dyn = self.dynamic_conv(image_features, sel)
+        dyn = self.post(dyn.view(-1, c, h, w)).view(b, -1, c, h, w).mean(1)
+        return image_features + self.out_conv(dyn)
+
+    def forward(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor
+                ) -> torch.Tensor:
+        """``(B, C, H, W)`` image features compensated with ``(B, Ct, h, w)`` task features."""
+        if image_features.dim() != 4 or image_features.shape[1] != self.cfg.channels:
+            raise ValueError(f"A2SI: image features must be (B, {self.cfg.channels}, H, W), "
+                             f"got {tuple(image_features.shape)}")
+        if task_features.dim() < 2:
+            raise ValueError(f"A2SI: task features must be (B, ...), got {tuple(task_features.shape)}")
+        return self.compensate(image_features, self.select(bank, task_features, image_features))

@@ -1,0 +1,103 @@
+"""RSC: requirement-driven semantic compensation, and CLDyN = frozen VFN + RSC.
+
+RSC holds one :class:`~cldyn.basis_bank.BasisVectorBank` shared by two stacks of A2SI blocks, one per encoder
+(infrared, visible), applied after encoder stages ``0 .. n-2`` of the VFN. Every A2SI ends in a zero-initialised
+conv, so at initialisation CLDyN's output equals the VFN's exactly, whatever the task features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from cldyn.a2si import A2SI, A2SIConfig
+from cldyn.basis_bank import BankConfig, BasisVectorBank
+from cldyn.color import replace_luma, rgb_to_luma
+from cldyn.vfn import VFN, StageHook
+
+
+@dataclass(frozen=True)
+class RSCConfig:
+    """RSC sizes. ``num_stages`` = VFN ``num_blocks - 1`` (compensation between encoder stages)."""
+
+    num_stages: int = 3
+    a2si: A2SIConfig = field(default_factory=A2SIConfig)
+    bank: BankConfig = field(default_factory=BankConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RSCConfig:
+        return cls(num_stages=d["num_stages"], a2si=A2SIConfig(**d["a2si"]), bank=BankConfig(**d["bank"]))
+
+
+class RSC(nn.Module):
+    """Basis Vector Bank + A2SI stacks for the infrared and visible encoders."""
+
+    def __init__(self, cfg: RSCConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or RSCConfig()
+        self.bank = BasisVectorBank(cfg.bank)
+        self.ir_blocks = nn.ModuleList(A2SI(cfg.a2si, cfg.bank) for _ in range(cfg.num_stages))
+        self.vis_blocks = nn.ModuleList(A2SI(cfg.a2si, cfg.bank) for _ in range(cfg.num_stages))
+
+    def stage_hook(self, task_features: torch.Tensor) -> StageHook:
+        """The VFN stage hook that compensates both encoders' features with ``task_features``."""
+
+        def hook(i: int, ir_f: torch.Tensor, vis_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            w = self.bank.weight
+            return self.ir_blocks[i](w, task_features, ir_f), self.vis_blocks[i](w, task_features, vis_f)
+
+        return hook
+
+
+class CLDyN(nn.Module):
+    """A frozen VFN with an RSC module: task-customised fusion.
+
+    ``forward(ir, vis, task_features)`` fuses with compensation; ``base(ir, vis)`` is the plain VFN fusion. Both
+    take ``ir`` ``(B, 1, H, W)`` and ``vis`` gray ``(B, 1, H, W)`` or RGB ``(B, 3, H, W)`` in [0, 1] and return an
+    image with the visible image's channels.
+    """
+
+    def __init__(self, vfn: VFN, rsc: RSC | None = None) -> None:
+        super().__init__()
+        if rsc is None:
+            rsc = RSC(RSCConfig(num_stages=vfn.num_stages - 1, a2si=A2SIConfig(channels=vfn.cfg.width)))
+        if rsc.cfg.num_stages != vfn.num_stages - 1 or rsc.cfg.a2si.channels != vfn.cfg.width:
+            raise ValueError(f"RSC ({rsc.cfg.num_stages} stages, {rsc.cfg.a2si.channels} channels) does not fit a "
+                             f"VFN with {vfn.num_stages} blocks of width {vfn.cfg.width}")
+        self.vfn = vfn.eval().requires_grad_(False)
+        self.rsc = rsc
+
+    def train(self, mode: bool = True) -> CLDyN:
+        super().train(mode)
+        self.vfn.eval()  # the VFN is frozen: its BatchNorm statistics never change
+        return self
+
+    def _fuse(self, ir: torch.Tensor, vis: torch.Tensor, hook: StageHook | None) -> torch.Tensor:
+        colour = vis.shape[1] == 3
+        y = self.vfn(ir, rgb_to_luma(vis) if colour else vis, stage_hook=hook)
+        return replace_luma(vis, y) if colour else y
+
+    def base(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """Plain VFN fusion (the closed loop's first pass)."""
+        return self._fuse(ir, vis, None)
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, task_features: torch.Tensor) -> torch.Tensor:
+        return self._fuse(ir, vis, self.rsc.stage_hook(task_features))
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, task=None) -> torch.Tensor:
+        """The closed loop at inference: base fusion -> task features -> compensated fusion.
+
+        ``task``: a :class:`~cldyn.tasks.base.TaskAdapter` (frozen), or ``None`` for plain VFN fusion.
+        """
+        from cldyn.tasks.base import as_rgb
+
+        base = self.base(ir, vis)
+        if task is None:
+            return base
+        feats = task.features(as_rgb(base))
+        return self(ir, vis, feats)
