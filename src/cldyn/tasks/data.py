@@ -164,7 +164,7 @@ def read_sal_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
 @dataclass
 class TaskItem:
     name: str
-    image: torch.Tensor  # (3, H, W) uint8 RGB: the input the task network sees
+    image: torch.Tensor  # (3, H, W) uint8 RGB: the input the task network sees ((4, H, W) for "pair")
     label: torch.Tensor  # seg: (H, W) uint8; sal: (H, W) uint8 {0,1}; det: (N, 5) float32
 
 
@@ -176,7 +176,7 @@ class TaskBank:
         self.task = task
         self.items: list[TaskItem] = []
         for s in samples:
-            rgb = source(s.pair)  # (H, W, 3) float in [0, 1]
+            rgb = source(s.pair)  # (H, W, 3) float in [0, 1] (4 channels for the "pair" source)
             size = rgb.shape[:2]
             if task == "segmentation":
                 label = torch.from_numpy(read_seg_label(s.label, size, num_classes))
@@ -187,12 +187,15 @@ class TaskBank:
             img = torch.from_numpy(np.rint(rgb * 255).astype(np.uint8)).permute(2, 0, 1).contiguous()
             self.items.append(TaskItem(s.name, img, label))
 
+        self.min_hw = (min(it.image.shape[1] for it in self.items), min(it.image.shape[2] for it in self.items)) \
+            if self.items else (0, 0)
+
     def __len__(self) -> int:
         return len(self.items)
 
     def batch(self, indices: Sequence[int], gen: torch.Generator, crop: int, flip: bool = True
               ) -> tuple[torch.Tensor, list[torch.Tensor] | torch.Tensor]:
-        """Random paired crops (side ``crop``, clipped to the image) and horizontal flips.
+        """Random paired crops (side ``crop``, clipped to the bank's smallest image) and horizontal flips.
 
         Returns images ``(B, 3, c, c)`` float in [0, 1] and labels: ``(B, c, c)`` int64 (segmentation),
         ``(B, 1, c, c)`` float (saliency) or a list of ``(N, 5)`` boxes re-normalised to the crop (detection;
@@ -205,7 +208,7 @@ class TaskBank:
         for j, idx in enumerate(indices):
             it = self.items[idx]
             h, w = it.image.shape[-2:]
-            ch, cw = min(crop, h), min(crop, w)
+            ch, cw = min(crop, self.min_hw[0]), min(crop, self.min_hw[1])  # one crop size for the whole batch
             top, left = int(u[j, 0] * (h - ch + 1)), int(u[j, 1] * (w - cw + 1))
             img = it.image[:, top:top + ch, left:left + cw]
             do_flip = flip and bool(flips[j])
@@ -266,13 +269,24 @@ def _rgb(pixels: np.ndarray) -> np.ndarray:
 def image_source(spec: str, vfn_weights: str | None = None, device: str = "cpu") -> Callable[[Pair], np.ndarray]:
     """What a task network sees for a pair, as RGB float ``(H, W, 3)`` in [0, 1].
 
-    ``visible``; ``infrared`` (repeated to 3 channels); ``vfn`` or ``fused`` (fused by the shipped VFN, or by
+    ``visible``; ``infrared`` (repeated to 3 channels); ``pair`` (4 channels: infrared, then visible RGB);
+    ``vfn`` or ``fused`` (fused by the shipped VFN, or by
     ``vfn_weights``); any other value is a folder of fused images named by the pair's stem.
     """
     from cldyn.io import list_images, read_image, to_single_channel
 
     if spec == "visible":
         return lambda pair: _rgb(read_image(pair.vis).pixels)
+    if spec == "pair":  # for the closed loop: infrared in channel 0, visible RGB in channels 1..3
+
+        def pair_source(pair: Pair) -> np.ndarray:
+            ir, vis = read_image(pair.ir), read_image(pair.vis)
+            if ir.size != vis.size:
+                raise InputError(pair.vis, f"size {vis.size[1]}x{vis.size[0]} differs from its infrared partner "
+                                 f"{pair.ir.name} ({ir.size[1]}x{ir.size[0]})")
+            return np.dstack((to_single_channel(ir), _rgb(vis.pixels)))
+
+        return pair_source
     if spec == "infrared":
         return lambda pair: _rgb(to_single_channel(read_image(pair.ir)))
     if spec in ("vfn", "fused"):

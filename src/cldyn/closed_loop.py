@@ -1,0 +1,302 @@
+"""Closed-loop training of the RSC module (CLDyN stage 2).
+
+Per step and task: base fusion by the frozen VFN (no gradient) -> the frozen task network's features and loss
+``L_base`` on the base fused image -> compensated fusion with those features -> task loss ``L`` -> reward-penalty
+loss ``L + penalty * max(0, L - L_base)``. The per-task gradients over the RSC parameters (bank included) are combined
+with CAGrad (or the mean / PCGrad for ablations), clipped to norm 1 and applied with Adam.
+
+Each task has its own data stream (dataset root and split), as in the paper. Batches are pure functions of
+(seed, task, epoch, step), so a resumed run sees the same data. Gumbel noise in A2SI uses torch's global generator,
+which is re-seeded from (seed, step) every step for the same reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from cldyn import __version__
+from cldyn.a2si import A2SIConfig
+from cldyn.basis_bank import BankConfig
+from cldyn.cagrad import combine
+from cldyn.checkpoint import (
+    load_checkpoint,
+    load_state_strict,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_checkpoint,
+    split_prefix,
+)
+from cldyn.data import seeded_generator
+from cldyn.errors import CheckpointError, CldynError
+from cldyn.rsc import RSC, CLDyN, RSCConfig
+from cldyn.tasks import TaskAdapter
+from cldyn.tasks.base import as_rgb
+from cldyn.tasks.data import TaskBank, discover_task_samples, image_source, pad_to_multiple
+from cldyn.train_task import PRIMARY_METRIC
+
+LAST, BEST = "last.safetensors", "best.safetensors"
+
+
+@dataclass
+class TrainRSCConfig:
+    """Closed-loop settings; defaults are the paper's (Adam lr 0.01, weight decay 1e-4, CAGrad c = 0.5, penalty
+    weight 5, clipping 1.0; bank 4 x 32 x 256; 4 filters).
+
+    ``data`` maps each task to its dataset root. Ablations: ``penalty=0`` (no penalty), ``closed_loop=False``
+    (task features replaced by zeros), ``aggregate="mean"``, ``selection="upstream"``.
+    """
+
+    tasks: list[str] = field(default_factory=lambda: ["detection", "segmentation", "saliency"])
+    data: dict[str, str] = field(default_factory=dict)
+    task_weights: dict[str, str] = field(default_factory=dict)  # task -> checkpoint; absent: shipped network
+    vfn_weights: str | None = None
+    out_dir: str = "runs/rsc"
+    train_split: str = "train"
+    val_split: str = "val"
+    steps: int = 2000
+    batch_size: int = 4
+    crop: int = 320
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    aggregate: str = "cagrad"
+    cagrad_c: float = 0.5
+    penalty: float = 5.0
+    clip: float = 1.0
+    closed_loop: bool = True
+    selection: str = "trainable"
+    filter_num: int = 4
+    bank: BankConfig = field(default_factory=BankConfig)
+    seed: int = 0
+    checkpoint_every: int = 50
+    val_every: int = 500
+    val_limit: int | None = None  # validate on the first N val images of each task (None: all)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def reward_penalty(loss: torch.Tensor, base_loss: torch.Tensor, weight: float = 5.0) -> torch.Tensor:
+    """``L + weight * max(0, L - L_base)``: no extra cost while the compensated image is at least as good for the
+    task as the base image, a steep one once it is worse."""
+    return loss + weight * torch.relu(loss - base_loss)
+
+
+def _load_adapter(task: str, weights: str | None) -> TaskAdapter:
+    from cldyn.tasks import load_pretrained_task, load_task
+
+    adapter = load_pretrained_task(task) if weights is None else load_task(weights)
+    if adapter.task != task:
+        raise CldynError(f"{weights}: holds a {adapter.task!r} network, not {task!r}")
+    return adapter.freeze()
+
+
+def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any,
+                       penalty: float, closed_loop: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """One task's reward-penalty loss for a batch, and its parts for logging."""
+    with torch.no_grad():
+        base = model.base(ir, vis)
+        feats, out = adapter.features_and_output(as_rgb(base))
+        base_loss = adapter.loss_from_output(out, targets)
+    if not closed_loop:
+        feats = torch.zeros_like(feats)
+    comp = model(ir, vis, feats)
+    loss = adapter.loss(as_rgb(comp), targets)
+    total = reward_penalty(loss, base_loss, penalty)
+    return total, {"loss": loss.item(), "base_loss": base_loss.item(), "penalty_active": float(loss > base_loss),
+                   "total": total.item()}
+
+
+@torch.no_grad()
+def evaluate_cldyn(model: CLDyN, adapter: TaskAdapter, bank: TaskBank, limit: int | None = None,
+                   customised: bool = True) -> dict[str, Any]:
+    """Task metrics on images fused by CLDyN customised for ``adapter`` (or plain VFN with ``customised=False``)."""
+    model.eval()
+    preds, targets = [], []
+    for it in bank.items[:limit]:
+        x, (h, w) = pad_to_multiple(it.image[None].float() / 255.0, 32)
+        ir, vis = x[:, :1], x[:, 1:]
+        fused = model.fuse(ir, vis, adapter if customised else None)
+        p = adapter.predict(as_rgb(fused))
+        if isinstance(p, torch.Tensor):
+            preds.append(p[0, ..., :h, :w])
+        else:
+            d = dict(p[0])
+            d["size"] = (h, w)
+            preds.append(d)
+        targets.append(it.label)
+    return adapter.evaluate(preds, targets)
+
+
+def _score(metrics: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> float:
+    """Mean relative change of each task's primary metric against plain VFN (higher is better)."""
+    gains = []
+    for task, m in metrics.items():
+        key, higher = PRIMARY_METRIC.get(task, ("loss", False))
+        v, b = m.get(key), base[task].get(key)
+        if v is None or b is None or b != b or v != v:
+            continue
+        gains.append(((v - b) if higher else (b - v)) / max(abs(b), 1e-6))
+    return sum(gains) / max(len(gains), 1)
+
+
+def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
+              log: Callable[[str], None] = print, adapters: dict[str, TaskAdapter] | None = None,
+              vfn=None) -> Path:
+    """Train RSC + bank in the closed loop; returns the best checkpoint's path."""
+    from cldyn.checkpoint import load_pretrained_vfn, load_vfn
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    missing = [t for t in cfg.tasks if t not in cfg.data]
+    if missing:
+        raise CldynError(f"no dataset given for task(s) {missing}; use --data TASK=ROOT (or one ROOT for all)")
+    vfn = vfn if vfn is not None else (load_pretrained_vfn() if cfg.vfn_weights is None else load_vfn(cfg.vfn_weights))
+    adapters = adapters or {t: _load_adapter(t, cfg.task_weights.get(t)) for t in cfg.tasks}
+    for a in adapters.values():
+        a.freeze()
+    torch.manual_seed(cfg.seed)
+    rsc_cfg = RSCConfig(num_stages=vfn.num_stages - 1,
+                        a2si=A2SIConfig(channels=vfn.cfg.width, filter_num=cfg.filter_num, selection=cfg.selection),
+                        bank=cfg.bank)
+    model = CLDyN(vfn, RSC(rsc_cfg))
+    source = image_source("pair")
+    train_banks: dict[str, TaskBank] = {}
+    val_banks: dict[str, TaskBank] = {}
+    for task in cfg.tasks:
+        ncls = adapters[task].config.get("num_labels", adapters[task].config.get("num_classes", 1))
+        for split, banks in ((cfg.train_split, train_banks), (cfg.val_split, val_banks)):
+            found = discover_task_samples(cfg.data[task], task, split)
+            for n in found.notes:
+                log(n)
+            banks[task] = TaskBank(task, found.samples, source, ncls)
+        log(f"{task}: {len(train_banks[task])} train / {len(val_banks[task])} val pairs from {cfg.data[task]}")
+    params = [p for p in model.rsc.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, best = 0, None
+    ckpt = out / LAST
+    rows: list[dict] = []
+    csv_path = out / "log.csv"
+    if resume and ckpt.is_file():
+        tensors, meta = load_checkpoint(ckpt)
+        if meta.get("kind") != "train_rsc":
+            raise CheckpointError(ckpt, "is not a train-rsc checkpoint")
+        if meta["rsc_config"] != rsc_cfg.to_dict():
+            raise CheckpointError(ckpt, "RSC configuration differs from the requested one")
+        load_state_strict(model.rsc, split_prefix(tensors, "rsc"), ckpt)
+        optimizer_from_flat(opt, split_prefix(tensors, "optim"), meta["optimizer"])
+        step, best = int(meta["global_step"]), meta.get("best")
+        if csv_path.is_file():
+            rows = [r for r in csv.DictReader(csv_path.open()) if int(r["step"]) <= step]
+        log(f"resumed from {ckpt} at step {step}")
+    elif ckpt.is_file():
+        raise CheckpointError(ckpt, "already exists; pass --resume to continue it or choose another --out")
+
+    base_metrics: dict[str, dict[str, Any]] | None = None
+
+    def save_last() -> None:
+        opt_t, opt_meta = optimizer_to_flat(opt)
+        meta = {"kind": "train_rsc", "rsc_config": rsc_cfg.to_dict(), "global_step": step, "optimizer": opt_meta,
+                "best": best, "train_config": cfg.to_dict(), "cldyn_version": __version__}
+        save_checkpoint(ckpt, {**{f"rsc/{k}": v for k, v in model.rsc.state_dict().items()},
+                               **{f"optim/{k}": v for k, v in opt_t.items()}}, meta)
+        _write_rows(csv_path, rows)
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train-rsc", unit="step")
+    t0 = time.perf_counter()
+    while step < cfg.steps:
+        torch.manual_seed(int(seeded_generator(cfg.seed, 7, step).initial_seed()))  # Gumbel noise per step
+        model.train()
+        grads, row = [], {"step": step + 1}
+        for k, task in enumerate(cfg.tasks):
+            bank = train_banks[task]
+            per_epoch = max(1, len(bank) // cfg.batch_size)
+            epoch, j = divmod(step, per_epoch)
+            order = torch.randperm(len(bank), generator=seeded_generator(cfg.seed, k, epoch))
+            idx = order[j * cfg.batch_size:(j + 1) * cfg.batch_size].tolist()
+            x, y = bank.batch(idx, seeded_generator(cfg.seed, k, epoch, j), cfg.crop)
+            total, parts = closed_loop_losses(model, adapters[task], x[:, :1], x[:, 1:], y, cfg.penalty,
+                                              cfg.closed_loop)
+            g = torch.autograd.grad(total, params, allow_unused=True)
+            grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
+                                    for gi, p in zip(g, params, strict=True)]))
+            row.update({f"{task}_{key}": round(v, 6) for key, v in parts.items()})
+        direction = combine(torch.stack(grads), cfg.aggregate, cfg.cagrad_c, seeded_generator(cfg.seed, 9, step))
+        offset = 0
+        for p in params:
+            p.grad = direction[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        bar.update(1)
+        bar.set_postfix({t[:3]: row[f"{t}_loss"] for t in cfg.tasks})
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            if base_metrics is None:
+                base_metrics = {t: evaluate_cldyn(model, adapters[t], val_banks[t], cfg.val_limit, customised=False)
+                                for t in cfg.tasks}
+            metrics = {t: evaluate_cldyn(model, adapters[t], val_banks[t], cfg.val_limit) for t in cfg.tasks}
+            score = _score(metrics, base_metrics)
+            row["val_score"] = round(score, 6)
+            for t in cfg.tasks:
+                key = PRIMARY_METRIC.get(t, ("loss", False))[0]
+                row[f"{t}_val_{key}"] = metrics[t].get(key)
+                row[f"{t}_vfn_{key}"] = base_metrics[t].get(key)
+            bar.write(f"step {step}: val score {score:+.4f} " + " ".join(
+                f"{t}:{row[f'{t}_val_' + PRIMARY_METRIC[t][0]]:.4f}(vfn {row[f'{t}_vfn_' + PRIMARY_METRIC[t][0]]:.4f})"
+                for t in cfg.tasks if t in PRIMARY_METRIC))
+            if best is None or score > best:
+                best = score
+                save_rsc(out / BEST, model.rsc, {"global_step": step, "val_score": score, "val": metrics,
+                                                 "train_config": cfg.to_dict()})
+            save_last()
+        elif step % cfg.checkpoint_every == 0:
+            save_last()
+    bar.close()
+    if not ckpt.is_file() or rows and int(rows[-1]["step"]) != step:
+        save_last()
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    return out / BEST
+
+
+def _write_rows(path: Path, rows: Sequence[dict]) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def save_rsc(path: str | Path, rsc: RSC, extra_meta: dict[str, Any] | None = None) -> str:
+    """RSC + bank weights with their config."""
+    meta = {"kind": "rsc", "rsc_config": rsc.cfg.to_dict(), "cldyn_version": __version__, **(extra_meta or {})}
+    return save_checkpoint(path, {f"rsc/{k}": v for k, v in rsc.state_dict().items()}, meta)
+
+
+def load_rsc(path: str | Path, expected_sha256: str | None = None) -> RSC:
+    path = Path(path)
+    tensors, meta = load_checkpoint(path, expected_sha256)
+    if meta.get("kind") not in ("rsc", "train_rsc"):
+        raise CheckpointError(path, f"holds a {meta.get('kind')!r} checkpoint, not RSC weights")
+    try:
+        cfg = RSCConfig.from_dict(meta["rsc_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"invalid RSC config in metadata ({exc})") from None
+    rsc = RSC(cfg)
+    load_state_strict(rsc, split_prefix(tensors, "rsc"), path)
+    return rsc.eval()

@@ -1,0 +1,56 @@
+import torch
+
+from cldyn.closed_loop import TrainRSCConfig, closed_loop_losses, load_rsc, reward_penalty, train_rsc
+from cldyn.rsc import CLDyN
+from cldyn.tasks import create_task
+from cldyn.vfn import VFN
+
+
+def test_reward_penalty():
+    base = torch.tensor(1.0)
+    assert reward_penalty(torch.tensor(0.7), base) == 0.7  # better than base: no penalty
+    assert reward_penalty(torch.tensor(1.0), base) == 1.0
+    assert torch.isclose(reward_penalty(torch.tensor(1.2), base), torch.tensor(1.2 + 5 * 0.2))
+
+
+def _setup():
+    torch.manual_seed(0)
+    vfn = VFN().eval()
+    adapters = {"saliency": create_task("saliency", {"stages": 2, "width": 8}).freeze(),
+                "segmentation": create_task("segmentation", {}).freeze()}
+    return vfn, adapters
+
+
+def test_closed_loop_losses_at_init_have_no_penalty(pairs_dir):
+    vfn, adapters = _setup()
+    model = CLDyN(vfn)
+    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
+    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    total, parts = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0)
+    assert parts["loss"] == parts["base_loss"] and parts["penalty_active"] == 0.0  # CLDyN == VFN at init
+    total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.rsc.parameters())
+
+
+def test_one_step_changes_only_rsc(labelled, tmp_path):
+    vfn, adapters = _setup()
+    frozen = {("vfn", k): v.clone() for k, v in vfn.state_dict().items()}
+    for t, a in adapters.items():
+        frozen.update({(t, k): v.clone() for k, v in a.model.state_dict().items()})
+    cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+                         "segmentation": str(labelled)}, out_dir=str(tmp_path / "rsc"), steps=2, batch_size=2,
+                         crop=48, val_every=100, val_limit=1)
+    torch.manual_seed(0)
+    from cldyn.rsc import RSC, RSCConfig
+
+    init = {k: v.clone() for k, v in RSC(RSCConfig()).state_dict().items()}  # same seed, same init as the run
+    best = train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
+    for (owner, k), v in frozen.items():
+        now = vfn.state_dict()[k] if owner == "vfn" else adapters[owner].model.state_dict()[k]
+        assert torch.equal(v, now), f"{owner}.{k} changed"
+    trained = load_rsc(tmp_path / "rsc" / "last.safetensors").state_dict()
+    changed = [k for k in init if not torch.equal(init[k], trained[k])]
+    assert any("bank" in k for k in changed) and any("out_conv" in k for k in changed)
+    assert best.is_file()
+    log = (tmp_path / "rsc" / "log.csv").read_text()
+    assert "saliency_penalty_active" in log and "val_score" in log
