@@ -98,3 +98,23 @@ def test_folder_run_reports_bad_pairs_and_continues(net, tmp_path, pairs_dir):
 def test_resolve_device():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda")
+
+
+def test_task_customised_fuser_equals_vfn_at_init(net, pairs_dir):
+    from cldyn.rsc import RSC
+    from cldyn.tasks import create_task
+
+    pairs, _ = pair_folders(pairs_dir / "ir", pairs_dir / "vi")
+    ir, vis = read_image(pairs[0].ir), read_image(pairs[0].vis)
+    plain = Fuser(net, device="cpu").fuse_images(ir, vis)
+    torch.manual_seed(0)
+    custom = Fuser(net, device="cpu", task=create_task("tiny_adapter:TinyAdapter"), rsc=RSC()).fuse_images(ir, vis)
+    assert np.array_equal(plain, custom)  # zero-initialised RSC: CLDyN reproduces the VFN exactly
+
+
+def test_tune_malloc_applies_on_linux():
+    import sys
+
+    from cldyn.runtime import tune_malloc
+
+    assert tune_malloc() is sys.platform.startswith("linux")

@@ -104,3 +104,94 @@ def bench_fuse(model: VFN, ir: torch.Tensor, vis: torch.Tensor, repeats: int = 1
         floor_ms=round(floor_ms, 2), device="cpu", torch=torch.__version__,
         variants_ms={k: round(v, 2) for k, v in variants.items()},
     )
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def bench_rsc(batch: int = 4, size: int = 320, repeats: int = 3, step_tasks: list[str] | None = None,
+              log: Callable[[str], None] = print) -> dict:
+    """A2SI forward+backward, vectorised against the loop reference, and one closed-loop training step.
+
+    Returns a dict with ``a2si_ms``, ``a2si_loop_ms``, ``a2si_speedup``, ``a2si_max_abs_diff``, ``step_seconds``,
+    ``step_tasks``, ``peak_mb`` (peak resident memory of the process), ``threads``.
+    """
+    from cldyn.a2si import A2SI
+    from cldyn.basis_bank import BasisVectorBank
+    from cldyn.testing import reference_compensate
+
+    torch.manual_seed(0)
+    block, bank = A2SI().train(), BasisVectorBank()
+    torch.nn.init.normal_(block.out_conv.weight, std=0.1)  # a live block, as after training
+    x = torch.randn(batch, 8, size, size)
+    task = torch.randn(batch, 256, size // 32, size // 32)
+
+    def fast() -> None:
+        block(bank.weight, task, x).square().mean().backward()
+
+    def loop() -> None:
+        sel = block.select(bank.weight, task, x)
+        reference_compensate(block, x, sel).square().mean().backward()
+
+    with torch.no_grad():
+        sel = block.select(bank.weight, task, x)
+        diff = float((block.compensate(x, sel) - reference_compensate(block, x, sel)).abs().max())
+    t_fast = statistics.median(time_ms(fast, repeats, warmup=1))
+    t_loop = statistics.median(time_ms(loop, repeats, warmup=1))
+    log(f"A2SI fwd+bwd (B={batch}, C=8, {size}x{size}): vectorised {t_fast:.1f} ms, loop {t_loop:.1f} ms")
+
+    step_s, tasks = _closed_loop_step_seconds(batch, size, step_tasks)
+    log(f"closed-loop step ({', '.join(tasks)}; batch {batch}, {size}x{size}): {step_s:.2f} s")
+    return {"a2si_ms": round(t_fast, 2), "a2si_loop_ms": round(t_loop, 2), "a2si_speedup": round(t_loop / t_fast, 2),
+            "a2si_max_abs_diff": diff, "step_seconds": round(step_s, 3), "step_tasks": tasks,
+            "peak_mb": round(_peak_rss_mb(), 1), "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None) -> tuple[float, list[str]]:
+    """Seconds of one closed-loop step (all tasks' reward-penalty gradients, CAGrad, Adam) with random-init task
+    networks of the shipped architectures (the cost does not depend on their weights)."""
+    from cldyn.cagrad import combine
+    from cldyn.closed_loop import closed_loop_losses
+    from cldyn.rsc import CLDyN
+    from cldyn.tasks import create_task
+
+    if tasks is None:
+        tasks = ["segmentation", "saliency"]
+        try:
+            import ultralytics  # noqa: F401
+
+            tasks.insert(0, "detection")
+        except ImportError:
+            pass
+    adapters = {t: create_task(t).freeze() for t in tasks}
+    model = CLDyN(VFN()).train()
+    params = list(model.rsc.parameters())
+    opt = torch.optim.Adam(params, lr=0.01)
+    ir, vis = torch.rand(batch, 1, size, size), torch.rand(batch, 3, size, size)
+    targets = {
+        "detection": [torch.tensor([[0, 0.5, 0.5, 0.2, 0.4], [2, 0.3, 0.6, 0.1, 0.1]])] * batch,
+        "segmentation": torch.randint(0, 9, (batch, size, size)),
+        "saliency": (torch.rand(batch, 1, size, size) > 0.9).float(),
+    }
+
+    def step() -> None:
+        grads = []
+        for t in tasks:
+            total, _ = closed_loop_losses(model, adapters[t], ir, vis, targets[t], 5.0)
+            g = torch.autograd.grad(total, params, allow_unused=True)
+            grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
+                                    for gi, p in zip(g, params, strict=True)]))
+        d = combine(torch.stack(grads))
+        offset = 0
+        for p in params:
+            p.grad = d[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    return statistics.median(time_ms(step, 2, warmup=1)) / 1e3, tasks

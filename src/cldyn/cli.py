@@ -78,17 +78,48 @@ def _collect_pairs(args: argparse.Namespace):
     raise CldynError("expected IR VIS files, IR_DIR VIS_DIR, a dataset ROOT, or --ir DIR --vis DIR")
 
 
+def _task_and_rsc(args: argparse.Namespace):
+    """(adapter, rsc) for ``--task``, or (None, None) for plain VFN fusion."""
+    if args.task in (None, "none"):
+        return None, None
+    from cldyn.closed_loop import load_rsc
+    from cldyn.tasks import load_pretrained_task, load_task, task_class
+
+    if args.task_weights:
+        adapter = load_task(args.task_weights)
+    elif ":" in args.task:
+        raise CldynError(f"--task {args.task}: a user adapter needs --task-weights FILE")
+    else:
+        task_class(args.task)  # a clear error for unknown names or a missing optional extra
+        adapter = load_pretrained_task(args.task)
+    if args.rsc_weights:
+        rsc = load_rsc(args.rsc_weights)
+    else:
+        import json
+
+        from cldyn.checkpoint import shipped_weights_dir
+
+        wdir = shipped_weights_dir()
+        manifest = json.loads((wdir / "manifest.json").read_text()) if (wdir / "manifest.json").is_file() else {}
+        if "rsc.safetensors" not in manifest:
+            raise CldynError("no shipped RSC weights in this cldyn release; pass --rsc-weights FILE "
+                             "(trained with cldyn train-rsc)")
+        rsc = load_rsc(wdir / "rsc.safetensors", manifest["rsc.safetensors"]["sha256"])
+    return adapter, rsc
+
+
 def cmd_fuse(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cldyn.fuse import Fuser
 
     _set_threads(args.threads)
+    task, rsc = _task_and_rsc(args)
     bits = "auto" if args.bits == "auto" else int(args.bits)
     inputs = [Path(p) for p in args.inputs]
     single = len(inputs) == 2 and not args.ir and not any(p.is_dir() for p in inputs)
     if single:
-        fuser = Fuser(_load_model(args.weights), device=args.device, workers=args.workers)
+        fuser = Fuser(_load_model(args.weights), device=args.device, workers=args.workers, task=task, rsc=rsc)
         out = fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)
         print(f"wrote {out}")
         return 0
@@ -96,7 +127,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise CldynError(f"{out_dir}: exists and is not a folder; folder inputs need an output folder")
-    fuser = Fuser(_load_model(args.weights), device=args.device, batch_size=args.batch_size, workers=args.workers)
+    fuser = Fuser(_load_model(args.weights), device=args.device, batch_size=args.batch_size, workers=args.workers,
+                  task=task, rsc=rsc)
     report = fuser.fuse_pairs(pairs, out_dir, bits=bits, overwrite=args.overwrite, progress=not args.quiet)
     report.errors[:0] = problems
     for err in report.errors:
@@ -125,6 +157,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from cldyn.io import atomic_write_bytes, read_image, to_single_channel
 
     _set_threads(args.threads)
+    if args.what == "rsc":
+        from cldyn.bench import bench_rsc
+
+        res = bench_rsc(batch=args.batch_size, size=args.size, repeats=min(args.repeats, 5))
+        for k, v in res.items():
+            print(f"  {k:20s} {v}")
+        if args.json:
+            atomic_write_bytes(Path(args.json), json.dumps(res, indent=2).encode())
+            print(f"wrote {args.json}")
+        return 0
     model = _load_model(args.weights)
     pair = next(p for p in demo_pairs() if p.name.startswith("msrs"))  # a real 640x480 pair
     ir = torch.from_numpy(to_single_channel(read_image(pair.ir)))[None, None]
@@ -203,6 +245,38 @@ def cmd_eval_task(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_map(items: list[str], tasks: list[str], what: str) -> dict[str, str]:
+    """``TASK=VALUE`` items (or one bare VALUE for every task) -> {task: value}."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if sep:
+            if key not in tasks:
+                raise CldynError(f"{what} {item!r} names task {key!r}, which is not in --tasks {','.join(tasks)}")
+            out[key] = value
+        else:
+            out.update({t: item for t in tasks if t not in out})
+    return out
+
+
+def cmd_train_rsc(args: argparse.Namespace) -> int:
+    from cldyn.closed_loop import TrainRSCConfig, train_rsc
+
+    _set_threads(args.threads)
+    tasks = [t for t in args.tasks.split(",") if t]
+    cfg = TrainRSCConfig(
+        tasks=tasks, data=_task_map(args.data, tasks, "--data"),
+        task_weights=_task_map(args.task_weights, tasks, "--task-weights"), vfn_weights=args.vfn_weights,
+        out_dir=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+        aggregate=args.aggregate, penalty=0.0 if args.no_penalty else args.penalty,
+        closed_loop=not args.no_closed_loop, selection=args.selection, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, val_every=args.val_every, val_limit=args.val_limit,
+    )
+    best = train_rsc(cfg, resume=args.resume, progress=not args.quiet)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cldyn", description="CLDyN infrared-visible image fusion")
     sub = p.add_subparsers(dest="command", required=True)
@@ -261,6 +335,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_eval_task)
 
+    s = sub.add_parser("train-rsc", help="closed-loop training of the RSC module with frozen VFN and task networks")
+    s.add_argument("--tasks", default="detection,segmentation,saliency", help="comma-separated task names")
+    s.add_argument("--data", nargs="+", required=True, metavar="[TASK=]ROOT",
+                   help="one dataset root for all tasks, or TASK=ROOT per task (one data stream per task)")
+    s.add_argument("--task-weights", nargs="*", metavar="TASK=FILE", help="task networks (default: shipped)")
+    s.add_argument("--vfn-weights", help="VFN checkpoint (default: shipped)")
+    s.add_argument("--out", default="runs/rsc")
+    s.add_argument("--steps", type=int, default=2000)
+    s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--crop", type=int, default=320)
+    s.add_argument("--lr", type=float, default=0.01)
+    s.add_argument("--aggregate", choices=("cagrad", "mean", "pcgrad"), default="cagrad")
+    s.add_argument("--penalty", type=float, default=5.0, help="reward-penalty weight")
+    s.add_argument("--no-penalty", action="store_true", help="ablation: plain task loss")
+    s.add_argument("--no-closed-loop", action="store_true", help="ablation: task features replaced by zeros")
+    s.add_argument("--selection", choices=("trainable", "upstream"), default="trainable")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--checkpoint-every", type=int, default=50)
+    s.add_argument("--val-every", type=int, default=500)
+    s.add_argument("--val-limit", type=int, help="validate on the first N val images per task")
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_train_rsc)
+
     s = sub.add_parser("fuse", help="fuse one pair, two folders, or a dataset root",
                        description="cldyn fuse IR VIS -o OUT | cldyn fuse --ir DIR --vis DIR -o DIR | "
                                    "cldyn fuse ROOT -o DIR (layouts: ir/+vi/, Infrared/+Visible/, T/+RGB/ ...)")
@@ -269,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vis", help="folder of visible images (paired with --ir by file stem)")
     s.add_argument("-o", "--output", required=True, help="output file (single pair) or folder")
     s.add_argument("--weights", help="VFN checkpoint (default: the shipped weights)")
+    s.add_argument("--task", default="none",
+                   help="customise the fusion for a task: none (plain VFN), detection, segmentation, saliency, "
+                        "or module:Class")
+    s.add_argument("--task-weights", help="task network checkpoint (default: the shipped one)")
+    s.add_argument("--rsc-weights", help="RSC checkpoint from train-rsc (default: the shipped one)")
     s.add_argument("--batch-size", type=int, default=1, help="pairs per forward pass (same-size pairs)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--threads", type=int, help="torch CPU threads")
@@ -288,7 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("bench", help="speed benchmarks")
-    s.add_argument("what", choices=("fuse",), help="fuse: ms per 640x480 pair against the FLOP floor")
+    s.add_argument("what", choices=("fuse", "rsc"),
+                   help="fuse: ms per 640x480 pair against the FLOP floor; rsc: A2SI vectorised vs loop, one "
+                        "closed-loop step, peak memory")
+    s.add_argument("--batch-size", type=int, default=4, help="rsc: batch")
+    s.add_argument("--size", type=int, default=320, help="rsc: image side")
     s.add_argument("--json", help="also write the results as JSON")
     s.add_argument("--weights", help="VFN checkpoint (default: the shipped weights)")
     s.add_argument("--repeats", type=int, default=10)
@@ -305,6 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("YOLO_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    from cldyn.runtime import tune_malloc
+
+    tune_malloc()  # fewer page faults per forward pass (see cldyn.runtime)
     try:
         return int(args.func(args) or 0)
     except CldynError as exc:

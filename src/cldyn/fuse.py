@@ -143,6 +143,8 @@ class Fuser:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: pairs per forward pass (consecutive pairs of one size are batched together).
         workers: threads that decode and encode images while the network runs.
+        task: a :class:`~cldyn.tasks.base.TaskAdapter` for task-customised (CLDyN) fusion, with ``rsc`` the
+            trained :class:`~cldyn.rsc.RSC`; ``None`` fuses with the VFN alone.
 
     Example:
         >>> fuser = Fuser(VFN(), device="cpu")
@@ -151,7 +153,7 @@ class Fuser:
     """
 
     def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
-                 workers: int = 2) -> None:
+                 workers: int = 2, task=None, rsc=None) -> None:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
         if model is None:
@@ -162,6 +164,15 @@ class Fuser:
         self.model = prepare_for_inference(model, self.device)
         self.batch_size = batch_size
         self.workers = max(1, workers)
+        # Task-customised fusion (CLDyN): base fusion -> task features -> compensated fusion.
+        self.task, self.cldyn = task, None
+        if task is not None:
+            from cldyn.rsc import CLDyN
+
+            if rsc is None:
+                raise CldynError("task-customised fusion needs RSC weights")
+            self.cldyn = CLDyN(self.model, rsc.to(self.device)).eval().requires_grad_(False)
+            task.to(self.device).freeze()
 
     @torch.inference_mode()
     def fuse_batch(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
@@ -169,6 +180,8 @@ class Fuser:
         fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         ir = ir.to(self.device).contiguous(memory_format=fmt)
         vis = vis.to(self.device).contiguous(memory_format=fmt)
+        if self.cldyn is not None:
+            return self.cldyn.fuse(ir, vis, self.task).float().cpu()
         return fuse_tensors(self.model, ir, vis).float().cpu()
 
     def fuse_arrays(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:

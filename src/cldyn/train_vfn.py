@@ -92,8 +92,14 @@ def plot_loss_curve(rows: Sequence[dict], png: Path, title: str = "VFN training 
         return
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for key in ("loss", "intensity", "gradient"):
-        ax.plot(steps, [float(r[key]) for r in rows], label=key, lw=1)
+    for key, colour in (("loss", "C0"), ("intensity", "C1"), ("gradient", "C2")):
+        vals = [float(r[key]) for r in rows]
+        ax.plot(steps, vals, color=colour, lw=0.6, alpha=0.35)
+        ema, smooth = vals[0], []
+        for v in vals:  # exponential moving average: the trend through batch-to-batch noise
+            ema = 0.95 * ema + 0.05 * v
+            smooth.append(ema)
+        ax.plot(steps, smooth, color=colour, lw=1.5, label=f"{key} (EMA 0.95)")
     ax.set_xlabel("step")
     ax.set_ylabel("L1")
     ax.set_yscale("log")

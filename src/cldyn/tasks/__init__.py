@@ -70,7 +70,7 @@ def load_pretrained_task(name: str) -> TaskAdapter:
     manifest = json.loads((wdir / "manifest.json").read_text()) if (wdir / "manifest.json").is_file() else {}
     if fname not in manifest:
         raise CldynError(f"no shipped network for task {name!r} (shipped: "
-                         f"{sorted(k for k in manifest if k.startswith('task_'))}); pass --weights")
+                         f"{sorted(k for k in manifest if k.startswith('task_'))}); pass --task-weights FILE")
     return task_class(name).load(wdir / fname, expected_sha256=manifest[fname]["sha256"])
 
 

@@ -112,7 +112,19 @@ class DetectionAdapter(TaskAdapter):
         return image  # Ultralytics models take RGB in [0, 1]
 
     def forward(self, image: torch.Tensor) -> Any:
+        """Raw YOLO output. Sides are padded (replicate, bottom/right) to multiples of 32, as YOLO needs; box
+        coordinates are unchanged by that padding, but normalised targets are only valid for unpadded sizes
+        (:meth:`loss` checks)."""
+        h, w = image.shape[-2:]
+        ph, pw = (-h) % 32, (-w) % 32
+        if ph or pw:
+            image = torch.nn.functional.pad(image, (0, pw, 0, ph), mode="replicate")
         return self.model(self.preprocess(image))
+
+    def loss(self, image: torch.Tensor, targets: Sequence[torch.Tensor]) -> torch.Tensor:
+        if image.shape[-2] % 32 or image.shape[-1] % 32:
+            raise ValueError(f"detection loss needs sides that are multiples of 32, got {tuple(image.shape[-2:])}")
+        return super().loss(image, targets)
 
     def loss_from_output(self, output: Any, targets: Sequence[torch.Tensor]) -> torch.Tensor:
         if self._criterion is None:
