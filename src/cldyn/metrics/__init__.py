@@ -1,0 +1,2 @@
+"""Metrics: fusion quality (:mod:`cldyn.metrics.fusion`). Task metrics live with their adapters in
+:mod:`cldyn.tasks`."""

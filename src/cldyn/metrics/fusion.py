@@ -1,0 +1,269 @@
+"""No-reference fusion-quality metrics, written from their published definitions.
+
+Every function takes float arrays ``(H, W)`` on the 0..255 scale (as fusion evaluators read 8-bit images) and returns
+a Python float. Two-source metrics take ``(fused, a, b)`` with ``a`` the infrared and ``b`` the visible image. The
+reference for each is named in its docstring; where the public CDDFuse evaluator (``utils/Evaluator.py`` of
+MMIF-CDDFuse, the most copied in the field) deviates from the paper's definition, both are available and the
+``variant`` argument says which is computed. Direction: ``higher`` or ``lower`` is better, in :data:`DIRECTION`.
+
+Convolutions run in float64 with torch (no per-pixel Python loops); results agree with SciPy/scikit-image based
+implementations to about 1e-10 relative.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DIRECTION: dict[str, str] = {
+    "en": "higher", "sd": "higher", "sf": "higher", "ag": "higher", "mi": "higher", "fmi": "higher",
+    "scd": "higher", "vif": "higher", "qabf": "higher", "nabf": "lower", "ssim": "higher", "ms_ssim": "higher",
+    "cc": "higher", "psnr": "higher", "qcb": "higher", "qcv": "lower", "qc": "higher",
+}
+
+
+def _check(*images: np.ndarray) -> list[np.ndarray]:
+    out = []
+    for img in images:
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.ndim != 2:
+            raise ValueError(f"metrics take 2-D gray images, got shape {arr.shape}")
+        out.append(arr)
+    if any(a.shape != out[0].shape for a in out):
+        raise ValueError(f"image sizes differ: {[a.shape for a in out]}")
+    return out
+
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))[None, None]
+
+
+def _filter_valid(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """2-D correlation, 'valid' region (equals convolution for the symmetric kernels used here)."""
+    return F.conv2d(_t(x), _t(kernel))[0, 0].numpy()
+
+
+def _filter_same_zero(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """2-D *convolution* (kernel flipped), zero padding, 'same' size: ``scipy.signal.convolve2d(x, k, 'same')``."""
+    k = np.ascontiguousarray(kernel[::-1, ::-1])
+    kh, kw = k.shape
+    pt, pl = (kh - 1) // 2, (kw - 1) // 2
+    padded = F.pad(_t(x), (pl, kw - 1 - pl, pt, kh - 1 - pt))
+    return F.conv2d(padded, _t(k))[0, 0].numpy()
+
+
+# --- single-image metrics ------------------------------------------------------------------------------------
+
+
+def entropy(img: np.ndarray) -> float:
+    """EN: Shannon entropy (bits) of the 256-bin histogram of the image rounded to 8 bits (higher is better).
+
+    ``EN = -sum_l p_l log2 p_l``. Example: a half-black, half-white image has EN = 1.
+    """
+    (img,) = _check(img)
+    levels = np.clip(np.round(img), 0, 255).astype(np.int64).ravel()
+    p = np.bincount(levels, minlength=256) / levels.size
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def standard_deviation(img: np.ndarray) -> float:
+    """SD: population standard deviation of the intensities (higher is better)."""
+    (img,) = _check(img)
+    return float(img.std())
+
+
+def spatial_frequency(img: np.ndarray) -> float:
+    """SF = sqrt(RF^2 + CF^2), RF/CF the RMS of horizontal/vertical first differences (Eskicioglu & Fisher 1995;
+    higher is better). A ramp rising by 1 per column has SF = 1."""
+    (img,) = _check(img)
+    rf2 = np.mean((img[:, 1:] - img[:, :-1]) ** 2)
+    cf2 = np.mean((img[1:, :] - img[:-1, :]) ** 2)
+    return float(math.sqrt(rf2 + cf2))
+
+
+def average_gradient(img: np.ndarray) -> float:
+    """AG: mean of sqrt((Gx^2 + Gy^2) / 2), central differences inside and one-sided differences at the borders
+    (as ``numpy.gradient``; the CDDFuse evaluator's definition). Higher is better."""
+    (img,) = _check(img)
+    gy, gx = np.gradient(img)
+    return float(np.mean(np.sqrt((gx**2 + gy**2) / 2)))
+
+
+# --- two-source metrics --------------------------------------------------------------------------------------
+
+
+def _mutual_information(x: np.ndarray, y: np.ndarray, base: float) -> float:
+    """MI of the joint histogram of two integer-valued images (each distinct value a bin)."""
+    xv, xi = np.unique(x.ravel(), return_inverse=True)
+    yv, yi = np.unique(y.ravel(), return_inverse=True)
+    joint = np.bincount(xi * len(yv) + yi, minlength=len(xv) * len(yv)).reshape(len(xv), len(yv))
+    pxy = joint / joint.sum()
+    px, py = pxy.sum(1, keepdims=True), pxy.sum(0, keepdims=True)
+    nz = pxy > 0
+    return float((pxy[nz] * np.log(pxy[nz] / (px @ py)[nz])).sum() / math.log(base))
+
+
+def mutual_information(fused: np.ndarray, a: np.ndarray, b: np.ndarray, base: float = math.e) -> float:
+    """MI = MI(F, A) + MI(F, B) from joint histograms of the (integer) intensities (Qu et al. 2002; higher is better).
+
+    ``base``: ``e`` gives nats, as the CDDFuse evaluator (``sklearn.metrics.mutual_info_score``) reports; ``2``
+    gives bits, as most MATLAB evaluators (VIFB) do. Values are rounded to integers first.
+    """
+    f, a, b = (np.round(x) for x in _check(fused, a, b))
+    return _mutual_information(f, a, base) + _mutual_information(f, b, base)
+
+
+def _corr(x: np.ndarray, y: np.ndarray) -> float:
+    xd, yd = x - x.mean(), y - y.mean()
+    den = math.sqrt(float((xd**2).sum() * (yd**2).sum()))
+    return float((xd * yd).sum() / den) if den > 0 else float("nan")
+
+
+def correlation_coefficient(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """CC = (r(A, F) + r(B, F)) / 2, Pearson correlations (higher is better). NaN when an image is constant."""
+    f, a, b = _check(fused, a, b)
+    return (_corr(a, f) + _corr(b, f)) / 2
+
+
+def scd(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """SCD = r(F - B, A) + r(F - A, B), the sum of the correlations of differences (Aslantas & Bendes 2015; higher
+    is better). NaN when a difference image is constant."""
+    f, a, b = _check(fused, a, b)
+    return _corr(a, f - b) + _corr(b, f - a)
+
+
+def psnr(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR = 10 log10(max(F)^2 / MSE), MSE the mean of MSE(A, F) and MSE(B, F) (the CDDFuse evaluator's definition,
+    peak = the fused image's maximum; higher is better)."""
+    f, a, b = _check(fused, a, b)
+    mse = (np.mean((a - f) ** 2) + np.mean((b - f) ** 2)) / 2
+    return float(10 * math.log10(f.max() ** 2 / mse)) if mse > 0 else float("inf")
+
+
+def _gaussian_window(n: int, sd: float) -> np.ndarray:
+    """MATLAB's ``fspecial('gaussian', n, sd)``."""
+    m = (n - 1) / 2
+    y, x = np.ogrid[-m:m + 1, -m:m + 1]
+    h = np.exp(-(x * x + y * y) / (2 * sd * sd))
+    h[h < np.finfo(h.dtype).eps * h.max()] = 0
+    return h / h.sum()
+
+
+def vif_pixel(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0, eps: float = 1e-10) -> float:
+    """Pixel-domain VIF (VIFP) of ``dist`` against ``ref`` (Sheikh & Bovik 2006, ``vifvec``'s pixel version): 4 scales,
+    Gaussian windows of 17/9/5/3 pixels with sd = N/5, 'valid' filtering, 2x down-sampling between scales, noise
+    variance 2. Returns 1 for the NaN case of flat images, as the CDDFuse evaluator does."""
+    ref, dist = _check(ref, dist)
+    num = den = 0.0
+    for scale in range(1, 5):
+        n = 2 ** (4 - scale + 1) + 1
+        win = _gaussian_window(n, n / 5.0)
+        if scale > 1:
+            ref = _filter_valid(ref, win)[::2, ::2]
+            dist = _filter_valid(dist, win)[::2, ::2]
+        mu1, mu2 = _filter_valid(ref, win), _filter_valid(dist, win)
+        s1 = _filter_valid(ref * ref, win) - mu1 * mu1
+        s2 = _filter_valid(dist * dist, win) - mu2 * mu2
+        s12 = _filter_valid(ref * dist, win) - mu1 * mu2
+        s1, s2 = np.maximum(s1, 0), np.maximum(s2, 0)
+        g = s12 / (s1 + eps)
+        sv = s2 - g * s12
+        flat1, flat2 = s1 < eps, s2 < eps
+        g[flat1] = 0
+        sv[flat1] = s2[flat1]
+        s1 = np.where(flat1, 0, s1)
+        g[flat2] = 0
+        sv[flat2] = 0
+        neg = g < 0
+        sv[neg] = s2[neg]
+        g[neg] = 0
+        sv[sv <= eps] = eps
+        num += float(np.sum(np.log10(1 + g * g * s1 / (sv + sigma_nsq))))
+        den += float(np.sum(np.log10(1 + s1 / sigma_nsq)))
+    value = num / den if den != 0 else float("nan")
+    return 1.0 if math.isnan(value) else value
+
+
+def vif(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """VIF = VIFP(A -> F) + VIFP(B -> F), as summed by the CDDFuse evaluator (higher is better)."""
+    f, a, b = _check(fused, a, b)
+    return vif_pixel(a, f) + vif_pixel(b, f)
+
+
+# Xydeas & Petrovic (2000) constants.
+_QABF = {"tg": 0.9994, "kg": -15.0, "dg": 0.5, "ta": 0.9879, "ka": -22.0, "da": 0.8}
+_SOBEL_Y = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float64)
+_SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
+
+
+def _edge_strength_orientation(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sx = _filter_same_zero(img, _SOBEL_X)
+    sy = _filter_same_zero(img, _SOBEL_Y)
+    g = np.sqrt(sx * sx + sy * sy)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = np.where(sx == 0, math.pi / 2, np.arctan(sy / np.where(sx == 0, 1, sx)))
+    return g, alpha
+
+
+def _edge_preservation(ga, aa, gf, af, variant: str) -> np.ndarray:
+    c = _QABF
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(ga > gf, gf / ga, ga / gf)
+    # Where gA == gF the CDDFuse evaluator sets G = gF (0 on flat pixels, gF elsewhere); the definition gives 1
+    # (the edge is fully preserved), and 0 on flat pixels.
+    equal_value = gf if variant == "cddfuse" else np.where(gf == 0, 0.0, 1.0)
+    ratio = np.where(ga == gf, equal_value, ratio)
+    orient = 1 - np.abs(aa - af) / (math.pi / 2)
+    qg = c["tg"] / (1 + np.exp(c["kg"] * (ratio - c["dg"])))
+    qa = c["ta"] / (1 + np.exp(c["ka"] * (orient - c["da"])))
+    return qg * qa
+
+
+def qabf(fused: np.ndarray, a: np.ndarray, b: np.ndarray, variant: str = "cddfuse") -> float:
+    """Qabf, the gradient-based fusion performance of Xydeas & Petrovic (2000), weights w = g (L = 1) and constants
+    Tg 0.9994, kg -15, Dg 0.5, Ta 0.9879, ka -22, Da 0.8 (higher is better; at most ~0.975 with these constants).
+
+    Sobel edges with zero padding; orientation ``arctan(Sy / Sx)`` (pi/2 where Sx = 0). ``variant="cddfuse"``
+    keeps the CDDFuse evaluator's handling of pixels where the source and fused edge strengths are equal (G = gF
+    there instead of 1); ``"standard"`` uses G = 1 (0 on flat pixels).
+    """
+    if variant not in ("cddfuse", "standard"):
+        raise ValueError(f"qabf variant must be 'cddfuse' or 'standard', got {variant!r}")
+    f, a, b = _check(fused, a, b)
+    ga, aa = _edge_strength_orientation(a)
+    gb, ab = _edge_strength_orientation(b)
+    gf, af = _edge_strength_orientation(f)
+    qaf = _edge_preservation(ga, aa, gf, af, variant)
+    qbf = _edge_preservation(gb, ab, gf, af, variant)
+    den = float(np.sum(ga + gb))
+    return float(np.sum(qaf * ga + qbf * gb) / den) if den > 0 else float("nan")
+
+
+def ssim(x: np.ndarray, y: np.ndarray, data_range: float = 255.0, win_size: int = 7, k1: float = 0.01,
+         k2: float = 0.03) -> float:
+    """Mean SSIM (Wang et al. 2004) with a ``win_size`` uniform window and sample covariances, averaged over the
+    pixels whose window lies inside the image: scikit-image's ``structural_similarity`` defaults."""
+    x, y = _check(x, y)
+    if min(x.shape) < win_size:
+        raise ValueError(f"SSIM needs images of at least {win_size}x{win_size}, got {x.shape}")
+    win = np.full((win_size, win_size), 1.0 / win_size**2)
+    n = win_size**2
+    cov_norm = n / (n - 1)
+    ux, uy = _filter_valid(x, win), _filter_valid(y, win)
+    vx = cov_norm * (_filter_valid(x * x, win) - ux * ux)
+    vy = cov_norm * (_filter_valid(y * y, win) - uy * uy)
+    vxy = cov_norm * (_filter_valid(x * y, win) - ux * uy)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def ssim_sum(fused: np.ndarray, a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
+    """SSIM(F, A) + SSIM(F, B) (higher is better; 2 for F = A = B). The CDDFuse evaluator calls scikit-image 0.19 on
+    float input, whose data range is then 2 (the float dtype's [-1, 1]): pass ``data_range=2`` to reproduce it."""
+    f, a, b = _check(fused, a, b)
+    return ssim(f, a, data_range) + ssim(f, b, data_range)
