@@ -277,6 +277,36 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from cldyn.evaluate import evaluate_folders
+    from cldyn.io import atomic_write_bytes
+
+    baselines = [b for b in (args.baselines or "").split(",") if b]
+    if not args.fused and not baselines:
+        raise CldynError("nothing to evaluate: give --fused DIR (one or more) and/or --baselines")
+    ev = evaluate_folders(args.ir, args.vis, args.fused or [], names=args.names, convention=args.convention,
+                          baselines=baselines, workers=args.workers, progress=not args.quiet)
+    for p in ev.problems:
+        print(f"cldyn evaluate: warning: {p}", file=sys.stderr)
+    for method, msgs in ev.failures.items():
+        for m in msgs:
+            print(f"cldyn evaluate: error: [{method}] {m}", file=sys.stderr)
+    print(f"convention: {args.convention}")
+    print(ev.table())
+    files = ev.write(Path(args.out))
+    if args.json:
+        atomic_write_bytes(Path(args.json), json.dumps(ev.to_json(), indent=2).encode())
+        files.append(Path(args.json))
+    print("wrote " + ", ".join(str(f) for f in files))
+    failed = sum(len(v) for v in ev.failures.values())
+    if failed:
+        print(f"{failed} image(s) could not be scored (listed above)", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cldyn", description="CLDyN infrared-visible image fusion")
     sub = p.add_subparsers(dest="command", required=True)
@@ -359,6 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train_rsc)
+
+    s = sub.add_parser("evaluate", help="fusion-quality metrics of fused folders and classical baselines")
+    s.add_argument("--ir", required=True, help="infrared folder")
+    s.add_argument("--vis", required=True, help="visible folder (paired by file stem)")
+    s.add_argument("--fused", nargs="*", help="folders of fused images (file stem = pair name)")
+    s.add_argument("--names", nargs="*", help="method names for the --fused folders (default: folder names)")
+    s.add_argument("--baselines", help="comma-separated: ir_only,visible_only,average,max,laplacian,dwt")
+    s.add_argument("--convention", choices=("cldyn", "cddfuse"), default="cldyn",
+                   help="what is scored and how (see cldyn.evaluate)")
+    s.add_argument("--out", default="cldyn-evaluation", help="folder for metrics.csv/.json/.md and per_image.json")
+    s.add_argument("--json", help="also write the summary JSON here")
+    s.add_argument("--workers", type=int, default=1, help="processes (one image per process at a time)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("fuse", help="fuse one pair, two folders, or a dataset root",
                        description="cldyn fuse IR VIS -o OUT | cldyn fuse --ir DIR --vis DIR -o DIR | "
