@@ -32,7 +32,8 @@ from cldyn.errors import InputError
 from cldyn.io import Pair, atomic_write_bytes, list_images, pair_folders, read_image, to_single_channel
 from cldyn.metrics import fusion as M
 
-METRIC_KEYS = ("en", "sd", "sf", "ag", "mi", "scd", "vif", "qabf", "ssim", "cc", "psnr")
+METRIC_KEYS = ("en", "sd", "sf", "ag", "mi", "scd", "vif", "qabf", "nabf", "ssim", "ms_ssim", "cc", "psnr", "qcb",
+               "qcv", "qc")
 CONVENTIONS = ("cldyn", "cddfuse")
 
 
@@ -63,6 +64,8 @@ def fusion_metrics(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str 
         "qabf": M.qabf(f, a, b, variant="cddfuse" if cdd else "standard"),
         "ssim": M.ssim_sum(f, a, b, data_range=2.0 if cdd else 255.0),
         "cc": M.correlation_coefficient(f, a, b), "psnr": M.psnr(f, a, b),
+        "nabf": M.nabf(f, a, b), "ms_ssim": M.ms_ssim_sum(f, a, b), "qcb": M.q_chen_blum(f, a, b),
+        "qcv": M.q_chen_varshney(f, a, b), "qc": M.q_cvejic(f, a, b),
     }
 
 

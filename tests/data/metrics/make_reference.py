@@ -7,7 +7,12 @@ scikit-image's ``structural_similarity`` (data range 2, as scikit-image 0.19 use
 scikit-learn's ``mutual_info_score`` (natural log) rather than cldyn's torch code, so a plumbing error in either
 shows up as a mismatch.
 
-Inputs (all 96x72, 8-bit): ``ir.png`` (infrared), ``vis_gray.png`` (the visible image made gray the CDDFuse way:
+The metrics defined by the MATLAB code used by VIFB (Z. Liu's ``metricChenBlum.m`` / ``metricChen.m`` /
+``metricCvejic.m``), Shreyamsha Kumar's Nabf and Wang's ``msssim.m`` are re-derived the same way, with SciPy's
+``correlate2d``/``convolve2d`` (MATLAB's ``filter2``/``conv2``) and NumPy's FFT.
+
+Inputs (all 256x192, 8-bit, a crop of MSRS 00004N at rows 150-341, cols 200-455): ``ir.png`` (infrared),
+``vis_gray.png`` (the visible image made gray the CDDFuse way:
 OpenCV BGR->GRAY on float32, rounded), ``fused.png`` (the shipped VFN's fused luminance of the same pair).
 """
 
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy.signal import convolve2d
+from scipy.signal import convolve2d, correlate2d
 from skimage.metrics import structural_similarity
 from sklearn.metrics import mutual_info_score
 
@@ -96,6 +101,133 @@ def qabf(f, a, b):
     return np.sum(q(ga, aa, gf, af) * ga + q(gb, ab, gf, af) * gb) / np.sum(ga + gb)
 
 
+def fspecial_gauss(n, sd):
+    m = (n - 1) / 2
+    yy, xx = np.ogrid[-m:m + 1, -m:m + 1]
+    h = np.exp(-(xx**2 + yy**2) / (2 * sd * sd))
+    h[h < np.finfo(float).eps * h.max()] = 0
+    return h / h.sum()
+
+
+def msssim(x, y):
+    win, w = fspecial_gauss(11, 1.5), [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mcs = []
+    for level in range(5):
+        mx, my = correlate2d(x, win, "valid"), correlate2d(y, win, "valid")
+        sx = correlate2d(x * x, win, "valid") - mx**2
+        sy = correlate2d(y * y, win, "valid") - my**2
+        sxy = correlate2d(x * y, win, "valid") - mx * my
+        cs = (2 * sxy + c2) / (sx + sy + c2)
+        mcs.append(cs.mean())
+        if level == 4:
+            last = (((2 * mx * my + c1) / (mx**2 + my**2 + c1)) * cs).mean()
+            break
+        # imfilter(ones(2)/4, 'symmetric', 'same') then every other sample
+        xp, yp = np.pad(x, ((0, 1), (0, 1)), "symmetric"), np.pad(y, ((0, 1), (0, 1)), "symmetric")
+        x = correlate2d(xp, np.ones((2, 2)) / 4, "valid")[::2, ::2]
+        y = correlate2d(yp, np.ones((2, 2)) / 4, "valid")[::2, ::2]
+    return np.prod([m**wi for m, wi in zip(mcs[:4], w[:4], strict=True)]) * last ** w[4]
+
+
+def nabf(f, a, b):
+    kx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]) / 8
+    ky = np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]]) / 8
+
+    def edges(x):
+        xe = np.pad(x, 1, mode="reflect")  # mirror without repeating the edge
+        gv, gh = correlate2d(xe, kx, "valid"), correlate2d(xe, ky, "valid")
+        with np.errstate(all="ignore"):
+            ang = np.where((gv == 0) & (gh == 0), 0, np.arctan(gv / gh))
+        return np.hypot(gv, gh), ang
+
+    (ga, aa), (gb, ab), (gf, af) = edges(a), edges(b), edges(f)
+
+    def q(gs, as_):
+        rel = np.zeros_like(gs)
+        ok = (gs != 0) & (gf != 0)
+        rel[ok] = np.minimum(gs[ok], gf[ok]) / np.maximum(gs[ok], gf[ok])
+        orient = np.abs(np.abs(as_ - af) - np.pi / 2) * 2 / np.pi
+        return np.sqrt(0.9999 / (1 + np.exp(-19 * (rel - 0.5))) * 0.9995 / (1 + np.exp(-22 * (orient - 0.5))))
+
+    wa, wb = np.where(ga >= 2, ga**1.5, 0), np.where(gb >= 2, gb**1.5, 0)
+    na = (gf > ga) & (gf > gb)
+    return np.sum(na * ((1 - q(ga, aa)) * wa + (1 - q(gb, ab)) * wb)) / np.sum(wa + wb)
+
+
+def qc(f, a, b):
+    win = fspecial_gauss(7, 1.5)
+
+    def smap(x, y):
+        mx, my = correlate2d(x, win, "valid"), correlate2d(y, win, "valid")
+        sx = correlate2d(x * x, win, "valid") - mx**2
+        sy = correlate2d(y * y, win, "valid") - my**2
+        sxy = correlate2d(x * y, win, "valid") - mx * my
+        return ((2 * mx * my + 2e-16) * (2 * sxy + 2e-16)) / ((mx**2 + my**2 + 2e-16) * (sx + sy + 2e-16)), sxy
+
+    ma, saf = smap(a, f)
+    mb, sbf = smap(b, f)
+    s = saf / (saf + sbf)
+    sim = s * ma + (1 - s) * mb
+    sim[s < 0], sim[s > 1] = 0, 1
+    return np.nanmean(sim)
+
+
+def normalize1(x):
+    return np.round((x - x.min()) / (x.max() - x.min()) * 255)
+
+
+def grid(h, w):
+    return np.meshgrid((np.arange(w) - w // 2) * 2 / w, (np.arange(h) - h // 2) * 2 / h)
+
+
+def qcb(f, a, b):
+    f, a, b = normalize1(f), normalize1(a), normalize1(b)
+    h, w = f.shape
+    u, v = grid(h, w)
+    r = np.hypot(u * w / 30, v * h / 30)
+    sd = np.exp(-(r / 15.3870) ** 2) - 0.7622 * np.exp(-(r / 1.3456) ** 2)
+    yy, xx = np.mgrid[-15:16, -15:16]
+    g1 = np.exp(-(xx**2 + yy**2) / 8) / (2 * np.pi * 4)
+    g2 = np.exp(-(xx**2 + yy**2) / 32) / (2 * np.pi * 16)
+
+    def cp(x):
+        y = np.fft.ifft2(np.fft.ifftshift(np.fft.fftshift(np.fft.fft2(x)) * sd))
+        c = np.abs(correlate2d(y, g1, "same") / correlate2d(y, g2, "same") - 1)
+        return c**3 / (c**2 + 1e-4)
+
+    ca, cb, cf = cp(a), cp(b), cp(f)
+    qa = np.where(ca < cf, ca / cf, cf / ca)
+    qb = np.where(cb < cf, cb / cf, cf / cb)
+    return np.mean((ca**2 * qa + cb**2 * qb) / (ca**2 + cb**2))
+
+
+def qcv(f, a, b):
+    f, a, b = normalize1(f), normalize1(a), normalize1(b)
+    h, w = f.shape
+    sob = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+
+    def blockwise(x, fn):  # blkproc: 16x16 blocks, zero-padded at the ends
+        x = np.pad(x, ((0, -h % 16), (0, -w % 16)))
+        return np.array([[fn(x[i:i + 16, j:j + 16]) for j in range(0, x.shape[1], 16)]
+                         for i in range(0, x.shape[0], 16)])
+
+    def lam(x):
+        g = np.hypot(correlate2d(x, sob, "same"), correlate2d(x, sob.T, "same"))
+        return blockwise(g**5, np.sum)
+
+    u, v = grid(h, w)
+    r = np.hypot(u * w / 8, v * h / 8)
+    csf = 2.6 * (0.0192 + 0.144 * r) * np.exp(-((0.144 * r) ** 1.1))
+
+    def dist(x):
+        d = np.fft.ifft2(np.fft.ifftshift(np.fft.fftshift(np.fft.fft2(x - f)) * csf))
+        return blockwise(d**2, np.mean)
+
+    la, lb = lam(a), lam(b)
+    return np.real(np.sum(la * dist(a) + lb * dist(b)) / np.sum(la + lb))
+
+
 def main():
     f, a, b = read("fused.png"), read("ir.png"), read("vis_gray.png")
     mse = (np.mean((a - f) ** 2) + np.mean((b - f) ** 2)) / 2
@@ -110,6 +242,11 @@ def main():
         "ssim": structural_similarity(f, a, data_range=2) + structural_similarity(f, b, data_range=2),
         "cc": (corr(a, f) + corr(b, f)) / 2,
         "psnr": 10 * math.log10(f.max() ** 2 / mse),
+        "ms_ssim": msssim(f, a) + msssim(f, b),
+        "nabf": nabf(f, a, b),
+        "qc": qc(f, a, b),
+        "qcb": qcb(f, a, b),
+        "qcv": qcv(f, a, b),
     }
     (HERE / "reference.json").write_text(json.dumps({k: float(v) for k, v in ref.items()}, indent=2) + "\n")
     print(json.dumps(ref, indent=2, default=float))
