@@ -62,3 +62,15 @@ def test_cli_writes_table_files_and_json(pairs_dir, fused_dir, tmp_path, capsys)
                                                                    "per_image.json"]
     assert main(["evaluate", "--ir", str(pairs_dir / "ir"), "--vis", str(pairs_dir / "vi"),
                  "--baselines", "nope", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_report_is_self_contained(pairs_dir, fused_dir, tmp_path):
+    out = tmp_path / "r.html"
+    rc = main(["report", "--ir", str(pairs_dir / "ir"), "--vis", str(pairs_dir / "vi"), "--fused", str(fused_dir),
+               "--names", "copy", "--baselines", "average,dwt", "--out", str(out), "--quiet", "--samples", "2"])
+    assert rc == 0
+    page = out.read_text()
+    assert "http://" not in page and "https://" not in page  # viewable offline
+    assert page.count('<img src="data:image/png;base64,') == 2 * 5  # 2 pairs x (IR, visible, 3 methods)
+    assert page.count('class=chart') >= 10  # one bar chart per defined metric
+    assert 'class="best"' in page and "<th>QCV ↓</th>" in page

@@ -307,6 +307,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cldyn.evaluate import evaluate_folders
+    from cldyn.io import pair_folders
+    from cldyn.report import render_report
+
+    baselines = [b for b in (args.baselines or "").split(",") if b]
+    fused = [Path(d) for d in args.fused or []]
+    names = args.names or [d.name for d in fused]
+    if not fused and not baselines:
+        raise CldynError("nothing to report: give --fused DIR (one or more) and/or --baselines")
+    ev = evaluate_folders(args.ir, args.vis, fused, names=names, convention=args.convention, baselines=baselines,
+                          workers=args.workers, progress=not args.quiet)
+    pairs, _ = pair_folders(args.ir, args.vis)
+    out = render_report(ev, pairs, dict(zip(names, fused, strict=True)), baselines, args.out, samples=args.samples,
+                        convention=args.convention)
+    print(ev.table())
+    print(f"wrote {out}")
+    return 1 if any(ev.failures.values()) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cldyn", description="CLDyN infrared-visible image fusion")
     sub = p.add_subparsers(dest="command", required=True)
@@ -403,6 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="processes (one image per process at a time)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("report", help="self-contained HTML page: sample pairs side by side, metric table, charts")
+    s.add_argument("--ir", required=True)
+    s.add_argument("--vis", required=True)
+    s.add_argument("--fused", nargs="*", help="folders of fused images")
+    s.add_argument("--names", nargs="*", help="method names for the --fused folders")
+    s.add_argument("--baselines", help="comma-separated: ir_only,visible_only,average,max,laplacian,dwt")
+    s.add_argument("--convention", choices=("cldyn", "cddfuse"), default="cldyn")
+    s.add_argument("--samples", type=int, default=6, help="pairs shown side by side")
+    s.add_argument("--out", default="cldyn-report.html")
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("fuse", help="fuse one pair, two folders, or a dataset root",
                        description="cldyn fuse IR VIS -o OUT | cldyn fuse --ir DIR --vis DIR -o DIR | "
