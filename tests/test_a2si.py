@@ -55,7 +55,7 @@ def test_selection_distinct_within_set_and_matches_loop():
     rows = bank.weight[sel.types, sel.vector_index]
     assert torch.allclose(sel.vectors, rows, atol=1e-6)
     # Same rule as a loop over samples and types.
-    r = block.basis_query(torch.cat((block.basis_task(task.flatten(1)), block.basis_image(x)), 1))
+    r = block.basis_query(torch.cat((block.basis_task(task.flatten(1)), block.basis_image(block._embed_input(x))), 1))
     sims = F.normalize(r, dim=-1) @ F.normalize(bank.weight, dim=-1).transpose(1, 2)  # (S, B, V)
     sims = sims.permute(1, 0, 2)[torch.arange(6)[:, None], sel.types]  # (B, F, V): each filter's set
     assert torch.equal(sel.vector_index, reference_vector_index(sims, sel.types))
@@ -115,3 +115,13 @@ def test_bank_orthonormal():
     assert w.shape == (4, 32, 256)
     gram = w @ w.transpose(1, 2)
     assert torch.allclose(gram, torch.eye(32).expand(4, 32, 32), atol=1e-5)
+
+
+def test_embed_size_pools_only_large_maps():
+    block, _ = _block()
+    small = torch.randn(1, 8, 20, 30)
+    assert block._embed_input(small) is small
+    big = torch.randn(1, 8, 100, 64)
+    assert block._embed_input(big).shape == (1, 8, 32, 32)
+    full, _ = _block(embed_size=None)
+    assert full._embed_input(big) is big

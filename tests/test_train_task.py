@@ -23,3 +23,13 @@ def test_train_resume_same_state(labelled, tmp_path):
     adapter = load_task(best)
     assert adapter.task == "saliency"
     assert (tmp_path / "a" / "metrics.csv").read_text().count("\n") == 4  # header + one row per epoch
+
+
+def test_warm_start_from_weights(labelled, tmp_path):
+    quiet = dict(progress=False, log=lambda m: None)
+    best = train_task(_cfg(labelled, tmp_path / "a", 2), **quiet)
+    cfg = _cfg(labelled, tmp_path / "warm", 1)
+    cfg.init = str(best)
+    train_task(cfg, **quiet)
+    meta_cfg = load_checkpoint(tmp_path / "warm" / "last.safetensors")[1]["train_config"]
+    assert meta_cfg["init"] == str(best)

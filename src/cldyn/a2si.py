@@ -45,6 +45,10 @@ class A2SIConfig:
         select_tau: temperature of the softmax that carries the basis choice's straight-through gradient.
         selection: ``trainable`` (straight-through basis choice, type weights on the outputs) or ``upstream``.
         negative_slope: LeakyReLU slope (0.2).
+        embed_size: the image features are average-pooled to at most this many pixels a side before the image
+            embeddings (which end in a global pool anyway). The upstream code runs its 64- and 128-channel
+            embedding convs at full resolution: about 60 GFLOP per block for a 320x320 batch of 4, most of a
+            closed-loop step on a CPU. ``None`` restores full resolution.
     """
 
     channels: int = 8
@@ -54,6 +58,7 @@ class A2SIConfig:
     select_tau: float = 0.1
     selection: str = "trainable"
     negative_slope: float = 0.2
+    embed_size: int | None = 32
 
     def __post_init__(self) -> None:
         if self.selection not in ("trainable", "upstream"):
@@ -153,13 +158,22 @@ class A2SI(nn.Module):
 
     # -- choices -----------------------------------------------------------------------------------------------
 
+    def _embed_input(self, image_features: torch.Tensor) -> torch.Tensor:
+        """What the image embeddings see: the features, average-pooled to at most ``embed_size`` a side."""
+        n = self.cfg.embed_size
+        h, w = image_features.shape[-2:]
+        if n is None or (h <= n and w <= n):
+            return image_features
+        return F.adaptive_avg_pool2d(image_features, (min(h, n), min(w, n)))
+
     def select(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor) -> Selection:
         """Kernel types and basis vectors for every sample and filter."""
         b, f = image_features.shape[0], self.cfg.filter_num
         if task_features.shape[0] != b:
             raise ValueError(f"A2SI: task features batch {task_features.shape[0]} != image batch {b}")
         seq = task_features.flatten(1)
-        q = self.type_query(torch.cat((self.type_task(seq), self.type_image(image_features)), 1)).view(b, f, -1)
+        small = self._embed_input(image_features)
+        q = self.type_query(torch.cat((self.type_task(seq), self.type_image(small)), 1)).view(b, f, -1)
         logits = F.normalize(q, dim=-1) @ F.normalize(self.prototypes, dim=-1).t()  # (B, F, S) cosine
         if self.training:
             type_w = F.gumbel_softmax(logits, tau=self.cfg.tau, hard=True, dim=-1)
@@ -170,7 +184,7 @@ class A2SI(nn.Module):
         types = type_w.detach().argmax(-1)  # (B, F)
 
         set_bank = torch.einsum("bfs,svd->bfvd", type_w, bank)  # the chosen set's vectors, per filter
-        r = self.basis_query(torch.cat((self.basis_task(seq), self.basis_image(image_features)), 1))  # (B, D)
+        r = self.basis_query(torch.cat((self.basis_task(seq), self.basis_image(small)), 1))  # (B, D)
         sims = torch.einsum("bd,bfvd->bfv", F.normalize(r, dim=-1), F.normalize(set_bank, dim=-1))
         # The k-th filter of a type in a sample takes that set's k-th most similar vector: distinct within a set.
         rank = ((type_w.detach().cumsum(1) * type_w.detach()).sum(-1) - 1).long()  # (B, F)

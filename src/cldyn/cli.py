@@ -211,7 +211,7 @@ def cmd_train_task(args: argparse.Namespace) -> int:
         task=args.task, data=args.data, out_dir=args.out, input=args.input, train_split=args.split,
         val_split=args.val_split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop=args.crop,
         seed=args.seed, adapter=_adapter_config(args.set), vfn_weights=args.vfn_weights, max_steps=args.max_steps,
-        val_every=args.val_every,
+        val_every=args.val_every, init=args.init,
     )
     best = train_task(cfg, resume=args.resume, progress=not args.quiet)
     print(f"best checkpoint: {best}")
@@ -370,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vfn-weights", help="VFN checkpoint for --input fused (default: shipped)")
     s.add_argument("--max-steps", type=int)
     s.add_argument("--val-every", type=int, default=1, help="epochs between validations")
+    s.add_argument("--init", help="start from these task weights with a fresh optimiser (warm start)")
     s.add_argument("--resume", action="store_true")
     s.add_argument("--threads", type=int)
     s.add_argument("--quiet", action="store_true")

@@ -63,6 +63,7 @@ class TrainTaskConfig:
     vfn_weights: str | None = None
     max_steps: int | None = None
     val_every: int = 1  # epochs between validations (the last epoch is always validated)
+    init: str | None = None  # start from these weights (a task checkpoint) with a fresh optimiser
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +132,15 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     log(f"{adapter.describe()}")
     log(f"{len(train)} train / {len(val)} val samples, input {cfg.input}, {steps_per_epoch} steps/epoch")
 
+    if cfg.init and not (resume and (out / LAST).is_file()):
+        from cldyn.tasks import load_task
+
+        start = load_task(cfg.init)
+        if start.task != cfg.task or start.config != adapter.config:
+            raise CheckpointError(Path(cfg.init), f"holds a {start.task!r} network with config {start.config}, "
+                                  f"not {cfg.task!r} with {adapter.config}")
+        adapter.model.load_state_dict(start.model.state_dict())
+        log(f"initialised from {cfg.init}")
     opt = torch.optim.AdamW(adapter.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, best = 0, None
     ckpt = out / LAST
