@@ -118,6 +118,33 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def save_training_state(path: str | Path, module: torch.nn.Module, prefix: str, opt: torch.optim.Optimizer,
+                        meta: dict[str, Any]) -> str:
+    """A resumable checkpoint: ``module``'s state under ``prefix/``, the optimiser under ``optim/``, and ``meta``."""
+    opt_tensors, opt_meta = optimizer_to_flat(opt)
+    tensors = {**{f"{prefix}/{k}": v for k, v in module.state_dict().items()},
+               **{f"optim/{k}": v for k, v in opt_tensors.items()}}
+    return save_checkpoint(path, tensors, {**meta, "optimizer": opt_meta})
+
+
+def load_training_state(path: str | Path, kind: str, module: torch.nn.Module, prefix: str,
+                        opt: torch.optim.Optimizer, check=None) -> dict:
+    """Restore what :func:`save_training_state` wrote into ``module`` and ``opt``; returns the metadata.
+
+    ``check(meta)`` may return a problem string (e.g. a configuration mismatch) to refuse the checkpoint.
+    """
+    path = Path(path)
+    tensors, meta = load_checkpoint(path)
+    if meta.get("kind") != kind:
+        raise CheckpointError(path, f"is not a {kind.replace('_', '-')} checkpoint (kind {meta.get('kind')!r})")
+    problem = check(meta) if check else None
+    if problem:
+        raise CheckpointError(path, problem)
+    load_state_strict(module, split_prefix(tensors, prefix), path)
+    optimizer_from_flat(opt, split_prefix(tensors, "optim"), meta["optimizer"])
+    return meta
+
+
 # --- models -----------------------------------------------------------------------------------------------
 
 

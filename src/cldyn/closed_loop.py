@@ -12,10 +12,9 @@ which is re-seeded from (seed, step) every step for the same reason.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,14 @@ from cldyn.cagrad import combine
 from cldyn.checkpoint import (
     load_checkpoint,
     load_state_strict,
-    optimizer_from_flat,
-    optimizer_to_flat,
+    load_training_state,
     save_checkpoint,
+    save_training_state,
     split_prefix,
 )
 from cldyn.data import seeded_generator
 from cldyn.errors import CheckpointError, CldynError
+from cldyn.io import read_csv, write_csv
 from cldyn.rsc import RSC, CLDyN, RSCConfig
 from cldyn.tasks import TaskAdapter
 from cldyn.tasks.base import as_rgb
@@ -186,16 +186,13 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     rows: list[dict] = []
     csv_path = out / "log.csv"
     if resume and ckpt.is_file():
-        tensors, meta = load_checkpoint(ckpt)
-        if meta.get("kind") != "train_rsc":
-            raise CheckpointError(ckpt, "is not a train-rsc checkpoint")
-        if meta["rsc_config"] != rsc_cfg.to_dict():
-            raise CheckpointError(ckpt, "RSC configuration differs from the requested one")
-        load_state_strict(model.rsc, split_prefix(tensors, "rsc"), ckpt)
-        optimizer_from_flat(opt, split_prefix(tensors, "optim"), meta["optimizer"])
+        def check(meta: dict) -> str | None:
+            return None if meta.get("rsc_config") == rsc_cfg.to_dict() else \
+                "RSC configuration differs from the requested one"
+
+        meta = load_training_state(ckpt, "train_rsc", model.rsc, "rsc", opt, check)
         step, best = int(meta["global_step"]), meta.get("best")
-        if csv_path.is_file():
-            rows = [r for r in csv.DictReader(csv_path.open()) if int(r["step"]) <= step]
+        rows = [r for r in read_csv(csv_path) if int(r["step"]) <= step]
         log(f"resumed from {ckpt} at step {step}")
     elif ckpt.is_file():
         raise CheckpointError(ckpt, "already exists; pass --resume to continue it or choose another --out")
@@ -203,12 +200,11 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     base_metrics: dict[str, dict[str, Any]] | None = None
 
     def save_last() -> None:
-        opt_t, opt_meta = optimizer_to_flat(opt)
-        meta = {"kind": "train_rsc", "rsc_config": rsc_cfg.to_dict(), "global_step": step, "optimizer": opt_meta,
-                "best": best, "train_config": cfg.to_dict(), "cldyn_version": __version__}
-        save_checkpoint(ckpt, {**{f"rsc/{k}": v for k, v in model.rsc.state_dict().items()},
-                               **{f"optim/{k}": v for k, v in opt_t.items()}}, meta)
-        _write_rows(csv_path, rows)
+        meta = {"kind": "train_rsc", "rsc_config": rsc_cfg.to_dict(), "global_step": step, "best": best,
+                "train_config": cfg.to_dict(), "cldyn_version": __version__}
+        save_training_state(ckpt, model.rsc, "rsc", opt, meta)
+        if rows:
+            write_csv(csv_path, rows)
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train-rsc", unit="step")
     t0 = time.perf_counter()
@@ -268,18 +264,6 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
         save_last()
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     return out / BEST
-
-
-def _write_rows(path: Path, rows: Sequence[dict]) -> None:
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
 
 
 def save_rsc(path: str | Path, rsc: RSC, extra_meta: dict[str, Any] | None = None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,30 @@ def write_image(path: str | Path, pixels: np.ndarray, bits: int = 8) -> None:
 def write_png(path: str | Path, pixels: np.ndarray, bits: int = 8) -> None:
     """Write float pixels in [0, 1] as a PNG, atomically (temp file + rename)."""
     atomic_write_bytes(path, encode_png(pixels, bits))
+
+
+def write_csv(path: str | Path, rows: Sequence[dict], fields: Sequence[str] | None = None) -> None:
+    """Rows of dicts as CSV, atomically; columns are ``fields`` or every key in order of first appearance."""
+    import csv
+    import io
+
+    keys = list(fields) if fields else list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """Rows of a CSV file as dicts; an absent file gives no rows."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 # --- pairing ----------------------------------------------------------------------------------------------

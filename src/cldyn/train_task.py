@@ -7,7 +7,6 @@ on one modality. Training is deterministic given the seed (batches are pure func
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -20,16 +19,10 @@ import torch
 from tqdm import tqdm
 
 from cldyn import __version__
-from cldyn.checkpoint import (
-    load_checkpoint,
-    load_state_strict,
-    optimizer_from_flat,
-    optimizer_to_flat,
-    save_checkpoint,
-    split_prefix,
-)
+from cldyn.checkpoint import load_training_state, save_training_state
 from cldyn.data import seeded_generator
 from cldyn.errors import CheckpointError, CldynError
+from cldyn.io import read_csv, write_csv
 from cldyn.tasks import TaskAdapter, create_task
 from cldyn.tasks.data import TaskBank, discover_task_samples, image_source, pad_to_multiple
 
@@ -147,16 +140,16 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     rows: list[dict] = []
     csv_path = out / "metrics.csv"
     if resume and ckpt.is_file():
-        tensors, meta = load_checkpoint(ckpt)
-        if meta.get("kind") != "train_task" or meta.get("task") != cfg.task:
-            raise CheckpointError(ckpt, f"is not a train-task checkpoint for {cfg.task!r}")
-        if meta["config"] != adapter.config:
-            raise CheckpointError(ckpt, f"adapter config {meta['config']} differs from {adapter.config}")
-        load_state_strict(adapter.model, split_prefix(tensors, "model"), ckpt)
-        optimizer_from_flat(opt, split_prefix(tensors, "optim"), meta["optimizer"])
+        def check(meta: dict) -> str | None:
+            if meta.get("task") != cfg.task:
+                return f"is a checkpoint for {meta.get('task')!r}, not {cfg.task!r}"
+            if meta.get("config") != adapter.config:
+                return f"adapter config {meta.get('config')} differs from {adapter.config}"
+            return None
+
+        meta = load_training_state(ckpt, "train_task", adapter.model, "model", opt, check)
         step, best = int(meta["global_step"]), meta.get("best")
-        if csv_path.is_file():
-            rows = [r for r in csv.DictReader(csv_path.open()) if int(r["step"]) <= step]
+        rows = [r for r in read_csv(csv_path) if int(r["step"]) <= step]
         log(f"resumed from {ckpt} at step {step}")
     elif ckpt.is_file() and not resume:
         raise CheckpointError(ckpt, "already exists; pass --resume to continue it or choose another --out")
@@ -164,14 +157,11 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     metric_name, higher = PRIMARY_METRIC.get(cfg.task, ("loss", False))
 
     def save_last() -> None:
-        opt_t, opt_meta = optimizer_to_flat(opt)
         meta = {"kind": "train_task", "task": cfg.task, "config": adapter.config, "global_step": step,
-                "optimizer": opt_meta, "best": best, "train_config": cfg.to_dict(), "cldyn_version": __version__,
-                "torch": torch.__version__}
-        tensors = {**{f"model/{k}": v for k, v in adapter.model.state_dict().items()},
-                   **{f"optim/{k}": v for k, v in opt_t.items()}}
-        save_checkpoint(ckpt, tensors, meta)
-        _write_rows(csv_path, rows)
+                "best": best, "train_config": cfg.to_dict(), "cldyn_version": __version__, "torch": torch.__version__}
+        save_training_state(ckpt, adapter.model, "model", opt, meta)
+        if rows:
+            write_csv(csv_path, rows)
         plot_task_curves(rows, out / "metrics.png", cfg.task)
 
     bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train {cfg.task}", unit="step")
@@ -218,18 +208,6 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
         save_last()
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     return out / BEST
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
 
 
 def plot_task_curves(rows: list[dict], png: Path, task: str) -> None:

@@ -8,7 +8,6 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import csv
 import json
 import platform
 import time
@@ -20,16 +19,10 @@ import torch
 from tqdm import tqdm
 
 from cldyn import __version__
-from cldyn.checkpoint import (
-    load_checkpoint,
-    load_state_strict,
-    optimizer_from_flat,
-    optimizer_to_flat,
-    save_checkpoint,
-    split_prefix,
-)
+from cldyn.checkpoint import load_training_state, save_training_state
 from cldyn.data import AugmentConfig, PairBank, discover_pairs, seeded_generator
 from cldyn.errors import CheckpointError, CldynError
+from cldyn.io import read_csv, write_csv
 from cldyn.losses import FusionLossConfig, fusion_loss
 from cldyn.vfn import VFN, VFNConfig
 
@@ -63,22 +56,6 @@ class TrainVFNConfig:
         d = asdict(self)
         d["model"] = self.model.to_dict()
         return d
-
-
-def _write_csv(path: Path, rows: Sequence[dict]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-
-
-def _read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def plot_loss_curve(rows: Sequence[dict], png: Path, title: str = "VFN training loss") -> None:
@@ -148,14 +125,12 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     global_step = 0
     ckpt_path = out / LAST
     if resume and ckpt_path.is_file():
-        tensors, meta = load_checkpoint(ckpt_path)
-        if meta.get("kind") != "train_vfn":
-            raise CheckpointError(ckpt_path, "is not a train-vfn checkpoint")
-        if meta["model_config"] != cfg.model.to_dict():
-            raise CheckpointError(ckpt_path, f"model config {meta['model_config']} differs from the requested "
-                                  f"{cfg.model.to_dict()}")
-        load_state_strict(model, split_prefix(tensors, "model"), ckpt_path)
-        optimizer_from_flat(opt, split_prefix(tensors, "optim"), meta["optimizer"])
+        def check(meta: dict) -> str | None:
+            if meta.get("model_config") != cfg.model.to_dict():
+                return f"model config {meta.get('model_config')} differs from the requested {cfg.model.to_dict()}"
+            return None
+
+        meta = load_training_state(ckpt_path, "train_vfn", model, "model", opt, check)
         global_step = int(meta["global_step"])
         log(f"resumed from {ckpt_path} at step {global_step}")
     elif resume:
@@ -166,19 +141,17 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     csv_path, png_path = out / "loss.csv", out / "loss.png"
-    rows = [r for r in _read_csv(csv_path) if int(r["step"]) <= global_step] if resume else []
+    rows = [r for r in read_csv(csv_path) if int(r["step"]) <= global_step] if resume else []
 
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
 
     def save() -> None:
-        model_state = {f"model/{k}": v for k, v in model.state_dict().items()}
-        opt_tensors, opt_meta = optimizer_to_flat(opt)
         meta = {"kind": "train_vfn", "model_config": cfg.model.to_dict(), "global_step": global_step,
-                "epoch": global_step // steps_per_epoch, "optimizer": opt_meta, **_provenance(cfg)}
-        save_checkpoint(ckpt_path, {**model_state, **{f"optim/{k}": v for k, v in opt_tensors.items()}}, meta)
-        _write_csv(csv_path, rows)
+                "epoch": global_step // steps_per_epoch, **_provenance(cfg)}
+        save_training_state(ckpt_path, model, "model", opt, meta)
+        write_csv(csv_path, rows, CSV_FIELDS)
         plot_loss_curve(rows, png_path)
 
     bar = tqdm(total=total_steps, initial=global_step, disable=not progress, desc="train-vfn", unit="step")
