@@ -33,3 +33,20 @@ def test_warm_start_from_weights(labelled, tmp_path):
     train_task(cfg, **quiet)
     meta_cfg = load_checkpoint(tmp_path / "warm" / "last.safetensors")[1]["train_config"]
     assert meta_cfg["init"] == str(best)
+
+
+def test_eval_task_cli_json(labelled, tmp_path, capsys):
+    import json
+
+    from cldyn.cli import main
+
+    best = train_task(_cfg(labelled, tmp_path / "a", 2), progress=False, log=lambda m: None)
+    out = tmp_path / "r.json"
+    assert main(["eval-task", "--task", "saliency", "--data", str(labelled), "--split", "val", "--source", "visible",
+                 "--weights", str(best), "--json", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert res["task"] == "saliency" and res["source"] == "visible" and res["n"] == 1
+    assert {"mae", "max_f", "s_measure", "mean_e"} <= set(res["metrics"])
+    assert main(["eval-task", "--task", "segmentation", "--data", str(labelled), "--weights", str(best),
+                 "--source", "visible", "--quiet"]) == 2  # a saliency network is not a segmentation network
+    assert "not 'segmentation'" in capsys.readouterr().err

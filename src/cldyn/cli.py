@@ -329,6 +329,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 1 if any(ev.failures.values()) else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from cldyn.export import export_vfn_onnx
+
+    if args.task != "none":
+        raise CldynError(f"--task {args.task}: ONNX export of task-customised fusion is not available yet; "
+                         "use --task none for the VFN")
+    out = export_vfn_onnx(_load_model(args.weights), args.output, opset=args.opset)
+    print(f"wrote {out} (inputs ir, vis_y: (B, 1, H, W) in [0, 1]; output fused_y; H, W >= 2)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cldyn", description="CLDyN infrared-visible image fusion")
     sub = p.add_subparsers(dest="command", required=True)
@@ -439,6 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("export", help="export the fusion network to ONNX (dynamic batch, height, width)")
+    s.add_argument("--task", default="none", help="none: the VFN alone")
+    s.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    s.add_argument("--weights", help="VFN checkpoint (default: the shipped weights)")
+    s.add_argument("--opset", type=int, default=17)
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("fuse", help="fuse one pair, two folders, or a dataset root",
                        description="cldyn fuse IR VIS -o OUT | cldyn fuse --ir DIR --vis DIR -o DIR | "

@@ -36,20 +36,31 @@ def sobel_xy(image: torch.Tensor, normalized: bool = False) -> torch.Tensor:
     return F.conv2d(planes, kernel).reshape(b, c, 2, h, w)
 
 
-def sobel_l1_magnitude(image: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+def sobel_kernels(channels: int, normalized: bool = False, dtype: torch.dtype = torch.float32,
+                  device: torch.device | None = None) -> torch.Tensor:
+    """Depthwise Sobel kernels ``(2 * channels, 1, 3, 3)``: the d/dx kernels of every channel, then the d/dy ones
+    (4-D, so a module holding them can move to channels-last memory)."""
+    kx = torch.tensor(_SOBEL_X, dtype=dtype, device=device)
+    if normalized:
+        kx = kx / 8.0
+    return torch.cat((kx.expand(channels, 1, 3, 3), kx.t().expand(channels, 1, 3, 3))).contiguous()
+
+
+def sobel_l1_magnitude(image: torch.Tensor, normalized: bool = False, kernels: torch.Tensor | None = None
+                       ) -> torch.Tensor:
     """``|d/dx| + |d/dy|`` of the Sobel responses, shape ``(B, C, H, W)``; equals ``sobel_xy(...).abs().sum(2)``.
 
     The fusion literature (SeAFusion, CLDyN) uses this L1 magnitude as "the Sobel gradient". Computed with two
     depthwise convolutions so a channels-last input stays channels-last (the (B*C, 1, H, W) reshape of
-    :func:`sobel_xy` would force a copy into NCHW and slow every later layer).
+    :func:`sobel_xy` would force a copy into NCHW and slow every later layer). ``kernels`` (from
+    :func:`sobel_kernels`) may be passed precomputed, e.g. as a module buffer, which ONNX export needs.
     """
     if image.dim() != 4:
         raise ValueError(f"sobel_l1_magnitude: expected (B, C, H, W), got {tuple(image.shape)}")
     c = image.shape[1]
-    kx = torch.tensor(_SOBEL_X, dtype=image.dtype, device=image.device)
-    if normalized:
-        kx = kx / 8.0
+    if kernels is None:
+        kernels = sobel_kernels(c, normalized, image.dtype, image.device)
     padded = F.pad(image, (1, 1, 1, 1), mode="replicate")
-    gx = F.conv2d(padded, kx.expand(c, 1, 3, 3), groups=c)
-    gy = F.conv2d(padded, kx.t().expand(c, 1, 3, 3), groups=c)
+    gx = F.conv2d(padded, kernels[:c], groups=c)
+    gy = F.conv2d(padded, kernels[c:], groups=c)
     return gx.abs() + gy.abs()

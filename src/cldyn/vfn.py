@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cldyn.ops import sobel_l1_magnitude
+from cldyn.ops import sobel_kernels, sobel_l1_magnitude
 
 # (stage index, ir features, visible features) -> (ir features, visible features)
 StageHook = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -153,6 +153,8 @@ class GradientAttentionFusion(nn.Module):
         self.mlp_max = mlp()
         self.conv_avg = convs()
         self.conv_max = convs()
+        # A fixed buffer (not rebuilt per call) so traced/exported graphs see a kernel of known shape.
+        self.register_buffer("sobel", sobel_kernels(channels, normalized=True), persistent=False)
 
     def attention(self, grad: torch.Tensor) -> torch.Tensor:
         """Attention map ``(B, C, H, W)`` in (0, 1) from feature gradients ``(B, C, H, W)``."""
@@ -162,7 +164,7 @@ class GradientAttentionFusion(nn.Module):
 
     def forward(self, ir_feat: torch.Tensor, vis_feat: torch.Tensor) -> torch.Tensor:
         both = torch.cat((ir_feat, vis_feat), dim=1)
-        return both * self.attention(sobel_l1_magnitude(both, normalized=True))
+        return both * self.attention(sobel_l1_magnitude(both, normalized=True, kernels=self.sobel.to(both.dtype)))
 
 
 class Decoder(nn.Module):
