@@ -28,3 +28,18 @@ def test_cli_export(tmp_path, capsys):
     assert (tmp_path / "m.onnx").stat().st_size > 10_000
     assert main(["export", "--task", "detection", "-o", str(tmp_path / "d.onnx")]) == 2
     assert "not available yet" in capsys.readouterr().err
+
+
+def test_fuse_with_onnxruntime_backend_matches_torch(tmp_path, pairs_dir):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev/onnx extras")
+    from cldyn.io import read_image
+
+    onnx = tmp_path / "vfn.onnx"
+    assert main(["export", "-o", str(onnx)]) == 0
+    assert main(["fuse", str(pairs_dir), "-o", str(tmp_path / "t"), "--quiet"]) == 0
+    assert main(["fuse", str(pairs_dir), "-o", str(tmp_path / "o"), "--quiet", "--backend", "onnxruntime",
+                 "--onnx", str(onnx)]) == 0
+    for p in (tmp_path / "t").iterdir():
+        a, b = read_image(p).pixels, read_image(tmp_path / "o" / p.name).pixels
+        assert np.abs(a - b).max() <= 1 / 255 + 1e-6  # 1e-6 differences may round to the next 8-bit level
+    assert main(["fuse", str(pairs_dir), "-o", str(tmp_path / "x"), "--backend", "onnxruntime"]) == 2

@@ -88,6 +88,10 @@ def bench_fuse(model: VFN, ir: torch.Tensor, vis: torch.Tensor, repeats: int = 1
             plain = model.eval()
             variants["eager_nchw_unfolded"] = statistics.median(
                 time_ms(lambda: fuse_tensors(plain, ir, vis), max(3, repeats // 2)))
+        if compare:
+            ort_ms = _onnxruntime_ms(model, ir, vis, max(3, repeats // 2))
+            if ort_ms is not None:
+                variants["onnxruntime"] = ort_ms
         if compile_model:
             compiled = torch.compile(fast)
             t0 = time.perf_counter()
@@ -104,6 +108,25 @@ def bench_fuse(model: VFN, ir: torch.Tensor, vis: torch.Tensor, repeats: int = 1
         floor_ms=round(floor_ms, 2), device="cpu", torch=torch.__version__,
         variants_ms={k: round(v, 2) for k, v in variants.items()},
     )
+
+
+def _onnxruntime_ms(model: VFN, ir: torch.Tensor, vis: torch.Tensor, repeats: int) -> float | None:
+    """Median ms of the exported VFN in onnxruntime (luma path plus the same colour handling), or None without
+    onnxruntime."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    import tempfile
+    from pathlib import Path
+
+    from cldyn.export import export_vfn_onnx
+    from cldyn.fuse import Fuser
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_vfn_onnx(model, Path(tmp) / "vfn.onnx")
+        fuser = Fuser(model, device="cpu", onnx=path)
+        return statistics.median(time_ms(lambda: fuser.fuse_batch(ir, vis), repeats))
 
 
 def _peak_rss_mb() -> float:

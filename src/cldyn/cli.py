@@ -115,11 +115,17 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     task, rsc = _task_and_rsc(args)
+    onnx = None
+    if args.backend == "onnxruntime":
+        if not args.onnx:
+            raise CldynError("--backend onnxruntime needs --onnx FILE (write one with: cldyn export -o FILE)")
+        onnx = args.onnx
     bits = "auto" if args.bits == "auto" else int(args.bits)
     inputs = [Path(p) for p in args.inputs]
     single = len(inputs) == 2 and not args.ir and not any(p.is_dir() for p in inputs)
     if single:
-        fuser = Fuser(_load_model(args.weights), device=args.device, workers=args.workers, task=task, rsc=rsc)
+        fuser = Fuser(_load_model(args.weights), device=args.device, workers=args.workers, task=task, rsc=rsc,
+                      onnx=onnx)
         out = fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)
         print(f"wrote {out}")
         return 0
@@ -128,7 +134,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise CldynError(f"{out_dir}: exists and is not a folder; folder inputs need an output folder")
     fuser = Fuser(_load_model(args.weights), device=args.device, batch_size=args.batch_size, workers=args.workers,
-                  task=task, rsc=rsc)
+                  task=task, rsc=rsc, onnx=onnx)
     report = fuser.fuse_pairs(pairs, out_dir, bits=bits, overwrite=args.overwrite, progress=not args.quiet)
     report.errors[:0] = problems
     for err in report.errors:
@@ -471,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or module:Class")
     s.add_argument("--task-weights", help="task network checkpoint (default: the shipped one)")
     s.add_argument("--rsc-weights", help="RSC checkpoint from train-rsc (default: the shipped one)")
+    s.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    s.add_argument("--onnx", help="the .onnx file for --backend onnxruntime (from cldyn export)")
     s.add_argument("--batch-size", type=int, default=1, help="pairs per forward pass (same-size pairs)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--threads", type=int, help="torch CPU threads")

@@ -153,9 +153,21 @@ class Fuser:
     """
 
     def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
-                 workers: int = 2, task=None, rsc=None) -> None:
+                 workers: int = 2, task=None, rsc=None, onnx: str | Path | None = None) -> None:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
+        self.session = None
+        if onnx is not None:  # onnxruntime backend: the exported VFN graph replaces the PyTorch model
+            if task is not None:
+                raise CldynError("--backend onnxruntime runs the plain VFN; it cannot be combined with --task")
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                raise CldynError("--backend onnxruntime needs onnxruntime: pip install 'cldyn[onnx]'") from None
+            try:
+                self.session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise InputError(onnx, f"not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
         if model is None:
             from cldyn.checkpoint import load_pretrained_vfn
 
@@ -182,7 +194,19 @@ class Fuser:
         vis = vis.to(self.device).contiguous(memory_format=fmt)
         if self.cldyn is not None:
             return self.cldyn.fuse(ir, vis, self.task).float().cpu()
+        if self.session is not None:
+            return fuse_tensors(self._onnx_luma, ir.cpu(), vis.cpu()).float()
         return fuse_tensors(self.model, ir, vis).float().cpu()
+
+    def _onnx_luma(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        """The exported VFN through onnxruntime; sides under 2 pixels are padded and cropped as the model does."""
+        h, w = ir.shape[-2:]
+        ph, pw = max(0, 2 - h), max(0, 2 - w)
+        if ph or pw:
+            ir = torch.nn.functional.pad(ir, (0, pw, 0, ph), mode="replicate")
+            vis_y = torch.nn.functional.pad(vis_y, (0, pw, 0, ph), mode="replicate")
+        feeds = {"ir": ir.contiguous().numpy(), "vis_y": vis_y.contiguous().numpy()}
+        return torch.from_numpy(self.session.run(None, feeds)[0])[..., :h, :w]
 
     def fuse_arrays(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """Fuse float arrays in [0, 1]: ``ir`` ``(H, W)`` (or RGB), ``vis`` ``(H, W)`` or ``(H, W, 3)``."""
