@@ -218,3 +218,41 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None) ->
         opt.step()
 
     return statistics.median(time_ms(step, 2, warmup=1)) / 1e3, tasks
+
+
+def bench_tile(side_w: int = 8000, side_h: int = 6000, tile: int = 1024, overlap: int = 64,
+               log: Callable[[str], None] = print) -> dict:
+    """Tiled fusion of a large pair (a real demo pair resized to ``side_w`` x ``side_h``, written as PNG files and
+    fused from disk as a user would), with the process's peak resident memory; plus the deviation of tiled from
+    whole-image fusion on the original 640x480 pair."""
+    import tempfile
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    from cldyn.checkpoint import load_pretrained_vfn
+    from cldyn.demo import demo_pairs
+    from cldyn.fuse import Fuser
+    from cldyn.io import read_image, write_png
+
+    pair = next(p for p in demo_pairs() if p.name.startswith("msrs"))
+    model = load_pretrained_vfn()
+    ir, vis = read_image(pair.ir), read_image(pair.vis)
+    whole = Fuser(model, device="cpu").fuse_images(ir, vis)
+    tiled = Fuser(model, device="cpu", tile=256, overlap=overlap).fuse_images(ir, vis)
+    diff = np.abs(whole - tiled)
+    with tempfile.TemporaryDirectory() as tmp:
+        big_ir, big_vis = Path(tmp) / "ir.png", Path(tmp) / "vis.png"
+        write_png(big_ir, cv2.resize(ir.pixels, (side_w, side_h), interpolation=cv2.INTER_CUBIC))
+        write_png(big_vis, cv2.resize(vis.pixels, (side_w, side_h), interpolation=cv2.INTER_CUBIC))
+        base_mb = _peak_rss_mb()
+        t0 = time.perf_counter()
+        Fuser(model, device="cpu", tile=tile, overlap=overlap).fuse_files(big_ir, big_vis, Path(tmp) / "out.png")
+        seconds = time.perf_counter() - t0
+    res = {"width": side_w, "height": side_h, "tile": tile, "overlap": overlap, "seconds": round(seconds, 1),
+           "peak_mb": round(_peak_rss_mb(), 1), "peak_mb_before_fusion": round(base_mb, 1),
+           "tile256_vs_whole_640x480_mean_abs": float(diff.mean()), "tile256_vs_whole_640x480_max_abs": float(diff.max()),
+           "threads": torch.get_num_threads()}
+    log(f"{side_w}x{side_h} in {tile}px tiles: {seconds:.1f} s, peak RSS {res['peak_mb']:.0f} MB")
+    return res

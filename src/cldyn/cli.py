@@ -125,7 +125,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     single = len(inputs) == 2 and not args.ir and not any(p.is_dir() for p in inputs)
     if single:
         fuser = Fuser(_load_model(args.weights), device=args.device, workers=args.workers, task=task, rsc=rsc,
-                      onnx=onnx)
+                      onnx=onnx, tile=args.tile, overlap=args.overlap)
         out = fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)
         print(f"wrote {out}")
         return 0
@@ -134,7 +134,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise CldynError(f"{out_dir}: exists and is not a folder; folder inputs need an output folder")
     fuser = Fuser(_load_model(args.weights), device=args.device, batch_size=args.batch_size, workers=args.workers,
-                  task=task, rsc=rsc, onnx=onnx)
+                  task=task, rsc=rsc, onnx=onnx, tile=args.tile, overlap=args.overlap)
     report = fuser.fuse_pairs(pairs, out_dir, bits=bits, overwrite=args.overwrite, progress=not args.quiet)
     report.errors[:0] = problems
     for err in report.errors:
@@ -163,6 +163,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from cldyn.io import atomic_write_bytes, read_image, to_single_channel
 
     _set_threads(args.threads)
+    if args.what == "tile":
+        from cldyn.bench import bench_tile
+
+        res = bench_tile()
+        for k, v in res.items():
+            print(f"  {k:36s} {v}")
+        if args.json:
+            atomic_write_bytes(Path(args.json), json.dumps(res, indent=2).encode())
+        return 0
     if args.what == "rsc":
         from cldyn.bench import bench_rsc
 
@@ -478,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task-weights", help="task network checkpoint (default: the shipped one)")
     s.add_argument("--rsc-weights", help="RSC checkpoint from train-rsc (default: the shipped one)")
     s.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    s.add_argument("--tile", type=int, help="fuse images larger than this in overlapping tiles (bounded memory)")
+    s.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels, blended linearly")
     s.add_argument("--onnx", help="the .onnx file for --backend onnxruntime (from cldyn export)")
     s.add_argument("--batch-size", type=int, default=1, help="pairs per forward pass (same-size pairs)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -498,9 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("bench", help="speed benchmarks")
-    s.add_argument("what", choices=("fuse", "rsc"),
+    s.add_argument("what", choices=("fuse", "rsc", "tile"),
                    help="fuse: ms per 640x480 pair against the FLOP floor; rsc: A2SI vectorised vs loop, one "
-                        "closed-loop step, peak memory")
+                        "closed-loop step, peak memory; tile: an 8000x6000 pair in tiles, peak memory")
     s.add_argument("--batch-size", type=int, default=4, help="rsc: batch")
     s.add_argument("--size", type=int, default=320, help="rsc: image side")
     s.add_argument("--json", help="also write the results as JSON")

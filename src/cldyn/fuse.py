@@ -53,6 +53,53 @@ def fuse_tensors(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor) -> torch
     return replace_luma(vis, fused_y) if colour else fused_y
 
 
+def _tile_starts(size: int, tile: int, step: int) -> list[int]:
+    starts = list(range(0, max(size - tile, 0) + 1, step))
+    if starts[-1] + tile < size:
+        starts.append(size - tile)
+    return starts
+
+
+def _ramp(n: int, overlap: int, fade_start: bool, fade_end: bool) -> torch.Tensor:
+    """Blending weights along one tile side: rising over ``overlap`` pixels where a neighbour tile overlaps."""
+    i = torch.arange(n, dtype=torch.float32)
+    w = torch.ones(n)
+    if overlap > 0:
+        if fade_start:
+            w = torch.minimum(w, (i + 1) / (overlap + 1))
+        if fade_end:
+            w = torch.minimum(w, (n - i) / (overlap + 1))
+    return w
+
+
+def fuse_tiled(fuse_fn, ir: torch.Tensor, vis: torch.Tensor, tile: int, overlap: int = 64) -> torch.Tensor:
+    """Fuse in overlapping ``tile`` x ``tile`` windows blended with linear ramps, so memory stays bounded for any
+    image size.
+
+    Inside the VFN everything is local except the channel attention, which pools each tile's features globally:
+    tiled output therefore differs slightly from whole-image fusion (``cldyn bench tile`` measures by how much).
+    ``fuse_fn(ir, vis) -> fused`` is :func:`fuse_tensors` with a model bound.
+    """
+    if tile <= 2 * overlap:
+        raise CldynError(f"--tile {tile} must exceed twice the overlap ({overlap})")
+    h, w = ir.shape[-2:]
+    th, tw = min(tile, h), min(tile, w)
+    ys, xs = _tile_starts(h, th, th - overlap), _tile_starts(w, tw, tw - overlap)
+    out = None
+    weight = torch.zeros(1, 1, h, w)
+    for y in ys:
+        wy = _ramp(th, overlap, y > 0, y + th < h)
+        for x in xs:
+            wx = _ramp(tw, overlap, x > 0, x + tw < w)
+            piece = fuse_fn(ir[..., y:y + th, x:x + tw], vis[..., y:y + th, x:x + tw]).float().cpu()
+            if out is None:
+                out = torch.zeros(piece.shape[0], piece.shape[1], h, w)
+            wt = (wy[:, None] * wx[None, :])[None, None]
+            out[..., y:y + th, x:x + tw] += piece * wt
+            weight[..., y:y + th, x:x + tw] += wt
+    return out / weight
+
+
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a one-line error."""
     if isinstance(spec, torch.device):
@@ -153,7 +200,8 @@ class Fuser:
     """
 
     def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
-                 workers: int = 2, task=None, rsc=None, onnx: str | Path | None = None) -> None:
+                 workers: int = 2, task=None, rsc=None, onnx: str | Path | None = None, tile: int | None = None,
+                 overlap: int = 64) -> None:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
         self.session = None
@@ -176,6 +224,7 @@ class Fuser:
         self.model = prepare_for_inference(model, self.device)
         self.batch_size = batch_size
         self.workers = max(1, workers)
+        self.tile, self.overlap = tile, overlap
         # Task-customised fusion (CLDyN): base fusion -> task features -> compensated fusion.
         self.task, self.cldyn = task, None
         if task is not None:
@@ -188,7 +237,13 @@ class Fuser:
 
     @torch.inference_mode()
     def fuse_batch(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """:func:`fuse_tensors` on the fuser's device; returns a CPU tensor."""
+        """:func:`fuse_tensors` on the fuser's device (in tiles when the image is larger than ``tile``); returns a
+        CPU tensor."""
+        if self.tile and max(ir.shape[-2:]) > self.tile:
+            return fuse_tiled(self._fuse_whole, ir, vis, self.tile, self.overlap)
+        return self._fuse_whole(ir, vis)
+
+    def _fuse_whole(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         ir = ir.to(self.device).contiguous(memory_format=fmt)
         vis = vis.to(self.device).contiguous(memory_format=fmt)
