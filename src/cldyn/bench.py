@@ -263,3 +263,29 @@ def bench_tile(side_w: int = 8000, side_h: int = 6000, tile: int = 1024, overlap
            "tile256_vs_whole_640x480_max_abs": float(diff.max())}
     log(f"{side_w}x{side_h} in {tile}px tiles: {seconds:.1f} s, peak RSS {res['peak_mb']:.0f} MB")
     return res
+
+
+def bench_tasks(batch: int = 4, size: int = 320, repeats: int = 3, log: Callable[[str], None] = print) -> dict:
+    """Forward + backward to the input image for each built-in adapter (frozen, as in the closed loop), on CPU."""
+    from cldyn.tasks import create_task, list_tasks
+
+    targets = {
+        "detection": [torch.tensor([[0, 0.5, 0.5, 0.2, 0.4], [2, 0.3, 0.6, 0.1, 0.1]])] * batch,
+        "segmentation": torch.randint(0, 9, (batch, size, size)),
+        "saliency": (torch.rand(batch, 1, size, size) > 0.9).float(),
+    }
+    res: dict = {"batch": batch, "size": size, "threads": torch.get_num_threads(), "ms": {}}
+    for name in list_tasks():
+        try:
+            adapter = create_task(name).freeze()
+        except Exception as exc:  # the optional YOLO extra may be missing
+            log(f"{name}: skipped ({str(exc).splitlines()[0]})")
+            continue
+        image = torch.rand(batch, 3, size, size, requires_grad=True)
+
+        def step(adapter=adapter, name=name, image=image) -> None:
+            adapter.loss(image, targets[name]).backward()
+
+        res["ms"][name] = round(statistics.median(time_ms(step, repeats, warmup=1)), 1)
+        log(f"{name}: {res['ms'][name]:.1f} ms forward+backward to the image (batch {batch}, {size}x{size})")
+    return res

@@ -163,6 +163,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from cldyn.io import atomic_write_bytes, read_image, to_single_channel
 
     _set_threads(args.threads)
+    if args.what == "tasks":
+        from cldyn.bench import bench_tasks
+
+        res = bench_tasks(batch=args.batch_size, size=args.size, repeats=min(args.repeats, 5))
+        if args.json:
+            atomic_write_bytes(Path(args.json), json.dumps(res, indent=2).encode())
+        return 0
     if args.what == "tile":
         from cldyn.bench import bench_tile
 
@@ -509,9 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("bench", help="speed benchmarks")
-    s.add_argument("what", choices=("fuse", "rsc", "tile"),
+    s.add_argument("what", choices=("fuse", "rsc", "tile", "tasks"),
                    help="fuse: ms per 640x480 pair against the FLOP floor; rsc: A2SI vectorised vs loop, one "
-                        "closed-loop step, peak memory; tile: an 8000x6000 pair in tiles, peak memory")
+                        "closed-loop step, peak memory; tile: an 8000x6000 pair in tiles, peak memory; tasks: "
+                        "forward+backward of each task network")
     s.add_argument("--batch-size", type=int, default=4, help="rsc: batch")
     s.add_argument("--size", type=int, default=320, help="rsc: image side")
     s.add_argument("--json", help="also write the results as JSON")
