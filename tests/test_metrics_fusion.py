@@ -60,6 +60,7 @@ def test_identical_images():
     assert M.qabf(a, a, a, variant="standard") == pytest.approx(q1)
     assert math.isnan(M.scd(a, a, a))  # F - A is constant: correlation undefined
     assert M.nabf(a, a, a) == 0.0 and M.q_chen_varshney(a, a, a) == 0.0
+    assert M.fmi_pixel(a, a, a) == 1.0
     assert M.q_cvejic(a, a, a) == pytest.approx(1.0) and M.q_chen_blum(a, a, a) == pytest.approx(1.0)
     big = _real_like(200, 200, seed=9)
     assert M.ms_ssim_sum(big, big, big) == pytest.approx(2.0)
@@ -132,6 +133,7 @@ def test_real_fixture_matches_cddfuse_reference_values():
         "ms_ssim": M.ms_ssim_sum(f, a, b), "nabf": M.nabf(f, a, b), "qc": M.q_cvejic(f, a, b),
         "qcb": M.q_chen_blum(f, a, b), "qcv": M.q_chen_varshney(f, a, b),
     }
+    ours["fmi_crop64"] = M.fmi_pixel(f[:64, :64], a[:64, :64], b[:64, :64])
     assert set(ours) == set(ref)
     for key, value in ref.items():
         # Q_C divides by sigma_AF + sigma_BF, which is near 0 in flat windows: rounding differences between filter

@@ -32,8 +32,8 @@ from cldyn.errors import InputError
 from cldyn.io import Pair, atomic_write_bytes, list_images, pair_folders, read_image, to_single_channel
 from cldyn.metrics import fusion as M
 
-METRIC_KEYS = ("en", "sd", "sf", "ag", "mi", "scd", "vif", "qabf", "nabf", "ssim", "ms_ssim", "cc", "psnr", "qcb",
-               "qcv", "qc")
+METRIC_KEYS = ("en", "sd", "sf", "ag", "mi", "fmi", "scd", "vif", "qabf", "nabf", "ssim", "ms_ssim", "cc", "psnr",
+               "qcb", "qcv", "qc")
 CONVENTIONS = ("cldyn", "cddfuse")
 
 
@@ -60,8 +60,8 @@ def fusion_metrics(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str 
     cdd = convention == "cddfuse"
     return {
         "en": M.entropy(f), "sd": M.standard_deviation(f), "sf": M.spatial_frequency(f), "ag": M.average_gradient(f),
-        "mi": M.mutual_information(f, a, b), "scd": M.scd(f, a, b), "vif": M.vif(f, a, b),
-        "qabf": M.qabf(f, a, b, variant="cddfuse" if cdd else "standard"),
+        "mi": M.mutual_information(f, a, b), "fmi": M.fmi_pixel(f, a, b), "scd": M.scd(f, a, b),
+        "vif": M.vif(f, a, b), "qabf": M.qabf(f, a, b, variant="cddfuse" if cdd else "standard"),
         "ssim": M.ssim_sum(f, a, b, data_range=2.0 if cdd else 255.0),
         "cc": M.correlation_coefficient(f, a, b), "psnr": M.psnr(f, a, b),
         "nabf": M.nabf(f, a, b), "ms_ssim": M.ms_ssim_sum(f, a, b), "qcb": M.q_chen_blum(f, a, b),
