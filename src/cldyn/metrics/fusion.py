@@ -40,6 +40,9 @@ def _filter_valid(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """2-D correlation, 'valid' region (equals convolution for the symmetric kernels used here). OpenCV in float64;
     the valid region does not depend on the border rule."""
     kh, kw = kernel.shape
+    out_h, out_w = x.shape[0] - kh + 1, x.shape[1] - kw + 1
+    if out_h <= 0 or out_w <= 0:  # image smaller than the window: an empty result, as SciPy's 'valid' gives
+        return np.zeros((max(out_h, 0), max(out_w, 0)))
     full = cv2.filter2D(x, cv2.CV_64F, kernel, borderType=cv2.BORDER_CONSTANT)
     return full[kh // 2: x.shape[0] - (kh - 1 - kh // 2), kw // 2: x.shape[1] - (kw - 1 - kw // 2)]
 
@@ -151,7 +154,9 @@ def _gaussian_window(n: int, sd: float) -> np.ndarray:
 def vif_pixel(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0, eps: float = 1e-10) -> float:
     """Pixel-domain VIF (VIFP) of ``dist`` against ``ref`` (Sheikh & Bovik 2006, ``vifvec``'s pixel version): 4 scales,
     Gaussian windows of 17/9/5/3 pixels with sd = N/5, 'valid' filtering, 2x down-sampling between scales, noise
-    variance 2. Returns 1 for the NaN case of flat images, as the CDDFuse evaluator does."""
+    variance 2. Returns 1 for the NaN case of flat images, as the CDDFuse evaluator does. Images smaller than a
+    scale's window contribute nothing at that scale (SciPy's 'valid' convolution, which the CDDFuse evaluator uses,
+    would instead swap image and window there: a meaningless number for images under 17 pixels a side)."""
     ref, dist = _check(ref, dist)
     num = den = 0.0
     for scale in range(1, 5):
