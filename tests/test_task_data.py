@@ -78,3 +78,21 @@ def test_find_label_dir_layouts(tmp_path):
     assert find_label_dir(tmp_path, "segmentation").name == "Label"
     with pytest.raises(InputError, match="no detection labels"):
         find_label_dir(tmp_path, "detection")
+
+
+def test_voc_xml_labels(tmp_path):
+    from cldyn.tasks.data import read_voc_boxes
+
+    xml = tmp_path / "a.xml"
+    xml.write_text("<annotation><size><width>200</width><height>100</height></size>"
+                   "<object><name>Car</name><bndbox><xmin>20</xmin><ymin>10</ymin><xmax>60</xmax><ymax>50</ymax>"
+                   "</bndbox></object></annotation>")
+    boxes = read_voc_boxes(xml, ["person", "bicycle", "car"], (100, 200))
+    assert np.allclose(boxes, [[2, 0.2, 0.3, 0.2, 0.4]])
+    xml.write_text("<annotation><object><name>Lamp</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax>"
+                   "<ymax>5</ymax></bndbox></object></annotation>")
+    with pytest.raises(InputError, match="class 'Lamp' is not one of"):
+        read_voc_boxes(xml, ["person", "car"], (10, 10))
+    xml.write_text("<annotation><object>")
+    with pytest.raises(InputError, match="not a readable VOC xml"):
+        read_voc_boxes(xml, ["car"], (10, 10))

@@ -50,3 +50,25 @@ def test_eval_task_cli_json(labelled, tmp_path, capsys):
     assert main(["eval-task", "--task", "segmentation", "--data", str(labelled), "--weights", str(best),
                  "--source", "visible", "--quiet"]) == 2  # a saliency network is not a segmentation network
     assert "not 'segmentation'" in capsys.readouterr().err
+
+
+def test_eval_task_cldyn_source_equals_vfn_with_untrained_rsc(labelled, tmp_path):
+    import json
+
+    import pytest
+
+    from cldyn.cli import main
+    from cldyn.closed_loop import save_rsc
+    from cldyn.rsc import RSC
+
+    best = train_task(_cfg(labelled, tmp_path / "a", 2), progress=False, log=lambda m: None)
+    save_rsc(tmp_path / "rsc.safetensors", RSC())  # zero-initialised: CLDyN == VFN
+    out = {}
+    for source in ("vfn", "cldyn"):
+        path = tmp_path / f"{source}.json"
+        assert main(["eval-task", "--task", "saliency", "--data", str(labelled), "--split", "train", "--source",
+                     source, "--weights", str(best), "--rsc-weights", str(tmp_path / "rsc.safetensors"),
+                     "--json", str(path), "--quiet"]) == 0
+        out[source] = json.loads(path.read_text())["metrics"]
+    # The vfn source is stored as 8-bit images, the closed loop works in float: equal up to that rounding.
+    assert out["cldyn"]["mae"] == pytest.approx(out["vfn"]["mae"], abs=2e-3)

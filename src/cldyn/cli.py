@@ -257,8 +257,20 @@ def cmd_eval_task(args: argparse.Namespace) -> int:
     for note in found.notes:
         print(note, file=sys.stderr)
     num_classes = adapter.config.get("num_labels", adapter.config.get("num_classes", 1))
-    bank = TaskBank(args.task, found.samples, image_source(args.source, args.vfn_weights), num_classes)
-    metrics = evaluate_bank(adapter, bank, progress=not args.quiet)
+    if args.source == "cldyn":  # task-customised fusion: base fusion -> task features -> compensated fusion
+        from cldyn.closed_loop import evaluate_cldyn
+        from cldyn.rsc import CLDyN
+
+        args.task_weights = args.weights
+        _, rsc = _task_and_rsc(args)
+        vfn = _load_model(args.vfn_weights)
+        bank = TaskBank(args.task, found.samples, image_source("pair"), num_classes,
+                        adapter.config.get("class_names"))
+        metrics = evaluate_cldyn(CLDyN(vfn, rsc), adapter, bank)
+    else:
+        bank = TaskBank(args.task, found.samples, image_source(args.source, args.vfn_weights), num_classes,
+                        adapter.config.get("class_names"))
+        metrics = evaluate_bank(adapter, bank, progress=not args.quiet)
     result = {"task": args.task, "source": args.source, "n": len(bank), "metrics": metrics}
     text = json.dumps(result, indent=2)
     print(text)
@@ -413,7 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--split", default="val")
-    s.add_argument("--source", default="vfn", help="visible, infrared, vfn, or a folder of fused images")
+    s.add_argument("--source", default="vfn",
+                   help="visible, infrared, vfn, cldyn (task-customised fusion, needs RSC weights), or a folder "
+                        "of fused images")
+    s.add_argument("--rsc-weights", help="RSC checkpoint for --source cldyn (default: the shipped one)")
     s.add_argument("--weights", help="task checkpoint (default: the shipped network)")
     s.add_argument("--vfn-weights", help="VFN checkpoint for --source vfn (default: shipped)")
     s.add_argument("--json", help="also write the result as JSON")

@@ -177,7 +177,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
             found = discover_task_samples(cfg.data[task], task, split)
             for n in found.notes:
                 log(n)
-            banks[task] = TaskBank(task, found.samples, source, ncls)
+            banks[task] = TaskBank(task, found.samples, source, ncls, adapters[task].config.get("class_names"))
         log(f"{task}: {len(train_banks[task])} train / {len(val_banks[task])} val pairs from {cfg.data[task]}")
     params = [p for p in model.rsc.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -114,7 +114,8 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
         for n in found.notes:
             log(n)
         banks[split] = TaskBank(cfg.task, tqdm(found.samples, disable=not progress, desc=f"load {split}",
-                                               leave=False), source, num_classes)
+                                               leave=False), source, num_classes,
+                                adapter.config.get("class_names"))
     train, val = banks[cfg.train_split], banks[cfg.val_split]
     steps_per_epoch = len(train) // cfg.batch_size
     if steps_per_epoch == 0:

@@ -5,8 +5,9 @@ Recognised label layouts (first match wins, names case-insensitive):
 =============  =====================================  ================================================
 task           label folder under the dataset root    format
 =============  =====================================  ================================================
-detection      ``labels/det/fusion`` (shared MSRS),    YOLO txt: ``class cx cy w h`` normalised to [0, 1]
-               ``labels``, ``Labels`` (M3FD)
+detection      ``labels/det/fusion`` (shared MSRS),    YOLO txt: ``class cx cy w h`` normalised to [0, 1],
+               ``labels``, ``Labels``, ``Annotation``  or VOC xml (M3FD), class names matched to the
+               (M3FD)                                  network's ``class_names`` case-insensitively
 segmentation   ``labels/seg`` (shared MSRS), ``Label``  PNG of class indices, 255 = ignore
                (FMB), ``Segmentation_labels``
 saliency       ``labels/sal`` (shared MSRS), ``GT``     PNG mask, 0 / 255 (thresholded at 128)
@@ -33,7 +34,7 @@ from cldyn.errors import InputError
 from cldyn.io import Pair, find_layout, pair_folders
 
 LABEL_DIRS: dict[str, tuple[str, ...]] = {
-    "detection": ("labels/det/fusion", "labels", "Labels"),
+    "detection": ("labels/det/fusion", "labels", "Labels", "Annotation", "Annotations"),
     "segmentation": ("labels/seg", "Label", "Labels", "Segmentation_labels"),
     "saliency": ("labels/sal", "GT"),
 }
@@ -89,6 +90,8 @@ def discover_task_samples(root: str | Path, task: str, split: str | None) -> Tas
     samples, unlabelled = [], []
     for p in pairs:
         label = label_dir / f"{p.name}{LABEL_EXT[task]}"
+        if task == "detection" and not label.is_file():
+            label = label_dir / f"{p.name}.xml"  # VOC annotation (M3FD's Annotation/ folder)
         if label.is_file():
             samples.append(TaskSample(p.name, p, label))
         elif task == "detection":
@@ -132,6 +135,34 @@ def read_yolo_boxes(path: Path | None, num_classes: int) -> np.ndarray:
     return np.array(rows, np.float32).reshape(-1, 5)
 
 
+def read_voc_boxes(path: Path, class_names: list[str], size: tuple[int, int]) -> np.ndarray:
+    """VOC xml objects as ``(N, 5)`` YOLO rows; ``size`` = image ``(H, W)`` for normalisation."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise InputError(path, f"not a readable VOC xml file ({exc})") from None
+    lookup = {n.lower(): i for i, n in enumerate(class_names)}
+    h, w = size
+    rows = []
+    for k, obj in enumerate(root.iter("object"), 1):
+        name = (obj.findtext("name") or "").strip()
+        if name.lower() not in lookup:
+            raise InputError(path, f"object {k}: class {name!r} is not one of {class_names}")
+        box = obj.find("bndbox")
+        try:
+            x1, y1, x2, y2 = (float(box.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
+        except (AttributeError, TypeError, ValueError):
+            raise InputError(path, f"object {k}: missing or non-numeric bndbox") from None
+        x1, x2 = max(0.0, x1), min(float(w), x2)
+        y1, y2 = max(0.0, y1), min(float(h), y2)
+        if x2 <= x1 or y2 <= y1:
+            raise InputError(path, f"object {k}: empty box after clipping to the {w}x{h} image")
+        rows.append([lookup[name.lower()], (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h])
+    return np.array(rows, np.float32).reshape(-1, 5)
+
+
 def _read_label_png(path: Path, size: tuple[int, int]) -> np.ndarray:
     arr = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
@@ -172,7 +203,7 @@ class TaskBank:
     """Images (from a source function) and labels of one split, decoded once and kept in memory."""
 
     def __init__(self, task: str, samples: Sequence[TaskSample], source: Callable[[Pair], np.ndarray],
-                 num_classes: int) -> None:
+                 num_classes: int, class_names: Sequence[str] | None = None) -> None:
         self.task = task
         self.items: list[TaskItem] = []
         for s in samples:
@@ -182,6 +213,9 @@ class TaskBank:
                 label = torch.from_numpy(read_seg_label(s.label, size, num_classes))
             elif task == "saliency":
                 label = torch.from_numpy(read_sal_mask(s.label, size))
+            elif s.label is not None and s.label.suffix.lower() == ".xml":
+                names = list(class_names or [str(i) for i in range(num_classes)])
+                label = torch.from_numpy(read_voc_boxes(s.label, names, size))
             else:
                 label = torch.from_numpy(read_yolo_boxes(s.label, num_classes))
             img = torch.from_numpy(np.rint(rgb * 255).astype(np.uint8)).permute(2, 0, 1).contiguous()
