@@ -484,10 +484,10 @@ def _fmi_pair(src: np.ndarray, fus: np.ndarray, fus_normalized: np.ndarray) -> t
     fi, aj = fc[:, :, None], ac[:, None, :]  # (N, l, 1), (N, 1, l): index i over f, j over a
     # Frechet bound copula of the two CDFs: the upper bound min(F, A) where the windows correlate positively, the
     # lower bound max(F + A - 1, 0) where negatively (each window needs only one of them).
-    pos = c >= 0
-    bound = np.empty((len(c), n_values, n_values))
-    bound[pos] = np.minimum(fi[pos], aj[pos])
-    bound[~pos] = np.maximum(fi[~pos] + aj[~pos] - 1, 0)
+    bound = np.minimum(fi, aj)
+    neg = np.flatnonzero(c < 0)  # usually few windows: recompute only those
+    if neg.size:
+        bound[neg] = np.maximum(fi[neg] + aj[neg] - 1, 0)
     # Covariance of the bound: sum(bound) - sum_i F_i * sum_j A_j (the independent part, without forming it).
     cov = bound.sum((1, 2)) - fc.sum(1) * ac.sum(1)
     sd_ok = (a_sd > 0) & (f_sd > 0) & (c != 0)
@@ -497,18 +497,19 @@ def _fmi_pair(src: np.ndarray, fus: np.ndarray, fus_normalized: np.ndarray) -> t
     padded = np.pad(bound, ((0, 0), (1, 0), (1, 0)))
     cell = padded[:, 1:, 1:] - padded[:, :-1, 1:] - padded[:, 1:, :-1] + padded[:, :-1, :-1]
     jpdf = mix * cell + (1 - mix) * fp[:, :, None] * ap[:, None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # MATLAB's real(-p log2 p): for p < 0 the real part is -p log2 |p|
-        joint = np.where(jpdf != 0, -jpdf * np.log2(np.abs(jpdf)), 0.0).sum((1, 2))
-        ha = np.where(ap != 0, -ap * np.log2(ap), 0.0).sum(1)
-        hf = np.where(fp != 0, -fp * np.log2(fp), 0.0).sum(1)
+    def plogp(p: np.ndarray, axes) -> np.ndarray:
+        # MATLAB's real(-p log2 p) over the non-zero entries: for p < 0 the real part is -p log2 |p|
+        logs = np.log2(np.abs(p), out=np.zeros_like(p), where=p != 0)
+        return -(p * logs).sum(axes)
+
+    joint, ha, hf = plogp(jpdf, (1, 2)), plogp(ap, 1), plogp(fp, 1)
     mi = ha + hf - joint
     with np.errstate(invalid="ignore", divide="ignore"):
         fmi = np.where(mi == 0, 0.0, 2 * mi / (ha + hf))
     return np.where(equal, 1.0, fmi), equal
 
 
-def fmi_pixel(fused: np.ndarray, a: np.ndarray, b: np.ndarray, window: int = 3, chunk: int = 20000) -> float:
+def fmi_pixel(fused: np.ndarray, a: np.ndarray, b: np.ndarray, window: int = 3, chunk: int = 4096) -> float:
     """FMI on raw pixels (feature 'none'), Haghighat & Razian's Fast-FMI (2014) with ``window`` x ``window`` sliding
     windows: per window, the normalised mutual information of the source's and the fused window's intensity
     distributions, the joint distribution built from Frechet bounds scaled by their correlation; the mean over
