@@ -374,6 +374,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_scoring_args(s: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``evaluate`` and ``report``."""
+    s.add_argument("--ir", required=True, help="infrared folder")
+    s.add_argument("--vis", required=True, help="visible folder (paired by file stem)")
+    s.add_argument("--fused", nargs="*", help="folders of fused images (file stem = pair name)")
+    s.add_argument("--names", nargs="*", help="method names for the --fused folders (default: folder names)")
+    s.add_argument("--baselines", help="comma-separated: ir_only,visible_only,average,max,laplacian,dwt")
+    s.add_argument("--convention", choices=("cldyn", "cddfuse"), default="cldyn",
+                   help="what is scored and how (see cldyn.evaluate)")
+    s.add_argument("--workers", type=int, default=1, help="processes (one image per process at a time)")
+    s.add_argument("--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cldyn", description="CLDyN infrared-visible image fusion")
     sub = p.add_subparsers(dest="command", required=True)
@@ -462,30 +475,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train_rsc)
 
     s = sub.add_parser("evaluate", help="fusion-quality metrics of fused folders and classical baselines")
-    s.add_argument("--ir", required=True, help="infrared folder")
-    s.add_argument("--vis", required=True, help="visible folder (paired by file stem)")
-    s.add_argument("--fused", nargs="*", help="folders of fused images (file stem = pair name)")
-    s.add_argument("--names", nargs="*", help="method names for the --fused folders (default: folder names)")
-    s.add_argument("--baselines", help="comma-separated: ir_only,visible_only,average,max,laplacian,dwt")
-    s.add_argument("--convention", choices=("cldyn", "cddfuse"), default="cldyn",
-                   help="what is scored and how (see cldyn.evaluate)")
+    _add_scoring_args(s)
     s.add_argument("--out", default="cldyn-evaluation", help="folder for metrics.csv/.json/.md and per_image.json")
     s.add_argument("--json", help="also write the summary JSON here")
-    s.add_argument("--workers", type=int, default=1, help="processes (one image per process at a time)")
-    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("report", help="self-contained HTML page: sample pairs side by side, metric table, charts")
-    s.add_argument("--ir", required=True)
-    s.add_argument("--vis", required=True)
-    s.add_argument("--fused", nargs="*", help="folders of fused images")
-    s.add_argument("--names", nargs="*", help="method names for the --fused folders")
-    s.add_argument("--baselines", help="comma-separated: ir_only,visible_only,average,max,laplacian,dwt")
-    s.add_argument("--convention", choices=("cldyn", "cddfuse"), default="cldyn")
+    _add_scoring_args(s)
     s.add_argument("--samples", type=int, default=6, help="pairs shown side by side")
     s.add_argument("--out", default="cldyn-report.html")
-    s.add_argument("--workers", type=int, default=1)
-    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("export", help="export the fusion network to ONNX (dynamic batch, height, width)")
