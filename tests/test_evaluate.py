@@ -74,3 +74,11 @@ def test_report_is_self_contained(pairs_dir, fused_dir, tmp_path):
     assert page.count('<img src="data:image/png;base64,') == 2 * 5  # 2 pairs x (IR, visible, 3 methods)
     assert page.count('class=chart') >= 10  # one bar chart per defined metric
     assert 'class="best"' in page and "<th>QCV ↓</th>" in page
+
+
+def test_repeated_fused_options(pairs_dir, fused_dir, tmp_path):
+    rc = main(["evaluate", "--ir", str(pairs_dir / "ir"), "--vis", str(pairs_dir / "vi"), "--fused", str(fused_dir),
+               "--fused", str(pairs_dir / "ir"), "--names", "A", "--names", "B", "--out", str(tmp_path / "e"),
+               "--quiet"])
+    assert rc == 0
+    assert set(json.loads((tmp_path / "e" / "metrics.json").read_text())) == {"A", "B"}

@@ -378,8 +378,10 @@ def _add_scoring_args(s: argparse.ArgumentParser) -> None:
     """Arguments shared by ``evaluate`` and ``report``."""
     s.add_argument("--ir", required=True, help="infrared folder")
     s.add_argument("--vis", required=True, help="visible folder (paired by file stem)")
-    s.add_argument("--fused", nargs="*", help="folders of fused images (file stem = pair name)")
-    s.add_argument("--names", nargs="*", help="method names for the --fused folders (default: folder names)")
+    s.add_argument("--fused", nargs="+", action="extend",
+                   help="folders of fused images (file stem = pair name); repeat or list several")
+    s.add_argument("--names", nargs="+", action="extend",
+                   help="method names for the --fused folders (default: folder names)")
     s.add_argument("--baselines", help="comma-separated: ir_only,visible_only,average,max,laplacian,dwt")
     s.add_argument("--convention", choices=("cldyn", "cddfuse"), default="cldyn",
                    help="what is scored and how (see cldyn.evaluate)")
