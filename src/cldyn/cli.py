@@ -246,17 +246,16 @@ def cmd_eval_task(args: argparse.Namespace) -> int:
 
     from cldyn.io import atomic_write_bytes
     from cldyn.tasks import load_pretrained_task, load_task
-    from cldyn.tasks.data import TaskBank, discover_task_samples, image_source
+    from cldyn.tasks.data import image_source, load_task_bank
     from cldyn.train_task import evaluate_bank
 
     _set_threads(args.threads)
     adapter = (load_pretrained_task(args.task) if args.weights is None else load_task(args.weights)).freeze()
     if adapter.task != args.task:
         raise CldynError(f"{args.weights}: holds a {adapter.task!r} network, not {args.task!r}")
-    found = discover_task_samples(args.data, args.task, args.split)
-    for note in found.notes:
-        print(note, file=sys.stderr)
-    num_classes = adapter.config.get("num_labels", adapter.config.get("num_classes", 1))
+    def note(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
     if args.source == "cldyn":  # task-customised fusion: base fusion -> task features -> compensated fusion
         from cldyn.closed_loop import evaluate_cldyn
         from cldyn.rsc import CLDyN
@@ -264,12 +263,11 @@ def cmd_eval_task(args: argparse.Namespace) -> int:
         args.task_weights = args.weights
         _, rsc = _task_and_rsc(args)
         vfn = _load_model(args.vfn_weights)
-        bank = TaskBank(args.task, found.samples, image_source("pair"), num_classes,
-                        adapter.config.get("class_names"))
+        bank = load_task_bank(args.task, args.data, args.split, image_source("pair"), adapter.config, note)
         metrics = evaluate_cldyn(CLDyN(vfn, rsc), adapter, bank)
     else:
-        bank = TaskBank(args.task, found.samples, image_source(args.source, args.vfn_weights), num_classes,
-                        adapter.config.get("class_names"))
+        bank = load_task_bank(args.task, args.data, args.split, image_source(args.source, args.vfn_weights),
+                              adapter.config, note)
         metrics = evaluate_bank(adapter, bank, progress=not args.quiet)
     result = {"task": args.task, "source": args.source, "n": len(bank), "metrics": metrics}
     text = json.dumps(result, indent=2)

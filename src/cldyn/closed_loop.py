@@ -40,8 +40,8 @@ from cldyn.io import read_csv, write_csv
 from cldyn.rsc import RSC, CLDyN, RSCConfig
 from cldyn.tasks import TaskAdapter
 from cldyn.tasks.base import as_rgb
-from cldyn.tasks.data import TaskBank, discover_task_samples, image_source, pad_to_multiple
-from cldyn.train_task import PRIMARY_METRIC
+from cldyn.tasks.data import TaskBank, image_source, load_task_bank, pad_to_multiple
+from cldyn.train_task import PRIMARY_METRIC, unpad_prediction
 
 LAST, BEST = "last.safetensors", "best.safetensors"
 
@@ -125,13 +125,7 @@ def evaluate_cldyn(model: CLDyN, adapter: TaskAdapter, bank: TaskBank, limit: in
         x, (h, w) = pad_to_multiple(it.image[None].float() / 255.0, 32)
         ir, vis = x[:, :1], x[:, 1:]
         fused = model.fuse(ir, vis, adapter if customised else None)
-        p = adapter.predict(as_rgb(fused))
-        if isinstance(p, torch.Tensor):
-            preds.append(p[0, ..., :h, :w])
-        else:
-            d = dict(p[0])
-            d["size"] = (h, w)
-            preds.append(d)
+        preds.append(unpad_prediction(adapter.predict(as_rgb(fused))[0], h, w))
         targets.append(it.label)
     return adapter.evaluate(preds, targets)
 
@@ -172,12 +166,8 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     train_banks: dict[str, TaskBank] = {}
     val_banks: dict[str, TaskBank] = {}
     for task in cfg.tasks:
-        ncls = adapters[task].config.get("num_labels", adapters[task].config.get("num_classes", 1))
         for split, banks in ((cfg.train_split, train_banks), (cfg.val_split, val_banks)):
-            found = discover_task_samples(cfg.data[task], task, split)
-            for n in found.notes:
-                log(n)
-            banks[task] = TaskBank(task, found.samples, source, ncls, adapters[task].config.get("class_names"))
+            banks[task] = load_task_bank(task, cfg.data[task], split, source, adapters[task].config, log)
         log(f"{task}: {len(train_banks[task])} train / {len(val_banks[task])} val pairs from {cfg.data[task]}")
     params = [p for p in model.rsc.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

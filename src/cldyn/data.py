@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cldyn.errors import InputError
-from cldyn.io import Pair, find_layout, pair_folders, read_image, to_single_channel
+from cldyn.io import Pair, find_layout, pair_folders, read_pair, to_single_channel
 
 
 def split_names(root: Path, split: str | None) -> set[str] | None:
@@ -59,10 +59,7 @@ def discover_pairs(roots: Sequence[str | Path], split: str | None = None) -> tup
 
 def load_pair_tensors(pair: Pair) -> torch.Tensor:
     """``(2, H, W)`` float32: infrared and visible luminance (BT.601 Y) of one pair."""
-    ir, vis = read_image(pair.ir), read_image(pair.vis)
-    if ir.size != vis.size:
-        raise InputError(pair.vis, f"size {vis.size[1]}x{vis.size[0]} differs from its infrared partner "
-                         f"{pair.ir.name} ({ir.size[1]}x{ir.size[0]})")
+    ir, vis = read_pair(pair.ir, pair.vis)
     return torch.from_numpy(np.stack((to_single_channel(ir), to_single_channel(vis))))
 
 

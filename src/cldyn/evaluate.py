@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from cldyn.baselines import BASELINES
 from cldyn.errors import InputError
-from cldyn.io import Pair, atomic_write_bytes, list_images, pair_folders, read_image, to_single_channel
+from cldyn.io import Pair, atomic_write_bytes, check_same_size, list_images, pair_folders, read_image, to_single_channel
 from cldyn.metrics import fusion as M
 
 METRIC_KEYS = ("en", "sd", "sf", "ag", "mi", "fmi", "scd", "vif", "qabf", "nabf", "ssim", "ms_ssim", "cc", "psnr",
@@ -83,9 +83,7 @@ def _evaluate_job(job: _Job) -> tuple[str, dict[str, dict[str, float] | str]]:
     out: dict[str, dict[str, float] | str] = {}
     try:
         a, b = read_gray(job.pair.ir, job.convention), read_gray(job.pair.vis, job.convention)
-        if a.shape != b.shape:
-            raise InputError(job.pair.vis, f"size {b.shape[1]}x{b.shape[0]} differs from its infrared partner "
-                             f"({a.shape[1]}x{a.shape[0]})")
+        check_same_size(job.pair.ir, a.shape, job.pair.vis, b.shape)
     except InputError as exc:
         return job.pair.name, {m: str(exc) for m in (*job.fused, *job.baselines)}
     for method, path in job.fused.items():

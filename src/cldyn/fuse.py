@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from cldyn.color import replace_luma, rgb_to_luma
 from cldyn.errors import CldynError, InputError
-from cldyn.io import Image, Pair, read_image, to_single_channel, write_image
+from cldyn.io import Image, Pair, check_same_size, read_pair, to_single_channel, write_image
 from cldyn.vfn import VFN, check_pair_tensors, fold_batchnorm
 
 Bits = Literal["auto", 8, 16]
@@ -162,10 +162,7 @@ class _Loaded:
 
 def _load(pair: Pair, out: Path) -> _Loaded:
     try:
-        ir, vis = read_image(pair.ir), read_image(pair.vis)
-        if ir.size != vis.size:
-            raise InputError(pair.vis, f"size {vis.size[1]}x{vis.size[0]} differs from its infrared partner "
-                             f"{pair.ir.name} ({ir.size[1]}x{ir.size[0]})")
+        ir, vis = read_pair(pair.ir, pair.vis)
         return _Loaded(pair, out, ir, vis)
     except InputError as exc:
         return _Loaded(pair, out, error=exc)
@@ -275,9 +272,7 @@ class Fuser:
 
     def fuse_images(self, ir: Image, vis: Image) -> np.ndarray:
         """Fuse two decoded images; the result is gray or RGB like ``vis``."""
-        if ir.size != vis.size:
-            raise InputError(vis.path, f"size {vis.size[1]}x{vis.size[0]} differs from its infrared partner "
-                             f"{ir.path.name} ({ir.size[1]}x{ir.size[0]})")
+        check_same_size(ir.path, ir.size, vis.path, vis.size)
         return self.fuse_arrays(to_single_channel(ir), vis.pixels)
 
     def fuse_files(self, ir_path: str | Path, vis_path: str | Path, out_path: str | Path, bits: Bits = "auto",
@@ -288,7 +283,7 @@ class Fuser:
             raise InputError(out_path, "is a folder; give a file name for a single pair")
         if out_path.exists() and not overwrite:
             raise InputError(out_path, "already exists; pass --overwrite to replace it")
-        ir, vis = read_image(ir_path), read_image(vis_path)
+        ir, vis = read_pair(ir_path, vis_path)
         write_image(out_path, self.fuse_images(ir, vis), output_bits(ir, vis, bits))
         return out_path
 

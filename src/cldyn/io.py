@@ -106,6 +106,20 @@ def read_image(path: str | Path) -> Image:
     return Image(pixels=pixels, bits=bits, path=path)
 
 
+def check_same_size(ir_path: Path, ir_hw: tuple[int, int], vis_path: Path, vis_hw: tuple[int, int]) -> None:
+    """One-line error, naming the visible file, when a pair's sizes ``(H, W)`` differ."""
+    if tuple(ir_hw) != tuple(vis_hw):
+        raise InputError(vis_path, f"size {vis_hw[1]}x{vis_hw[0]} differs from its infrared partner "
+                         f"{Path(ir_path).name} ({ir_hw[1]}x{ir_hw[0]})")
+
+
+def read_pair(ir_path: str | Path, vis_path: str | Path) -> tuple[Image, Image]:
+    """Both images of a pair, checked to have the same size."""
+    ir, vis = read_image(ir_path), read_image(vis_path)
+    check_same_size(ir.path, ir.size, vis.path, vis.size)
+    return ir, vis
+
+
 def to_single_channel(image: Image) -> np.ndarray:
     """Infrared given as RGB is reduced to one channel with BT.601 luma (exact when the channels are equal)."""
     if image.is_gray:

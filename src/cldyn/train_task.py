@@ -24,7 +24,7 @@ from cldyn.data import seeded_generator
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.io import read_csv, write_csv
 from cldyn.tasks import TaskAdapter, create_task
-from cldyn.tasks.data import TaskBank, discover_task_samples, image_source, pad_to_multiple
+from cldyn.tasks.data import TaskBank, image_source, load_task_bank, pad_to_multiple
 
 LAST, BEST = "last.safetensors", "best.safetensors"
 
@@ -69,6 +69,20 @@ def _lr_at(cfg: TrainTaskConfig, step: int, total: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
+def unpad_prediction(pred: Any, h: int, w: int) -> Any:
+    """One image's prediction on a bottom/right-padded input, brought back to the original ``h`` x ``w``: maps are
+    cropped; detection boxes (padded-image pixels equal original pixels) are clamped and the size recorded."""
+    if isinstance(pred, torch.Tensor):
+        return pred[..., :h, :w].cpu()
+    d = dict(pred)
+    d["size"] = (h, w)
+    if "boxes" in d and len(d["boxes"]):
+        d["boxes"] = d["boxes"].clone()
+        d["boxes"][:, 0::2] = d["boxes"][:, 0::2].clamp(0, w)
+        d["boxes"][:, 1::2] = d["boxes"][:, 1::2].clamp(0, h)
+    return d
+
+
 @torch.no_grad()
 def predict_bank(adapter: TaskAdapter, bank: TaskBank, multiple: int = 32, progress: bool = False) -> list[Any]:
     """Predictions for every image of a bank at full size (padded to a multiple of 32, cropped back)."""
@@ -76,17 +90,7 @@ def predict_bank(adapter: TaskAdapter, bank: TaskBank, multiple: int = 32, progr
     preds = []
     for it in tqdm(bank.items, disable=not progress, desc="predict", unit="img", leave=False):
         x, (h, w) = pad_to_multiple(it.image[None].float() / 255.0, multiple)
-        p = adapter.predict(x.to(adapter.device))
-        if isinstance(p, torch.Tensor):
-            preds.append(p[0, ..., :h, :w].cpu())
-        else:  # detection: boxes are in padded-image pixels, which equal the original's (padding is bottom/right)
-            d = dict(p[0])
-            d["size"] = (h, w)
-            if "boxes" in d and len(d["boxes"]):
-                d["boxes"] = d["boxes"].clone()
-                d["boxes"][:, 0::2] = d["boxes"][:, 0::2].clamp(0, w)
-                d["boxes"][:, 1::2] = d["boxes"][:, 1::2].clamp(0, h)
-            preds.append(d)
+        preds.append(unpad_prediction(adapter.predict(x.to(adapter.device))[0], h, w))
     return preds
 
 
@@ -106,17 +110,9 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     adapter = create_task(cfg.task, cfg.adapter)
-    num_classes = adapter.config.get("num_labels", adapter.config.get("num_classes", 1))
     source = image_source(cfg.input, cfg.vfn_weights)
-    banks = {}
-    for split in (cfg.train_split, cfg.val_split):
-        found = discover_task_samples(cfg.data, cfg.task, split)
-        for n in found.notes:
-            log(n)
-        banks[split] = TaskBank(cfg.task, tqdm(found.samples, disable=not progress, desc=f"load {split}",
-                                               leave=False), source, num_classes,
-                                adapter.config.get("class_names"))
-    train, val = banks[cfg.train_split], banks[cfg.val_split]
+    train, val = (load_task_bank(cfg.task, cfg.data, split, source, adapter.config, log, progress)
+                  for split in (cfg.train_split, cfg.val_split))
     steps_per_epoch = len(train) // cfg.batch_size
     if steps_per_epoch == 0:
         raise CldynError(f"only {len(train)} training samples, fewer than one batch of {cfg.batch_size}")

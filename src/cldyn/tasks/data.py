@@ -293,6 +293,20 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return x, (h, w)
 
 
+def load_task_bank(task: str, root: str | Path, split: str | None, source: Callable[[Pair], np.ndarray],
+                   adapter_config: dict, log: Callable[[str], None] = print, progress: bool = False) -> TaskBank:
+    """Discover a split's labelled pairs (logging what was left out) and load them into a :class:`TaskBank`, with the
+    class count and names taken from the task network's config."""
+    from tqdm import tqdm
+
+    found = discover_task_samples(root, task, split)
+    for note in found.notes:
+        log(note)
+    samples = tqdm(found.samples, disable=not progress, desc=f"load {split}", leave=False)
+    num_classes = adapter_config.get("num_labels", adapter_config.get("num_classes", 1))
+    return TaskBank(task, samples, source, num_classes, adapter_config.get("class_names"))
+
+
 # --- image sources --------------------------------------------------------------------------------------------
 
 
@@ -307,17 +321,14 @@ def image_source(spec: str, vfn_weights: str | None = None, device: str = "cpu")
     ``vfn`` or ``fused`` (fused by the shipped VFN, or by
     ``vfn_weights``); any other value is a folder of fused images named by the pair's stem.
     """
-    from cldyn.io import list_images, read_image, to_single_channel
+    from cldyn.io import list_images, read_image, read_pair, to_single_channel
 
     if spec == "visible":
         return lambda pair: _rgb(read_image(pair.vis).pixels)
     if spec == "pair":  # for the closed loop: infrared in channel 0, visible RGB in channels 1..3
 
         def pair_source(pair: Pair) -> np.ndarray:
-            ir, vis = read_image(pair.ir), read_image(pair.vis)
-            if ir.size != vis.size:
-                raise InputError(pair.vis, f"size {vis.size[1]}x{vis.size[0]} differs from its infrared partner "
-                                 f"{pair.ir.name} ({ir.size[1]}x{ir.size[0]})")
+            ir, vis = read_pair(pair.ir, pair.vis)
             return np.dstack((to_single_channel(ir), _rgb(vis.pixels)))
 
         return pair_source
