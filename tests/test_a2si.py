@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cldyn.a2si import A2SI, A2SIConfig, conv3_mean
+from cldyn.a2si import A2SI, A2SIConfig, adaptive_avg_pool2d_traceable, conv3_mean
 from cldyn.basis_bank import BankConfig, BasisVectorBank
 from cldyn.testing import reference_compensate, reference_dynamic_conv, reference_vector_index
 
@@ -59,6 +59,38 @@ def test_selection_distinct_within_set_and_matches_loop():
     sims = F.normalize(r, dim=-1) @ F.normalize(bank.weight, dim=-1).transpose(1, 2)  # (S, B, V)
     sims = sims.permute(1, 0, 2)[torch.arange(6)[:, None], sel.types]  # (B, F, V): each filter's set
     assert torch.equal(sel.vector_index, reference_vector_index(sims, sel.types))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_selection_distinct_for_many_inputs(mode):
+    # The straight-through type weights are 1 only up to rounding (hard + soft - soft); the rank of a filter within
+    # its type must still be exact, or two filters share a vector (seen with an earlier float rank).
+    block, bank = _block(filter_num=8)
+    block.train(mode == "train")
+    torch.manual_seed(2)
+    for _ in range(20):
+        x, task = torch.randn(16, 8, 9, 9), torch.randn(16, 4, 3, 3)
+        sel = block.select(bank.weight, task, x)
+        key = sel.types * 100 + sel.vector_index  # (type, vector) pairs must be distinct within a sample
+        assert all(len(k.unique()) == len(k) for k in key)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_static_compensation_matches_vectorised(mode):
+    block, bank = _block()
+    block.train(mode == "train")
+    x, task = torch.randn(5, 8, 17, 13), torch.randn(5, 16, 6, 5)
+    with torch.no_grad():
+        sel = block.select(bank.weight, task, x)
+        forced = (torch.arange(5)[:, None] + torch.arange(4)[None]) % 4  # every kernel type occurs
+        sel.types, sel.type_weights = forced, F.one_hot(forced, 4).float()
+        assert (block.compensate_static(x, sel) - block.compensate(x, sel)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("size", [(32, 32), (5, 7), (97, 1), (1, 1)])
+def test_traceable_adaptive_pool_matches_torch(size):
+    x = torch.rand(2, 3, 97, 131)
+    assert (adaptive_avg_pool2d_traceable(x, size) - F.adaptive_avg_pool2d(x, size)).abs().max() < 1e-5
 
 
 def test_gradients_reach_bank_queries_and_kernel_mlps():

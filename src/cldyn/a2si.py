@@ -65,6 +65,27 @@ class A2SIConfig:
             raise ValueError(f"selection must be 'trainable' or 'upstream', got {self.selection!r}")
 
 
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def adaptive_avg_pool2d_traceable(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` from running sums, so that a traced graph keeps height and width dynamic
+    (ONNX has no adaptive pooling to a size other than 1). Bin ``i`` of ``n`` over ``L`` pixels is
+    ``[floor(i L / n), ceil((i + 1) L / n))``, as in PyTorch."""
+
+    def pool(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+        length = t.shape[dim]
+        i = torch.arange(n, device=t.device)
+        start, end = (i * length) // n, ((i + 1) * length + n - 1) // n
+        c = torch.cat((torch.zeros_like(t.narrow(dim, 0, 1)), t.cumsum(dim)), dim)
+        shape = [1] * t.dim()
+        shape[dim] = n
+        return (c.index_select(dim, end) - c.index_select(dim, start)) / (end - start).to(t.dtype).view(shape)
+
+    return pool(pool(x, size[0], x.dim() - 2), size[1], x.dim() - 1)
+
+
 def rms_normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Divide each sample of ``(B, ...)`` by its root-mean-square value."""
     rms = x.pow(2).flatten(1).mean(1).sqrt()
@@ -164,6 +185,8 @@ class A2SI(nn.Module):
         h, w = image_features.shape[-2:]
         if n is None or (h <= n and w <= n):
             return image_features
+        if _exporting():
+            return adaptive_avg_pool2d_traceable(image_features, (min(h, n), min(w, n)))
         return F.adaptive_avg_pool2d(image_features, (min(h, n), min(w, n)))
 
     def select(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor) -> Selection:
@@ -187,11 +210,14 @@ class A2SI(nn.Module):
         r = self.basis_query(torch.cat((self.basis_task(seq), self.basis_image(small)), 1))  # (B, D)
         sims = torch.einsum("bd,bfvd->bfv", F.normalize(r, dim=-1), F.normalize(set_bank, dim=-1))
         # The k-th filter of a type in a sample takes that set's k-th most similar vector: distinct within a set.
-        rank = ((type_w.detach().cumsum(1) * type_w.detach()).sum(-1) - 1).long()  # (B, F)
+        # In integers: the straight-through weights are 1 only up to rounding (hard + soft - soft), and a rank
+        # truncated from 0.99999994 to 0 would give two filters the same vector.
+        onehot = F.one_hot(types, logits.shape[-1])
+        rank = (onehot.cumsum(1) * onehot).sum(-1) - 1  # (B, F)
         order = sims.detach().argsort(-1, descending=True)
         index = order.gather(-1, rank[..., None]).squeeze(-1)  # (B, F)
         vectors = set_bank.gather(2, index[..., None, None].expand(-1, -1, 1, set_bank.shape[-1])).squeeze(2)
-        if self.cfg.selection == "trainable":
+        if self.cfg.selection == "trainable" and torch.is_grad_enabled():
             position = order.argsort(-1)  # where each vector sits in the ranking
             taken = position < rank[..., None]  # vectors given to earlier filters of the same type
             soft = F.softmax((sims / self.cfg.select_tau).masked_fill(taken, float("-inf")), dim=-1)
@@ -201,9 +227,8 @@ class A2SI(nn.Module):
 
     def kernels(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """1x1 kernels ``(B, F, C, C, 1, 1)`` and 3x3 kernels ``(B, F, C, C, 3, 3)`` for every filter's vector."""
-        b, f, _ = vectors.shape
-        c = self.cfg.channels
-        return (self.kernel_1x1(vectors).view(b, f, c, c, 1, 1), self.kernel_3x3(vectors).view(b, f, c, c, 3, 3))
+        f, c = self.cfg.filter_num, self.cfg.channels
+        return (self.kernel_1x1(vectors).view(-1, f, c, c, 1, 1), self.kernel_3x3(vectors).view(-1, f, c, c, 3, 3))
 
     # -- compensation ------------------------------------------------------------------------------------------
 
@@ -230,10 +255,59 @@ class A2SI(nn.Module):
         return out.view(b, f, c, h, w)
 
     def compensate(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
+        """``X + out_conv(mean over filters of LeakyReLU(BN(dynamic conv)))``.
+
+        Same result as running :meth:`dynamic_conv` and then BN, LeakyReLU and the filter mean, with fewer passes
+        over the ``(B*F, C, H, W)`` intermediate (the costly part on a CPU): the filters' outputs stay in kernel-type
+        order (BN and LeakyReLU do not care about order), the type weights are folded into the kernels (the conv is
+        linear), and the filter mean is a scatter-add into each filter's sample.
+        """
         b, c, h, w = image_features.shape
-        dyn = self.dynamic_conv(image_features, sel)
-        dyn = self.post(dyn.view(-1, c, h, w)).view(b, -1, c, h, w).mean(1)
-        return image_features + self.out_conv(dyn)
+        f = self.cfg.filter_num
+        k1, k3 = self.kernels(sel.vectors)
+        flat_types = sel.types.reshape(-1)
+        type_w = sel.type_weights.reshape(b * f, -1)
+        chunks, owners = [], []
+        for t, (size, dilation) in enumerate(KERNEL_TYPES):
+            idx = (flat_types == t).nonzero().squeeze(1)
+            n = idx.numel()
+            if n == 0:
+                continue
+            kernels = (k1 if size == 1 else k3).reshape(b * f, c, c, size, size)[idx]
+            if self.cfg.selection == "trainable":
+                kernels = kernels * type_w[idx, t].view(n, 1, 1, 1, 1)
+            owner = idx // f
+            x = image_features[owner].reshape(1, n * c, h, w)
+            chunks.append(F.conv2d(x, kernels.reshape(n * c, c, size, size), padding=dilation * (size // 2),
+                                   dilation=dilation, groups=n).view(n, c, h, w))
+            owners.append(owner)
+        y = self.post(torch.cat(chunks) if len(chunks) > 1 else chunks[0])
+        total = y.new_zeros(b, c, h, w).index_add_(0, torch.cat(owners), y)
+        return image_features + self.out_conv(total / f)
+
+    def compensate_static(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
+        """:meth:`compensate` without data-dependent shapes, for ONNX export: every filter runs all four kernel
+        types (four times the convolution work), weighted by its one-hot type weights, and each convolution is an
+        einsum over shifted copies of the features (the ONNX exporter cannot take convolution kernels whose shape
+        its shape inference loses). The traced graph keeps batch, height and width dynamic."""
+        b, _, h, w = image_features.shape
+        c, f = self.cfg.channels, self.cfg.filter_num
+        k1, k3 = self.kernels(sel.vectors)  # (B, F, C, C, 1, 1), (B, F, C, C, 3, 3)
+        y = None
+        for t, (size, dilation) in enumerate(KERNEL_TYPES):
+            if size == 1:
+                taps = image_features[:, :, None]  # (B, C, 1, H, W)
+                k = k1.flatten(-2)  # (B, F, C, C, 1)
+            else:
+                d = dilation
+                padded = F.pad(image_features, (d, d, d, d))
+                taps = torch.stack([padded[:, :, i * d:i * d + h, j * d:j * d + w]
+                                    for i in range(3) for j in range(3)], 2)  # (B, C, 9, H, W)
+                k = k3.flatten(-2)  # (B, F, C, C, 9)
+            yt = torch.einsum("bfoik,bikhw->bfohw", k * sel.type_weights[..., t, None, None, None], taps)
+            y = yt if y is None else y + yt
+        y = self.post(y.reshape(-1, c, h, w)).reshape(b, f, c, h, w).mean(1)
+        return image_features + self.out_conv(y)
 
     def forward(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor
                 ) -> torch.Tensor:
@@ -243,4 +317,7 @@ class A2SI(nn.Module):
                              f"got {tuple(image_features.shape)}")
         if task_features.dim() < 2:
             raise ValueError(f"A2SI: task features must be (B, ...), got {tuple(task_features.shape)}")
-        return self.compensate(image_features, self.select(bank, task_features, image_features))
+        sel = self.select(bank, task_features, image_features)
+        if _exporting():
+            return self.compensate_static(image_features, sel)
+        return self.compensate(image_features, sel)

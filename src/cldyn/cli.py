@@ -362,13 +362,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cldyn.export import export_vfn_onnx
+    from cldyn.export import export_cldyn_onnx, export_vfn_onnx
 
-    if args.task != "none":
-        raise CldynError(f"--task {args.task}: ONNX export of task-customised fusion is not available yet; "
-                         "use --task none for the VFN")
-    out = export_vfn_onnx(_load_model(args.weights), args.output, opset=args.opset)
-    print(f"wrote {out} (inputs ir, vis_y: (B, 1, H, W) in [0, 1]; output fused_y; H, W >= 2)")
+    task, rsc = _task_and_rsc(args)
+    if task is None:
+        out = export_vfn_onnx(_load_model(args.weights), args.output, opset=args.opset)
+        print(f"wrote {out} (inputs ir, vis_y: (B, 1, H, W) in [0, 1]; output fused_y; H, W >= 2)")
+    else:
+        out = export_cldyn_onnx(_load_model(args.weights), rsc, task, args.output, opset=args.opset)
+        print(f"wrote {out} (CLDyN customised for {task.name}; inputs ir (B, 1, H, W), vis (B, 3, H, W) RGB in "
+              "[0, 1]; output fused_y; H, W >= 2)")
     return 0
 
 
@@ -487,7 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("export", help="export the fusion network to ONNX (dynamic batch, height, width)")
-    s.add_argument("--task", default="none", help="none: the VFN alone")
+    s.add_argument("--task", default="none",
+                   help="none: the VFN alone; detection|segmentation|saliency|module:Class: CLDyN with that task "
+                        "network inside the graph")
+    s.add_argument("--task-weights", help="task network checkpoint (default: the shipped one)")
+    s.add_argument("--rsc-weights", help="RSC checkpoint from train-rsc (default: the shipped one)")
     s.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     s.add_argument("--weights", help="VFN checkpoint (default: the shipped weights)")
     s.add_argument("--opset", type=int, default=17)

@@ -201,10 +201,11 @@ class Fuser:
                  overlap: int = 64) -> None:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
-        self.session = None
+        self.session, self._onnx_customised = None, False
         if onnx is not None:  # onnxruntime backend: the exported VFN graph replaces the PyTorch model
             if task is not None:
-                raise CldynError("--backend onnxruntime runs the plain VFN; it cannot be combined with --task")
+                raise CldynError("--backend onnxruntime runs the exported graph, which already holds its task network "
+                                 "(cldyn export --task T); drop --task")
             try:
                 import onnxruntime as ort
             except ImportError:
@@ -213,6 +214,10 @@ class Fuser:
                 self.session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise InputError(onnx, f"not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+            names = [i.name for i in self.session.get_inputs()]
+            if names not in (["ir", "vis_y"], ["ir", "vis"]):
+                raise InputError(onnx, f"inputs {names} are not those of a cldyn export (ir, vis_y) or (ir, vis)")
+            self._onnx_customised = names[1] == "vis"  # CLDyN with its task network, from export --task T
         if model is None:
             from cldyn.checkpoint import load_pretrained_vfn
 
@@ -246,6 +251,8 @@ class Fuser:
         vis = vis.to(self.device).contiguous(memory_format=fmt)
         if self.cldyn is not None:
             return self.cldyn.fuse(ir, vis, self.task).float().cpu()
+        if self.session is not None and self._onnx_customised:
+            return self._onnx_cldyn(ir.cpu(), vis.cpu())
         if self.session is not None:
             return fuse_tensors(self._onnx_luma, ir.cpu(), vis.cpu()).float()
         return fuse_tensors(self.model, ir, vis).float().cpu()
@@ -259,6 +266,13 @@ class Fuser:
             vis_y = torch.nn.functional.pad(vis_y, (0, pw, 0, ph), mode="replicate")
         feeds = {"ir": ir.contiguous().numpy(), "vis_y": vis_y.contiguous().numpy()}
         return torch.from_numpy(self.session.run(None, feeds)[0])[..., :h, :w]
+
+    def _onnx_cldyn(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """Task-customised fusion through onnxruntime (a gray visible image is given to the graph as RGB)."""
+        rgb = vis if vis.shape[1] == 3 else vis.expand(-1, 3, -1, -1)
+        feeds = {"ir": ir.contiguous().numpy(), "vis": rgb.contiguous().numpy()}
+        y = torch.from_numpy(self.session.run(None, feeds)[0])
+        return (replace_luma(vis, y) if vis.shape[1] == 3 else y).float()
 
     def fuse_arrays(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """Fuse float arrays in [0, 1]: ``ir`` ``(H, W)`` (or RGB), ``vis`` ``(H, W)`` or ``(H, W, 3)``."""

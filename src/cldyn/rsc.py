@@ -89,15 +89,19 @@ class CLDyN(nn.Module):
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, task_features: torch.Tensor) -> torch.Tensor:
         return self._fuse(ir, vis, self.rsc.stage_hook(task_features))
 
-    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, task=None) -> torch.Tensor:
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, task=None, multiple: int = 32) -> torch.Tensor:
         """The closed loop at inference: base fusion -> task features -> compensated fusion.
 
-        ``task``: a :class:`~cldyn.tasks.base.TaskAdapter` (frozen), or ``None`` for plain VFN fusion.
+        ``task``: a :class:`~cldyn.tasks.base.TaskAdapter` (frozen), or ``None`` for plain VFN fusion. The task
+        network sees the base fused image replicate-padded on the bottom/right to multiples of ``multiple`` (what
+        detection networks need); the fusion itself runs at the pair's own size, so a fresh RSC reproduces the VFN
+        exactly. The exported ONNX graph does the same.
         """
         from cldyn.tasks.base import as_rgb
+        from cldyn.tasks.data import pad_to_multiple
 
         base = self.base(ir, vis)
         if task is None:
             return base
-        feats = task.features(as_rgb(base))
+        feats = task.features(pad_to_multiple(as_rgb(base), multiple)[0])
         return self(ir, vis, feats)

@@ -113,6 +113,8 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     source = image_source(cfg.input, cfg.vfn_weights)
     train, val = (load_task_bank(cfg.task, cfg.data, split, source, adapter.config, log, progress)
                   for split in (cfg.train_split, cfg.val_split))
+    if hasattr(adapter, "fit_class_weights"):  # e.g. segmentation class_weights="enet": from the train labels
+        adapter.fit_class_weights([it.label for it in train.items])
     steps_per_epoch = len(train) // cfg.batch_size
     if steps_per_epoch == 0:
         raise CldynError(f"only {len(train)} training samples, fewer than one batch of {cfg.batch_size}")
@@ -126,10 +128,14 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
         from cldyn.tasks import load_task
 
         start = load_task(cfg.init)
-        if start.task != cfg.task or start.config != adapter.config:
-            raise CheckpointError(Path(cfg.init), f"holds a {start.task!r} network with config {start.config}, "
-                                  f"not {cfg.task!r} with {adapter.config}")
-        adapter.model.load_state_dict(start.model.state_dict())
+        # Only the architecture must match: loss settings (e.g. class weights) may change on a warm start.
+        try:
+            if start.task != cfg.task:
+                raise RuntimeError(f"holds a {start.task!r} network, not {cfg.task!r}")
+            adapter.model.load_state_dict(start.model.state_dict())
+        except RuntimeError as exc:
+            msg = str(exc).splitlines()[0]
+            raise CheckpointError(Path(cfg.init), f"does not fit {cfg.task!r} with {adapter.config}: {msg}") from None
         log(f"initialised from {cfg.init}")
     opt = torch.optim.AdamW(adapter.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, best = 0, None

@@ -34,6 +34,16 @@ def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int,
     return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
+def enet_class_weights(counts: Sequence[float] | np.ndarray, c: float = 1.02) -> list[float]:
+    """Class weights ``1 / ln(c + p_k)`` from pixel counts (Paszke et al., "ENet", 2016): rare classes get up to
+    ``1 / ln(c)`` (about 50), a class covering everything about 1.4. Used to keep a network trained on road scenes,
+    where 95% of pixels are unlabelled background, from predicting background everywhere."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or counts.sum() <= 0:
+        raise ValueError("counts must be a 1-D array with a positive sum")
+    return [float(w) for w in 1.0 / np.log(c + counts / counts.sum())]
+
+
 def segmentation_metrics(conf: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """mIoU (mean over classes present in ground truth or prediction), per-class IoU, pixel accuracy."""
     tp = np.diag(conf).astype(np.float64)
@@ -53,7 +63,8 @@ class SegmentationAdapter(TaskAdapter):
 
     Targets: label maps ``(B, H, W)`` int64 (``255`` = ignore). Predictions: label maps ``(B, H, W)``.
     Config keys: ``size`` (``b0``), ``num_labels`` (9, the MSRS classes), ``class_names``, ``feature_layer``
-    (``segformer.stages.3``, the last encoder stage).
+    (``segformer.stages.3``, the last encoder stage), ``class_weights`` (``None``: plain cross-entropy, as
+    SegFormer; a list of ``num_labels`` floats, e.g. from :func:`enet_class_weights`, weights the loss per class).
     """
 
     task = "segmentation"
@@ -63,6 +74,7 @@ class SegmentationAdapter(TaskAdapter):
 
         cfg = {"size": "b0", "num_labels": len(MSRS_SEG_CLASSES), "class_names": list(MSRS_SEG_CLASSES),
                "feature_layer": "segformer.stages.3", **(config or {})}
+        cfg.setdefault("class_weights", None)
         if cfg["size"] not in SEGFORMER_SIZES:
             raise ValueError(f"unknown SegFormer size {cfg['size']!r}; choose from {sorted(SEGFORMER_SIZES)}")
         super().__init__(cfg)
@@ -70,6 +82,33 @@ class SegmentationAdapter(TaskAdapter):
                              **SEGFORMER_SIZES[cfg["size"]])
         self.model = SegformerForSemanticSegmentation(hf)
         self.feature_layer = cfg["feature_layer"]
+        self.set_class_weights(cfg["class_weights"])
+
+    def set_class_weights(self, weights: Sequence[float] | str | None) -> None:
+        """Per-class loss weights: ``None``, ``num_labels`` floats, or ``"enet"`` (to be computed from the training
+        labels by :meth:`fit_class_weights` before training)."""
+        if isinstance(weights, str):
+            if weights != "enet":
+                raise ValueError(f"class_weights must be a list, null or 'enet', got {weights!r}")
+        elif weights is not None:
+            weights = [float(w) for w in weights]
+            if len(weights) != self.config["num_labels"]:
+                raise ValueError(f"class_weights has {len(weights)} entries, need num_labels = "
+                                 f"{self.config['num_labels']}")
+        self.config["class_weights"] = weights
+        # Kept out of the model: the weights live in the config, so checkpoints hold the network's tensors only.
+        self.class_weight = None if weights is None or isinstance(weights, str) else torch.tensor(weights)
+
+    def fit_class_weights(self, labels: Sequence[torch.Tensor]) -> None:
+        """Resolve ``class_weights="enet"`` from training label maps (ignored pixels not counted)."""
+        if self.config["class_weights"] != "enet":
+            return
+        k = self.config["num_labels"]
+        counts = torch.zeros(k, dtype=torch.float64)
+        for lab in labels:
+            v = lab[lab != IGNORE_INDEX].long().flatten()
+            counts += torch.bincount(v, minlength=k)[:k].double()
+        self.set_class_weights([round(w, 4) for w in enet_class_weights(counts.numpy())])
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
@@ -79,9 +118,12 @@ class SegmentationAdapter(TaskAdapter):
         return self.model(pixel_values=self.preprocess(image)).logits
 
     def loss_from_output(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.config["class_weights"] == "enet":
+            raise ValueError("class_weights='enet' must be resolved with fit_class_weights(training labels) first")
         # As SegformerForSemanticSegmentation computes it: logits upsampled to the label size, CE with ignore.
         logits = F.interpolate(output, size=targets.shape[-2:], mode="bilinear", align_corners=False)
-        return F.cross_entropy(logits, targets.long(), ignore_index=IGNORE_INDEX)
+        weight = None if self.class_weight is None else self.class_weight.to(logits)
+        return F.cross_entropy(logits, targets.long(), weight=weight, ignore_index=IGNORE_INDEX)
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> torch.Tensor:
