@@ -78,8 +78,8 @@ def _collect_pairs(args: argparse.Namespace):
     raise CldynError("expected IR VIS files, IR_DIR VIS_DIR, a dataset ROOT, or --ir DIR --vis DIR")
 
 
-def _task_and_rsc(args: argparse.Namespace):
-    """(adapter, rsc) for ``--task``, or (None, None) for plain VFN fusion."""
+def _task_and_rsc(args: argparse.Namespace, vfn):
+    """(adapter, rsc) for ``--task``, or (None, None) for plain VFN fusion; the RSC must fit ``vfn``."""
     if args.task in (None, "none"):
         return None, None
     from cldyn.closed_loop import load_rsc
@@ -93,7 +93,8 @@ def _task_and_rsc(args: argparse.Namespace):
         task_class(args.task)  # a clear error for unknown names or a missing optional extra
         adapter = load_pretrained_task(args.task)
     if args.rsc_weights:
-        rsc = load_rsc(args.rsc_weights)
+        rsc_path = args.rsc_weights
+        rsc = load_rsc(rsc_path)
     else:
         import json
 
@@ -104,7 +105,14 @@ def _task_and_rsc(args: argparse.Namespace):
         if "rsc.safetensors" not in manifest:
             raise CldynError("no shipped RSC weights in this cldyn release; pass --rsc-weights FILE "
                              "(trained with cldyn train-rsc)")
-        rsc = load_rsc(wdir / "rsc.safetensors", manifest["rsc.safetensors"]["sha256"])
+        rsc_path = wdir / "rsc.safetensors"
+        rsc = load_rsc(rsc_path, manifest["rsc.safetensors"]["sha256"])
+    if rsc.cfg.num_stages != vfn.num_stages - 1 or rsc.cfg.a2si.channels != vfn.cfg.width:
+        from cldyn.errors import CheckpointError
+
+        raise CheckpointError(rsc_path, f"RSC for a VFN of {rsc.cfg.num_stages + 1} blocks, width "
+                              f"{rsc.cfg.a2si.channels}, does not fit the VFN in use ({vfn.num_stages} blocks, width "
+                              f"{vfn.cfg.width})")
     return adapter, rsc
 
 
@@ -114,7 +122,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     from cldyn.fuse import Fuser
 
     _set_threads(args.threads)
-    task, rsc = _task_and_rsc(args)
+    vfn = _load_model(args.weights)
+    task, rsc = _task_and_rsc(args, vfn)
     onnx = None
     if args.backend == "onnxruntime":
         if not args.onnx:
@@ -124,7 +133,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     single = len(inputs) == 2 and not args.ir and not any(p.is_dir() for p in inputs)
     if single:
-        fuser = Fuser(_load_model(args.weights), device=args.device, workers=args.workers, task=task, rsc=rsc,
+        fuser = Fuser(vfn, device=args.device, workers=args.workers, task=task, rsc=rsc,
                       onnx=onnx, tile=args.tile, overlap=args.overlap)
         out = fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)
         print(f"wrote {out}")
@@ -133,7 +142,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise CldynError(f"{out_dir}: exists and is not a folder; folder inputs need an output folder")
-    fuser = Fuser(_load_model(args.weights), device=args.device, batch_size=args.batch_size, workers=args.workers,
+    fuser = Fuser(vfn, device=args.device, batch_size=args.batch_size, workers=args.workers,
                   task=task, rsc=rsc, onnx=onnx, tile=args.tile, overlap=args.overlap)
     report = fuser.fuse_pairs(pairs, out_dir, bits=bits, overwrite=args.overwrite, progress=not args.quiet)
     report.errors[:0] = problems
@@ -261,8 +270,8 @@ def cmd_eval_task(args: argparse.Namespace) -> int:
         from cldyn.rsc import CLDyN
 
         args.task_weights = args.weights
-        _, rsc = _task_and_rsc(args)
         vfn = _load_model(args.vfn_weights)
+        _, rsc = _task_and_rsc(args, vfn)
         bank = load_task_bank(args.task, args.data, args.split, image_source("pair"), adapter.config, note)
         metrics = evaluate_cldyn(CLDyN(vfn, rsc), adapter, bank)
     else:
@@ -321,11 +330,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CldynError("nothing to evaluate: give --fused DIR (one or more) and/or --baselines")
     ev = evaluate_folders(args.ir, args.vis, args.fused or [], names=args.names, convention=args.convention,
                           baselines=baselines, workers=args.workers, progress=not args.quiet)
-    for p in ev.problems:
-        print(f"cldyn evaluate: warning: {p}", file=sys.stderr)
-    for method, msgs in ev.failures.items():
-        for m in msgs:
-            print(f"cldyn evaluate: error: [{method}] {m}", file=sys.stderr)
+    _print_problems("evaluate", ev)
     print(f"convention: {args.convention}")
     print(ev.table())
     files = ev.write(Path(args.out))
@@ -337,6 +342,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} image(s) could not be scored (listed above)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _print_problems(command: str, ev) -> None:
+    """What evaluate_folders skipped (unpaired files: warnings) and could not score (errors), a line each."""
+    for p in ev.problems:
+        print(f"cldyn {command}: warning: {p}", file=sys.stderr)
+    for method, msgs in ev.failures.items():
+        for m in msgs:
+            print(f"cldyn {command}: error: [{method}] {m}", file=sys.stderr)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -353,6 +367,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CldynError("nothing to report: give --fused DIR (one or more) and/or --baselines")
     ev = evaluate_folders(args.ir, args.vis, fused, names=names, convention=args.convention, baselines=baselines,
                           workers=args.workers, progress=not args.quiet)
+    _print_problems("report", ev)
     pairs, _ = pair_folders(args.ir, args.vis)
     out = render_report(ev, pairs, dict(zip(names, fused, strict=True)), baselines, args.out, samples=args.samples,
                         convention=args.convention)
@@ -364,12 +379,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from cldyn.export import export_cldyn_onnx, export_vfn_onnx
 
-    task, rsc = _task_and_rsc(args)
+    vfn = _load_model(args.weights)
+    task, rsc = _task_and_rsc(args, vfn)
     if task is None:
-        out = export_vfn_onnx(_load_model(args.weights), args.output, opset=args.opset)
+        out = export_vfn_onnx(vfn, args.output, opset=args.opset)
         print(f"wrote {out} (inputs ir, vis_y: (B, 1, H, W) in [0, 1]; output fused_y; H, W >= 2)")
     else:
-        out = export_cldyn_onnx(_load_model(args.weights), rsc, task, args.output, opset=args.opset)
+        out = export_cldyn_onnx(vfn, rsc, task, args.output, opset=args.opset)
         print(f"wrote {out} (CLDyN customised for {task.name}; inputs ir (B, 1, H, W), vis (B, 3, H, W) RGB in "
               "[0, 1]; output fused_y; H, W >= 2)")
     return 0
@@ -565,6 +581,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CldynError as exc:
         print(f"cldyn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the system refused: a read-only folder, a full disk, a path that is a file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cldyn {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cldyn {args.command}: interrupted", file=sys.stderr)

@@ -36,7 +36,7 @@ from cldyn.checkpoint import (
 )
 from cldyn.data import seeded_generator
 from cldyn.errors import CheckpointError, CldynError
-from cldyn.io import read_csv, write_csv
+from cldyn.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.rsc import RSC, CLDyN, RSCConfig
 from cldyn.tasks import TaskAdapter
 from cldyn.tasks.base import as_rgb
@@ -252,7 +252,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     bar.close()
     if not ckpt.is_file() or rows and int(rows[-1]["step"]) != step:
         save_last()
-    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     return out / BEST
 
 

@@ -56,17 +56,30 @@ def gray_of_array(luma01: np.ndarray) -> np.ndarray:
 
 
 def fusion_metrics(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str = "cldyn") -> dict[str, float]:
-    """All implemented metrics of one fused image ``f`` against infrared ``a`` and visible ``b`` (0..255 scale)."""
+    """All implemented metrics of one fused image ``f`` against infrared ``a`` and visible ``b`` (0..255 scale).
+
+    A metric that is undefined for the image (e.g. SSIM on an image smaller than its 7x7 window) is NaN, which the
+    summary reports as "undef." rather than failing the whole image.
+    """
     cdd = convention == "cddfuse"
-    return {
-        "en": M.entropy(f), "sd": M.standard_deviation(f), "sf": M.spatial_frequency(f), "ag": M.average_gradient(f),
-        "mi": M.mutual_information(f, a, b), "fmi": M.fmi_pixel(f, a, b), "scd": M.scd(f, a, b),
-        "vif": M.vif(f, a, b), "qabf": M.qabf(f, a, b, variant="cddfuse" if cdd else "standard"),
-        "ssim": M.ssim_sum(f, a, b, data_range=2.0 if cdd else 255.0),
-        "cc": M.correlation_coefficient(f, a, b), "psnr": M.psnr(f, a, b),
-        "nabf": M.nabf(f, a, b), "ms_ssim": M.ms_ssim_sum(f, a, b), "qcb": M.q_chen_blum(f, a, b),
-        "qcv": M.q_chen_varshney(f, a, b), "qc": M.q_cvejic(f, a, b),
+    metrics: dict[str, Callable[[], float]] = {
+        "en": lambda: M.entropy(f), "sd": lambda: M.standard_deviation(f), "sf": lambda: M.spatial_frequency(f),
+        "ag": lambda: M.average_gradient(f), "mi": lambda: M.mutual_information(f, a, b),
+        "fmi": lambda: M.fmi_pixel(f, a, b), "scd": lambda: M.scd(f, a, b), "vif": lambda: M.vif(f, a, b),
+        "qabf": lambda: M.qabf(f, a, b, variant="cddfuse" if cdd else "standard"),
+        "ssim": lambda: M.ssim_sum(f, a, b, data_range=2.0 if cdd else 255.0),
+        "cc": lambda: M.correlation_coefficient(f, a, b), "psnr": lambda: M.psnr(f, a, b),
+        "nabf": lambda: M.nabf(f, a, b), "ms_ssim": lambda: M.ms_ssim_sum(f, a, b),
+        "qcb": lambda: M.q_chen_blum(f, a, b), "qcv": lambda: M.q_chen_varshney(f, a, b),
+        "qc": lambda: M.q_cvejic(f, a, b),
     }
+    out = {}
+    for key, fn in metrics.items():
+        try:
+            out[key] = float(fn())
+        except ValueError:  # undefined for this image size
+            out[key] = float("nan")
+    return out
 
 
 @dataclass(frozen=True)
@@ -99,8 +112,10 @@ def _evaluate_job(job: _Job) -> tuple[str, dict[str, dict[str, float] | str]]:
         except (InputError, ValueError) as exc:
             out[method] = str(exc)
     for name in job.baselines:
-        f = gray_of_array(BASELINES[name](a / 255.0, b / 255.0))
-        out[name] = fusion_metrics(f, a, b, job.convention)
+        try:
+            out[name] = fusion_metrics(gray_of_array(BASELINES[name](a / 255.0, b / 255.0)), a, b, job.convention)
+        except ValueError as exc:  # e.g. a pyramid deeper than the image allows
+            out[name] = f"{job.pair.vis}: baseline {name}: {exc}"
     return job.pair.name, out
 
 

@@ -4,6 +4,7 @@ dynamic batch, height and width)."""
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldyn.color import replace_luma, rgb_to_luma
+from cldyn.io import atomic_write_bytes
 from cldyn.vfn import VFN, fold_batchnorm
 
 
@@ -35,13 +37,13 @@ def export_vfn_onnx(vfn: VFN, path: str | Path, opset: int = 17) -> Path:
     model = _FuseLuma(fold_batchnorm(vfn).eval())
     example = (torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80))
     axes = {0: "batch", 2: "height", 3: "width"}
-    tmp = path.with_name(f".{path.name}.tmp")
+    buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic that is constant here
-        torch.onnx.export(model, example, str(tmp), input_names=["ir", "vis_y"], output_names=["fused_y"],
+        torch.onnx.export(model, example, buf, input_names=["ir", "vis_y"], output_names=["fused_y"],
                           dynamic_axes={"ir": axes, "vis_y": axes, "fused_y": axes}, opset_version=opset,
                           dynamo=False)
-    tmp.replace(path)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -79,14 +81,10 @@ def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, ex
     model = _CustomisedFusion(CLDyN(vfn, rsc).eval().requires_grad_(False), task).eval()
     example = (torch.rand(1, 1, h, w), torch.rand(1, 3, h, w))
     axes = {0: "batch", 2: "height", 3: "width"}
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, example, str(tmp), input_names=["ir", "vis"], output_names=["fused_y"],
-                              dynamic_axes={"ir": axes, "vis": axes, "fused_y": axes}, opset_version=opset,
-                              dynamo=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, example, buf, input_names=["ir", "vis"], output_names=["fused_y"],
+                          dynamic_axes={"ir": axes, "vis": axes, "fused_y": axes}, opset_version=opset, dynamo=False)
+    atomic_write_bytes(path, buf.getvalue())
     return path

@@ -68,6 +68,9 @@ def render_report(ev: Evaluation, pairs: Sequence[Pair], fused_dirs: dict[str, P
                   convention: str = "cldyn") -> Path:
     """Write the HTML report; ``fused_dirs`` maps method names to folders, ``baselines`` are computed on the fly."""
     out = Path(out)
+    # Samples only from pairs every method could score (a broken pair is listed under failures instead).
+    scored = set.intersection(*(set(ev.per_image.get(m, {})) for m in ev.methods)) if ev.methods else set()
+    pairs = [p for p in pairs if p.name in scored]
     picks = [pairs[i] for i in np.linspace(0, len(pairs) - 1, min(samples, len(pairs))).round().astype(int)] \
         if pairs else []
     listings = {m: list_images(d) for m, d in fused_dirs.items()}
@@ -105,7 +108,7 @@ undefined for an image (e.g. SCD when the fused image equals a source) are exclu
 <h2>Sample pairs</h2>{''.join(rows_html)}
 {f'<h2>Images that could not be scored</h2><ul>{failures}</ul>' if failures else ''}
 </body></html>"""
-    atomic_write_bytes(out, page.encode())
+    atomic_write_bytes(out, page.encode("utf-8", errors="replace"))  # undecodable file names show as "?"
     return out
 
 

@@ -7,6 +7,7 @@ on one modality. Training is deterministic given the seed (batches are pure func
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -22,7 +23,7 @@ from cldyn import __version__
 from cldyn.checkpoint import load_training_state, save_training_state
 from cldyn.data import seeded_generator
 from cldyn.errors import CheckpointError, CldynError
-from cldyn.io import read_csv, write_csv
+from cldyn.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.tasks import TaskAdapter, create_task
 from cldyn.tasks.data import TaskBank, image_source, load_task_bank, pad_to_multiple
 
@@ -209,7 +210,7 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     bar.close()
     if not ckpt.is_file():
         save_last()
-    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     return out / BEST
 
 
@@ -235,7 +236,7 @@ def plot_task_curves(rows: list[dict], png: Path, task: str) -> None:
     for a in (a1, a2):
         a.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png.with_name(png.stem + ".tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    tmp.replace(png)
+    atomic_write_bytes(png, buf.getvalue())

@@ -8,6 +8,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import io
 import json
 import platform
 import time
@@ -22,7 +23,7 @@ from cldyn import __version__
 from cldyn.checkpoint import load_training_state, save_training_state
 from cldyn.data import AugmentConfig, PairBank, discover_pairs, seeded_generator
 from cldyn.errors import CheckpointError, CldynError
-from cldyn.io import read_csv, write_csv
+from cldyn.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.losses import FusionLossConfig, fusion_loss
 from cldyn.vfn import VFN, VFNConfig
 
@@ -84,10 +85,10 @@ def plot_loss_curve(rows: Sequence[dict], png: Path, title: str = "VFN training 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png.with_name(png.stem + ".tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    tmp.replace(png)
+    atomic_write_bytes(png, buf.getvalue())
 
 
 def _provenance(cfg: TrainVFNConfig) -> dict:
@@ -182,5 +183,5 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     bar.close()
     if not ckpt_path.is_file():
         save()
-    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     return ckpt_path
