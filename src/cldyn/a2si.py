@@ -189,8 +189,14 @@ class A2SI(nn.Module):
             return adaptive_avg_pool2d_traceable(image_features, (min(h, n), min(w, n)))
         return F.adaptive_avg_pool2d(image_features, (min(h, n), min(w, n)))
 
-    def select(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor) -> Selection:
-        """Kernel types and basis vectors for every sample and filter."""
+    def select(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor,
+               gumbel: torch.Tensor | None = None) -> Selection:
+        """Kernel types and basis vectors for every sample and filter.
+
+        ``gumbel``: in training, the Gumbel noise ``(B, F, S)`` of the kernel-type choice (standard Gumbel samples);
+        ``None`` draws it from torch's generator. Given explicitly, a sample's noise can follow it to whichever
+        process trains on it (see :mod:`cldyn.distributed`).
+        """
         b, f = image_features.shape[0], self.cfg.filter_num
         if task_features.shape[0] != b:
             raise ValueError(f"A2SI: task features batch {task_features.shape[0]} != image batch {b}")
@@ -199,7 +205,11 @@ class A2SI(nn.Module):
         q = self.type_query(torch.cat((self.type_task(seq), self.type_image(small)), 1)).view(b, f, -1)
         logits = F.normalize(q, dim=-1) @ F.normalize(self.prototypes, dim=-1).t()  # (B, F, S) cosine
         if self.training:
-            type_w = F.gumbel_softmax(logits, tau=self.cfg.tau, hard=True, dim=-1)
+            if gumbel is None:
+                gumbel = -torch.empty_like(logits).exponential_().log()  # as F.gumbel_softmax draws it
+            soft = F.softmax((logits + gumbel.to(logits)) / self.cfg.tau, dim=-1)
+            hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
+            type_w = hard - soft.detach() + soft  # straight-through
         else:  # deterministic at inference: the most similar type, no Gumbel noise
             soft = F.softmax(logits / self.cfg.tau, dim=-1)
             hard = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(soft.dtype)
@@ -309,15 +319,15 @@ class A2SI(nn.Module):
         y = self.post(y.reshape(-1, c, h, w)).reshape(b, f, c, h, w).mean(1)
         return image_features + self.out_conv(y)
 
-    def forward(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor,
+                gumbel: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, C, H, W)`` image features compensated with ``(B, Ct, h, w)`` task features."""
         if image_features.dim() != 4 or image_features.shape[1] != self.cfg.channels:
             raise ValueError(f"A2SI: image features must be (B, {self.cfg.channels}, H, W), "
                              f"got {tuple(image_features.shape)}")
         if task_features.dim() < 2:
             raise ValueError(f"A2SI: task features must be (B, ...), got {tuple(task_features.shape)}")
-        sel = self.select(bank, task_features, image_features)
+        sel = self.select(bank, task_features, image_features, gumbel)
         if _exporting():
             return self.compensate_static(image_features, sel)
         return self.compensate(image_features, sel)

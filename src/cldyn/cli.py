@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -49,9 +50,23 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
         augment=AugmentConfig(crop_size=args.crop), model=VFNConfig(num_blocks=args.num_blocks),
         max_steps=args.max_steps,
     )
-    path = train_vfn(cfg, resume=args.resume, progress=not args.quiet)
-    print(f"checkpoint: {path}")
+    with _process_group() as ctx:
+        path = train_vfn(cfg, resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
+    if ctx.is_main:
+        print(f"checkpoint: {path}")
     return 0
+
+
+@contextlib.contextmanager
+def _process_group():
+    """The torchrun process group when launched by torchrun (gloo/NCCL), else a single-process context."""
+    from cldyn.distributed import init_distributed, shutdown_distributed
+
+    ctx = init_distributed()
+    try:
+        yield ctx
+    finally:
+        shutdown_distributed(ctx)
 
 
 def _load_model(weights: str | None):
@@ -244,8 +259,10 @@ def cmd_train_task(args: argparse.Namespace) -> int:
         seed=args.seed, adapter=_adapter_config(args.set), vfn_weights=args.vfn_weights, max_steps=args.max_steps,
         val_every=args.val_every, init=args.init,
     )
-    best = train_task(cfg, resume=args.resume, progress=not args.quiet)
-    print(f"best checkpoint: {best}")
+    with _process_group() as ctx:
+        best = train_task(cfg, resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
+    if ctx.is_main:
+        print(f"best checkpoint: {best}")
     return 0
 
 
@@ -313,8 +330,10 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
         closed_loop=not args.no_closed_loop, selection=args.selection, seed=args.seed,
         checkpoint_every=args.checkpoint_every, val_every=args.val_every, val_limit=args.val_limit,
     )
-    best = train_rsc(cfg, resume=args.resume, progress=not args.quiet)
-    print(f"best checkpoint: {best}")
+    with _process_group() as ctx:
+        best = train_rsc(cfg, resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
+    if ctx.is_main:
+        print(f"best checkpoint: {best}")
     return 0
 
 

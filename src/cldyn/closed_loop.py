@@ -35,6 +35,7 @@ from cldyn.checkpoint import (
     split_prefix,
 )
 from cldyn.data import seeded_generator
+from cldyn.distributed import DistContext, convert_batchnorm
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.rsc import RSC, CLDyN, RSCConfig
@@ -100,15 +101,17 @@ def _load_adapter(task: str, weights: str | None) -> TaskAdapter:
 
 
 def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any,
-                       penalty: float, closed_loop: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
-    """One task's reward-penalty loss for a batch, and its parts for logging."""
+                       penalty: float, closed_loop: bool = True, gumbel: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
+    """One task's reward-penalty loss for a batch, and its parts for logging (``gumbel``: see
+    :meth:`cldyn.rsc.RSC.gumbel_shape`)."""
     with torch.no_grad():
         base = model.base(ir, vis)
         feats, out = adapter.features_and_output(as_rgb(base))
         base_loss = adapter.loss_from_output(out, targets)
     if not closed_loop:
         feats = torch.zeros_like(feats)
-    comp = model(ir, vis, feats)
+    comp = model(ir, vis, feats, gumbel)
     loss = adapter.loss(as_rgb(comp), targets)
     total = reward_penalty(loss, base_loss, penalty)
     return total, {"loss": loss.item(), "base_loss": base_loss.item(), "penalty_active": float(loss > base_loss),
@@ -144,10 +147,19 @@ def _score(metrics: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) 
 
 def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
               log: Callable[[str], None] = print, adapters: dict[str, TaskAdapter] | None = None,
-              vfn=None) -> Path:
-    """Train RSC + bank in the closed loop; returns the best checkpoint's path."""
+              vfn=None, dist_ctx: DistContext | None = None) -> Path:
+    """Train RSC + bank in the closed loop; returns the best checkpoint's path.
+
+    Under ``torchrun`` (``dist_ctx``), each process takes its shard of every task's global batch (with that shard's
+    Gumbel noise), each task's gradient is averaged over processes before CAGrad, and only rank 0 validates and
+    writes.
+    """
     from cldyn.checkpoint import load_pretrained_vfn, load_vfn
 
+    ctx = dist_ctx or DistContext()
+    ctx.shard(list(range(cfg.batch_size)), "--batch-size")
+    if not ctx.is_main:
+        progress, log = False, _silent
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     missing = [t for t in cfg.tasks if t not in cfg.data]
@@ -162,6 +174,8 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                         a2si=A2SIConfig(channels=vfn.cfg.width, filter_num=cfg.filter_num, selection=cfg.selection),
                         bank=cfg.bank)
     model = CLDyN(vfn, RSC(rsc_cfg))
+    if ctx.active:
+        convert_batchnorm(model.rsc)
     source = image_source("pair")
     train_banks: dict[str, TaskBank] = {}
     val_banks: dict[str, TaskBank] = {}
@@ -189,9 +203,17 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
 
     base_metrics: dict[str, dict[str, Any]] | None = None
 
-    def save_last() -> None:
+    saved_at, resumed_at = None, (step if resume and ckpt.is_file() else None)
+
+    def save_last() -> None:  # every rank, same steps: the divergence check is collective
+        nonlocal saved_at
+        divergence = ctx.max_divergence(params)
+        saved_at = step
+        if not ctx.is_main:
+            return
         meta = {"kind": "train_rsc", "rsc_config": rsc_cfg.to_dict(), "global_step": step, "best": best,
-                "train_config": cfg.to_dict(), "cldyn_version": __version__}
+                "train_config": cfg.to_dict(), "cldyn_version": __version__, "world_size": ctx.world_size,
+                "rank_max_abs_diff": divergence}
         save_training_state(ckpt, model.rsc, "rsc", opt, meta)
         if rows:
             write_csv(csv_path, rows)
@@ -209,11 +231,22 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
             order = torch.randperm(len(bank), generator=seeded_generator(cfg.seed, k, epoch))
             idx = order[j * cfg.batch_size:(j + 1) * cfg.batch_size].tolist()
             x, y = bank.batch(idx, seeded_generator(cfg.seed, k, epoch, j), cfg.crop)
+            # Gumbel noise for the whole global batch, so each sample gets the same noise on any process count.
+            gumbel = -torch.empty(model.rsc.gumbel_shape(len(idx))).exponential_(
+                generator=seeded_generator(cfg.seed, 11, k, step)).log()
+            if ctx.active:
+                rows_of_rank = ctx.shard(list(range(len(idx))))
+                sl = slice(rows_of_rank[0], rows_of_rank[-1] + 1)
+                x, y, gumbel = x[sl], (y[sl] if isinstance(y, torch.Tensor) else list(y)[sl]), gumbel[:, sl]
             total, parts = closed_loop_losses(model, adapters[task], x[:, :1], x[:, 1:], y, cfg.penalty,
-                                              cfg.closed_loop)
+                                              cfg.closed_loop, gumbel)
             g = torch.autograd.grad(total, params, allow_unused=True)
-            grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
-                                    for gi, p in zip(g, params, strict=True)]))
+            grads.append(ctx.average_(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
+                                                 for gi, p in zip(g, params, strict=True)])))
+            if ctx.active:  # log the global batch's values
+                keys = sorted(parts)
+                mean = ctx.average_(torch.tensor([parts[q] for q in keys], dtype=torch.float64))
+                parts = dict(zip(keys, mean.tolist(), strict=True))
             row.update({f"{task}_{key}": round(v, 6) for key, v in parts.items()})
         direction = combine(torch.stack(grads), cfg.aggregate, cfg.cagrad_c, seeded_generator(cfg.seed, 9, step))
         offset = 0
@@ -228,7 +261,9 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
         rows.append(row)
         bar.update(1)
         bar.set_postfix({t[:3]: row[f"{t}_loss"] for t in cfg.tasks})
-        if step % cfg.val_every == 0 or step == cfg.steps:
+        if (step % cfg.val_every == 0 or step == cfg.steps) and not ctx.is_main:
+            save_last()
+        elif step % cfg.val_every == 0 or step == cfg.steps:
             if base_metrics is None:
                 base_metrics = {t: evaluate_cldyn(model, adapters[t], val_banks[t], cfg.val_limit, customised=False)
                                 for t in cfg.tasks}
@@ -250,10 +285,15 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
         elif step % cfg.checkpoint_every == 0:
             save_last()
     bar.close()
-    if not ckpt.is_file() or rows and int(rows[-1]["step"]) != step:
+    if saved_at != step and resumed_at != step:
         save_last()
-    atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+    if ctx.is_main:
+        atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     return out / BEST
+
+
+def _silent(_msg: str) -> None:
+    pass
 
 
 def save_rsc(path: str | Path, rsc: RSC, extra_meta: dict[str, Any] | None = None) -> str:

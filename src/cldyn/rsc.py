@@ -44,12 +44,20 @@ class RSC(nn.Module):
         self.ir_blocks = nn.ModuleList(A2SI(cfg.a2si, cfg.bank) for _ in range(cfg.num_stages))
         self.vis_blocks = nn.ModuleList(A2SI(cfg.a2si, cfg.bank) for _ in range(cfg.num_stages))
 
-    def stage_hook(self, task_features: torch.Tensor) -> StageHook:
-        """The VFN stage hook that compensates both encoders' features with ``task_features``."""
+    def gumbel_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """Shape of the Gumbel noise of one training forward pass: (blocks, batch, filters, kernel types); blocks
+        are the infrared stack's, then the visible stack's."""
+        return (2 * self.cfg.num_stages, batch, self.cfg.a2si.filter_num, self.cfg.bank.set_num)
+
+    def stage_hook(self, task_features: torch.Tensor, gumbel: torch.Tensor | None = None) -> StageHook:
+        """The VFN stage hook that compensates both encoders' features with ``task_features``; ``gumbel``
+        (:meth:`gumbel_shape`) fixes the kernel-type noise of a training pass."""
+        n = self.cfg.num_stages
 
         def hook(i: int, ir_f: torch.Tensor, vis_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             w = self.bank.weight
-            return self.ir_blocks[i](w, task_features, ir_f), self.vis_blocks[i](w, task_features, vis_f)
+            g_ir, g_vis = (None, None) if gumbel is None else (gumbel[i], gumbel[n + i])
+            return self.ir_blocks[i](w, task_features, ir_f, g_ir), self.vis_blocks[i](w, task_features, vis_f, g_vis)
 
         return hook
 
@@ -86,8 +94,9 @@ class CLDyN(nn.Module):
         """Plain VFN fusion (the closed loop's first pass)."""
         return self._fuse(ir, vis, None)
 
-    def forward(self, ir: torch.Tensor, vis: torch.Tensor, task_features: torch.Tensor) -> torch.Tensor:
-        return self._fuse(ir, vis, self.rsc.stage_hook(task_features))
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, task_features: torch.Tensor,
+                gumbel: torch.Tensor | None = None) -> torch.Tensor:
+        return self._fuse(ir, vis, self.rsc.stage_hook(task_features, gumbel))
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor, task=None, multiple: int = 32) -> torch.Tensor:
         """The closed loop at inference: base fusion -> task features -> compensated fusion.

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from cldyn import __version__
 from cldyn.checkpoint import load_training_state, save_training_state
 from cldyn.data import seeded_generator
+from cldyn.distributed import DistContext, convert_batchnorm
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.tasks import TaskAdapter, create_task
@@ -105,8 +106,18 @@ def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True,
-               log: Callable[[str], None] = print) -> Path:
-    """Train a task network; returns the path of the best checkpoint (by validation metric)."""
+               log: Callable[[str], None] = print, dist_ctx: DistContext | None = None) -> Path:
+    """Train a task network; returns the path of the best checkpoint (by validation metric).
+
+    Under ``torchrun`` (``dist_ctx``), each process trains on its shard of every global batch; rank 0 validates and
+    writes. Segmentation and saliency losses are means over pixels, so the averaged gradient equals the
+    single-process one; the YOLO loss is normalised by the batch's matched anchors, so for detection the two agree
+    only approximately (as in Ultralytics' own DDP training).
+    """
+    ctx = dist_ctx or DistContext()
+    ctx.shard(list(range(cfg.batch_size)), "--batch-size")
+    if not ctx.is_main:
+        progress, log = False, _silent
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -138,7 +149,10 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
             msg = str(exc).splitlines()[0]
             raise CheckpointError(Path(cfg.init), f"does not fit {cfg.task!r} with {adapter.config}: {msg}") from None
         log(f"initialised from {cfg.init}")
-    opt = torch.optim.AdamW(adapter.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if ctx.active:
+        convert_batchnorm(adapter.model)
+    params = list(adapter.model.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, best = 0, None
     ckpt = out / LAST
     rows: list[dict] = []
@@ -160,9 +174,17 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
 
     metric_name, higher = PRIMARY_METRIC.get(cfg.task, ("loss", False))
 
-    def save_last() -> None:
+    saved_at, resumed_at = None, (step if resume and ckpt.is_file() else None)
+
+    def save_last() -> None:  # every rank, same steps: the divergence check is collective
+        nonlocal saved_at
+        divergence = ctx.max_divergence(params)
+        saved_at = step
+        if not ctx.is_main:
+            return
         meta = {"kind": "train_task", "task": cfg.task, "config": adapter.config, "global_step": step,
-                "best": best, "train_config": cfg.to_dict(), "cldyn_version": __version__, "torch": torch.__version__}
+                "best": best, "train_config": cfg.to_dict(), "cldyn_version": __version__, "torch": torch.__version__,
+                "world_size": ctx.world_size, "rank_max_abs_diff": divergence}
         save_training_state(ckpt, adapter.model, "model", opt, meta)
         if rows:
             write_csv(csv_path, rows)
@@ -175,6 +197,10 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
         order = torch.randperm(len(train), generator=seeded_generator(cfg.seed, epoch))
         idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size].tolist()
         x, y = train.batch(idx, seeded_generator(cfg.seed, epoch, k), cfg.crop)
+        if ctx.active:  # the global batch is drawn identically everywhere; each rank keeps its shard
+            rows_of_rank = ctx.shard(list(range(len(idx))))
+            sl = slice(rows_of_rank[0], rows_of_rank[-1] + 1)
+            x, y = x[sl], (y[sl] if isinstance(y, torch.Tensor) else list(y)[sl])
         lr = _lr_at(cfg, step, total)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -184,14 +210,19 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
             raise CldynError(f"loss became {float(loss)} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(adapter.model.parameters(), 10.0)
+        ctx.average_gradients(params)
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
         opt.step()
         step += 1
-        run_loss, n_loss = run_loss + loss.item(), n_loss + 1
+        loss_value = float(ctx.average_(loss.detach().double().reshape(1)))  # the global batch's loss
+        run_loss, n_loss = run_loss + loss_value, n_loss + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
+        bar.set_postfix(loss=f"{loss_value:.4f}", epoch=epoch)
         end_of_epoch = step % steps_per_epoch == 0
-        if (end_of_epoch and (epoch + 1) % cfg.val_every == 0) or step == total:
+        validate = (end_of_epoch and (epoch + 1) % cfg.val_every == 0) or step == total
+        if validate and not ctx.is_main:
+            save_last()
+        elif validate:
             metrics = evaluate_bank(adapter, val)
             value = metrics.get(metric_name)
             row = {"step": step, "epoch": epoch, "loss": round(run_loss / n_loss, 6), "lr": lr,
@@ -208,10 +239,15 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
         elif end_of_epoch:
             save_last()
     bar.close()
-    if not ckpt.is_file():
+    if saved_at != step and resumed_at != step:
         save_last()
-    atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+    if ctx.is_main:
+        atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     return out / BEST
+
+
+def _silent(_msg: str) -> None:
+    pass
 
 
 def plot_task_curves(rows: list[dict], png: Path, task: str) -> None:

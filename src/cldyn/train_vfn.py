@@ -22,6 +22,7 @@ from tqdm import tqdm
 from cldyn import __version__
 from cldyn.checkpoint import load_training_state, save_training_state
 from cldyn.data import AugmentConfig, PairBank, discover_pairs, seeded_generator
+from cldyn.distributed import DistContext, convert_batchnorm
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.losses import FusionLossConfig, fusion_loss
@@ -103,8 +104,11 @@ def _provenance(cfg: TrainVFNConfig) -> dict:
 
 
 def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
-              log: Callable[[str], None] = print) -> Path:
+              log: Callable[[str], None] = print, dist_ctx: DistContext | None = None) -> Path:
     """Train a VFN; returns the path of the final checkpoint (``out_dir/last.safetensors``).
+
+    With ``dist_ctx`` from :func:`cldyn.distributed.init_distributed` (under ``torchrun``), each process trains on
+    its shard of every global batch of ``batch_size``; only rank 0 writes.
 
     Raises:
         CldynError: bad data, or a checkpoint that does not fit this configuration when resuming.
@@ -120,10 +124,16 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
         raise CldynError(f"only {len(bank)} pairs found, fewer than one batch of {cfg.batch_size}")
     log(f"{len(bank)} pairs, {steps_per_epoch} steps/epoch, crop {min(cfg.augment.crop_size, bank.min_side())}")
 
+    ctx = dist_ctx or DistContext()
+    ctx.shard(list(range(cfg.batch_size)), "--batch-size")  # fail early if it does not split over the processes
+    if not ctx.is_main:
+        progress, log = False, _silent
     torch.manual_seed(cfg.seed)
     model = VFN(cfg.model).train()
+    if ctx.active:
+        convert_batchnorm(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    global_step = 0
+    global_step, resumed_at = 0, None
     ckpt_path = out / LAST
     if resume and ckpt_path.is_file():
         def check(meta: dict) -> str | None:
@@ -132,7 +142,7 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
             return None
 
         meta = load_training_state(ckpt_path, "train_vfn", model, "model", opt, check)
-        global_step = int(meta["global_step"])
+        global_step = resumed_at = int(meta["global_step"])
         log(f"resumed from {ckpt_path} at step {global_step}")
     elif resume:
         log(f"no checkpoint in {out}; starting fresh")
@@ -148,9 +158,18 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
 
-    def save() -> None:
+    params = list(model.parameters())
+    saved_at = None
+
+    def save() -> None:  # called by every rank at the same steps (the divergence check is collective)
+        nonlocal saved_at
+        divergence = ctx.max_divergence(params)
+        saved_at = global_step
+        if not ctx.is_main:
+            return
         meta = {"kind": "train_vfn", "model_config": cfg.model.to_dict(), "global_step": global_step,
-                "epoch": global_step // steps_per_epoch, **_provenance(cfg)}
+                "epoch": global_step // steps_per_epoch, **_provenance(cfg),
+                "world_size": ctx.world_size, "rank_max_abs_diff": divergence}
         save_training_state(ckpt_path, model, "model", opt, meta)
         write_csv(csv_path, rows, CSV_FIELDS)
         plot_loss_curve(rows, png_path)
@@ -162,6 +181,9 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
         order = torch.randperm(len(bank), generator=seeded_generator(cfg.seed, epoch))
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].tolist()
         batch = bank.batch(idx, seeded_generator(cfg.seed, epoch, step), cfg.augment)
+        if ctx.active:  # the global batch is drawn identically everywhere; each rank keeps its shard
+            rows_of_rank = ctx.shard(list(range(len(idx))))
+            batch = batch[rows_of_rank[0]:rows_of_rank[-1] + 1]
         if cfg.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         ir, vis_y = batch[:, :1], batch[:, 1:]
@@ -171,8 +193,13 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
             raise CldynError(f"loss became {float(loss)} at step {global_step}; lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        ctx.average_gradients(params)
         opt.step()
         global_step += 1
+        if ctx.active:  # log the global batch's loss
+            keys = sorted(parts)
+            mean = ctx.average_(torch.tensor([float(parts[k]) for k in keys], dtype=torch.float64))
+            parts = dict(zip(keys, mean.tolist(), strict=True))
         rows.append({"step": global_step, "epoch": epoch, **{k: f"{v:.6f}" for k, v in parts.items()},
                      "lr": cfg.lr, "seconds": f"{time.perf_counter() - t0:.2f}"})
         bar.update(1)
@@ -181,7 +208,12 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
                 or global_step == total_steps:
             save()
     bar.close()
-    if not ckpt_path.is_file():
+    if saved_at != global_step and resumed_at != global_step:  # e.g. zero steps requested
         save()
-    atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+    if ctx.is_main:
+        atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     return ckpt_path
+
+
+def _silent(_msg: str) -> None:
+    pass
