@@ -48,9 +48,9 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
         data=args.data, out_dir=args.out, split=None if args.split == "all" else args.split, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
         augment=AugmentConfig(crop_size=args.crop), model=VFNConfig(num_blocks=args.num_blocks),
-        max_steps=args.max_steps,
+        max_steps=args.max_steps, device=args.device,
     )
-    with _process_group() as ctx:
+    with _process_group(args.device) as ctx:
         path = train_vfn(cfg, resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
     if ctx.is_main:
         print(f"checkpoint: {path}")
@@ -58,11 +58,11 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _process_group():
-    """The torchrun process group when launched by torchrun (gloo/NCCL), else a single-process context."""
+def _process_group(device: str):
+    """The torchrun process group when launched by torchrun (gloo, or NCCL on CUDA), else a single-process context."""
     from cldyn.distributed import init_distributed, shutdown_distributed
 
-    ctx = init_distributed()
+    ctx = init_distributed(device)
     try:
         yield ctx
     finally:
@@ -257,9 +257,9 @@ def cmd_train_task(args: argparse.Namespace) -> int:
         task=args.task, data=args.data, out_dir=args.out, input=args.input, train_split=args.split,
         val_split=args.val_split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop=args.crop,
         seed=args.seed, adapter=_adapter_config(args.set), vfn_weights=args.vfn_weights, max_steps=args.max_steps,
-        val_every=args.val_every, init=args.init,
+        val_every=args.val_every, init=args.init, device=args.device,
     )
-    with _process_group() as ctx:
+    with _process_group(args.device) as ctx:
         best = train_task(cfg, resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
     if ctx.is_main:
         print(f"best checkpoint: {best}")
@@ -329,8 +329,9 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
         aggregate=args.aggregate, penalty=0.0 if args.no_penalty else args.penalty,
         closed_loop=not args.no_closed_loop, selection=args.selection, seed=args.seed,
         checkpoint_every=args.checkpoint_every, val_every=args.val_every, val_limit=args.val_limit,
+        device=args.device,
     )
-    with _process_group() as ctx:
+    with _process_group(args.device) as ctx:
         best = train_rsc(cfg, resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
     if ctx.is_main:
         print(f"best checkpoint: {best}")
@@ -447,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, help="stop after this many steps")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
     s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.add_argument("--device", default="cpu",
+                   help="cpu (default, reproducible), cuda, cuda:N or auto; under torchrun each process its own GPU")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train_vfn)
 
@@ -469,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init", help="start from these task weights with a fresh optimiser (warm start)")
     s.add_argument("--resume", action="store_true")
     s.add_argument("--threads", type=int)
+    s.add_argument("--device", default="cpu",
+                   help="cpu (default, reproducible), cuda, cuda:N or auto; under torchrun each process its own GPU")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train_task)
 
@@ -509,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-limit", type=int, help="validate on the first N val images per task")
     s.add_argument("--resume", action="store_true")
     s.add_argument("--threads", type=int)
+    s.add_argument("--device", default="cpu",
+                   help="cpu (default, reproducible), cuda, cuda:N or auto; under torchrun each process its own GPU")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train_rsc)
 

@@ -35,7 +35,7 @@ from cldyn.checkpoint import (
     split_prefix,
 )
 from cldyn.data import seeded_generator
-from cldyn.distributed import DistContext, convert_batchnorm
+from cldyn.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.rsc import RSC, CLDyN, RSCConfig
@@ -80,6 +80,7 @@ class TrainRSCConfig:
     checkpoint_every: int = 50
     val_every: int = 500
     val_limit: int | None = None  # validate on the first N val images of each task (None: all)
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (under torchrun: each process's own GPU)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,9 +124,10 @@ def evaluate_cldyn(model: CLDyN, adapter: TaskAdapter, bank: TaskBank, limit: in
                    customised: bool = True) -> dict[str, Any]:
     """Task metrics on images fused by CLDyN customised for ``adapter`` (or plain VFN with ``customised=False``)."""
     model.eval()
+    device = next(model.rsc.parameters()).device
     preds, targets = [], []
     for it in bank.items[:limit]:
-        x, (h, w) = pad_to_multiple(it.image[None].float() / 255.0, 32)
+        x, (h, w) = pad_to_multiple(it.image[None].float().to(device) / 255.0, 32)
         ir, vis = x[:, :1], x[:, 1:]
         fused = model.fuse(ir, vis, adapter if customised else None)
         preds.append(unpad_prediction(adapter.predict(as_rgb(fused))[0], h, w))
@@ -156,7 +158,8 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     """
     from cldyn.checkpoint import load_pretrained_vfn, load_vfn
 
-    ctx = dist_ctx or DistContext()
+    ctx = dist_ctx or local_context(cfg.device)
+    device = torch.device(ctx.device)
     ctx.shard(list(range(cfg.batch_size)), "--batch-size")
     if not ctx.is_main:
         progress, log = False, _silent
@@ -173,7 +176,9 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     rsc_cfg = RSCConfig(num_stages=vfn.num_stages - 1,
                         a2si=A2SIConfig(channels=vfn.cfg.width, filter_num=cfg.filter_num, selection=cfg.selection),
                         bank=cfg.bank)
-    model = CLDyN(vfn, RSC(rsc_cfg))
+    model = CLDyN(vfn, RSC(rsc_cfg)).to(device)
+    for a in adapters.values():
+        a.to(device)
     if ctx.active:
         convert_batchnorm(model.rsc)
     source = image_source("pair")
@@ -238,6 +243,8 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                 rows_of_rank = ctx.shard(list(range(len(idx))))
                 sl = slice(rows_of_rank[0], rows_of_rank[-1] + 1)
                 x, y, gumbel = x[sl], (y[sl] if isinstance(y, torch.Tensor) else list(y)[sl]), gumbel[:, sl]
+            x, gumbel = x.to(device), gumbel.to(device)
+            y = y.to(device) if isinstance(y, torch.Tensor) else y  # box lists: the adapter moves them
             total, parts = closed_loop_losses(model, adapters[task], x[:, :1], x[:, 1:], y, cfg.penalty,
                                               cfg.closed_loop, gumbel)
             g = torch.autograd.grad(total, params, allow_unused=True)

@@ -34,6 +34,7 @@ class DistContext:
 
     rank: int = 0
     world_size: int = 1
+    device: str = "cpu"  # where collectives run: CUDA tensors for NCCL, CPU for gloo
 
     @property
     def is_main(self) -> bool:
@@ -55,8 +56,9 @@ class DistContext:
     def average_(self, flat: torch.Tensor) -> torch.Tensor:
         """Average a tensor over ranks in place (one all-reduce)."""
         if self.active:
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            flat.div_(self.world_size)
+            work = flat.to(self.device)
+            dist.all_reduce(work, op=dist.ReduceOp.SUM)
+            flat.copy_(work.div_(self.world_size))
         return flat
 
     def average_gradients(self, params: list[nn.Parameter]) -> None:
@@ -75,7 +77,7 @@ class DistContext:
         """Largest absolute difference between this rank's parameters and rank 0's (0 on one process)."""
         if not self.active:
             return 0.0
-        flat = torch.cat([p.detach().reshape(-1).float() for p in params])
+        flat = torch.cat([p.detach().reshape(-1).float() for p in params]).to(self.device)
         ref = flat.clone()
         dist.broadcast(ref, src=0)
         diff = (flat - ref).abs().max().reshape(1)
@@ -83,15 +85,29 @@ class DistContext:
         return float(diff)
 
 
-def init_distributed(device: str | torch.device = "cpu") -> DistContext:
-    """Join the process group that ``torchrun`` describes in the environment; a single process otherwise."""
+def init_distributed(device: str | torch.device = "auto") -> DistContext:
+    """Join the process group that ``torchrun`` describes in the environment (NCCL when training on CUDA, gloo
+    otherwise); a single process without it. ``device``: what the training will run on (``auto``, ``cpu``,
+    ``cuda``); on CUDA each process takes the GPU of its ``LOCAL_RANK``."""
+    from cldyn.fuse import resolve_device
+
+    dev = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistContext()
+        return DistContext(device=str(dev))
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size())
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=str(dev))
+
+
+def local_context(device: str | torch.device = "cpu") -> DistContext:
+    """A single-process context on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
+    from cldyn.fuse import resolve_device
+
+    return DistContext(device=str(resolve_device(device)))
 
 
 def shutdown_distributed(ctx: DistContext) -> None:
@@ -169,4 +185,5 @@ def _dtype_of(m: nn.Module) -> torch.dtype | None:
     return None if t is None else t.dtype
 
 
-__all__ = ["DistContext", "init_distributed", "shutdown_distributed", "CrossRankBatchNorm2d", "convert_batchnorm"]
+__all__ = ["DistContext", "init_distributed", "local_context", "shutdown_distributed", "CrossRankBatchNorm2d",
+           "convert_batchnorm"]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from cldyn import __version__
 from cldyn.checkpoint import load_training_state, save_training_state
 from cldyn.data import seeded_generator
-from cldyn.distributed import DistContext, convert_batchnorm
+from cldyn.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.tasks import TaskAdapter, create_task
@@ -59,6 +59,7 @@ class TrainTaskConfig:
     max_steps: int | None = None
     val_every: int = 1  # epochs between validations (the last epoch is always validated)
     init: str | None = None  # start from these weights (a task checkpoint) with a fresh optimiser
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (under torchrun: each process's own GPU)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,7 +115,8 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     single-process one; the YOLO loss is normalised by the batch's matched anchors, so for detection the two agree
     only approximately (as in Ultralytics' own DDP training).
     """
-    ctx = dist_ctx or DistContext()
+    ctx = dist_ctx or local_context(cfg.device)
+    device = torch.device(ctx.device)
     ctx.shard(list(range(cfg.batch_size)), "--batch-size")
     if not ctx.is_main:
         progress, log = False, _silent
@@ -149,6 +151,7 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
             msg = str(exc).splitlines()[0]
             raise CheckpointError(Path(cfg.init), f"does not fit {cfg.task!r} with {adapter.config}: {msg}") from None
         log(f"initialised from {cfg.init}")
+    adapter.to(device)
     if ctx.active:
         convert_batchnorm(adapter.model)
     params = list(adapter.model.parameters())
@@ -201,6 +204,7 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
             rows_of_rank = ctx.shard(list(range(len(idx))))
             sl = slice(rows_of_rank[0], rows_of_rank[-1] + 1)
             x, y = x[sl], (y[sl] if isinstance(y, torch.Tensor) else list(y)[sl])
+        x, y = x.to(device), (y.to(device) if isinstance(y, torch.Tensor) else y)  # box lists: the adapter moves them
         lr = _lr_at(cfg, step, total)
         for g in opt.param_groups:
             g["lr"] = lr

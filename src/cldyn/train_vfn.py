@@ -22,7 +22,7 @@ from tqdm import tqdm
 from cldyn import __version__
 from cldyn.checkpoint import load_training_state, save_training_state
 from cldyn.data import AugmentConfig, PairBank, discover_pairs, seeded_generator
-from cldyn.distributed import DistContext, convert_batchnorm
+from cldyn.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.losses import FusionLossConfig, fusion_loss
@@ -53,6 +53,7 @@ class TrainVFNConfig:
     model: VFNConfig = field(default_factory=VFNConfig)
     channels_last: bool = True
     max_steps: int | None = None  # stop after this many global steps (tests, smoke runs)
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (under torchrun: each process's own GPU)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -124,12 +125,13 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
         raise CldynError(f"only {len(bank)} pairs found, fewer than one batch of {cfg.batch_size}")
     log(f"{len(bank)} pairs, {steps_per_epoch} steps/epoch, crop {min(cfg.augment.crop_size, bank.min_side())}")
 
-    ctx = dist_ctx or DistContext()
+    ctx = dist_ctx or local_context(cfg.device)
+    device = torch.device(ctx.device)
     ctx.shard(list(range(cfg.batch_size)), "--batch-size")  # fail early if it does not split over the processes
     if not ctx.is_main:
         progress, log = False, _silent
     torch.manual_seed(cfg.seed)
-    model = VFN(cfg.model).train()
+    model = VFN(cfg.model).to(device).train()
     if ctx.active:
         convert_batchnorm(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -184,6 +186,7 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
         if ctx.active:  # the global batch is drawn identically everywhere; each rank keeps its shard
             rows_of_rank = ctx.shard(list(range(len(idx))))
             batch = batch[rows_of_rank[0]:rows_of_rank[-1] + 1]
+        batch = batch.to(device)
         if cfg.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         ir, vis_y = batch[:, :1], batch[:, 1:]
