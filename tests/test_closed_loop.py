@@ -28,6 +28,7 @@ def test_closed_loop_losses_at_init_have_no_penalty(pairs_dir):
     mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
     total, parts = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0)
     assert parts["loss"] == parts["base_loss"] and parts["penalty_active"] == 0.0  # CLDyN == VFN at init
+    assert parts["penalty"] == 0.0 and parts["total"] == parts["loss"]
     total.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.rsc.parameters())
 
@@ -52,5 +53,13 @@ def test_one_step_changes_only_rsc(labelled, tmp_path):
     changed = [k for k in init if not torch.equal(init[k], trained[k])]
     assert any("bank" in k for k in changed) and any("out_conv" in k for k in changed)
     assert best.is_file()
-    log = (tmp_path / "rsc" / "log.csv").read_text()
-    assert "saliency_penalty_active" in log and "val_score" in log
+    from cldyn.io import read_csv
+
+    rows = read_csv(tmp_path / "rsc" / "log.csv")
+    assert len(rows) == 2 and "val_score" in rows[-1]
+    for t in ("saliency", "segmentation"):  # per task: loss, penalty, and the share of steps it was active
+        active = [float(r[f"{t}_penalty_active"]) for r in rows]
+        assert float(rows[-1][f"{t}_penalty_share"]) == sum(active) / 2
+        for r in rows:  # logged values are rounded to 6 decimals
+            gap = float(r[f"{t}_loss"]) - float(r[f"{t}_base_loss"])
+            assert abs(float(r[f"{t}_penalty"]) - 5.0 * max(0.0, gap)) < 1e-4

@@ -115,7 +115,8 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
     comp = model(ir, vis, feats, gumbel)
     loss = adapter.loss(as_rgb(comp), targets)
     total = reward_penalty(loss, base_loss, penalty)
-    return total, {"loss": loss.item(), "base_loss": base_loss.item(), "penalty_active": float(loss > base_loss),
+    return total, {"loss": loss.item(), "base_loss": base_loss.item(), "penalty": (total - loss).item(),
+                   "penalty_active": float(loss > base_loss),
                    "total": total.item()}
 
 
@@ -281,9 +282,13 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                 key = PRIMARY_METRIC.get(t, ("loss", False))[0]
                 row[f"{t}_val_{key}"] = metrics[t].get(key)
                 row[f"{t}_vfn_{key}"] = base_metrics[t].get(key)
+            # Share of steps since the previous validation in which each task's penalty was active.
+            recent = [r for r in rows if int(r["step"]) > step - cfg.val_every]
+            for t in cfg.tasks:
+                row[f"{t}_penalty_share"] = round(sum(float(r[f"{t}_penalty_active"]) for r in recent) / len(recent), 4)
             bar.write(f"step {step}: val score {score:+.4f} " + " ".join(
-                f"{t}:{row[f'{t}_val_' + PRIMARY_METRIC[t][0]]:.4f}(vfn {row[f'{t}_vfn_' + PRIMARY_METRIC[t][0]]:.4f})"
-                for t in cfg.tasks if t in PRIMARY_METRIC))
+                f"{t}:{row[f'{t}_val_' + PRIMARY_METRIC[t][0]]:.4f}(vfn {row[f'{t}_vfn_' + PRIMARY_METRIC[t][0]]:.4f},"
+                f" penalty active {row[f'{t}_penalty_share']:.0%})" for t in cfg.tasks if t in PRIMARY_METRIC))
             if best is None or score > best:
                 best = score
                 save_rsc(out / BEST, model.rsc, {"global_step": step, "val_score": score, "val": metrics,
