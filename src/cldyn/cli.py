@@ -338,6 +338,29 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from cldyn.experiment import Experiment, ExperimentConfig
+
+    _set_threads(args.threads)
+    ablations: dict[str, list[str]] = {}
+    for spec in args.ablation or []:
+        name, sep, files = spec.partition("=")
+        if not sep or not files:
+            raise CldynError(f"--ablation {spec!r}: expected NAME=FILE[,FILE...]")
+        ablations[name] = files.split(",")
+    tasks = args.tasks.split(",")
+    cfg = ExperimentConfig(data=args.data, out=args.out, split=args.split, tasks=tasks,
+                           rsc_weights=args.rsc_weights or [],
+                           task_weights=_task_map(args.task_weights, tasks, "--task-weights"),
+                           ablations=ablations, second_detector=args.second_detector, limit=args.limit,
+                           gallery=args.gallery, workers=args.workers, device=args.device,
+                           timing_repeats=args.timing_repeats)
+    result = Experiment(cfg, log=print, progress=not args.quiet).run()
+    print(f"{result['pairs']} pairs; {result['timings']['total_s']:.0f} s; wrote {cfg.out}/report.html, "
+          f"{cfg.out}/results.md")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -518,6 +541,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu (default, reproducible), cuda, cuda:N or auto; under torchrun each process its own GPU")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_train_rsc)
+
+    s = sub.add_parser("experiment", help="fusion and task tables, efficiency, gallery and an HTML report in one run")
+    s.add_argument("--data", required=True, help="labelled dataset root (e.g. ../shared/data/msrs)")
+    s.add_argument("--split", default="val")
+    s.add_argument("--out", default="cldyn-experiment")
+    s.add_argument("--tasks", default="detection,segmentation,saliency")
+    s.add_argument("--rsc-weights", nargs="+", help="RSC checkpoints (several: runs with different seeds)")
+    s.add_argument("--task-weights", nargs="*", metavar="TASK=FILE", help="task networks (default: shipped)")
+    s.add_argument("--ablation", nargs="*", metavar="NAME=FILE[,FILE]",
+                   help="RSC weights trained with an ablation switch, e.g. no_penalty=runs/abl/best.safetensors")
+    s.add_argument("--second-detector", help="a detection network the RSC never saw (generalisation row)")
+    s.add_argument("--limit", type=int, help="only the first N pairs of the split")
+    s.add_argument("--gallery", type=int, default=8, help="pairs in the gallery")
+    s.add_argument("--workers", type=int, default=1, help="processes for the fusion metrics")
+    s.add_argument("--timing-repeats", type=int, default=3, help="timed runs per efficiency figure (median)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("evaluate", help="fusion-quality metrics of fused folders and classical baselines")
     _add_scoring_args(s)

@@ -294,15 +294,17 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
 
 
 def load_task_bank(task: str, root: str | Path, split: str | None, source: Callable[[Pair], np.ndarray],
-                   adapter_config: dict, log: Callable[[str], None] = print, progress: bool = False) -> TaskBank:
+                   adapter_config: dict, log: Callable[[str], None] = print, progress: bool = False,
+                   names: Sequence[str] | None = None) -> TaskBank:
     """Discover a split's labelled pairs (logging what was left out) and load them into a :class:`TaskBank`, with the
-    class count and names taken from the task network's config."""
+    class count and names taken from the task network's config; ``names`` keeps only those pairs."""
     from tqdm import tqdm
 
     found = discover_task_samples(root, task, split)
     for note in found.notes:
         log(note)
-    samples = tqdm(found.samples, disable=not progress, desc=f"load {split}", leave=False)
+    keep = found.samples if names is None else [s for s in found.samples if s.name in set(names)]
+    samples = tqdm(keep, disable=not progress, desc=f"load {split}", leave=False)
     num_classes = adapter_config.get("num_labels", adapter_config.get("num_classes", 1))
     return TaskBank(task, samples, source, num_classes, adapter_config.get("class_names"))
 

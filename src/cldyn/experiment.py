@@ -1,0 +1,321 @@
+"""``cldyn experiment``: does the closed loop help each task while keeping fusion quality? One command, one folder.
+
+Writes into ``out``: ``fused/<method>/`` (the fused images), ``fusion/`` (fusion-quality metrics of every method and
+the classical baselines, CSV/JSON/Markdown), ``tasks.json|md`` (each task network on every image source),
+``efficiency.json|md``, ``report.html`` (self-contained) and ``results.md`` (the README's "Results" section).
+
+Long steps are cached: a fused folder is reused while the weights that made it (their SHA-256) and the pair list
+are unchanged, and so are the metric files computed from it; a re-run recomputes only what changed.
+
+Methods: ``vfn`` (the base fusion), ``cldyn_<task>`` (CLDyN customised for ``task`` with the task's network),
+``<ablation>_<task>`` for RSC weights given as ablations, and ``average`` (the colour average fusion, an image source
+for the task table). Several RSC checkpoints for one name (seeds) give mean ± std.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cldyn.errors import CldynError
+from cldyn.io import Pair, atomic_write_bytes
+
+BASELINES = ("ir_only", "visible_only", "average", "max", "laplacian", "dwt")
+FUSION_COLUMNS = ("en", "sd", "sf", "ag", "mi", "scd", "vif", "qabf", "nabf", "ssim", "qcb", "qcv")
+TASK_COLUMNS = {"detection": ("map50", "map50_95"), "segmentation": ("miou",),
+                "saliency": ("mae", "max_f", "s_measure", "mean_e")}
+
+
+@dataclass
+class ExperimentConfig:
+    """What ``cldyn experiment`` runs.
+
+    ``rsc_weights``: RSC checkpoints of the method (several = seeds; empty = the shipped one). ``ablations``: name ->
+    RSC checkpoints trained with an ablation switch (e.g. ``no_penalty``). ``second_detector``: a detection network
+    of another architecture that the RSC never saw (generalisation). ``limit``: the first N pairs of the split.
+    """
+
+    data: str
+    out: str = "cldyn-experiment"
+    split: str = "val"
+    tasks: list[str] = field(default_factory=lambda: ["detection", "segmentation", "saliency"])
+    rsc_weights: list[str] = field(default_factory=list)
+    task_weights: dict[str, str] = field(default_factory=dict)
+    ablations: dict[str, list[str]] = field(default_factory=dict)
+    second_detector: str | None = None
+    limit: int | None = None
+    gallery: int = 8
+    workers: int = 1
+    device: str = "cpu"
+    timing_repeats: int = 3
+
+
+class _Average(nn.Module):
+    """Average fusion of the luminance (the chroma is the visible image's, as for every method here)."""
+
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (ir + vis_y)
+
+
+def _sha(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    return float(np.mean(vals)), float(np.std(vals)) if len(vals) > 1 else 0.0
+
+
+class Experiment:
+    """The experiment's steps; :meth:`run` does them all (each skips what its cache already holds)."""
+
+    def __init__(self, cfg: ExperimentConfig, log: Callable[[str], None] = print, progress: bool = True) -> None:
+        from cldyn.checkpoint import load_pretrained_vfn, shipped_weights_dir
+        from cldyn.closed_loop import load_rsc
+        from cldyn.data import discover_pairs
+        from cldyn.tasks import load_pretrained_task, load_task
+
+        self.cfg, self.log, self.progress = cfg, log, progress
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        pairs, notes = discover_pairs([cfg.data], cfg.split)
+        for n in notes:
+            log(n)
+        self.pairs: list[Pair] = sorted(pairs, key=lambda p: p.name)[:cfg.limit]
+        self.vfn = load_pretrained_vfn()
+        wdir = shipped_weights_dir()
+        manifest = json.loads((wdir / "manifest.json").read_text())
+        self.vfn_id = manifest["vfn.safetensors"]["sha256"]
+        if cfg.rsc_weights:
+            self.rsc_paths = [Path(p) for p in cfg.rsc_weights]
+        elif "rsc.safetensors" in manifest:
+            self.rsc_paths = [wdir / "rsc.safetensors"]
+        else:
+            raise CldynError("no shipped RSC weights in this cldyn release; pass --rsc-weights FILE")
+        self.rscs = [load_rsc(p) for p in self.rsc_paths]
+        self.rsc_ids = [_sha(p) for p in self.rsc_paths]
+        self.adapters, self.task_ids = {}, {}
+        for t in cfg.tasks:
+            path = cfg.task_weights.get(t)
+            self.adapters[t] = (load_task(path) if path else load_pretrained_task(t)).freeze()
+            self.task_ids[t] = _sha(path) if path else manifest[f"task_{t}.safetensors"]["sha256"]
+        self.ablations = {name: [(Path(p), load_rsc(p), _sha(p)) for p in paths]
+                          for name, paths in cfg.ablations.items()}
+        self.second = None
+        if cfg.second_detector:
+            self.second = load_task(cfg.second_detector).freeze()
+            if self.second.task != "detection":
+                raise CldynError(f"{cfg.second_detector}: holds a {self.second.task!r} network, not a detector")
+        self.names = [p.name for p in self.pairs]
+        self.timings: dict[str, float] = {}
+
+    # -- fused images --------------------------------------------------------------------------------------------
+
+    def fuse(self, method: str, identity: dict[str, Any], make_fuser: Callable[[], Any]) -> Path:
+        """``out/fused/<method>``, made by ``make_fuser()`` unless the cached folder has the same ``identity``."""
+        folder = self.out / "fused" / method
+        stamp = folder / ".identity.json"
+        want = {**identity, "pairs": self.names}
+        if stamp.is_file() and json.loads(stamp.read_text()) == want and \
+                all((folder / f"{n}.png").is_file() for n in self.names):
+            return folder
+        if folder.exists():
+            shutil.rmtree(folder)
+        self.log(f"fusing {len(self.pairs)} pairs: {method}")
+        report = make_fuser().fuse_pairs(self.pairs, folder, bits=8, progress=self.progress)
+        if report.errors:
+            raise CldynError(f"{method}: {len(report.errors)} pairs failed, first: {report.errors[0]}")
+        atomic_write_bytes(stamp, json.dumps(want).encode())
+        return folder
+
+    def fused_methods(self) -> dict[str, Path]:
+        """Every fused folder the tables need: vfn, average, cldyn_<task>[_s<seed>], ablations, second detector."""
+        from cldyn.fuse import Fuser
+
+        dev, w = self.cfg.device, self.cfg.workers
+        out = {"vfn": self.fuse("vfn", {"vfn": self.vfn_id}, lambda: Fuser(self.vfn, device=dev, workers=w)),
+               "average": self.fuse("average", {"average": 1}, lambda: Fuser(_Average(), device=dev, workers=w))}
+        for t, adapter in self.adapters.items():
+            for i, (rsc, rid) in enumerate(zip(self.rscs, self.rsc_ids, strict=True)):
+                name = f"cldyn_{t}" + (f"_s{i}" if len(self.rscs) > 1 else "")
+                out[name] = self.fuse(name, {"vfn": self.vfn_id, "rsc": rid, "task": self.task_ids[t]},
+                                      lambda a=adapter, r=rsc: Fuser(self.vfn, device=dev, workers=w, task=a, rsc=r))
+            for abl, runs in self.ablations.items():
+                for i, (_, rsc, rid) in enumerate(runs):
+                    name = f"{abl}_{t}" + (f"_s{i}" if len(runs) > 1 else "")
+                    out[name] = self.fuse(name, {"vfn": self.vfn_id, "rsc": rid, "task": self.task_ids[t]},
+                                          lambda a=adapter, r=rsc: Fuser(self.vfn, device=dev, workers=w, task=a,
+                                                                         rsc=r))
+        if self.second is not None:
+            for i, (rsc, rid) in enumerate(zip(self.rscs, self.rsc_ids, strict=True)):
+                name = "cldyn_second_detector" + (f"_s{i}" if len(self.rscs) > 1 else "")
+                out[name] = self.fuse(name, {"vfn": self.vfn_id, "rsc": rid, "task": _sha(self.cfg.second_detector)},
+                                      lambda r=rsc: Fuser(self.vfn, device=dev, workers=w, task=self.second, rsc=r))
+        return out
+
+    # -- tables --------------------------------------------------------------------------------------------------
+
+    def _sources(self) -> Path:
+        """The split's pairs as ``out/sources/{ir,vi}`` (what the fusion metrics read)."""
+        root = self.out / "sources"
+        for sub, attr in (("ir", "ir"), ("vi", "vis")):
+            d = root / sub
+            d.mkdir(parents=True, exist_ok=True)
+            keep = set()
+            for p in self.pairs:
+                src = getattr(p, attr)
+                dst = d / f"{p.name}{src.suffix}"
+                keep.add(dst.name)
+                if not dst.is_file():
+                    shutil.copyfile(src, dst)
+            for extra in d.iterdir():
+                if extra.name not in keep:
+                    extra.unlink()
+        return root
+
+    def fusion_table(self, fused: dict[str, Path]) -> dict[str, Any]:
+        """Fusion-quality metrics of every method (cached on the fused folders' identities)."""
+        from cldyn.evaluate import evaluate_folders
+
+        methods = {m: d for m, d in fused.items() if m != "average"}  # average is scored as a baseline
+        ident = {m: json.loads((d / ".identity.json").read_text()) for m, d in methods.items()}
+        cache = self.out / "fusion" / "identity.json"
+        summary_path = self.out / "fusion" / "metrics.json"
+        if cache.is_file() and summary_path.is_file() and json.loads(cache.read_text()) == ident:
+            return json.loads(summary_path.read_text())
+        src = self._sources()
+        self.log(f"fusion metrics: {len(methods)} methods + {len(BASELINES)} baselines x {len(self.pairs)} pairs")
+        ev = evaluate_folders(src / "ir", src / "vi", list(methods.values()), names=list(methods),
+                              baselines=BASELINES, workers=self.cfg.workers, progress=self.progress)
+        if any(ev.failures.values()):
+            raise CldynError(f"fusion metrics failed: {next(iter(v for v in ev.failures.values() if v))[0]}")
+        ev.write(self.out / "fusion")
+        atomic_write_bytes(cache, json.dumps(ident).encode())
+        return json.loads(summary_path.read_text())
+
+    def task_metrics(self, task: str, adapter, source: str, folder: Path | None) -> dict[str, Any]:
+        """One task network on one image source (``visible``, ``infrared`` or a fused folder), cached."""
+        from cldyn.tasks.data import image_source, load_task_bank
+        from cldyn.train_task import evaluate_bank
+
+        ident = {"task": self.task_ids.get(task) if adapter is self.adapters.get(task) else "second",
+                 "source": source, "pairs": self.names,
+                 "folder": json.loads((folder / ".identity.json").read_text()) if folder else None}
+        path = self.out / "tasks" / f"{task}__{source}.json"
+        if path.is_file():
+            cached = json.loads(path.read_text())
+            if cached.get("identity") == ident:
+                return cached["metrics"]
+        spec = str(folder) if folder else source
+        bank = load_task_bank(task, self.cfg.data, self.cfg.split, image_source(spec), adapter.config,
+                              log=lambda m: None, names=self.names)
+        metrics = evaluate_bank(adapter, bank)
+        metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, type(None)))}
+        atomic_write_bytes(path, json.dumps({"identity": ident, "metrics": metrics}, indent=2).encode())
+        return metrics
+
+    def task_table(self, fused: dict[str, Path]) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{task: {row: {metric: [mean, std, n_runs]}}}``."""
+        table: dict[str, dict[str, dict[str, Any]]] = {}
+        for t, adapter in self.adapters.items():
+            rows: dict[str, list[dict[str, Any]]] = {}
+            for src in ("visible", "infrared"):
+                rows[src] = [self.task_metrics(t, adapter, src, None)]
+            for m in ("average", "vfn"):
+                rows[m] = [self.task_metrics(t, adapter, m, fused[m])]
+            for other in self.adapters:
+                label = f"cldyn customised for {other}" + (" (this task)" if other == t else "")
+                rows[label] = [self.task_metrics(t, adapter, m, d) for m, d in fused.items()
+                               if m == f"cldyn_{other}" or m.startswith(f"cldyn_{other}_s")]
+            for abl in self.ablations:
+                rows[f"ablation: {abl}"] = [self.task_metrics(t, adapter, m, d) for m, d in fused.items()
+                                            if m == f"{abl}_{t}" or m.startswith(f"{abl}_{t}_s")]
+            table[t] = {row: {k: [*_mean_std([r.get(k) for r in runs]), len(runs)] for k in TASK_COLUMNS[t]}
+                        for row, runs in rows.items()}
+        if self.second is not None:
+            rows = {"vfn": [self.task_metrics("detection", self.second, "vfn", fused["vfn"])],
+                    "cldyn customised with this detector (never seen in training)": [
+                        self.task_metrics("detection", self.second, m, d) for m, d in fused.items()
+                        if m.startswith("cldyn_second_detector")]}
+            table["detection (second detector)"] = {
+                row: {k: [*_mean_std([r.get(k) for r in runs]), len(runs)] for k in TASK_COLUMNS["detection"]}
+                for row, runs in rows.items()}
+        return table
+
+    def efficiency(self) -> dict[str, Any]:
+        """Parameters, GFLOPs at 640x480, CPU ms per pair (median of ``timing_repeats``) and peak memory."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from cldyn.bench import _peak_rss_mb, time_ms
+        from cldyn.fuse import fuse_tensors, prepare_for_inference
+        from cldyn.rsc import CLDyN
+        from cldyn.tasks.base import as_rgb
+
+        torch.manual_seed(0)
+        ir, vis = torch.rand(1, 1, 480, 640), torch.rand(1, 3, 480, 640)
+        vfn = prepare_for_inference(self.vfn, torch.device("cpu"))
+        n = self.cfg.timing_repeats
+
+        def gflops(fn: Callable[[], object]) -> float:
+            counter = FlopCounterMode(display=False)
+            with torch.inference_mode(), counter:
+                fn()
+            return counter.get_total_flops() / 1e9
+
+        res: dict[str, Any] = {
+            "params": {"rsc_trainable": sum(p.numel() for p in self.rscs[0].parameters()),
+                       "vfn_frozen": sum(p.numel() for p in self.vfn.parameters()),
+                       **{f"task_{t}": sum(p.numel() for p in a.model.parameters()) for t, a in self.adapters.items()}},
+            "gflops": {"vfn": gflops(lambda: fuse_tensors(vfn, ir, vis))},
+            "ms_per_pair": {"vfn": float(np.median(time_ms(lambda: fuse_tensors(vfn, ir, vis), n, 1)))},
+            "size": [480, 640], "threads": torch.get_num_threads(),
+        }
+        model = CLDyN(vfn, self.rscs[0]).eval().requires_grad_(False)
+        with torch.inference_mode():
+            for t, a in self.adapters.items():
+                feats = a.features(as_rgb(model.base(ir, vis)))
+                res["gflops"][f"cldyn_{t}"] = gflops(lambda a=a: model.fuse(ir, vis, a))
+                res["gflops"][f"task_{t}_features"] = gflops(lambda a=a: a.features(as_rgb(model.base(ir, vis))))
+                res["ms_per_pair"][f"cldyn_{t}"] = float(np.median(time_ms(lambda a=a: model.fuse(ir, vis, a), n, 1)))
+                res["ms_per_pair"][f"cldyn_{t}_without_task_network"] = float(np.median(time_ms(
+                    lambda f=feats: (model.base(ir, vis), model(ir, vis, f)), n, 1)))
+        res["peak_rss_mb"] = _peak_rss_mb()
+        return res
+
+    # -- everything ----------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        from cldyn.experiment_report import write_experiment_report
+
+        t0 = time.perf_counter()
+        fused = self.fused_methods()
+        self.timings["fuse_s"] = time.perf_counter() - t0
+        fusion = self.fusion_table(fused)
+        self.timings["fusion_metrics_s"] = time.perf_counter() - t0 - self.timings["fuse_s"]
+        tasks = self.task_table(fused)
+        self.timings["task_metrics_s"] = time.perf_counter() - t0 - sum(self.timings.values())
+        eff = self.efficiency()
+        result = {"config": asdict(self.cfg), "pairs": len(self.pairs), "fusion": fusion, "tasks": tasks,
+                  "efficiency": eff, "rsc_weights": [str(p) for p in self.rsc_paths]}
+        write_experiment_report(self, result, fused)
+        self.timings["total_s"] = time.perf_counter() - t0
+        result["timings"] = self.timings
+        atomic_write_bytes(self.out / "experiment.json", json.dumps(result, indent=2, default=str).encode())
+        return result

@@ -1,0 +1,225 @@
+"""Tables, gallery and HTML page of ``cldyn experiment`` (see :mod:`cldyn.experiment`)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from cldyn.experiment import BASELINES, FUSION_COLUMNS, TASK_COLUMNS, _mean_std
+from cldyn.io import atomic_write_bytes, read_image
+from cldyn.metrics.fusion import DIRECTION
+
+LOWER_BETTER = {"mae"}
+PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                    [145, 30, 180], [70, 240, 240], [240, 50, 230]], dtype=np.float32) / 255.0
+
+
+def _fmt(mean: float, std: float | None = None, runs: int = 1) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if runs > 1 else "")
+
+
+def fusion_rows(fusion: dict[str, dict[str, Any]]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """Rows of the fusion table: baselines, VFN, CLDyN per task (seeds pooled as mean ± std)."""
+    groups: dict[str, list[str]] = {}
+    for m in fusion:
+        groups.setdefault(re.sub(r"_s\d+$", "", m), []).append(m)
+    order = [*BASELINES, "vfn", *sorted(g for g in groups if g not in (*BASELINES, "vfn"))]
+    rows = {}
+    for g in order:
+        if g not in groups:
+            continue
+        members = groups[g]
+        rows[g] = {k: (*_mean_std([fusion[m].get(k) for m in members]), len(members)) for k in FUSION_COLUMNS}
+    return rows
+
+
+def fusion_markdown(rows: dict[str, dict[str, tuple[float, float, int]]]) -> str:
+    best = {}
+    for k in FUSION_COLUMNS:
+        vals = {r: v[k][0] for r, v in rows.items() if not math.isnan(v[k][0])}
+        if vals:
+            best[k] = (max if DIRECTION[k] == "higher" else min)(vals, key=vals.get)
+    head = ["method", *[f"{k.upper()} {'↑' if DIRECTION[k] == 'higher' else '↓'}" for k in FUSION_COLUMNS]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r, vals in rows.items():
+        cells = [r]
+        for k in FUSION_COLUMNS:
+            c = _fmt(*vals[k])
+            cells.append(f"**{c}**" if best.get(k) == r else c)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def vfn_relative_markdown(rows: dict[str, dict[str, tuple[float, float, int]]]) -> str:
+    """CLDyN rows as the percentage change from VFN per metric (the claim: within a few percent)."""
+    if "vfn" not in rows:
+        return ""
+    head = ["method", *[k.upper() for k in FUSION_COLUMNS], "largest |change|"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r, vals in rows.items():
+        if r in (*BASELINES, "vfn"):
+            continue
+        changes = []
+        for k in FUSION_COLUMNS:
+            v, b = vals[k][0], rows["vfn"][k][0]
+            changes.append(float("nan") if math.isnan(v) or math.isnan(b) or b == 0 else 100 * (v - b) / abs(b))
+        finite = [abs(c) for c in changes if not math.isnan(c)]
+        lines.append("| " + " | ".join([r, *[f"{c:+.1f}%" for c in changes],
+                                        f"{max(finite):.1f}%" if finite else "n/a"]) + " |")
+    return "\n".join(lines)
+
+
+def task_markdown(tasks: dict[str, dict[str, dict[str, list]]]) -> str:
+    out = []
+    for t, rows in tasks.items():
+        cols = TASK_COLUMNS["detection" if t.startswith("detection") else t]
+        head = ["image source", *[f"{c} {'↓' if c in LOWER_BETTER else '↑'}" for c in cols], "runs"]
+        lines = [f"**{t}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r, vals in rows.items():
+            runs = max(v[2] for v in vals.values())
+            lines.append("| " + " | ".join([r, *[_fmt(*vals[c]) for c in cols], str(runs)]) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def efficiency_markdown(eff: dict[str, Any]) -> str:
+    lines = ["| item | value |", "|---|---|"]
+    for k, v in eff["params"].items():
+        lines.append(f"| parameters: {k} | {v:,} |")
+    for k, v in eff["gflops"].items():
+        lines.append(f"| GFLOPs at 640×480: {k} | {v:.2f} |")
+    for k, v in eff["ms_per_pair"].items():
+        lines.append(f"| CPU ms per 640×480 pair ({eff['threads']} threads): {k} | {v:.1f} |")
+    lines.append(f"| peak resident memory of the experiment process | {eff['peak_rss_mb']:.0f} MB |")
+    return "\n".join(lines)
+
+
+# -- gallery ---------------------------------------------------------------------------------------------------
+
+
+def _uri(rgb01: np.ndarray, max_side: int = 240) -> str:
+    img = np.rint(np.clip(rgb01, 0, 1) * 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    scale = max_side / max(img.shape[:2])
+    if scale < 1:
+        img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def _overlays(adapters: dict, rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """The image with each task network's prediction drawn on it: boxes, a class overlay, the saliency map."""
+    from cldyn.tasks.data import pad_to_multiple
+    from cldyn.train_task import unpad_prediction
+
+    x, (h, w) = pad_to_multiple(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), 32)
+    out = {}
+    with torch.no_grad():
+        for t, a in adapters.items():
+            pred = unpad_prediction(a.predict(x.to(a.device))[0], h, w)
+            if t == "detection":
+                img = np.ascontiguousarray((rgb * 255).astype(np.uint8))
+                keep = pred["scores"] >= 0.25
+                for (x1, y1, x2, y2), lab in zip(pred["boxes"][keep].tolist(), pred["labels"][keep].tolist(),
+                                                 strict=True):
+                    colour = tuple(int(c * 255) for c in PALETTE[1 + int(lab) % 8])
+                    cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), colour, 2)
+                out[t] = img.astype(np.float32) / 255
+            elif t == "segmentation":
+                lab = pred.numpy().reshape(h, w)
+                colour = PALETTE[lab % len(PALETTE)]
+                mask = (lab > 0)[:, :, None]
+                out[t] = np.where(mask, 0.45 * rgb + 0.55 * colour, rgb)
+            elif t == "saliency":
+                out[t] = np.repeat(pred.numpy().reshape(h, w)[:, :, None], 3, axis=2)
+    return out
+
+
+def gallery_html(exp, fused: dict[str, Path]) -> str:
+    from cldyn.io import to_single_channel
+
+    n = min(exp.cfg.gallery, len(exp.pairs))
+    if n == 0:
+        return ""
+    picks = [exp.pairs[i] for i in np.linspace(0, len(exp.pairs) - 1, n).round().astype(int)]
+    columns = ["vfn", *[f"cldyn_{t}" for t in exp.adapters if f"cldyn_{t}" in fused or f"cldyn_{t}_s0" in fused]]
+    blocks = []
+    for p in picks:
+        ir = to_single_channel(read_image(p.ir))
+        vis = read_image(p.vis).pixels
+        vis = np.repeat(vis[:, :, None], 3, axis=2) if vis.ndim == 2 else vis
+        images = {"infrared": np.repeat(ir[:, :, None], 3, axis=2), "visible": vis}
+        for c in columns:
+            folder = fused.get(c) or fused[f"{c}_s0"]
+            f = read_image(folder / f"{p.name}.png").pixels
+            images[c] = np.repeat(f[:, :, None], 3, axis=2) if f.ndim == 2 else f
+        drawn = {name: _overlays(exp.adapters, img) for name, img in images.items()}
+        rows = []
+        for t in exp.adapters:
+            cells = "".join(f'<figure><img src="{_uri(drawn[name][t])}" alt="{html.escape(name)}">'
+                            f"<figcaption>{html.escape(name)}</figcaption></figure>" for name in images)
+            rows.append(f"<div class=row><span class=lab>{html.escape(t)}</span>{cells}</div>")
+        blocks.append(f"<h3>{html.escape(p.name)}</h3>" + "".join(rows))
+    return "".join(blocks)
+
+
+def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path]) -> None:
+    out = exp.out
+    frows = fusion_rows(result["fusion"])
+    fusion_md, rel_md = fusion_markdown(frows), vfn_relative_markdown(frows)
+    tasks_md, eff_md = task_markdown(result["tasks"]), efficiency_markdown(result["efficiency"])
+    atomic_write_bytes(out / "tasks.json", json.dumps(result["tasks"], indent=2).encode())
+    atomic_write_bytes(out / "tasks.md", (tasks_md + "\n").encode())
+    atomic_write_bytes(out / "efficiency.json", json.dumps(result["efficiency"], indent=2).encode())
+    atomic_write_bytes(out / "efficiency.md", (eff_md + "\n").encode())
+    cfg = exp.cfg
+    seeds = len(exp.rscs)
+    notes = (f"Data: `{cfg.data}`, split `{cfg.split}`, {len(exp.pairs)} pairs. RSC weights: "
+             f"{', '.join(str(p) for p in exp.rsc_paths)} ({seeds} run{'s' if seeds > 1 else ''}; mean ± std over "
+             f"runs where there are several). Nothing is retrained by this command: every row uses the given or "
+             f"shipped weights; ablation rows use RSC weights trained with the named switch. Task networks are "
+             f"frozen and were trained on VFN-fused images. Segmentation and saliency labels of the shared MSRS set "
+             f"are pseudo-labels (see its README).")
+    results_md = "\n\n".join([
+        "## Results", notes, "### Fusion quality (mean over pairs; best per column in bold)", fusion_md,
+        "### CLDyN against VFN (change per metric)", rel_md, "### Task networks on each image source", tasks_md,
+        "### Efficiency", eff_md]) + "\n"
+    atomic_write_bytes(out / "results.md", results_md.encode())
+
+    def md_table_to_html(md: str) -> str:
+        lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+        if not lines:
+            return f"<p>{html.escape(md)}</p>"
+        rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if not set(ln) <= set("|-")]
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(
+            f"<td class=best>{html.escape(c[2:-2])}</td>" if c.startswith("**") else f"<td>{html.escape(c)}</td>"
+            for c in r) + "</tr>" for r in rows[1:])
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    task_html = "".join(f"<h3>{html.escape(block.splitlines()[0].strip('*'))}</h3>" + md_table_to_html(block)
+                        for block in tasks_md.split("\n\n**"))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cldyn experiment</title>
+<style>body{{font-family:sans-serif;margin:1.5em;color:#222}} table{{border-collapse:collapse;font-size:12px;
+margin-bottom:1em}} td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} td:first-child,th:first-child{{
+text-align:left}} td.best{{background:#ffe9a8;font-weight:bold}} .row{{display:flex;gap:4px;align-items:center}}
+figure{{margin:0}} figure img{{max-width:200px;display:block}} figcaption{{font-size:10px;text-align:center}}
+.lab{{width:90px;font-size:11px}}</style></head><body><h1>cldyn experiment</h1>
+<p>{html.escape(notes)}</p><h2>Fusion quality</h2>{md_table_to_html(fusion_md)}
+<h2>CLDyN against VFN</h2>{md_table_to_html(rel_md)}<h2>Task networks</h2>{task_html}
+<h2>Efficiency</h2>{md_table_to_html(eff_md)}<h2>Gallery</h2>
+<p>Each row: one task network's predictions (boxes with score ≥ 0.25, class overlay, saliency map) on every image.</p>
+{gallery_html(exp, fused)}</body></html>"""
+    atomic_write_bytes(out / "report.html", page.encode("utf-8", errors="replace"))
