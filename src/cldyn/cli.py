@@ -50,10 +50,15 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
         augment=AugmentConfig(crop_size=args.crop), model=VFNConfig(num_blocks=args.num_blocks),
         max_steps=args.max_steps, device=args.device,
     )
+    return _train(args, train_vfn, cfg, "checkpoint")
+
+
+def _train(args: argparse.Namespace, train, cfg, what: str) -> int:
+    """Run a training function in the torchrun process group (if any); rank 0 prints where the result is."""
     with _process_group(args.device) as ctx:
-        path = train_vfn(cfg, resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
+        path = train(cfg, resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
     if ctx.is_main:
-        print(f"checkpoint: {path}")
+        print(f"{what}: {path}")
     return 0
 
 
@@ -259,11 +264,7 @@ def cmd_train_task(args: argparse.Namespace) -> int:
         seed=args.seed, adapter=_adapter_config(args.set), vfn_weights=args.vfn_weights, max_steps=args.max_steps,
         val_every=args.val_every, init=args.init, device=args.device,
     )
-    with _process_group(args.device) as ctx:
-        best = train_task(cfg, resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
-    if ctx.is_main:
-        print(f"best checkpoint: {best}")
-    return 0
+    return _train(args, train_task, cfg, "best checkpoint")
 
 
 def cmd_eval_task(args: argparse.Namespace) -> int:
@@ -331,11 +332,7 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, val_every=args.val_every, val_limit=args.val_limit,
         device=args.device,
     )
-    with _process_group(args.device) as ctx:
-        best = train_rsc(cfg, resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
-    if ctx.is_main:
-        print(f"best checkpoint: {best}")
-    return 0
+    return _train(args, train_rsc, cfg, "best checkpoint")
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:

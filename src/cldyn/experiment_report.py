@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -17,6 +16,7 @@ import torch
 from cldyn.experiment import BASELINES, FUSION_COLUMNS, TASK_COLUMNS, _mean_std
 from cldyn.io import atomic_write_bytes, read_image
 from cldyn.metrics.fusion import DIRECTION
+from cldyn.report import _png_data_uri
 
 LOWER_BETTER = {"mae"}
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -108,15 +108,8 @@ def efficiency_markdown(eff: dict[str, Any]) -> str:
 # -- gallery ---------------------------------------------------------------------------------------------------
 
 
-def _uri(rgb01: np.ndarray, max_side: int = 240) -> str:
-    img = np.rint(np.clip(rgb01, 0, 1) * 255).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    scale = max_side / max(img.shape[:2])
-    if scale < 1:
-        img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
-    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+def _uri(rgb01: np.ndarray) -> str:
+    return _png_data_uri(rgb01, max_side=240)
 
 
 def _overlays(adapters: dict, rgb: np.ndarray) -> dict[str, np.ndarray]:
