@@ -67,3 +67,20 @@ def test_foreign_files_rejected(tmp_path):
 def test_shipped_weights_verified():
     net = load_pretrained_vfn()
     assert isinstance(net, VFN) and not net.training
+
+
+def test_every_shipped_file_matches_its_sha256_and_loads():
+    from cldyn.checkpoint import shipped_weights_dir
+    from cldyn.closed_loop import load_rsc
+    from cldyn.tasks import load_task
+
+    wdir = shipped_weights_dir()
+    manifest = json.loads((wdir / "manifest.json").read_text())
+    assert {"vfn.safetensors", "rsc.safetensors", "task_saliency.safetensors",
+            "task_segmentation.safetensors", "task_detection.safetensors"} <= set(manifest)
+    for name, entry in manifest.items():
+        _, meta = load_checkpoint(wdir / name, entry["sha256"])  # verifies the hash
+        assert meta["kind"] == {"vfn": "vfn", "task": "task", "rsc": "rsc"}[entry["kind"]]
+    rsc = load_rsc(wdir / "rsc.safetensors", manifest["rsc.safetensors"]["sha256"])
+    assert rsc.cfg.num_stages == load_pretrained_vfn().num_stages - 1  # fits the shipped VFN
+    assert load_task(wdir / "task_saliency.safetensors").task == "saliency"

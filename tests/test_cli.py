@@ -42,6 +42,16 @@ def test_fuse_single_pair_and_folder(dataset, tmp_path, capsys):
                  "--quiet", "--overwrite", "--threads", "1"]) == 0
 
 
+def test_fuse_customised_for_a_task_with_shipped_weights(dataset, tmp_path):
+    ir, vis = dataset / "ir" / "msrs_00004N_crop.png", dataset / "vi" / "msrs_00004N_crop.png"
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "plain.png")]) == 0
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "none.png"), "--task", "none"]) == 0
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "sal.png"), "--task", "saliency"]) == 0
+    plain, none, sal = (read_image(tmp_path / f"{n}.png").pixels for n in ("plain", "none", "sal"))
+    assert np.array_equal(plain, none)  # --task none is the VFN
+    assert sal.shape == plain.shape and np.abs(sal - plain).max() > 0  # the shipped RSC compensates
+
+
 def test_folder_with_problems_exits_nonzero_and_continues(dataset, tmp_path):
     (dataset / "vi" / "lonely.png").write_bytes((dataset / "vi" / "msrs_00004N_crop.png").read_bytes())
     (dataset / "ir" / "zero.png").write_bytes(b"")
