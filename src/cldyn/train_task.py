@@ -111,9 +111,9 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     """Train a task network; returns the path of the best checkpoint (by validation metric).
 
     Under ``torchrun`` (``dist_ctx``), each process trains on its shard of every global batch; rank 0 validates and
-    writes. Segmentation and saliency losses are means over pixels, so the averaged gradient equals the
-    single-process one; the YOLO loss is normalised by the batch's matched anchors, so for detection the two agree
-    only approximately (as in Ultralytics' own DDP training).
+    writes. Saliency and unweighted segmentation losses are means over pixels, so the averaged gradient equals the
+    single-process one; the YOLO loss (normalised by the batch's matched anchors) and class-weighted cross-entropy
+    (by the batch's total weight) agree only approximately (as in Ultralytics' own DDP training).
     """
     ctx = dist_ctx or local_context(cfg.device)
     device = torch.device(ctx.device)
