@@ -242,42 +242,15 @@ class A2SI(nn.Module):
 
     # -- compensation ------------------------------------------------------------------------------------------
 
-    def dynamic_conv(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
-        """Every filter's convolution of its sample's features: ``(B, F, C, H, W)``, one grouped conv per type."""
-        b, c, h, w = image_features.shape
-        f = self.cfg.filter_num
-        k1, k3 = self.kernels(sel.vectors)
-        flat_types = sel.types.reshape(-1)
-        weight_on = self.cfg.selection == "trainable"
-        out = image_features.new_zeros(b * f, c, h, w)
-        for t, (size, dilation) in enumerate(KERNEL_TYPES):
-            idx = (flat_types == t).nonzero().squeeze(1)
-            n = idx.numel()
-            if n == 0:
-                continue
-            kernels = (k1 if size == 1 else k3).reshape(b * f, c, c, size, size)[idx]
-            x = image_features[idx // f].reshape(1, n * c, h, w)
-            y = F.conv2d(x, kernels.reshape(n * c, c, size, size), padding=dilation * (size // 2),
-                         dilation=dilation, groups=n).view(n, c, h, w)
-            if weight_on:
-                y = y * sel.type_weights.reshape(b * f, -1)[idx, t].view(n, 1, 1, 1)
-            out = out.index_copy(0, idx, y)
-        return out.view(b, f, c, h, w)
-
-    def compensate(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
-        """``X + out_conv(mean over filters of LeakyReLU(BN(dynamic conv)))``.
-
-        Same result as running :meth:`dynamic_conv` and then BN, LeakyReLU and the filter mean, with fewer passes
-        over the ``(B*F, C, H, W)`` intermediate (the costly part on a CPU): the filters' outputs stay in kernel-type
-        order (BN and LeakyReLU do not care about order), the type weights are folded into the kernels (the conv is
-        linear), and the filter mean is a scatter-add into each filter's sample.
-        """
+    def _type_groups(self, image_features: torch.Tensor, sel: Selection):
+        """For each kernel type in use: the flat ``(sample * F + filter)`` indices of its filters and their outputs
+        ``(n, C, H, W)``, from one grouped convolution. With trainable selection the type weights (1 forward, Gumbel
+        gradient backward) are folded into the kernels: the conv is linear."""
         b, c, h, w = image_features.shape
         f = self.cfg.filter_num
         k1, k3 = self.kernels(sel.vectors)
         flat_types = sel.types.reshape(-1)
         type_w = sel.type_weights.reshape(b * f, -1)
-        chunks, owners = [], []
         for t, (size, dilation) in enumerate(KERNEL_TYPES):
             idx = (flat_types == t).nonzero().squeeze(1)
             n = idx.numel()
@@ -286,14 +259,31 @@ class A2SI(nn.Module):
             kernels = (k1 if size == 1 else k3).reshape(b * f, c, c, size, size)[idx]
             if self.cfg.selection == "trainable":
                 kernels = kernels * type_w[idx, t].view(n, 1, 1, 1, 1)
-            owner = idx // f
-            x = image_features[owner].reshape(1, n * c, h, w)
-            chunks.append(F.conv2d(x, kernels.reshape(n * c, c, size, size), padding=dilation * (size // 2),
-                                   dilation=dilation, groups=n).view(n, c, h, w))
-            owners.append(owner)
-        y = self.post(torch.cat(chunks) if len(chunks) > 1 else chunks[0])
-        total = y.new_zeros(b, c, h, w).index_add_(0, torch.cat(owners), y)
-        return image_features + self.out_conv(total / f)
+            x = image_features[idx // f].reshape(1, n * c, h, w)
+            yield idx, F.conv2d(x, kernels.reshape(n * c, c, size, size), padding=dilation * (size // 2),
+                                dilation=dilation, groups=n).view(n, c, h, w)
+
+    def dynamic_conv(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
+        """Every filter's convolution of its sample's features: ``(B, F, C, H, W)``, one grouped conv per type."""
+        b, c, h, w = image_features.shape
+        out = image_features.new_zeros(b * self.cfg.filter_num, c, h, w)
+        for idx, y in self._type_groups(image_features, sel):
+            out = out.index_copy(0, idx, y)
+        return out.view(b, -1, c, h, w)
+
+    def compensate(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
+        """``X + out_conv(mean over filters of LeakyReLU(BN(dynamic conv)))``.
+
+        Same result as running :meth:`dynamic_conv` and then BN, LeakyReLU and the filter mean, with fewer passes
+        over the ``(B*F, C, H, W)`` intermediate (the costly part on a CPU): the filters' outputs stay in kernel-type
+        order (BN and LeakyReLU do not care about order) and the filter mean is a scatter-add into each sample.
+        """
+        b, c, h, w = image_features.shape
+        groups = list(self._type_groups(image_features, sel))
+        owners = torch.cat([idx for idx, _ in groups]) // self.cfg.filter_num
+        y = self.post(torch.cat([y for _, y in groups]) if len(groups) > 1 else groups[0][1])
+        total = y.new_zeros(b, c, h, w).index_add_(0, owners, y)
+        return image_features + self.out_conv(total / self.cfg.filter_num)
 
     def compensate_static(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
         """:meth:`compensate` without data-dependent shapes, for ONNX export: every filter runs all four kernel
