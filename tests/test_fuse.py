@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cldyn.color import rgb_to_luma
-from cldyn.errors import InputError
+from cldyn.errors import CldynError, InputError
 from cldyn.fuse import Fuser, fuse_tensors, resolve_device
 from cldyn.io import pair_folders, read_image, write_image
 from cldyn.vfn import VFN
@@ -110,6 +110,31 @@ def test_task_customised_fuser_equals_vfn_at_init(net, pairs_dir):
     torch.manual_seed(0)
     custom = Fuser(net, device="cpu", task=create_task("tiny_adapter:TinyAdapter"), rsc=RSC()).fuse_images(ir, vis)
     assert np.array_equal(plain, custom)  # zero-initialised RSC: CLDyN reproduces the VFN exactly
+
+
+def test_several_rscs_share_the_base_and_match_one_rsc_at_a_time(net, pairs_dir, tmp_path):
+    from cldyn.rsc import CLDyN
+    from cldyn.tasks import create_task
+
+    pairs, _ = pair_folders(pairs_dir / "ir", pairs_dir / "vi")
+    task = create_task("tiny_adapter:TinyAdapter")
+    rscs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        rsc = CLDyN(net).rsc
+        for block in [*rsc.ir_blocks, *rsc.vis_blocks]:
+            torch.nn.init.normal_(block.out_conv.weight, std=0.3)
+        rscs.append(rsc.eval())
+    Fuser(net, device="cpu", task=task, rsc=rscs).fuse_pairs(pairs, [tmp_path / "a", tmp_path / "b"], progress=False)
+    for rsc, folder in zip(rscs, ("a", "b"), strict=True):
+        Fuser(net, device="cpu", task=task, rsc=rsc).fuse_pairs(pairs, tmp_path / f"one_{folder}", progress=False)
+        for p in pairs:
+            both = read_image(tmp_path / folder / f"{p.name}.png").pixels
+            assert np.array_equal(both, read_image(tmp_path / f"one_{folder}" / f"{p.name}.png").pixels)
+    a, b = (read_image(tmp_path / d / f"{pairs[0].name}.png").pixels for d in ("a", "b"))
+    assert not np.array_equal(a, b)  # the two RSCs do compensate differently
+    with pytest.raises(CldynError, match="2 output folders"):
+        Fuser(net, device="cpu", task=task, rsc=rscs).fuse_pairs(pairs, tmp_path / "c", progress=False)
 
 
 def test_tune_malloc_applies_on_linux():

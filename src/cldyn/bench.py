@@ -138,28 +138,36 @@ def _peak_rss_mb() -> float:
 
 
 def bench_rsc(batch: int = 4, size: int = 320, repeats: int = 3, step_tasks: list[str] | None = None,
-              log: Callable[[str], None] = print) -> dict:
+              log: Callable[[str], None] = print, device: str | torch.device = "cpu") -> dict:
     """A2SI forward+backward, vectorised against the loop reference, and one closed-loop training step.
 
     Returns a dict with ``a2si_ms``, ``a2si_loop_ms``, ``a2si_speedup``, ``a2si_max_abs_diff``, ``step_seconds``,
-    ``step_tasks``, ``peak_mb`` (peak resident memory of the process), ``threads``.
+    ``step_tasks``, ``peak_mb`` (peak resident memory of the process; on CUDA the peak GPU memory allocated),
+    ``threads``, ``device``.
     """
     from cldyn.a2si import A2SI
     from cldyn.basis_bank import BasisVectorBank
+    from cldyn.fuse import resolve_device
     from cldyn.testing import reference_compensate
 
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)  # CUDA calls return before the GPU is done
     torch.manual_seed(0)
     block, bank = A2SI().train(), BasisVectorBank()
     torch.nn.init.normal_(block.out_conv.weight, std=0.1)  # a live block, as after training
-    x = torch.randn(batch, 8, size, size)
-    task = torch.randn(batch, 256, size // 32, size // 32)
+    block, bank = block.to(dev), bank.to(dev)
+    x = torch.randn(batch, 8, size, size).to(dev)
+    task = torch.randn(batch, 256, size // 32, size // 32).to(dev)
 
     def fast() -> None:
         block(bank.weight, task, x).square().mean().backward()
+        sync()
 
     def loop() -> None:
         sel = block.select(bank.weight, task, x)
         reference_compensate(block, x, sel).square().mean().backward()
+        sync()
 
     with torch.no_grad():
         sel = block.select(bank.weight, task, x)
@@ -168,14 +176,18 @@ def bench_rsc(batch: int = 4, size: int = 320, repeats: int = 3, step_tasks: lis
     t_loop = statistics.median(time_ms(loop, repeats, warmup=1))
     log(f"A2SI fwd+bwd (B={batch}, C=8, {size}x{size}): vectorised {t_fast:.1f} ms, loop {t_loop:.1f} ms")
 
-    step_s, tasks = _closed_loop_step_seconds(batch, size, step_tasks)
+    step_s, tasks = _closed_loop_step_seconds(batch, size, step_tasks, dev)
     log(f"closed-loop step ({', '.join(tasks)}; batch {batch}, {size}x{size}): {step_s:.2f} s")
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else _peak_rss_mb()
     return {"a2si_ms": round(t_fast, 2), "a2si_loop_ms": round(t_loop, 2), "a2si_speedup": round(t_loop / t_fast, 2),
             "a2si_max_abs_diff": diff, "step_seconds": round(step_s, 3), "step_tasks": tasks,
-            "peak_mb": round(_peak_rss_mb(), 1), "threads": torch.get_num_threads(), "torch": torch.__version__}
+            "peak_mb": round(peak, 1), "peak_kind": "cuda_max_allocated" if cuda else "process_rss",
+            "threads": torch.get_num_threads(), "device": torch.cuda.get_device_name(dev) if cuda else "cpu",
+            "torch": torch.__version__}
 
 
-def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None) -> tuple[float, list[str]]:
+def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
+                              device: torch.device | None = None) -> tuple[float, list[str]]:
     """Seconds of one closed-loop step (all tasks' reward-penalty gradients, CAGrad, Adam) with random-init task
     networks of the shipped architectures (the cost does not depend on their weights)."""
     from cldyn.cagrad import combine
@@ -191,15 +203,16 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None) ->
             tasks.insert(0, "detection")
         except ImportError:
             pass
-    adapters = {t: create_task(t).freeze() for t in tasks}
-    model = CLDyN(VFN()).train()
+    device = device or torch.device("cpu")
+    adapters = {t: create_task(t).to(device).freeze() for t in tasks}
+    model = CLDyN(VFN()).to(device).train()
     params = list(model.rsc.parameters())
     opt = torch.optim.Adam(params, lr=0.01)
-    ir, vis = torch.rand(batch, 1, size, size), torch.rand(batch, 3, size, size)
+    ir, vis = torch.rand(batch, 1, size, size, device=device), torch.rand(batch, 3, size, size, device=device)
     targets = {
-        "detection": [torch.tensor([[0, 0.5, 0.5, 0.2, 0.4], [2, 0.3, 0.6, 0.1, 0.1]])] * batch,
-        "segmentation": torch.randint(0, 9, (batch, size, size)),
-        "saliency": (torch.rand(batch, 1, size, size) > 0.9).float(),
+        "detection": [torch.tensor([[0, 0.5, 0.5, 0.2, 0.4], [2, 0.3, 0.6, 0.1, 0.1]], device=device)] * batch,
+        "segmentation": torch.randint(0, 9, (batch, size, size), device=device),
+        "saliency": (torch.rand(batch, 1, size, size, device=device) > 0.9).float(),
     }
 
     def step() -> None:
@@ -216,6 +229,8 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None) ->
             offset += p.numel()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     return statistics.median(time_ms(step, 2, warmup=1)) / 1e3, tasks
 

@@ -211,7 +211,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "rsc":
         from cldyn.bench import bench_rsc
 
-        res = bench_rsc(batch=args.batch_size, size=args.size, repeats=min(args.repeats, 5))
+        res = bench_rsc(batch=args.batch_size, size=args.size, repeats=min(args.repeats, 5), device=args.device)
         for k, v in res.items():
             print(f"  {k:20s} {v}")
         if args.json:
@@ -629,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--no-compare", action="store_true", help="skip the plain eager model")
     s.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    s.add_argument("--device", default="cpu", help="rsc: cpu (default), cuda, cuda:N or auto")
     s.set_defaults(func=cmd_bench)
     return p
 

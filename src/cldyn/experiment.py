@@ -128,46 +128,60 @@ class Experiment:
 
     # -- fused images --------------------------------------------------------------------------------------------
 
-    def fuse(self, method: str, identity: dict[str, Any], make_fuser: Callable[[], Any]) -> Path:
-        """``out/fused/<method>``, made by ``make_fuser()`` unless the cached folder has the same ``identity``."""
+    def _cached(self, method: str, identity: dict[str, Any]) -> bool:
         folder = self.out / "fused" / method
         stamp = folder / ".identity.json"
-        want = {**identity, "pairs": self.names}
-        if stamp.is_file() and json.loads(stamp.read_text()) == want and \
-                all((folder / f"{n}.png").is_file() for n in self.names):
-            return folder
-        if folder.exists():
-            shutil.rmtree(folder)
-        self.log(f"fusing {len(self.pairs)} pairs: {method}")
-        report = make_fuser().fuse_pairs(self.pairs, folder, bits=8, progress=self.progress)
-        if report.errors:
-            raise CldynError(f"{method}: {len(report.errors)} pairs failed, first: {report.errors[0]}")
-        atomic_write_bytes(stamp, json.dumps(want).encode())
-        return folder
+        return stamp.is_file() and json.loads(stamp.read_text()) == {**identity, "pairs": self.names} and \
+            all((folder / f"{n}.png").is_file() for n in self.names)
+
+    def fuse(self, methods: dict[str, dict[str, Any]], make_fuser: Callable[[list[str]], Any]) -> dict[str, Path]:
+        """``out/fused/<method>`` for each method (name -> identity); those whose cached folder has another identity
+        are made in one pass by ``make_fuser(names)``, a fuser with one output per name (RSCs that share a task
+        network share its base fusion and features)."""
+        folders = {m: self.out / "fused" / m for m in methods}
+        todo = [m for m, ident in methods.items() if not self._cached(m, ident)]
+        if todo:
+            for m in todo:
+                if folders[m].exists():
+                    shutil.rmtree(folders[m])
+            self.log(f"fusing {len(self.pairs)} pairs: {', '.join(todo)}")
+            report = make_fuser(todo).fuse_pairs(self.pairs, [folders[m] for m in todo], bits=8,
+                                                 progress=self.progress)
+            if report.errors:
+                raise CldynError(f"{todo[0]}: {len(report.errors)} pairs failed, first: {report.errors[0]}")
+            for m in todo:
+                atomic_write_bytes(folders[m] / ".identity.json",
+                                   json.dumps({**methods[m], "pairs": self.names}).encode())
+        return folders
 
     def fused_methods(self) -> dict[str, Path]:
         """Every fused folder the tables need: vfn, average, cldyn_<task>[_s<seed>], ablations, second detector."""
         from cldyn.fuse import Fuser
 
         dev, w = self.cfg.device, self.cfg.workers
-        out = {"vfn": self.fuse("vfn", {"vfn": self.vfn_id}, lambda: Fuser(self.vfn, device=dev, workers=w)),
-               "average": self.fuse("average", {"average": 1}, lambda: Fuser(_Average(), device=dev, workers=w))}
+        out = {**self.fuse({"vfn": {"vfn": self.vfn_id}}, lambda _: Fuser(self.vfn, device=dev, workers=w)),
+               **self.fuse({"average": {"average": 1}}, lambda _: Fuser(_Average(), device=dev, workers=w))}
+
+        def seeded(name: str, i: int, n: int) -> str:
+            return name + (f"_s{i}" if n > 1 else "")
+
+        def customised(adapter, task_id: str, runs: dict[str, tuple[Any, str]]) -> dict[str, Path]:
+            rscs = {m: r for m, (r, _) in runs.items()}
+            return self.fuse({m: {"vfn": self.vfn_id, "rsc": rid, "task": task_id} for m, (_, rid) in runs.items()},
+                             lambda names: Fuser(self.vfn, device=dev, workers=w, task=adapter,
+                                                 rsc=[rscs[m] for m in names]))
+
         for t, adapter in self.adapters.items():
-            for i, (rsc, rid) in enumerate(zip(self.rscs, self.rsc_ids, strict=True)):
-                name = f"cldyn_{t}" + (f"_s{i}" if len(self.rscs) > 1 else "")
-                out[name] = self.fuse(name, {"vfn": self.vfn_id, "rsc": rid, "task": self.task_ids[t]},
-                                      lambda a=adapter, r=rsc: Fuser(self.vfn, device=dev, workers=w, task=a, rsc=r))
-            for abl, runs in self.ablations.items():
-                for i, (_, rsc, rid) in enumerate(runs):
-                    name = f"{abl}_{t}" + (f"_s{i}" if len(runs) > 1 else "")
-                    out[name] = self.fuse(name, {"vfn": self.vfn_id, "rsc": rid, "task": self.task_ids[t]},
-                                          lambda a=adapter, r=rsc: Fuser(self.vfn, device=dev, workers=w, task=a,
-                                                                         rsc=r))
+            runs = {seeded(f"cldyn_{t}", i, len(self.rscs)): (r, rid)
+                    for i, (r, rid) in enumerate(zip(self.rscs, self.rsc_ids, strict=True))}
+            for abl, abl_runs in self.ablations.items():
+                runs.update({seeded(f"{abl}_{t}", i, len(abl_runs)): (r, rid)
+                             for i, (_, r, rid) in enumerate(abl_runs)})
+            out.update(customised(adapter, self.task_ids[t], runs))
         if self.second is not None:
-            for i, (rsc, rid) in enumerate(zip(self.rscs, self.rsc_ids, strict=True)):
-                name = "cldyn_second_detector" + (f"_s{i}" if len(self.rscs) > 1 else "")
-                out[name] = self.fuse(name, {"vfn": self.vfn_id, "rsc": rid, "task": _sha(self.cfg.second_detector)},
-                                      lambda r=rsc: Fuser(self.vfn, device=dev, workers=w, task=self.second, rsc=r))
+            runs = {seeded("cldyn_second_detector", i, len(self.rscs)): (r, rid)
+                    for i, (r, rid) in enumerate(zip(self.rscs, self.rsc_ids, strict=True))}
+            out.update(customised(self.second, _sha(self.cfg.second_detector), runs))
         return out
 
     # -- tables --------------------------------------------------------------------------------------------------
@@ -194,7 +208,10 @@ class Experiment:
         """Fusion-quality metrics of every method (cached on the fused folders' identities)."""
         from cldyn.evaluate import evaluate_folders
 
-        methods = {m: d for m, d in fused.items() if m != "average"}  # average is scored as a baseline
+        # The issue's table: VFN and CLDyN customised for each task (ablations and the second detector only enter the
+        # task table; average is scored as a baseline).
+        methods = {m: d for m, d in fused.items() if m == "vfn" or
+                   (m.startswith("cldyn_") and not m.startswith("cldyn_second_detector"))}
         ident = {m: json.loads((d / ".identity.json").read_text()) for m, d in methods.items()}
         cache = self.out / "fusion" / "identity.json"
         summary_path = self.out / "fusion" / "metrics.json"

@@ -150,6 +150,7 @@ class FuseReport:
 class _Loaded:
     pair: Pair
     out: Path
+    index: int
     ir: Image | None = None
     vis: Image | None = None
     error: InputError | None = None
@@ -160,12 +161,12 @@ class _Loaded:
         return (*self.vis.size, self.vis.is_gray)
 
 
-def _load(pair: Pair, out: Path) -> _Loaded:
+def _load(pair: Pair, out: Path, index: int) -> _Loaded:
     try:
         ir, vis = read_pair(pair.ir, pair.vis)
-        return _Loaded(pair, out, ir, vis)
+        return _Loaded(pair, out, index, ir, vis)
     except InputError as exc:
-        return _Loaded(pair, out, error=exc)
+        return _Loaded(pair, out, index, error=exc)
 
 
 def _prefetch(fn: Callable, items: Iterable, pool: ThreadPoolExecutor, depth: int) -> Iterator:
@@ -188,7 +189,9 @@ class Fuser:
         batch_size: pairs per forward pass (consecutive pairs of one size are batched together).
         workers: threads that decode and encode images while the network runs.
         task: a :class:`~cldyn.tasks.base.TaskAdapter` for task-customised (CLDyN) fusion, with ``rsc`` the
-            trained :class:`~cldyn.rsc.RSC`; ``None`` fuses with the VFN alone.
+            trained :class:`~cldyn.rsc.RSC`; ``None`` fuses with the VFN alone. ``rsc`` may also be a list of RSCs
+            (e.g. seeds or ablations): they share the base fusion and the task features, and
+            :meth:`fuse_pairs` then takes one output folder per RSC.
 
     Example:
         >>> fuser = Fuser(VFN(), device="cpu")
@@ -228,14 +231,22 @@ class Fuser:
         self.workers = max(1, workers)
         self.tile, self.overlap = tile, overlap
         # Task-customised fusion (CLDyN): base fusion -> task features -> compensated fusion.
-        self.task, self.cldyn = task, None
+        self.task, self.cldyns = task, []
         if task is not None:
             from cldyn.rsc import CLDyN
 
-            if rsc is None:
+            if rsc is None or (isinstance(rsc, (list, tuple)) and not rsc):
                 raise CldynError("task-customised fusion needs RSC weights")
-            self.cldyn = CLDyN(self.model, rsc.to(self.device)).eval().requires_grad_(False)
+            rscs = list(rsc) if isinstance(rsc, (list, tuple)) else [rsc]
+            if len(rscs) > 1 and tile:
+                raise CldynError("tiled fusion takes one RSC at a time")
+            self.cldyns = [CLDyN(self.model, r.to(self.device)).eval().requires_grad_(False) for r in rscs]
             task.to(self.device).freeze()
+
+    @property
+    def outputs(self) -> int:
+        """Fused images per pair: one per RSC for task-customised fusion, else one."""
+        return max(1, len(self.cldyns))
 
     @torch.inference_mode()
     def fuse_batch(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
@@ -245,12 +256,23 @@ class Fuser:
             return fuse_tiled(self._fuse_whole, ir, vis, self.tile, self.overlap)
         return self._fuse_whole(ir, vis)
 
-    def _fuse_whole(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    @torch.inference_mode()
+    def fuse_batch_all(self, ir: torch.Tensor, vis: torch.Tensor) -> list[torch.Tensor]:
+        """One fused batch per RSC (:attr:`outputs` of them; the base fusion and task features computed once)."""
+        if len(self.cldyns) <= 1:
+            return [self.fuse_batch(ir, vis)]
+        ir, vis = self._to_device(ir, vis)
+        feats = self.cldyns[0].task_features(ir, vis, self.task)
+        return [m(ir, vis, feats).float().cpu() for m in self.cldyns]
+
+    def _to_device(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        ir = ir.to(self.device).contiguous(memory_format=fmt)
-        vis = vis.to(self.device).contiguous(memory_format=fmt)
-        if self.cldyn is not None:
-            return self.cldyn.fuse(ir, vis, self.task).float().cpu()
+        return ir.to(self.device).contiguous(memory_format=fmt), vis.to(self.device).contiguous(memory_format=fmt)
+
+    def _fuse_whole(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        ir, vis = self._to_device(ir, vis)
+        if self.cldyns:
+            return self.cldyns[0].fuse(ir, vis, self.task).float().cpu()
         if self.session is not None and self._onnx_customised:
             return self._onnx_cldyn(ir.cpu(), vis.cpu())
         if self.session is not None:
@@ -301,17 +323,22 @@ class Fuser:
         write_image(out_path, self.fuse_images(ir, vis), output_bits(ir, vis, bits))
         return out_path
 
-    def fuse_pairs(self, pairs: Sequence[Pair], out_dir: str | Path, bits: Bits = "auto", overwrite: bool = False,
-                   progress: bool = True, suffix: str = ".png") -> FuseReport:
-        """Fuse pairs into ``out_dir/NAME.png``; a pair that fails is reported and the rest go on.
+    def fuse_pairs(self, pairs: Sequence[Pair], out_dir: str | Path | Sequence[str | Path], bits: Bits = "auto",
+                   overwrite: bool = False, progress: bool = True, suffix: str = ".png") -> FuseReport:
+        """Fuse pairs into ``out_dir/NAME.png``; a pair that fails is reported and the rest go on. With several
+        RSCs, ``out_dir`` is one folder per RSC.
 
         Raises:
             InputError: some outputs exist already and ``overwrite`` is false (checked before any work).
         """
-        out_dir = Path(out_dir)
-        targets = [out_dir / f"{p.name}{suffix}" for p in pairs]
+        out_dirs = [Path(out_dir)] if isinstance(out_dir, (str, Path)) else [Path(d) for d in out_dir]
+        if len(out_dirs) != self.outputs:
+            raise CldynError(f"{self.outputs} fused images per pair need {self.outputs} output folders, "
+                             f"got {len(out_dirs)}")
+        extra = [[d / f"{p.name}{suffix}" for p in pairs] for d in out_dirs[1:]]
+        targets = [out_dirs[0] / f"{p.name}{suffix}" for p in pairs]
         if not overwrite:
-            existing = [t for t in targets if t.exists()]
+            existing = [t for t in targets + [t for ts in extra for t in ts] if t.exists()]
             if existing:
                 raise InputError(existing[0], f"already exists ({len(existing)} of {len(targets)} outputs do); "
                                  "pass --overwrite to replace them")
@@ -324,16 +351,17 @@ class Fuser:
                 ir = torch.stack([torch.from_numpy(to_single_channel(b.ir))[None] for b in batch])
                 vis = torch.stack([torch.from_numpy(b.vis.pixels)[None] if b.vis.is_gray
                                    else torch.from_numpy(b.vis.pixels).permute(2, 0, 1) for b in batch])
-                fused = self.fuse_batch(ir, vis)
-                for b, f in zip(batch, fused, strict=True):
-                    pixels = f[0].numpy() if f.shape[0] == 1 else f.permute(1, 2, 0).numpy()
-                    fut = pool.submit(write_image, b.out, pixels, output_bits(b.ir, b.vis, bits))
-                    writes.append((fut, b.out, b.pair))
+                for k, fused in enumerate(self.fuse_batch_all(ir, vis)):
+                    for b, f in zip(batch, fused, strict=True):
+                        out = b.out if k == 0 else extra[k - 1][b.index]
+                        pixels = f[0].numpy() if f.shape[0] == 1 else f.permute(1, 2, 0).numpy()
+                        fut = pool.submit(write_image, out, pixels, output_bits(b.ir, b.vis, bits))
+                        writes.append((fut, out, b.pair))
                 bar.update(len(batch))
 
             batch: list[_Loaded] = []
             depth = 2 * self.workers + self.batch_size
-            for item in _prefetch(_load, zip(pairs, targets, strict=True), pool, depth):
+            for item in _prefetch(_load, zip(pairs, targets, range(len(pairs)), strict=True), pool, depth):
                 if item.error is not None:
                     report.errors.append(item.error)
                     bar.update(1)

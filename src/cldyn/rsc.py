@@ -106,11 +106,14 @@ class CLDyN(nn.Module):
         detection networks need); the fusion itself runs at the pair's own size, so a fresh RSC reproduces the VFN
         exactly. The exported ONNX graph does the same.
         """
+        if task is None:
+            return self.base(ir, vis)
+        return self(ir, vis, self.task_features(ir, vis, task, multiple))
+
+    def task_features(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32) -> torch.Tensor:
+        """The closed loop's first half: the task network's features of the base fused image (replicate-padded to
+        multiples of ``multiple``). They depend on the VFN and the task only, so several RSCs can share them."""
         from cldyn.tasks.base import as_rgb
         from cldyn.tasks.data import pad_to_multiple
 
-        base = self.base(ir, vis)
-        if task is None:
-            return base
-        feats = task.features(pad_to_multiple(as_rgb(base), multiple)[0])
-        return self(ir, vis, feats)
+        return task.features(pad_to_multiple(as_rgb(self.base(ir, vis)), multiple)[0])
