@@ -93,6 +93,39 @@ def task_markdown(tasks: dict[str, dict[str, dict[str, list]]]) -> str:
     return "\n\n".join(out)
 
 
+def _training_record(path: Path) -> dict[str, Any]:
+    """What a checkpoint says about how it was trained (its own metadata, or that of the checkpoint it was packed
+    from)."""
+    from cldyn.checkpoint import load_checkpoint
+
+    _, meta = load_checkpoint(path)
+    src = meta.get("source_meta") or {}
+    return {"step": meta.get("global_step", src.get("global_step")), "epoch": meta.get("epoch", src.get("epoch")),
+            "train_config": meta.get("train_config") or src.get("train_config") or {}}
+
+
+def runs_markdown(exp) -> str:
+    """One row per trained checkpoint the tables use: which run, its switches, seed, steps and device."""
+    lines = ["| rows | checkpoint | seed | training steps (best kept) | switches | device |",
+             "|---|---|---|---|---|---|"]
+    groups = [("cldyn", exp.rsc_paths)] + [(name, [p for p, _, _ in runs]) for name, runs in exp.ablations.items()]
+    for name, paths in groups:
+        for path in paths:
+            rec = _training_record(path)
+            cfg = rec["train_config"]
+            switches = ", ".join(f"{k}={cfg[k]}" for k in ("aggregate", "penalty", "closed_loop", "selection")
+                                 if k in cfg) or "n/a"
+            lines.append(f"| {name} | `{path}` | {cfg.get('seed', 'n/a')} | {cfg.get('steps', 'n/a')} "
+                         f"({rec['step']}) | {switches} | {cfg.get('device', 'cpu')} |")
+    if exp.second is not None:
+        rec = _training_record(Path(exp.cfg.second_detector))
+        cfg = rec["train_config"]
+        lines.append(f"| second detector ({exp.second.config.get('model')}) | `{exp.cfg.second_detector}` | "
+                     f"{cfg.get('seed', 'n/a')} | {cfg.get('epochs', 'n/a')} epochs (epoch {rec['epoch']}) | "
+                     f"trained on VFN-fused images | {cfg.get('device', 'cpu')} |")
+    return "\n".join(lines)
+
+
 def efficiency_markdown(eff: dict[str, Any]) -> str:
     lines = ["| item | value |", "|---|---|"]
     for k, v in eff["params"].items():
@@ -182,13 +215,14 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
     notes = (f"Data: `{cfg.data}`, split `{cfg.split}`, {len(exp.pairs)} pairs. RSC weights: "
              f"{', '.join(str(p) for p in exp.rsc_paths)} ({seeds} run{'s' if seeds > 1 else ''}; mean ± std over "
              f"runs where there are several). Nothing is retrained by this command: every row uses the given or "
-             f"shipped weights; ablation rows use RSC weights trained with the named switch. Task networks are "
+             f"shipped weights (listed with their training runs below); ablation rows use RSC weights trained with "
+             f"the named switch. Task networks are "
              f"frozen and were trained on VFN-fused images. Segmentation and saliency labels of the shared MSRS set "
              f"are pseudo-labels (see its README).")
     results_md = "\n\n".join([
         "## Results", notes, "### Fusion quality (mean over pairs; best per column in bold)", fusion_md,
         "### CLDyN against VFN (change per metric)", rel_md, "### Task networks on each image source", tasks_md,
-        "### Efficiency", eff_md]) + "\n"
+        "### Efficiency", eff_md, "### Trained weights behind the rows", runs_markdown(exp)]) + "\n"
     atomic_write_bytes(out / "results.md", results_md.encode())
 
     def md_table_to_html(md: str) -> str:
@@ -212,7 +246,8 @@ figure{{margin:0}} figure img{{max-width:200px;display:block}} figcaption{{font-
 .lab{{width:90px;font-size:11px}}</style></head><body><h1>cldyn experiment</h1>
 <p>{html.escape(notes)}</p><h2>Fusion quality</h2>{md_table_to_html(fusion_md)}
 <h2>CLDyN against VFN</h2>{md_table_to_html(rel_md)}<h2>Task networks</h2>{task_html}
-<h2>Efficiency</h2>{md_table_to_html(eff_md)}<h2>Gallery</h2>
+<h2>Efficiency</h2>{md_table_to_html(eff_md)}<h2>Trained weights behind the rows</h2>
+{md_table_to_html(runs_markdown(exp))}<h2>Gallery</h2>
 <p>Each row: one task network's predictions (boxes with score ≥ 0.25, class overlay, saliency map) on every image.</p>
 {gallery_html(exp, fused)}</body></html>"""
     atomic_write_bytes(out / "report.html", page.encode("utf-8", errors="replace"))
