@@ -21,6 +21,7 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path
     rsc_file = str(tmp_path / "rsc.safetensors")
     args = ["experiment", "--data", str(labelled), "--split", "train", "--out", str(out), "--tasks",
             "saliency,segmentation", "--rsc-weights", rsc_file, rsc_file, "--ablation", f"no_penalty={rsc_file}",
+            "--other-rsc", f"shipped={rsc_file}",
             "--gallery", "1", "--timing-repeats", "1", "--threads", "1", "--quiet"]
     assert main(args) == 0
     for name in ("report.html", "results.md", "tasks.json", "tasks.md", "efficiency.json", "experiment.json",
@@ -28,12 +29,13 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path
         assert (out / name).is_file(), name
     fused = sorted(p.name for p in (out / "fused").iterdir())
     assert fused == ["average", "cldyn_saliency_s0", "cldyn_saliency_s1", "cldyn_segmentation_s0",
-                     "cldyn_segmentation_s1", "no_penalty_saliency", "no_penalty_segmentation", "vfn"]
+                     "cldyn_segmentation_s1", "no_penalty_saliency", "no_penalty_segmentation", "shipped_saliency",
+                     "shipped_segmentation", "vfn"]
     tasks = json.loads((out / "tasks.json").read_text())
     assert set(tasks) == {"saliency", "segmentation"}
     rows = tasks["saliency"]
     assert list(rows) == ["visible", "infrared", "average", "vfn", "cldyn customised for saliency (this task)",
-                          "cldyn customised for segmentation", "ablation: no_penalty"]
+                          "cldyn customised for segmentation", "ablation: no_penalty", "other run: shipped"]
     mean, std, runs = rows["cldyn customised for saliency (this task)"]["s_measure"]
     assert runs == 2 and std == 0.0 and 0 <= mean <= 1  # two runs of the same weights
     fusion = json.loads((out / "fusion" / "metrics.json").read_text())
@@ -45,6 +47,9 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path
     assert "http://" not in page and "https://" not in page
     assert page.count("<img") == 2 * 5  # 2 task rows x (IR, VIS, VFN, CLDyN-sal, CLDyN-seg)
     assert "## Results" in (out / "results.md").read_text()
+    results = (out / "results.md").read_text()
+    assert "Does the customisation depend on the task?" in results and "| 0 | " in results
+    assert "other run: shipped" in results and "Trained weights behind the rows" in results
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "fused").rglob("*.png")}
     metrics_time = (out / "fusion" / "metrics.json").stat().st_mtime_ns

@@ -339,17 +339,24 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from cldyn.experiment import Experiment, ExperimentConfig
 
     _set_threads(args.threads)
-    ablations: dict[str, list[str]] = {}
-    for spec in args.ablation or []:
-        name, sep, files = spec.partition("=")
-        if not sep or not files:
-            raise CldynError(f"--ablation {spec!r}: expected NAME=FILE[,FILE...]")
-        ablations[name] = files.split(",")
+    def runs(specs: list[str] | None, flag: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for spec in specs or []:
+            name, sep, files = spec.partition("=")
+            if not sep or not files:
+                raise CldynError(f"{flag} {spec!r}: expected NAME=FILE[,FILE...]")
+            out[name] = files.split(",")
+        return out
+
+    ablations, others = runs(args.ablation, "--ablation"), runs(args.other_rsc, "--other-rsc")
+    if set(ablations) & set(others):
+        raise CldynError(f"--ablation and --other-rsc share the name {sorted(set(ablations) & set(others))[0]!r}")
     tasks = args.tasks.split(",")
     cfg = ExperimentConfig(data=args.data, out=args.out, split=args.split, tasks=tasks,
                            rsc_weights=args.rsc_weights or [],
                            task_weights=_task_map(args.task_weights, tasks, "--task-weights"),
-                           ablations=ablations, second_detector=args.second_detector, limit=args.limit,
+                           ablations=ablations, other_rscs=others, second_detector=args.second_detector,
+                           limit=args.limit,
                            gallery=args.gallery, workers=args.workers, device=args.device,
                            timing_repeats=args.timing_repeats)
     result = Experiment(cfg, log=print, progress=not args.quiet).run()
@@ -548,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task-weights", nargs="*", metavar="TASK=FILE", help="task networks (default: shipped)")
     s.add_argument("--ablation", nargs="*", metavar="NAME=FILE[,FILE]",
                    help="RSC weights trained with an ablation switch, e.g. no_penalty=runs/abl/best.safetensors")
+    s.add_argument("--other-rsc", nargs="*", metavar="NAME=FILE[,FILE]",
+                   help="RSC weights of other runs of the full method, shown as their own rows (e.g. the shipped "
+                        "weights beside seeds trained with another protocol)")
     s.add_argument("--second-detector", help="a detection network the RSC never saw (generalisation row)")
     s.add_argument("--limit", type=int, help="only the first N pairs of the split")
     s.add_argument("--gallery", type=int, default=8, help="pairs in the gallery")

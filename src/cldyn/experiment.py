@@ -42,8 +42,10 @@ class ExperimentConfig:
     """What ``cldyn experiment`` runs.
 
     ``rsc_weights``: RSC checkpoints of the method (several = seeds; empty = the shipped one). ``ablations``: name ->
-    RSC checkpoints trained with an ablation switch (e.g. ``no_penalty``). ``second_detector``: a detection network
-    of another architecture that the RSC never saw (generalisation). ``limit``: the first N pairs of the split.
+    RSC checkpoints trained with an ablation switch (e.g. ``no_penalty``). ``other_rscs``: name -> RSC checkpoints
+    of other runs of the full method (their own rows, e.g. the shipped weights). ``second_detector``: a detection
+    network of another architecture that the RSC never saw (generalisation). ``limit``: the first N pairs of the
+    split.
     """
 
     data: str
@@ -53,6 +55,7 @@ class ExperimentConfig:
     rsc_weights: list[str] = field(default_factory=list)
     task_weights: dict[str, str] = field(default_factory=dict)
     ablations: dict[str, list[str]] = field(default_factory=dict)
+    other_rscs: dict[str, list[str]] = field(default_factory=dict)
     second_detector: str | None = None
     limit: int | None = None
     gallery: int = 8
@@ -116,8 +119,11 @@ class Experiment:
             path = cfg.task_weights.get(t)
             self.adapters[t] = (load_task(path) if path else load_pretrained_task(t)).freeze()
             self.task_ids[t] = _sha(path) if path else manifest[f"task_{t}.safetensors"]["sha256"]
+        # Ablations and other runs are fused and scored alike; only their row labels differ.
         self.ablations = {name: [(Path(p), load_rsc(p), _sha(p)) for p in paths]
-                          for name, paths in cfg.ablations.items()}
+                          for name, paths in {**cfg.ablations, **cfg.other_rscs}.items()}
+        self.row_labels = {**{n: f"ablation: {n}" for n in cfg.ablations},
+                           **{n: f"other run: {n}" for n in cfg.other_rscs}}
         self.second = None
         if cfg.second_detector:
             self.second = load_task(cfg.second_detector).freeze()
@@ -262,7 +268,7 @@ class Experiment:
                 rows[label] = [self.task_metrics(t, adapter, m, d) for m, d in fused.items()
                                if m == f"cldyn_{other}" or m.startswith(f"cldyn_{other}_s")]
             for abl in self.ablations:
-                rows[f"ablation: {abl}"] = [self.task_metrics(t, adapter, m, d) for m, d in fused.items()
+                rows[self.row_labels[abl]] = [self.task_metrics(t, adapter, m, d) for m, d in fused.items()
                                             if m == f"{abl}_{t}" or m.startswith(f"{abl}_{t}_s")]
             table[t] = {row: {k: [*_mean_std([r.get(k) for r in runs]), len(runs)] for k in TASK_COLUMNS[t]}
                         for row, runs in rows.items()}

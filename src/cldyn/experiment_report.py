@@ -93,6 +93,31 @@ def task_markdown(tasks: dict[str, dict[str, dict[str, list]]]) -> str:
     return "\n\n".join(out)
 
 
+def customisation_markdown(exp, fused: dict[str, Path]) -> str:
+    """How much CLDyN's images differ when customised for different task networks, against how much they differ
+    from VFN: mean absolute difference in 8-bit levels over all pixels of the split, per RSC run."""
+    from itertools import combinations
+
+    tasks = list(exp.adapters)
+    n_runs = len(exp.rscs)
+    names = [f"{a} vs {b}" for a, b in combinations(tasks, 2)] + [f"{t} vs VFN" for t in tasks]
+    lines = ["| RSC run | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for i in range(n_runs):
+        folders = {t: fused[f"cldyn_{t}" + (f"_s{i}" if n_runs > 1 else "")] for t in tasks}
+        folders["VFN"] = fused["vfn"]
+        sums = dict.fromkeys(names, 0.0)
+        count = 0
+        for n in exp.names:
+            img = {k: read_image(d / f"{n}.png").pixels.astype(np.float64) * 255 for k, d in folders.items()}
+            count += img["VFN"].size
+            for a, b in combinations(tasks, 2):
+                sums[f"{a} vs {b}"] += float(np.abs(img[a] - img[b]).sum())
+            for t in tasks:
+                sums[f"{t} vs VFN"] += float(np.abs(img[t] - img["VFN"]).sum())
+        lines.append(f"| {i} | " + " | ".join(f"{sums[k] / count:.3f}" for k in names) + " |")
+    return "\n".join(lines)
+
+
 def _training_record(path: Path) -> dict[str, Any]:
     """What a checkpoint says about how it was trained (its own metadata, or that of the checkpoint it was packed
     from)."""
@@ -206,6 +231,7 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
     frows = fusion_rows(result["fusion"])
     fusion_md, rel_md = fusion_markdown(frows), vfn_relative_markdown(frows)
     tasks_md, eff_md = task_markdown(result["tasks"]), efficiency_markdown(result["efficiency"])
+    custom_md = customisation_markdown(exp, fused)
     atomic_write_bytes(out / "tasks.json", json.dumps(result["tasks"], indent=2).encode())
     atomic_write_bytes(out / "tasks.md", (tasks_md + "\n").encode())
     atomic_write_bytes(out / "efficiency.json", json.dumps(result["efficiency"], indent=2).encode())
@@ -221,7 +247,9 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
              f"are pseudo-labels (see its README).")
     results_md = "\n\n".join([
         "## Results", notes, "### Fusion quality (mean over pairs; best per column in bold)", fusion_md,
-        "### CLDyN against VFN (change per metric)", rel_md, "### Task networks on each image source", tasks_md,
+        "### CLDyN against VFN (change per metric)", rel_md,
+        "### Does the customisation depend on the task? (mean |difference| in 8-bit levels)", custom_md,
+        "### Task networks on each image source", tasks_md,
         "### Efficiency", eff_md, "### Trained weights behind the rows", runs_markdown(exp)]) + "\n"
     atomic_write_bytes(out / "results.md", results_md.encode())
 
@@ -245,7 +273,10 @@ text-align:left}} td.best{{background:#ffe9a8;font-weight:bold}} .row{{display:f
 figure{{margin:0}} figure img{{max-width:200px;display:block}} figcaption{{font-size:10px;text-align:center}}
 .lab{{width:90px;font-size:11px}}</style></head><body><h1>cldyn experiment</h1>
 <p>{html.escape(notes)}</p><h2>Fusion quality</h2>{md_table_to_html(fusion_md)}
-<h2>CLDyN against VFN</h2>{md_table_to_html(rel_md)}<h2>Task networks</h2>{task_html}
+<h2>CLDyN against VFN</h2>{md_table_to_html(rel_md)}
+<h2>Does the customisation depend on the task?</h2><p>Mean absolute difference in 8-bit levels between CLDyN's images
+customised for different task networks, and between each and VFN.</p>{md_table_to_html(custom_md)}
+<h2>Task networks</h2>{task_html}
 <h2>Efficiency</h2>{md_table_to_html(eff_md)}<h2>Trained weights behind the rows</h2>
 {md_table_to_html(runs_markdown(exp))}<h2>Gallery</h2>
 <p>Each row: one task network's predictions (boxes with score ≥ 0.25, class overlay, saliency map) on every image.</p>
