@@ -168,8 +168,9 @@ class Experiment:
         out = {**self.fuse({"vfn": {"vfn": self.vfn_id}}, lambda _: Fuser(self.vfn, device=dev, workers=w)),
                **self.fuse({"average": {"average": 1}}, lambda _: Fuser(_Average(), device=dev, workers=w))}
 
-        def seeded(name: str, i: int, n: int) -> str:
-            return name + (f"_s{i}" if n > 1 else "")
+        def seeded(prefix: str, runs: list[tuple[Any, str]]) -> dict[str, tuple[Any, str]]:
+            """``prefix`` (one run) or ``prefix_s<i>`` (several) -> (rsc, sha)."""
+            return {prefix + (f"_s{i}" if len(runs) > 1 else ""): run for i, run in enumerate(runs)}
 
         def customised(adapter, task_id: str, runs: dict[str, tuple[Any, str]]) -> dict[str, Path]:
             rscs = {m: r for m, (r, _) in runs.items()}
@@ -177,17 +178,14 @@ class Experiment:
                              lambda names: Fuser(self.vfn, device=dev, workers=w, task=adapter,
                                                  rsc=[rscs[m] for m in names]))
 
+        main = list(zip(self.rscs, self.rsc_ids, strict=True))
         for t, adapter in self.adapters.items():
-            runs = {seeded(f"cldyn_{t}", i, len(self.rscs)): (r, rid)
-                    for i, (r, rid) in enumerate(zip(self.rscs, self.rsc_ids, strict=True))}
+            runs = seeded(f"cldyn_{t}", main)
             for abl, abl_runs in self.ablations.items():
-                runs.update({seeded(f"{abl}_{t}", i, len(abl_runs)): (r, rid)
-                             for i, (_, r, rid) in enumerate(abl_runs)})
+                runs.update(seeded(f"{abl}_{t}", [(r, rid) for _, r, rid in abl_runs]))
             out.update(customised(adapter, self.task_ids[t], runs))
         if self.second is not None:
-            runs = {seeded("cldyn_second_detector", i, len(self.rscs)): (r, rid)
-                    for i, (r, rid) in enumerate(zip(self.rscs, self.rsc_ids, strict=True))}
-            out.update(customised(self.second, _sha(self.cfg.second_detector), runs))
+            out.update(customised(self.second, _sha(self.cfg.second_detector), seeded("cldyn_second_detector", main)))
         return out
 
     # -- tables --------------------------------------------------------------------------------------------------
@@ -289,7 +287,6 @@ class Experiment:
         from cldyn.bench import _peak_rss_mb, time_ms
         from cldyn.fuse import fuse_tensors, prepare_for_inference
         from cldyn.rsc import CLDyN
-        from cldyn.tasks.base import as_rgb
 
         torch.manual_seed(0)
         ir, vis = torch.rand(1, 1, 480, 640), torch.rand(1, 3, 480, 640)
@@ -313,9 +310,9 @@ class Experiment:
         model = CLDyN(vfn, self.rscs[0]).eval().requires_grad_(False)
         with torch.inference_mode():
             for t, a in self.adapters.items():
-                feats = a.features(as_rgb(model.base(ir, vis)))
+                feats = model.task_features(ir, vis, a)
                 res["gflops"][f"cldyn_{t}"] = gflops(lambda a=a: model.fuse(ir, vis, a))
-                res["gflops"][f"task_{t}_features"] = gflops(lambda a=a: a.features(as_rgb(model.base(ir, vis))))
+                res["gflops"][f"task_{t}_features"] = gflops(lambda a=a: model.task_features(ir, vis, a))
                 res["ms_per_pair"][f"cldyn_{t}"] = float(np.median(time_ms(lambda a=a: model.fuse(ir, vis, a), n, 1)))
                 res["ms_per_pair"][f"cldyn_{t}_without_task_network"] = float(np.median(time_ms(
                     lambda f=feats: (model.base(ir, vis), model(ir, vis, f)), n, 1)))

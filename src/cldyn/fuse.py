@@ -149,8 +149,7 @@ class FuseReport:
 @dataclass(frozen=True)
 class _Loaded:
     pair: Pair
-    out: Path
-    index: int
+    index: int  # the pair's position: its output paths
     ir: Image | None = None
     vis: Image | None = None
     error: InputError | None = None
@@ -161,12 +160,12 @@ class _Loaded:
         return (*self.vis.size, self.vis.is_gray)
 
 
-def _load(pair: Pair, out: Path, index: int) -> _Loaded:
+def _load(pair: Pair, index: int) -> _Loaded:
     try:
         ir, vis = read_pair(pair.ir, pair.vis)
-        return _Loaded(pair, out, index, ir, vis)
+        return _Loaded(pair, index, ir, vis)
     except InputError as exc:
-        return _Loaded(pair, out, index, error=exc)
+        return _Loaded(pair, index, error=exc)
 
 
 def _prefetch(fn: Callable, items: Iterable, pool: ThreadPoolExecutor, depth: int) -> Iterator:
@@ -335,12 +334,12 @@ class Fuser:
         if len(out_dirs) != self.outputs:
             raise CldynError(f"{self.outputs} fused images per pair need {self.outputs} output folders, "
                              f"got {len(out_dirs)}")
-        extra = [[d / f"{p.name}{suffix}" for p in pairs] for d in out_dirs[1:]]
-        targets = [out_dirs[0] / f"{p.name}{suffix}" for p in pairs]
+        outputs = [[d / f"{p.name}{suffix}" for p in pairs] for d in out_dirs]  # [folder][pair]
         if not overwrite:
-            existing = [t for t in targets + [t for ts in extra for t in ts] if t.exists()]
+            every = [t for ts in outputs for t in ts]
+            existing = [t for t in every if t.exists()]
             if existing:
-                raise InputError(existing[0], f"already exists ({len(existing)} of {len(targets)} outputs do); "
+                raise InputError(existing[0], f"already exists ({len(existing)} of {len(every)} outputs do); "
                                  "pass --overwrite to replace them")
         report = FuseReport()
         writes: list[tuple[Future, Path, Pair]] = []
@@ -353,7 +352,7 @@ class Fuser:
                                    else torch.from_numpy(b.vis.pixels).permute(2, 0, 1) for b in batch])
                 for k, fused in enumerate(self.fuse_batch_all(ir, vis)):
                     for b, f in zip(batch, fused, strict=True):
-                        out = b.out if k == 0 else extra[k - 1][b.index]
+                        out = outputs[k][b.index]
                         pixels = f[0].numpy() if f.shape[0] == 1 else f.permute(1, 2, 0).numpy()
                         fut = pool.submit(write_image, out, pixels, output_bits(b.ir, b.vis, bits))
                         writes.append((fut, out, b.pair))
@@ -361,7 +360,7 @@ class Fuser:
 
             batch: list[_Loaded] = []
             depth = 2 * self.workers + self.batch_size
-            for item in _prefetch(_load, zip(pairs, targets, range(len(pairs)), strict=True), pool, depth):
+            for item in _prefetch(_load, zip(pairs, range(len(pairs)), strict=True), pool, depth):
                 if item.error is not None:
                     report.errors.append(item.error)
                     bar.update(1)

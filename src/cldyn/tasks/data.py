@@ -303,7 +303,8 @@ def load_task_bank(task: str, root: str | Path, split: str | None, source: Calla
     found = discover_task_samples(root, task, split)
     for note in found.notes:
         log(note)
-    keep = found.samples if names is None else [s for s in found.samples if s.name in set(names)]
+    wanted = None if names is None else set(names)
+    keep = found.samples if wanted is None else [s for s in found.samples if s.name in wanted]
     samples = tqdm(keep, disable=not progress, desc=f"load {split}", leave=False)
     num_classes = adapter_config.get("num_labels", adapter_config.get("num_classes", 1))
     return TaskBank(task, samples, source, num_classes, adapter_config.get("class_names"))
