@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cldyn.a2si import A2SI
 from cldyn.fuse import fuse_tensors, prepare_for_inference
 from cldyn.vfn import VFN, fold_batchnorm
 
@@ -65,15 +66,72 @@ class FuseBenchResult:
     device: str
     torch: str
     variants_ms: dict[str, float] = field(default_factory=dict)
+    conv_only_ms: float | None = None
+    conv_only_ratio: float | None = None
+    conv_shapes: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def conv_timings(model: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor, repeats: int = 5) -> list[dict]:
+    """Every ``nn.Conv2d`` call of one :func:`~cldyn.fuse.fuse_tensors` pass, re-run alone on its recorded input
+    (best of ``repeats``), grouped by shape: what the convolutions cost with nothing else around them.
+
+    One dict per distinct (input shape, conv settings), in order of total time: ``in_channels``, ``out_channels``,
+    ``kernel``, ``dilation``, ``groups``, ``calls``, ``ms_each``, ``ms_total``, ``gflop_each`` and
+    ``gflops_per_s``. Reflection padding is applied before timing (it is a copy, not convolution work). Only the
+    first input of each shape is kept, so the memory cost is one feature map per shape.
+    """
+    import torch.nn.functional as F
+
+    seen: dict[tuple, dict] = {}
+
+    def record(conv: torch.nn.Conv2d, args: tuple, _out: torch.Tensor) -> None:
+        x = args[0]
+        key = (tuple(x.shape), conv.in_channels, conv.out_channels, conv.kernel_size, conv.dilation, conv.stride,
+               conv.padding, conv.groups, conv.padding_mode)
+        if key in seen:
+            seen[key]["calls"] += 1
+            return
+        if conv.padding_mode != "zeros":
+            x, padding = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode), 0
+        else:
+            padding = conv.padding
+        seen[key] = {"conv": conv, "x": x.clone(), "padding": padding, "calls": 1}
+
+    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            fuse_tensors(model, ir, vis)
+    finally:
+        for h in handles:
+            h.remove()
+
+    rows = []
+    with torch.inference_mode():
+        for entry in seen.values():
+            conv, x = entry["conv"], entry["x"]
+
+            def run(conv=conv, x=x, padding=entry["padding"]) -> torch.Tensor:
+                return F.conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+
+            ms = min(time_ms(run, repeats, warmup=1))
+            y = run()
+            gflop = 2.0 * y.numel() * conv.weight[0].numel() / 1e9  # each output: in/groups * k * k multiply-adds
+            rows.append({"in_channels": conv.in_channels, "out_channels": conv.out_channels,
+                         "kernel": conv.kernel_size[0], "dilation": conv.dilation[0], "groups": conv.groups,
+                         "calls": entry["calls"], "ms_each": round(ms, 3), "ms_total": round(ms * entry["calls"], 2),
+                         "gflop_each": round(gflop, 6), "gflops_per_s": round(gflop / ms * 1e3, 1)})
+    return sorted(rows, key=lambda r: -r["ms_total"])
+
+
 def bench_fuse(model: VFN, ir: torch.Tensor, vis: torch.Tensor, repeats: int = 10, compare: bool = True,
                compile_model: bool = False) -> FuseBenchResult:
     """Time CPU fusion of one pair (``ir`` ``(1, 1, H, W)``, ``vis`` ``(1, 3, H, W)``) with the default inference
-    path (BatchNorm folded, channels-last) and, with ``compare``, the plain eager model in the same run."""
+    path (BatchNorm folded, channels-last) and, with ``compare``, the plain eager model and onnxruntime in the same
+    run, and every convolution alone (:func:`conv_timings`): ``conv_only_ratio`` is the floor ratio the network
+    would have if everything but its convolutions were free."""
     device = torch.device("cpu")
     fast = prepare_for_inference(model, device)
     cl = torch.channels_last
@@ -99,14 +157,19 @@ def bench_fuse(model: VFN, ir: torch.Tensor, vis: torch.Tensor, repeats: int = 1
             variants["compile_seconds"] = time.perf_counter() - t0
             variants["compiled"] = statistics.median(time_ms(lambda: fuse_tensors(compiled, ir_cl, vis_cl), repeats))
 
+        shapes = conv_timings(fast, ir_cl, vis_cl) if compare else []
+
     ms = statistics.median(times)
     floor_ms = gflops / peak * 1e3
+    conv_ms = sum(r["ms_each"] * r["calls"] for r in shapes) if shapes else None
     return FuseBenchResult(
         ms_per_pair=round(ms, 2), gflops=round(gflops, 3), matmul_gflops_per_s=round(peak, 1),
         floor_ratio=round(ms / floor_ms, 3), threads=torch.get_num_threads(), height=ir.shape[-2],
         width=ir.shape[-1], repeats=repeats, achieved_gflops_per_s=round(gflops / ms * 1e3, 1),
         floor_ms=round(floor_ms, 2), device="cpu", torch=torch.__version__,
         variants_ms={k: round(v, 2) for k, v in variants.items()},
+        conv_only_ms=None if conv_ms is None else round(conv_ms, 2),
+        conv_only_ratio=None if conv_ms is None else round(conv_ms / floor_ms, 3), conv_shapes=shapes,
     )
 
 
@@ -137,15 +200,39 @@ def _peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
 
+def a2si_without_convolutions(block: A2SI, bank: torch.Tensor, task_features: torch.Tensor,
+                              image_features: torch.Tensor) -> torch.Tensor:
+    """One A2SI block with every filter's dynamic convolution replaced by a scaling of its sample's features.
+
+    Everything else runs as in the block, on tensors of the same sizes: the selection (queries, type and basis
+    choice), the kernel MLPs (the scale is the mean of each filter's kernel, so their gradients are computed),
+    BatchNorm and LeakyReLU over the ``(B*F, C, H, W)`` filter outputs, the filter mean and the output conv. Its
+    time is what the loop reference and any vectorised block share; only a benchmark uses it.
+    """
+    b, c, h, w = image_features.shape
+    sel = block.select(bank, task_features, image_features)
+    k1, k3 = block.kernels(sel.vectors)
+    f = sel.types.shape[1]
+    scale = (k1.mean(dim=(2, 3, 4, 5)) + k3.mean(dim=(2, 3, 4, 5))) * sel.type_weights.amax(-1)  # (B, F)
+    dyn = image_features[:, None] * scale[..., None, None, None]  # (B, F, C, H, W), one pass instead of F convs
+    post = block.post(dyn.reshape(b * f, c, h, w)).view(b, f, c, h, w).mean(1)
+    return image_features + block.out_conv(post)
+
+
 def bench_rsc(batch: int = 4, size: int = 320, repeats: int = 3, step_tasks: list[str] | None = None,
               log: Callable[[str], None] = print, device: str | torch.device = "cpu") -> dict:
     """A2SI forward+backward, vectorised against the loop reference, and one closed-loop training step.
 
-    Returns a dict with ``a2si_ms``, ``a2si_loop_ms``, ``a2si_speedup``, ``a2si_max_abs_diff``, ``step_seconds``,
+    ``a2si_no_conv_ms`` times the block with its dynamic convolutions replaced by a scaling
+    (:func:`a2si_without_convolutions`): the work that vectorising the filter loop cannot touch.
+    ``a2si_speedup_bound = a2si_loop_ms / a2si_no_conv_ms`` is the speedup a vectorised block would reach if its
+    convolutions cost nothing.
+
+    Returns a dict with ``a2si_ms``, ``a2si_loop_ms``, ``a2si_speedup``, ``a2si_no_conv_ms``,
+    ``a2si_speedup_bound``, ``a2si_max_abs_diff``, ``step_seconds``,
     ``step_tasks``, ``peak_mb`` (peak resident memory of the process; on CUDA the peak GPU memory allocated),
     ``threads``, ``device``.
     """
-    from cldyn.a2si import A2SI
     from cldyn.basis_bank import BasisVectorBank
     from cldyn.fuse import resolve_device
     from cldyn.testing import reference_compensate
@@ -169,17 +256,24 @@ def bench_rsc(batch: int = 4, size: int = 320, repeats: int = 3, step_tasks: lis
         reference_compensate(block, x, sel).square().mean().backward()
         sync()
 
+    def no_conv() -> None:
+        a2si_without_convolutions(block, bank.weight, task, x).square().mean().backward()
+        sync()
+
     with torch.no_grad():
         sel = block.select(bank.weight, task, x)
         diff = float((block.compensate(x, sel) - reference_compensate(block, x, sel)).abs().max())
     t_fast = statistics.median(time_ms(fast, repeats, warmup=1))
     t_loop = statistics.median(time_ms(loop, repeats, warmup=1))
-    log(f"A2SI fwd+bwd (B={batch}, C=8, {size}x{size}): vectorised {t_fast:.1f} ms, loop {t_loop:.1f} ms")
+    t_rest = statistics.median(time_ms(no_conv, repeats, warmup=1))
+    log(f"A2SI fwd+bwd (B={batch}, C=8, {size}x{size}): vectorised {t_fast:.1f} ms, loop {t_loop:.1f} ms, "
+        f"without its convolutions {t_rest:.1f} ms (bound on the speedup: {t_loop / t_rest:.2f}x)")
 
     step_s, tasks = _closed_loop_step_seconds(batch, size, step_tasks, dev)
     log(f"closed-loop step ({', '.join(tasks)}; batch {batch}, {size}x{size}): {step_s:.2f} s")
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else _peak_rss_mb()
     return {"a2si_ms": round(t_fast, 2), "a2si_loop_ms": round(t_loop, 2), "a2si_speedup": round(t_loop / t_fast, 2),
+            "a2si_no_conv_ms": round(t_rest, 2), "a2si_speedup_bound": round(t_loop / t_rest, 2),
             "a2si_max_abs_diff": diff, "step_seconds": round(step_s, 3), "step_tasks": tasks,
             "peak_mb": round(peak, 1), "peak_kind": "cuda_max_allocated" if cuda else "process_rss",
             "threads": torch.get_num_threads(), "device": torch.cuda.get_device_name(dev) if cuda else "cpu",

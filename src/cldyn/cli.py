@@ -233,6 +233,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"  floor_ratio          {res.floor_ratio:9.2f}   (target <= 1.25)")
     for k, v in res.variants_ms.items():
         print(f"  {k:20s} {v:9.1f}" + ("" if k.endswith("seconds") else f"   ({v / res.ms_per_pair:.2f}x default)"))
+    if res.conv_only_ms is not None:
+        print(f"  conv_only_ms         {res.conv_only_ms:9.1f}   (every conv alone, best of 5; "
+              f"conv_only_ratio {res.conv_only_ratio:.2f})")
+        print("    in->out k dil  calls  ms each  GFLOP/s")
+        for r in res.conv_shapes:
+            shape = f"{r['in_channels']:2d}->{r['out_channels']:<3d} {r['kernel']} {r['dilation']:3d}"
+            print(f"    {shape} {r['calls']:6d} {r['ms_each']:8.2f} {r['gflops_per_s']:8.1f}")
     if args.json:
         atomic_write_bytes(Path(args.json), json.dumps(res.to_dict(), indent=2).encode())
         print(f"wrote {args.json}")
