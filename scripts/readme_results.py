@@ -22,6 +22,8 @@ def main() -> None:
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
         raise SystemExit(f"{readme}: needs exactly one {BEGIN} ... {END} block")
     body = Path(args.results).read_text().strip()
+    if body.startswith("## "):  # the README's own "## Results" heading stands above the block
+        body = body.split("\n", 1)[1].strip()
     head, rest = text.split(BEGIN)
     _, tail = rest.split(END)
     readme.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")

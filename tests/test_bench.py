@@ -35,6 +35,8 @@ def test_bench_fuse_reports_conv_only_ratio():
     assert res.conv_only_ms == pytest.approx(sum(r["ms_each"] * r["calls"] for r in res.conv_shapes), abs=0.02)
     assert res.conv_only_ratio == pytest.approx(res.conv_only_ms / res.floor_ms, rel=1e-2)
     assert res.floor_ratio == pytest.approx(res.ms_per_pair / res.floor_ms, rel=1e-2)
+    assert set(res.width_probe_ms) == {"8->8", "8->16", "16->8", "16->16"}
+    assert all(v > 0 for v in res.width_probe_ms.values())
 
 
 def test_a2si_without_convolutions_is_the_block_minus_its_convs():

@@ -69,9 +69,27 @@ class FuseBenchResult:
     conv_only_ms: float | None = None
     conv_only_ratio: float | None = None
     conv_shapes: list[dict] = field(default_factory=list)
+    width_probe_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def width_probe(height: int, width: int, pairs: tuple[tuple[int, int], ...] = ((8, 8), (8, 16), (16, 8), (16, 16)),
+                repeats: int = 5) -> dict[str, float]:
+    """Best-of-``repeats`` ms of a 3x3, dilation-2, channels-last convolution at ``height`` x ``width`` for each
+    ``(in, out)`` channel pair: shows how the convolution's cost depends on its width (the VFN's are 8 wide)."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    with torch.inference_mode():
+        for cin, cout in pairs:
+            x = torch.randn(1, cin, height, width, generator=g).contiguous(memory_format=torch.channels_last)
+            w = torch.randn(cout, cin, 3, 3, generator=g).contiguous(memory_format=torch.channels_last)
+            out[f"{cin}->{cout}"] = round(min(time_ms(lambda x=x, w=w: F.conv2d(x, w, None, 1, 2, 2), repeats,
+                                                      warmup=1)), 3)
+    return out
 
 
 def conv_timings(model: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor, repeats: int = 5) -> list[dict]:
@@ -158,6 +176,7 @@ def bench_fuse(model: VFN, ir: torch.Tensor, vis: torch.Tensor, repeats: int = 1
             variants["compiled"] = statistics.median(time_ms(lambda: fuse_tensors(compiled, ir_cl, vis_cl), repeats))
 
         shapes = conv_timings(fast, ir_cl, vis_cl) if compare else []
+        probe = width_probe(ir.shape[-2], ir.shape[-1]) if compare else {}
 
     ms = statistics.median(times)
     floor_ms = gflops / peak * 1e3
@@ -170,6 +189,7 @@ def bench_fuse(model: VFN, ir: torch.Tensor, vis: torch.Tensor, repeats: int = 1
         variants_ms={k: round(v, 2) for k, v in variants.items()},
         conv_only_ms=None if conv_ms is None else round(conv_ms, 2),
         conv_only_ratio=None if conv_ms is None else round(conv_ms / floor_ms, 3), conv_shapes=shapes,
+        width_probe_ms=probe,
     )
 
 

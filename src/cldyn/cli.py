@@ -240,6 +240,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for r in res.conv_shapes:
             shape = f"{r['in_channels']:2d}->{r['out_channels']:<3d} {r['kernel']} {r['dilation']:3d}"
             print(f"    {shape} {r['calls']:6d} {r['ms_each']:8.2f} {r['gflops_per_s']:8.1f}")
+    if res.width_probe_ms:
+        probe = ", ".join(f"{k} {v:.2f} ms" for k, v in res.width_probe_ms.items())
+        print(f"  width probe          3x3 dilation-2 conv alone: {probe}")
     if args.json:
         atomic_write_bytes(Path(args.json), json.dumps(res.to_dict(), indent=2).encode())
         print(f"wrote {args.json}")
