@@ -127,3 +127,21 @@ def test_torchrun_train_rsc_matches_one_process(labelled, tmp_path):
     _run(cmd, tmp_path / "one", 1)
     _run(cmd, tmp_path / "two", 2)
     _compare(tmp_path / "one", tmp_path / "two", "log.csv", "saliency_loss")
+
+
+def test_context_checkpoint_and_log_only_on_rank_0(tmp_path):
+    from cldyn.distributed import DistContext
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters())
+    said = []
+    for rank in (0, 1):  # world_size 1 keeps the collectives local; only the rank decides who writes and talks
+        ctx = DistContext(rank=rank)
+        path = tmp_path / f"rank{rank}.safetensors"
+        wrote = ctx.save_training_state(path, model, "model", opt, list(model.parameters()), {"kind": "x", "step": 3})
+        ctx.quiet(said.append)(f"rank {rank}")
+        assert wrote == (rank == 0) and path.is_file() == (rank == 0)
+    _, meta = load_checkpoint(tmp_path / "rank0.safetensors")
+    assert (meta["kind"], meta["step"], meta["world_size"], meta["rank_max_abs_diff"]) == ("x", 3, 1, 0.0)
+    assert meta["torch"] == torch.__version__ and "cldyn_version" in meta
+    assert said == ["rank 0"]

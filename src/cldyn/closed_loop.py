@@ -31,7 +31,6 @@ from cldyn.checkpoint import (
     load_state_strict,
     load_training_state,
     save_checkpoint,
-    save_training_state,
     split_prefix,
 )
 from cldyn.data import seeded_generator
@@ -162,8 +161,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     ctx = dist_ctx or local_context(cfg.device)
     device = torch.device(ctx.device)
     ctx.shard(list(range(cfg.batch_size)), "--batch-size")
-    if not ctx.is_main:
-        progress, log = False, _silent
+    progress, log = progress and ctx.is_main, ctx.quiet(log)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     missing = [t for t in cfg.tasks if t not in cfg.data]
@@ -211,17 +209,12 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
 
     saved_at, resumed_at = None, (step if resume and ckpt.is_file() else None)
 
-    def save_last() -> None:  # every rank, same steps: the divergence check is collective
+    def save_last() -> None:  # every rank, same steps (see DistContext.save_training_state)
         nonlocal saved_at
-        divergence = ctx.max_divergence(params)
         saved_at = step
-        if not ctx.is_main:
-            return
         meta = {"kind": "train_rsc", "rsc_config": rsc_cfg.to_dict(), "global_step": step, "best": best,
-                "train_config": cfg.to_dict(), "cldyn_version": __version__, "world_size": ctx.world_size,
-                "rank_max_abs_diff": divergence}
-        save_training_state(ckpt, model.rsc, "rsc", opt, meta)
-        if rows:
+                "train_config": cfg.to_dict()}
+        if ctx.save_training_state(ckpt, model.rsc, "rsc", opt, params, meta) and rows:
             write_csv(csv_path, rows)
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train-rsc", unit="step")
@@ -303,9 +296,6 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
         atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     return out / BEST
 
-
-def _silent(_msg: str) -> None:
-    pass
 
 
 def save_rsc(path: str | Path, rsc: RSC, extra_meta: dict[str, Any] | None = None) -> str:

@@ -19,7 +19,10 @@ Launch (one machine, 2 processes; several machines: add ``--nnodes``, ``--node-r
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -73,6 +76,29 @@ class DistContext:
             p.grad = flat[offset:offset + n].view_as(p).clone()
             offset += n
 
+    def quiet(self, log: Callable[[str], None]) -> Callable[[str], None]:
+        """``log`` on rank 0; a no-op elsewhere, so that only one process talks."""
+        return log if self.is_main else _silent
+
+    def save_training_state(self, path: str | Path, module: nn.Module, prefix: str, opt: torch.optim.Optimizer,
+                            params: list[torch.Tensor], meta: dict[str, Any]) -> bool:
+        """Write a resumable checkpoint (:func:`cldyn.checkpoint.save_training_state`) from rank 0.
+
+        Every rank must call it at the same step: the check that all ranks hold the same ``params`` is collective.
+        ``meta`` gets ``world_size``, ``rank_max_abs_diff`` (that check's result) and the cldyn and torch versions.
+        Returns whether this process wrote the file.
+        """
+        from cldyn import __version__
+        from cldyn.checkpoint import save_training_state
+
+        divergence = self.max_divergence(params)
+        if not self.is_main:
+            return False
+        save_training_state(path, module, prefix, opt, {
+            "cldyn_version": __version__, "torch": torch.__version__, **meta,
+            "world_size": self.world_size, "rank_max_abs_diff": divergence})
+        return True
+
     def max_divergence(self, params: list[torch.Tensor]) -> float:
         """Largest absolute difference between this rank's parameters and rank 0's (0 on one process)."""
         if not self.active:
@@ -83,6 +109,10 @@ class DistContext:
         diff = (flat - ref).abs().max().reshape(1)
         dist.all_reduce(diff, op=dist.ReduceOp.MAX)
         return float(diff)
+
+
+def _silent(_msg: str) -> None:
+    pass
 
 
 def init_distributed(device: str | torch.device = "auto") -> DistContext:

@@ -19,8 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from cldyn import __version__
-from cldyn.checkpoint import load_training_state, save_training_state
+from cldyn.checkpoint import load_training_state
 from cldyn.data import seeded_generator
 from cldyn.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.errors import CheckpointError, CldynError
@@ -118,8 +117,7 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     ctx = dist_ctx or local_context(cfg.device)
     device = torch.device(ctx.device)
     ctx.shard(list(range(cfg.batch_size)), "--batch-size")
-    if not ctx.is_main:
-        progress, log = False, _silent
+    progress, log = progress and ctx.is_main, ctx.quiet(log)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -179,19 +177,15 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
 
     saved_at, resumed_at = None, (step if resume and ckpt.is_file() else None)
 
-    def save_last() -> None:  # every rank, same steps: the divergence check is collective
+    def save_last() -> None:  # every rank, same steps (see DistContext.save_training_state)
         nonlocal saved_at
-        divergence = ctx.max_divergence(params)
         saved_at = step
-        if not ctx.is_main:
-            return
         meta = {"kind": "train_task", "task": cfg.task, "config": adapter.config, "global_step": step,
-                "best": best, "train_config": cfg.to_dict(), "cldyn_version": __version__, "torch": torch.__version__,
-                "world_size": ctx.world_size, "rank_max_abs_diff": divergence}
-        save_training_state(ckpt, adapter.model, "model", opt, meta)
-        if rows:
-            write_csv(csv_path, rows)
-        plot_task_curves(rows, out / "metrics.png", cfg.task)
+                "best": best, "train_config": cfg.to_dict()}
+        if ctx.save_training_state(ckpt, adapter.model, "model", opt, params, meta):
+            if rows:
+                write_csv(csv_path, rows)
+            plot_task_curves(rows, out / "metrics.png", cfg.task)
 
     bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train {cfg.task}", unit="step")
     t0, run_loss, n_loss = time.perf_counter(), 0.0, 0
@@ -249,9 +243,6 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
         atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     return out / BEST
 
-
-def _silent(_msg: str) -> None:
-    pass
 
 
 def plot_task_curves(rows: list[dict], png: Path, task: str) -> None:

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from cldyn import __version__
-from cldyn.checkpoint import load_training_state, save_training_state
+from cldyn.checkpoint import load_training_state
 from cldyn.data import AugmentConfig, PairBank, discover_pairs, seeded_generator
 from cldyn.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.errors import CheckpointError, CldynError
@@ -128,8 +128,7 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     ctx = dist_ctx or local_context(cfg.device)
     device = torch.device(ctx.device)
     ctx.shard(list(range(cfg.batch_size)), "--batch-size")  # fail early if it does not split over the processes
-    if not ctx.is_main:
-        progress, log = False, _silent
+    progress, log = progress and ctx.is_main, ctx.quiet(log)
     torch.manual_seed(cfg.seed)
     model = VFN(cfg.model).to(device).train()
     if ctx.active:
@@ -163,18 +162,14 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     params = list(model.parameters())
     saved_at = None
 
-    def save() -> None:  # called by every rank at the same steps (the divergence check is collective)
+    def save() -> None:  # every rank, same steps (see DistContext.save_training_state)
         nonlocal saved_at
-        divergence = ctx.max_divergence(params)
         saved_at = global_step
-        if not ctx.is_main:
-            return
         meta = {"kind": "train_vfn", "model_config": cfg.model.to_dict(), "global_step": global_step,
-                "epoch": global_step // steps_per_epoch, **_provenance(cfg),
-                "world_size": ctx.world_size, "rank_max_abs_diff": divergence}
-        save_training_state(ckpt_path, model, "model", opt, meta)
-        write_csv(csv_path, rows, CSV_FIELDS)
-        plot_loss_curve(rows, png_path)
+                "epoch": global_step // steps_per_epoch, **_provenance(cfg)}
+        if ctx.save_training_state(ckpt_path, model, "model", opt, params, meta):
+            write_csv(csv_path, rows, CSV_FIELDS)
+            plot_loss_curve(rows, png_path)
 
     bar = tqdm(total=total_steps, initial=global_step, disable=not progress, desc="train-vfn", unit="step")
     t0 = time.perf_counter()
@@ -217,6 +212,3 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
         atomic_write_bytes(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
     return ckpt_path
 
-
-def _silent(_msg: str) -> None:
-    pass
