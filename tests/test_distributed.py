@@ -130,7 +130,6 @@ def test_torchrun_train_rsc_matches_one_process(labelled, tmp_path):
 
 
 def test_context_checkpoint_and_log_only_on_rank_0(tmp_path):
-
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.Adam(model.parameters())
     said = []
