@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from cldyn.a2si import A2SI
@@ -79,8 +80,6 @@ def width_probe(height: int, width: int, pairs: tuple[tuple[int, int], ...] = ((
                 repeats: int = 5) -> dict[str, float]:
     """Best-of-``repeats`` ms of a 3x3, dilation-2, channels-last convolution at ``height`` x ``width`` for each
     ``(in, out)`` channel pair: shows how the convolution's cost depends on its width (the VFN's are 8 wide)."""
-    import torch.nn.functional as F
-
     g = torch.Generator().manual_seed(0)
     out = {}
     with torch.inference_mode():
@@ -101,8 +100,6 @@ def conv_timings(model: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor, re
     ``gflops_per_s``. Reflection padding is applied before timing (it is a copy, not convolution work). Only the
     first input of each shape is kept, so the memory cost is one feature map per shape.
     """
-    import torch.nn.functional as F
-
     seen: dict[tuple, dict] = {}
 
     def record(conv: torch.nn.Conv2d, args: tuple, _out: torch.Tensor) -> None:
