@@ -160,7 +160,7 @@ class _Loaded:
         return (*self.vis.size, self.vis.is_gray)
 
 
-def _load(pair: Pair, index: int) -> _Loaded:
+def _load(index: int, pair: Pair) -> _Loaded:
     try:
         ir, vis = read_pair(pair.ir, pair.vis)
         return _Loaded(pair, index, ir, vis)
@@ -360,7 +360,7 @@ class Fuser:
 
             batch: list[_Loaded] = []
             depth = 2 * self.workers + self.batch_size
-            for item in _prefetch(_load, zip(pairs, range(len(pairs)), strict=True), pool, depth):
+            for item in _prefetch(_load, enumerate(pairs), pool, depth):
                 if item.error is not None:
                     report.errors.append(item.error)
                     bar.update(1)
