@@ -231,7 +231,7 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
     frows = fusion_rows(result["fusion"])
     fusion_md, rel_md = fusion_markdown(frows), vfn_relative_markdown(frows)
     tasks_md, eff_md = task_markdown(result["tasks"]), efficiency_markdown(result["efficiency"])
-    custom_md = customisation_markdown(exp, fused)
+    custom_md, runs_md = customisation_markdown(exp, fused), runs_markdown(exp)
     atomic_write_bytes(out / "tasks.json", json.dumps(result["tasks"], indent=2).encode())
     atomic_write_bytes(out / "tasks.md", (tasks_md + "\n").encode())
     atomic_write_bytes(out / "efficiency.json", json.dumps(result["efficiency"], indent=2).encode())
@@ -250,7 +250,7 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
         "### CLDyN against VFN (change per metric)", rel_md,
         "### Does the customisation depend on the task? (mean |difference| in 8-bit levels)", custom_md,
         "### Task networks on each image source", tasks_md,
-        "### Efficiency", eff_md, "### Trained weights behind the rows", runs_markdown(exp)]) + "\n"
+        "### Efficiency", eff_md, "### Trained weights behind the rows", runs_md]) + "\n"
     atomic_write_bytes(out / "results.md", results_md.encode())
 
     def md_table_to_html(md: str) -> str:
@@ -278,7 +278,7 @@ figure{{margin:0}} figure img{{max-width:200px;display:block}} figcaption{{font-
 customised for different task networks, and between each and VFN.</p>{md_table_to_html(custom_md)}
 <h2>Task networks</h2>{task_html}
 <h2>Efficiency</h2>{md_table_to_html(eff_md)}<h2>Trained weights behind the rows</h2>
-{md_table_to_html(runs_markdown(exp))}<h2>Gallery</h2>
+{md_table_to_html(runs_md)}<h2>Gallery</h2>
 <p>Each row: one task network's predictions (boxes with score ≥ 0.25, class overlay, saliency map) on every image.</p>
 {gallery_html(exp, fused)}</body></html>"""
     atomic_write_bytes(out / "report.html", page.encode("utf-8", errors="replace"))
