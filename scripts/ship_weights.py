@@ -11,10 +11,11 @@ README's training record can be checked against the shipped file.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from cldyn.checkpoint import load_checkpoint, load_vfn, save_checkpoint, save_vfn, shipped_weights_dir
+from cldyn.tasks import load_task
+from cldyn.weights import load_rsc, load_vfn, record_shipped, save_vfn, shipped_weights_dir
+from cldyn.weights.checkpoint import load_checkpoint, save_checkpoint
 
 
 def main() -> None:
@@ -35,24 +36,17 @@ def main() -> None:
         name = args.name or "vfn"
         sha = save_vfn(wdir / f"{name}.safetensors", load_vfn(src), provenance, half=half)
     elif args.kind == "task":
-        from cldyn.tasks import load_task
-
         adapter = load_task(src)
         name = args.name or f"task_{adapter.task}"
         sha = adapter.save(wdir / f"{name}.safetensors", provenance, half=half)
     else:
-        from cldyn.closed_loop import load_rsc
-
         rsc = load_rsc(src)
         name = args.name or "rsc"
         state = {f"rsc/{k}": (v.half() if half and v.is_floating_point() else v) for k, v in rsc.state_dict().items()}
         sha = save_checkpoint(wdir / f"{name}.safetensors", state,
                               {"kind": "rsc", "rsc_config": rsc.cfg.to_dict(), **provenance})
     (wdir / f"{name}.json").unlink(missing_ok=True)  # the manifest is the package's record
-    manifest_path = wdir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest[f"{name}.safetensors"] = {"sha256": sha, "kind": args.kind, **provenance}
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    record_shipped(f"{name}.safetensors", {"sha256": sha, "kind": args.kind, **provenance})
     size = (wdir / f"{name}.safetensors").stat().st_size
     print(f"shipped {name}.safetensors ({size / 1024:.0f} KiB, sha256 {sha[:16]}...)")
 

@@ -1,4 +1,4 @@
-"""Shared fixtures. The fast suite needs only tests/data; tests that read ../shared/data skip when it is absent."""
+"""Shared fixtures. The fast suite needs only tests/fixtures; tests that read ../shared/data skip when it is absent."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 TESTS = Path(__file__).parent
-FIXTURE_PAIRS = TESTS / "data" / "pairs"
+FIXTURE_PAIRS = TESTS / "fixtures" / "pairs"
 SHARED_DATA = Path(os.environ.get("CLDYN_SHARED_DATA", TESTS.parent.parent / "shared" / "data"))
 
 

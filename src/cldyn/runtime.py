@@ -9,9 +9,15 @@ if you want the same effect.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import sys
+from collections.abc import Iterator
+
+import torch
+
+from cldyn.errors import CldynError
 
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -35,3 +41,31 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30, t
     ok &= mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
     ok &= mallopt(_M_TOP_PAD, top_pad) == 1
     return bool(ok)
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a one-line error."""
+    if isinstance(spec, torch.device):
+        return spec
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise CldynError("--device cuda asked for, but torch sees no CUDA GPU (use --device cpu or auto)")
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise CldynError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op CPU threads (``None``: leave as is)."""
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from cldyn.errors import CldynError
-from cldyn.tasks.base import TaskAdapter, as_rgb
+from cldyn.model.ops import as_rgb
+from cldyn.tasks.base import TaskAdapter
+from cldyn.weights import read_manifest, shipped_file, shipped_task_file
+from cldyn.weights.checkpoint import load_checkpoint
 
 _BUILTIN: dict[str, str] = {
     "detection": "cldyn.tasks.detection:DetectionAdapter",
@@ -53,25 +56,35 @@ def create_task(spec: str, config: dict[str, Any] | None = None) -> TaskAdapter:
 
 def load_task(path: str | Path, expected_sha256: str | None = None) -> TaskAdapter:
     """An adapter with weights, its class taken from the checkpoint's metadata."""
-    from cldyn.checkpoint import load_checkpoint
-
     _, meta = load_checkpoint(path, expected_sha256)
     return task_class(meta.get("adapter") or meta.get("task", "")).load(path, expected_sha256)
 
 
 def load_pretrained_task(name: str) -> TaskAdapter:
     """The network shipped for a built-in task, SHA-256 verified."""
-    import json
-
-    from cldyn.checkpoint import shipped_weights_dir
-
-    wdir = shipped_weights_dir()
-    fname = f"task_{name}.safetensors"
-    manifest = json.loads((wdir / "manifest.json").read_text()) if (wdir / "manifest.json").is_file() else {}
-    if fname not in manifest:
-        raise CldynError(f"no shipped network for task {name!r} (shipped: "
-                         f"{sorted(k for k in manifest if k.startswith('task_'))}); pass --task-weights FILE")
-    return task_class(name).load(wdir / fname, expected_sha256=manifest[fname]["sha256"])
+    shipped = sorted(k for k in read_manifest() if k.startswith("task_"))
+    path, sha = shipped_file(shipped_task_file(name), f"no shipped network for task {name!r} (shipped: {shipped}); "
+                                                      "pass --task-weights FILE")
+    return task_class(name).load(path, expected_sha256=sha)
 
 
-__all__ = ["TaskAdapter", "as_rgb", "create_task", "load_task", "load_pretrained_task", "list_tasks", "task_class"]
+def load_task_for(task: str, weights: str | Path | None = None) -> TaskAdapter:
+    """The frozen network for ``task``: from ``weights``, or the shipped one when ``weights`` is ``None``.
+
+    Raises:
+        CldynError: unknown task, a missing optional extra, or ``weights`` that hold another task's network.
+    """
+    if weights is None:
+        if ":" in task:
+            raise CldynError(f"--task {task}: a user adapter needs --task-weights FILE")
+        task_class(task)  # a clear error for unknown names or a missing optional extra
+        return load_pretrained_task(task).freeze()
+    adapter = load_task(weights)
+    expected = task_class(task).task if ":" in task else task  # a user adapter is named by its class
+    if adapter.task != expected:
+        raise CldynError(f"{weights}: holds a {adapter.task!r} network, not {expected!r}")
+    return adapter.freeze()
+
+
+__all__ = ["TaskAdapter", "as_rgb", "create_task", "load_task", "load_pretrained_task", "load_task_for", "list_tasks",
+           "task_class"]

@@ -21,19 +21,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from cldyn.checkpoint import load_checkpoint, load_state_strict, save_checkpoint, split_prefix
 from cldyn.errors import CheckpointError
+from cldyn.weights.checkpoint import load_checkpoint, load_state_strict, save_checkpoint, split_prefix
 
 # ImageNet statistics, used by the ResNet and SegFormer adapters (their usual input normalisation).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def as_rgb(image: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, H, W)`` -> ``(B, 3, H, W)`` by repetition; RGB passes through."""
-    if image.dim() != 4 or image.shape[1] not in (1, 3):
-        raise ValueError(f"expected (B, 1, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
-    return image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
 
 
 def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

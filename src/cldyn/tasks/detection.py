@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import tempfile
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,6 @@ def _quiet_ultralytics() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_VERBOSE", "False")
     if "YOLO_CONFIG_DIR" not in os.environ:
-        import tempfile
 
         os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="cldyn-yolo-")
 
@@ -41,8 +42,8 @@ def coco_map(predictions: Sequence[dict[str, Any]], targets: Sequence[torch.Tens
         predictions: per image ``{"boxes": (N, 4) pixel xyxy, "scores": (N,), "labels": (N,), "size": (H, W)}``.
         targets: per image ``(M, 5)`` rows ``class cx cy w h`` normalised to the image.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from pycocotools.coco import COCO  # loaded only when scoring
+    from pycocotools.cocoeval import COCOeval  # loaded only when scoring
 
     images, anns, dets = [], [], []
     for i, (p, t) in enumerate(zip(predictions, targets, strict=True)):
@@ -95,14 +96,13 @@ class DetectionAdapter(TaskAdapter):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         _quiet_ultralytics()
-        from ultralytics.nn.tasks import DetectionModel
+        from ultralytics.nn.tasks import DetectionModel  # optional AGPL extra cldyn[yolo]
 
         cfg = {"model": "yolo11n.yaml", "num_classes": len(MSRS_DET_CLASSES), "class_names": list(MSRS_DET_CLASSES),
                "feature_layer": "model.10", "box": 7.5, "cls": 0.5, "dfl": 1.5, **(config or {})}
         super().__init__(cfg)
         with contextlib.redirect_stdout(io.StringIO()):
             self.model = DetectionModel(cfg["model"], nc=cfg["num_classes"], verbose=False)
-        from types import SimpleNamespace
 
         self.model.args = SimpleNamespace(box=cfg["box"], cls=cfg["cls"], dfl=cfg["dfl"])
         self.feature_layer = cfg["feature_layer"]
@@ -128,7 +128,7 @@ class DetectionAdapter(TaskAdapter):
 
     def loss_from_output(self, output: Any, targets: Sequence[torch.Tensor]) -> torch.Tensor:
         if self._criterion is None:
-            from ultralytics.utils.loss import v8DetectionLoss
+            from ultralytics.utils.loss import v8DetectionLoss  # optional AGPL extra cldyn[yolo]
 
             self._criterion = v8DetectionLoss(self.model)
         device = next(self.model.parameters()).device
@@ -144,7 +144,7 @@ class DetectionAdapter(TaskAdapter):
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor, conf: float = 0.001, iou: float = 0.7) -> list[dict[str, Any]]:
-        from ultralytics.utils.nms import non_max_suppression
+        from ultralytics.utils.nms import non_max_suppression  # optional AGPL extra cldyn[yolo]
 
         out = self.forward(image)
         raw = out[0] if isinstance(out, (tuple, list)) else out

@@ -8,6 +8,7 @@ a CPU and ships inside the package. Metrics come from ``pysodmetrics``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import resnet18
 
 from cldyn.tasks.base import IMAGENET_MEAN, IMAGENET_STD, TaskAdapter, normalize
 
@@ -35,7 +37,6 @@ class SaliencyNet(nn.Module):
 
     def __init__(self, stages: int = 3, width: int = 64) -> None:
         super().__init__()
-        from torchvision.models import resnet18
 
         if not 2 <= stages <= 4:
             raise ValueError(f"stages must be 2..4, got {stages}")
@@ -107,9 +108,8 @@ def saliency_metrics(predictions: Sequence[np.ndarray], targets: Sequence[np.nda
     Returns ``mae``, ``max_f``, ``mean_f``, ``adp_f`` (F-beta with beta^2 = 0.3), ``s_measure``, ``mean_e``,
     ``max_e``, ``adp_e``.
     """
-    import warnings
 
-    from py_sod_metrics import MAE, Emeasure, Fmeasure, Smeasure
+    from py_sod_metrics import MAE, Emeasure, Fmeasure, Smeasure  # loaded only when scoring
 
     with warnings.catch_warnings():  # Fmeasure is deprecated in favour of FmeasureV2 but computes the same values
         warnings.simplefilter("ignore", UserWarning)

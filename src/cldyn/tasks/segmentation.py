@@ -70,6 +70,7 @@ class SegmentationAdapter(TaskAdapter):
     task = "segmentation"
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
+        # transformers is heavy (seconds to import): loaded only when a SegFormer is built
         from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
         cfg = {"size": "b0", "num_labels": len(MSRS_SEG_CLASSES), "class_names": list(MSRS_SEG_CLASSES),

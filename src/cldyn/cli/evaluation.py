@@ -1,0 +1,197 @@
+"""Commands that score: ``eval-task``, ``experiment``, ``evaluate``, ``report``, ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cldyn.cli.common import add_run_args, named_runs, set_threads, task_map, write_json
+from cldyn.data.pairs import pair_folders
+from cldyn.errors import CldynError
+from cldyn.evaluation.bench import bench_fuse, bench_tile, demo_pair_tensors
+from cldyn.evaluation.bench_closed_loop import bench_rsc, bench_tasks
+from cldyn.evaluation.evaluate import Evaluation, evaluate_folders
+from cldyn.evaluation.experiment import Experiment, ExperimentConfig
+from cldyn.evaluation.report import render_report
+from cldyn.evaluation.tasks import evaluate_task
+from cldyn.weights import load_vfn_or_shipped
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def cmd_eval_task(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    result = evaluate_task(args.task, args.data, args.split, args.source, weights=args.weights,
+                           vfn_weights=args.vfn_weights, rsc_weights=args.rsc_weights, log=_stderr,
+                           progress=not args.quiet)
+    print(json.dumps(result, indent=2))
+    write_json(args.json, result)
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    ablations, others = named_runs(args.ablation, "--ablation"), named_runs(args.other_rsc, "--other-rsc")
+    if set(ablations) & set(others):
+        raise CldynError(f"--ablation and --other-rsc share the name {sorted(set(ablations) & set(others))[0]!r}")
+    tasks = args.tasks.split(",")
+    cfg = ExperimentConfig(data=args.data, out=args.out, split=args.split, tasks=tasks,
+                           rsc_weights=args.rsc_weights or [],
+                           task_weights=task_map(args.task_weights, tasks, "--task-weights"),
+                           ablations=ablations, other_rscs=others, second_detector=args.second_detector,
+                           limit=args.limit, gallery=args.gallery, workers=args.workers, device=args.device,
+                           timing_repeats=args.timing_repeats)
+    result = Experiment(cfg, log=print, progress=not args.quiet).run()
+    print(f"{result['pairs']} pairs; {result['timings']['total_s']:.0f} s; wrote {cfg.out}/report.html, "
+          f"{cfg.out}/results.md")
+    return 0
+
+
+def _scored(args: argparse.Namespace, command: str) -> tuple[Evaluation, list[Path], list[str], list[str]]:
+    """The fusion metrics of ``--fused`` folders and ``--baselines``, with what was skipped printed a line each."""
+    baselines = [b for b in (args.baselines or "").split(",") if b]
+    fused = [Path(d) for d in args.fused or []]
+    names = args.names or [d.name for d in fused]
+    if not fused and not baselines:
+        raise CldynError(f"nothing to {command}: give --fused DIR (one or more) and/or --baselines")
+    ev = evaluate_folders(args.ir, args.vis, fused, names=names, convention=args.convention, baselines=baselines,
+                          workers=args.workers, progress=not args.quiet)
+    for p in ev.problems:  # unpaired files: warnings; images that could not be scored: errors
+        _stderr(f"cldyn {command}: warning: {p}")
+    for method, msgs in ev.failures.items():
+        for m in msgs:
+            _stderr(f"cldyn {command}: error: [{method}] {m}")
+    return ev, fused, names, baselines
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    ev, *_ = _scored(args, "evaluate")
+    print(f"convention: {args.convention}")
+    print(ev.table())
+    files = ev.write(Path(args.out))
+    if args.json:
+        write_json(args.json, ev.to_json())
+        files.append(Path(args.json))
+    print("wrote " + ", ".join(str(f) for f in files))
+    failed = sum(len(v) for v in ev.failures.values())
+    if failed:
+        _stderr(f"{failed} image(s) could not be scored (listed above)")
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    ev, fused, names, baselines = _scored(args, "report")
+    pairs, _ = pair_folders(args.ir, args.vis)
+    out = render_report(ev, pairs, dict(zip(names, fused, strict=True)), baselines, args.out, samples=args.samples,
+                        convention=args.convention)
+    print(ev.table())
+    print(f"wrote {out}")
+    return 1 if any(ev.failures.values()) else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    if args.what == "tasks":
+        write_json(args.json, bench_tasks(batch=args.batch_size, size=args.size, repeats=min(args.repeats, 5)))
+        return 0
+    if args.what in ("tile", "rsc"):
+        res = bench_tile() if args.what == "tile" else \
+            bench_rsc(batch=args.batch_size, size=args.size, repeats=min(args.repeats, 5), device=args.device)
+        width = 36 if args.what == "tile" else 20
+        for k, v in res.items():
+            print(f"  {k:{width}s} {v}")
+    else:
+        res = bench_fuse(load_vfn_or_shipped(args.weights), *demo_pair_tensors(), repeats=args.repeats,
+                         compare=not args.no_compare, compile_model=args.compile)
+        print("\n".join(res.report()))
+        res = res.to_dict()
+    if args.json:
+        write_json(args.json, res)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_scoring_args(s: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``evaluate`` and ``report``."""
+    s.add_argument("--ir", required=True, help="infrared folder")
+    s.add_argument("--vis", required=True, help="visible folder (paired by file stem)")
+    s.add_argument("--fused", nargs="+", action="extend",
+                   help="folders of fused images (file stem = pair name); repeat or list several")
+    s.add_argument("--names", nargs="+", action="extend",
+                   help="method names for the --fused folders (default: folder names)")
+    s.add_argument("--baselines", help="comma-separated: ir_only,visible_only,average,max,laplacian,dwt")
+    s.add_argument("--convention", choices=("cldyn", "cddfuse"), default="cldyn",
+                   help="what is scored and how (see cldyn.evaluation.evaluate)")
+    s.add_argument("--workers", type=int, default=1, help="processes (one image per process at a time)")
+    s.add_argument("--quiet", action="store_true")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("eval-task", help="evaluate a task network on an image source")
+    s.add_argument("--task", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--split", default="val")
+    s.add_argument("--source", default="vfn",
+                   help="visible, infrared, vfn, cldyn (task-customised fusion, needs RSC weights), or a folder "
+                        "of fused images")
+    s.add_argument("--rsc-weights", help="RSC checkpoint for --source cldyn (default: the shipped one)")
+    s.add_argument("--weights", help="task checkpoint (default: the shipped network)")
+    s.add_argument("--vfn-weights", help="VFN checkpoint for --source vfn (default: shipped)")
+    s.add_argument("--json", help="also write the result as JSON")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_eval_task)
+
+    e = ExperimentConfig(data="")
+    s = sub.add_parser("experiment", help="fusion and task tables, efficiency, gallery and an HTML report in one run")
+    s.add_argument("--data", required=True, help="labelled dataset root (e.g. ../shared/data/msrs)")
+    s.add_argument("--split", default=e.split)
+    s.add_argument("--out", default=e.out)
+    s.add_argument("--tasks", default=",".join(e.tasks))
+    s.add_argument("--rsc-weights", nargs="+", help="RSC checkpoints (several: runs with different seeds)")
+    s.add_argument("--task-weights", nargs="*", metavar="TASK=FILE", help="task networks (default: shipped)")
+    s.add_argument("--ablation", nargs="*", metavar="NAME=FILE[,FILE]",
+                   help="RSC weights trained with an ablation switch, e.g. no_penalty=runs/abl/best.safetensors")
+    s.add_argument("--other-rsc", nargs="*", metavar="NAME=FILE[,FILE]",
+                   help="RSC weights of other runs of the full method, shown as their own rows (e.g. the shipped "
+                        "weights beside seeds trained with another protocol)")
+    s.add_argument("--second-detector", help="a detection network the RSC never saw (generalisation row)")
+    s.add_argument("--limit", type=int, help="only the first N pairs of the split")
+    s.add_argument("--gallery", type=int, default=e.gallery, help="pairs in the gallery")
+    s.add_argument("--workers", type=int, default=e.workers, help="processes for the fusion metrics")
+    s.add_argument("--timing-repeats", type=int, default=e.timing_repeats,
+                   help="timed runs per efficiency figure (median)")
+    add_run_args(s, device=e.device, device_help="cpu (default), cuda, cuda:N or auto")
+    s.set_defaults(func=cmd_experiment)
+
+    s = sub.add_parser("evaluate", help="fusion-quality metrics of fused folders and classical baselines")
+    _add_scoring_args(s)
+    s.add_argument("--out", default="cldyn-evaluation", help="folder for metrics.csv/.json/.md and per_image.json")
+    s.add_argument("--json", help="also write the summary JSON here")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("report", help="self-contained HTML page: sample pairs side by side, metric table, charts")
+    _add_scoring_args(s)
+    s.add_argument("--samples", type=int, default=6, help="pairs shown side by side")
+    s.add_argument("--out", default="cldyn-report.html")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("bench", help="speed benchmarks")
+    s.add_argument("what", choices=("fuse", "rsc", "tile", "tasks"),
+                   help="fuse: ms per 640x480 pair against the FLOP floor; rsc: A2SI vectorised vs loop, one "
+                        "closed-loop step, peak memory; tile: an 8000x6000 pair in tiles, peak memory; tasks: "
+                        "forward+backward of each task network")
+    s.add_argument("--batch-size", type=int, default=4, help="rsc: batch")
+    s.add_argument("--size", type=int, default=320, help="rsc: image side")
+    s.add_argument("--json", help="also write the results as JSON")
+    s.add_argument("--weights", help="VFN checkpoint (default: the shipped weights)")
+    s.add_argument("--repeats", type=int, default=10)
+    s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    s.add_argument("--no-compare", action="store_true", help="skip the plain eager model")
+    s.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    s.add_argument("--device", default="cpu", help="rsc: cpu (default), cuda, cuda:N or auto")
+    s.set_defaults(func=cmd_bench)

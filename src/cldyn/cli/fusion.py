@@ -1,0 +1,131 @@
+"""Commands that fuse: ``info``, ``fuse``, ``demo``, ``export``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from cldyn.cli.common import set_threads
+from cldyn.data.pairs import pairs_from_inputs
+from cldyn.errors import CldynError
+from cldyn.inference.customise import load_customisation
+from cldyn.inference.demo import run_demo
+from cldyn.inference.export import export_cldyn_onnx, export_vfn_onnx
+from cldyn.inference.fuse import Fuser
+from cldyn.model.vfn import count_parameters
+from cldyn.version import __version__
+from cldyn.weights import SHIPPED_VFN, load_vfn_or_shipped, shipped_weights_dir
+
+TASK_HELP = ("customise the fusion for a task: none (plain VFN), detection, segmentation, saliency, or "
+             "module:Class")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    model = load_vfn_or_shipped(args.weights)
+    print(f"cldyn {__version__}  torch {torch.__version__}  threads {torch.get_num_threads()}  "
+          f"cuda {'yes' if torch.cuda.is_available() else 'no'}")
+    print(f"VFN config: {model.cfg.to_dict()}")
+    print(f"VFN parameters: {count_parameters(model):,}")
+    print(f"weights: {args.weights or shipped_weights_dir() / SHIPPED_VFN}")
+    return 0
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    vfn = load_vfn_or_shipped(args.weights)
+    task, rsc = load_customisation(args.task, vfn, args.task_weights, args.rsc_weights)
+    if args.backend == "onnxruntime" and not args.onnx:
+        raise CldynError("--backend onnxruntime needs --onnx FILE (write one with: cldyn export -o FILE)")
+    onnx = args.onnx if args.backend == "onnxruntime" else None
+    bits = "auto" if args.bits == "auto" else int(args.bits)
+    inputs = [Path(p) for p in args.inputs]
+    single = len(inputs) == 2 and not args.ir and not any(p.is_dir() for p in inputs)
+    fuser = Fuser(vfn, device=args.device, batch_size=1 if single else args.batch_size, workers=args.workers,
+                  task=task, rsc=rsc, onnx=onnx, tile=args.tile, overlap=args.overlap)
+    if single:
+        print(f"wrote {fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)}")
+        return 0
+    pairs, problems = pairs_from_inputs(inputs, args.ir, args.vis)
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CldynError(f"{out_dir}: exists and is not a folder; folder inputs need an output folder")
+    report = fuser.fuse_pairs(pairs, out_dir, bits=bits, overwrite=args.overwrite, progress=not args.quiet)
+    report.errors[:0] = problems
+    for err in report.errors:
+        print(f"cldyn fuse: error: {err}", file=sys.stderr)
+    print(f"{report.summary().split(' (first')[0]} -> {out_dir}")
+    return 0 if report.ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    sheet = run_demo(args.out, device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"side-by-side (IR | visible | fused): {sheet}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    vfn = load_vfn_or_shipped(args.weights)
+    task, rsc = load_customisation(args.task, vfn, args.task_weights, args.rsc_weights)
+    if task is None:
+        out = export_vfn_onnx(vfn, args.output, opset=args.opset)
+        print(f"wrote {out} (inputs ir, vis_y: (B, 1, H, W) in [0, 1]; output fused_y; H, W >= 2)")
+    else:
+        out = export_cldyn_onnx(vfn, rsc, task, args.output, opset=args.opset)
+        print(f"wrote {out} (CLDyN customised for {task.name}; inputs ir (B, 1, H, W), vis (B, 3, H, W) RGB in "
+              "[0, 1]; output fused_y; H, W >= 2)")
+    return 0
+
+
+def _add_customisation_args(s: argparse.ArgumentParser, task_help: str) -> None:
+    s.add_argument("--task", default="none", help=task_help)
+    s.add_argument("--task-weights", help="task network checkpoint (default: the shipped one)")
+    s.add_argument("--rsc-weights", help="RSC checkpoint from train-rsc (default: the shipped one)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("info", help="print version, model configuration and parameter count")
+    s.add_argument("--weights", help="a VFN checkpoint (default: the shipped weights)")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("export", help="export the fusion network to ONNX (dynamic batch, height, width)")
+    _add_customisation_args(s, "none: the VFN alone; detection|segmentation|saliency|module:Class: CLDyN with "
+                               "that task network inside the graph")
+    s.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    s.add_argument("--weights", help="VFN checkpoint (default: the shipped weights)")
+    s.add_argument("--opset", type=int, default=17)
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("fuse", help="fuse one pair, two folders, or a dataset root",
+                       description="cldyn fuse IR VIS -o OUT | cldyn fuse --ir DIR --vis DIR -o DIR | "
+                                   "cldyn fuse ROOT -o DIR (layouts: ir/+vi/, Infrared/+Visible/, T/+RGB/ ...)")
+    s.add_argument("inputs", nargs="*", help="IR VIS files, IR_DIR VIS_DIR folders, or a dataset ROOT")
+    s.add_argument("--ir", help="folder of infrared images")
+    s.add_argument("--vis", help="folder of visible images (paired with --ir by file stem)")
+    s.add_argument("-o", "--output", required=True, help="output file (single pair) or folder")
+    s.add_argument("--weights", help="VFN checkpoint (default: the shipped weights)")
+    _add_customisation_args(s, TASK_HELP)
+    s.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    s.add_argument("--tile", type=int, help="fuse images larger than this in overlapping tiles (bounded memory)")
+    s.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels, blended linearly")
+    s.add_argument("--onnx", help="the .onnx file for --backend onnxruntime (from cldyn export)")
+    s.add_argument("--batch-size", type=int, default=1, help="pairs per forward pass (same-size pairs)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.add_argument("--workers", type=int, default=2, help="threads decoding/encoding images")
+    s.add_argument("--bits", choices=("auto", "8", "16"), default="auto",
+                   help="output bit depth; auto = 16 when an input has more than 8 bits")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_fuse)
+
+    s = sub.add_parser("demo", help="fuse the bundled sample pairs and write a side-by-side PNG")
+    s.add_argument("--out", default="cldyn-demo", help="output folder")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_demo)

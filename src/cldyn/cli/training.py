@@ -1,0 +1,109 @@
+"""Commands that train: ``train-vfn``, ``train-task``, ``train-rsc``. Defaults come from the config dataclasses."""
+
+from __future__ import annotations
+
+import argparse
+
+from cldyn.cli.common import add_run_args, key_values, run_training, task_map
+from cldyn.data.bank import AugmentConfig
+from cldyn.model.vfn import VFNConfig
+from cldyn.training.rsc import TrainRSCConfig, train_rsc
+from cldyn.training.task import TrainTaskConfig, train_task
+from cldyn.training.vfn import TrainVFNConfig, train_vfn
+
+
+def cmd_train_vfn(args: argparse.Namespace) -> int:
+    cfg = TrainVFNConfig(
+        data=args.data, out_dir=args.out, split=None if args.split == "all" else args.split, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        augment=AugmentConfig(crop_size=args.crop), model=VFNConfig(num_blocks=args.num_blocks),
+        max_steps=args.max_steps, device=args.device,
+    )
+    return run_training(args, train_vfn, cfg, "checkpoint")
+
+
+def cmd_train_task(args: argparse.Namespace) -> int:
+    cfg = TrainTaskConfig(
+        task=args.task, data=args.data, out_dir=args.out, input=args.input, train_split=args.split,
+        val_split=args.val_split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop=args.crop,
+        seed=args.seed, adapter=key_values(args.set), vfn_weights=args.vfn_weights, max_steps=args.max_steps,
+        val_every=args.val_every, init=args.init, device=args.device,
+    )
+    return run_training(args, train_task, cfg, "best checkpoint")
+
+
+def cmd_train_rsc(args: argparse.Namespace) -> int:
+    tasks = [t for t in args.tasks.split(",") if t]
+    cfg = TrainRSCConfig(
+        tasks=tasks, data=task_map(args.data, tasks, "--data"),
+        task_weights=task_map(args.task_weights, tasks, "--task-weights"), vfn_weights=args.vfn_weights,
+        out_dir=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+        aggregate=args.aggregate, penalty=0.0 if args.no_penalty else args.penalty,
+        closed_loop=not args.no_closed_loop, selection=args.selection, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, val_every=args.val_every, val_limit=args.val_limit,
+        device=args.device,
+    )
+    return run_training(args, train_rsc, cfg, "best checkpoint")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    v, a = TrainVFNConfig(), AugmentConfig()
+    s = sub.add_parser("train-vfn", help="stage-1 training of the visual fusion network")
+    s.add_argument("--data", nargs="+", required=True, help="dataset roots (known layouts, e.g. ir/ + vi/)")
+    s.add_argument("--out", default=v.out_dir, help="output folder for checkpoints and loss curves")
+    s.add_argument("--split", default=v.split, help="use ROOT/splits/SPLIT.txt where present; 'all' for every pair")
+    s.add_argument("--epochs", type=int, default=v.epochs)
+    s.add_argument("--batch-size", type=int, default=v.batch_size)
+    s.add_argument("--lr", type=float, default=v.lr)
+    s.add_argument("--crop", type=int, default=a.crop_size, help="square training crop side")
+    s.add_argument("--num-blocks", type=int, default=v.model.num_blocks)
+    s.add_argument("--seed", type=int, default=v.seed)
+    s.add_argument("--checkpoint-every", type=int, default=v.checkpoint_every, help="steps between checkpoints")
+    s.add_argument("--max-steps", type=int, help="stop after this many steps")
+    add_run_args(s, resume=True)
+    s.set_defaults(func=cmd_train_vfn)
+
+    t = TrainTaskConfig()
+    s = sub.add_parser("train-task", help="train a downstream task network (on VFN-fused images by default)")
+    s.add_argument("--task", required=True, help="detection, segmentation, saliency or module:Class")
+    s.add_argument("--data", required=True, help="dataset root with labels (e.g. ../shared/data/msrs)")
+    s.add_argument("--input", default=t.input, help="fused (shipped VFN), visible, infrared, or a folder of images")
+    s.add_argument("--out", default=t.out_dir)
+    s.add_argument("--split", default=t.train_split)
+    s.add_argument("--val-split", default=t.val_split)
+    s.add_argument("--epochs", type=int, default=t.epochs)
+    s.add_argument("--batch-size", type=int, default=t.batch_size)
+    s.add_argument("--lr", type=float, default=t.lr)
+    s.add_argument("--crop", type=int, default=t.crop)
+    s.add_argument("--seed", type=int, default=t.seed)
+    s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="adapter config (JSON values), e.g. size=b0")
+    s.add_argument("--vfn-weights", help="VFN checkpoint for --input fused (default: shipped)")
+    s.add_argument("--max-steps", type=int)
+    s.add_argument("--val-every", type=int, default=t.val_every, help="epochs between validations")
+    s.add_argument("--init", help="start from these task weights with a fresh optimiser (warm start)")
+    add_run_args(s, resume=True)
+    s.set_defaults(func=cmd_train_task)
+
+    r = TrainRSCConfig()
+    s = sub.add_parser("train-rsc", help="closed-loop training of the RSC module with frozen VFN and task networks")
+    s.add_argument("--tasks", default=",".join(r.tasks), help="comma-separated task names")
+    s.add_argument("--data", nargs="+", required=True, metavar="[TASK=]ROOT",
+                   help="one dataset root for all tasks, or TASK=ROOT per task (one data stream per task)")
+    s.add_argument("--task-weights", nargs="*", metavar="TASK=FILE", help="task networks (default: shipped)")
+    s.add_argument("--vfn-weights", help="VFN checkpoint (default: shipped)")
+    s.add_argument("--out", default=r.out_dir)
+    s.add_argument("--steps", type=int, default=r.steps)
+    s.add_argument("--batch-size", type=int, default=r.batch_size)
+    s.add_argument("--crop", type=int, default=r.crop)
+    s.add_argument("--lr", type=float, default=r.lr)
+    s.add_argument("--aggregate", choices=("cagrad", "mean", "pcgrad"), default=r.aggregate)
+    s.add_argument("--penalty", type=float, default=r.penalty, help="reward-penalty weight")
+    s.add_argument("--no-penalty", action="store_true", help="ablation: plain task loss")
+    s.add_argument("--no-closed-loop", action="store_true", help="ablation: task features replaced by zeros")
+    s.add_argument("--selection", choices=("trainable", "upstream"), default=r.selection)
+    s.add_argument("--seed", type=int, default=r.seed)
+    s.add_argument("--checkpoint-every", type=int, default=r.checkpoint_every)
+    s.add_argument("--val-every", type=int, default=r.val_every)
+    s.add_argument("--val-limit", type=int, help="validate on the first N val images per task")
+    add_run_args(s, resume=True)
+    s.set_defaults(func=cmd_train_rsc)

@@ -1,0 +1,1 @@
+"""Images, pairs and dataset layouts, training banks and task labels."""

@@ -1,0 +1,1 @@
+"""Fusion metrics, baselines, evaluation, reports, the experiment and benchmarks."""

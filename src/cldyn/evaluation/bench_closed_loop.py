@@ -1,0 +1,166 @@
+"""Benchmarks of the closed loop: the A2SI block (vectorised against a loop), one training step, the task networks."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+import torch
+
+from cldyn.evaluation.bench import peak_rss_mb, time_ms
+from cldyn.model.a2si import A2SI
+from cldyn.model.basis_bank import BasisVectorBank
+from cldyn.model.reference import reference_compensate
+from cldyn.model.rsc import CLDyN
+from cldyn.model.vfn import VFN
+from cldyn.runtime import resolve_device
+from cldyn.tasks import create_task, list_tasks
+from cldyn.training.cagrad import combine
+from cldyn.training.rsc import closed_loop_losses
+
+
+def a2si_without_convolutions(block: A2SI, bank: torch.Tensor, task_features: torch.Tensor,
+                              image_features: torch.Tensor) -> torch.Tensor:
+    """One A2SI block with every filter's dynamic convolution replaced by a scaling of its sample's features.
+
+    Everything else runs as in the block, on tensors of the same sizes: the selection (queries, type and basis
+    choice), the kernel MLPs (the scale is the mean of each filter's kernel, so their gradients are computed),
+    BatchNorm and LeakyReLU over the ``(B*F, C, H, W)`` filter outputs, the filter mean and the output conv. Its
+    time is what the loop reference and any vectorised block share; only a benchmark uses it.
+    """
+    b, c, h, w = image_features.shape
+    sel = block.select(bank, task_features, image_features)
+    k1, k3 = block.kernels(sel.vectors)
+    f = sel.types.shape[1]
+    scale = (k1.mean(dim=(2, 3, 4, 5)) + k3.mean(dim=(2, 3, 4, 5))) * sel.type_weights.amax(-1)  # (B, F)
+    dyn = image_features[:, None] * scale[..., None, None, None]  # (B, F, C, H, W), one pass instead of F convs
+    post = block.post(dyn.reshape(b * f, c, h, w)).view(b, f, c, h, w).mean(1)
+    return image_features + block.out_conv(post)
+
+
+def bench_rsc(batch: int = 4, size: int = 320, repeats: int = 3, step_tasks: list[str] | None = None,
+              log: Callable[[str], None] = print, device: str | torch.device = "cpu") -> dict:
+    """A2SI forward+backward, vectorised against the loop reference, and one closed-loop training step.
+
+    ``a2si_no_conv_ms`` times the block with its dynamic convolutions replaced by a scaling
+    (:func:`a2si_without_convolutions`): the work that vectorising the filter loop cannot touch.
+    ``a2si_speedup_bound = a2si_loop_ms / a2si_no_conv_ms`` is the speedup a vectorised block would reach if its
+    convolutions cost nothing.
+
+    Returns a dict with ``a2si_ms``, ``a2si_loop_ms``, ``a2si_speedup``, ``a2si_no_conv_ms``,
+    ``a2si_speedup_bound``, ``a2si_max_abs_diff``, ``step_seconds``,
+    ``step_tasks``, ``peak_mb`` (peak resident memory of the process; on CUDA the peak GPU memory allocated),
+    ``threads``, ``device``.
+    """
+
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)  # CUDA calls return before the GPU is done
+    torch.manual_seed(0)
+    block, bank = A2SI().train(), BasisVectorBank()
+    torch.nn.init.normal_(block.out_conv.weight, std=0.1)  # a live block, as after training
+    block, bank = block.to(dev), bank.to(dev)
+    x = torch.randn(batch, 8, size, size).to(dev)
+    task = torch.randn(batch, 256, size // 32, size // 32).to(dev)
+
+    def fast() -> None:
+        block(bank.weight, task, x).square().mean().backward()
+        sync()
+
+    def loop() -> None:
+        sel = block.select(bank.weight, task, x)
+        reference_compensate(block, x, sel).square().mean().backward()
+        sync()
+
+    def no_conv() -> None:
+        a2si_without_convolutions(block, bank.weight, task, x).square().mean().backward()
+        sync()
+
+    with torch.no_grad():
+        sel = block.select(bank.weight, task, x)
+        diff = float((block.compensate(x, sel) - reference_compensate(block, x, sel)).abs().max())
+    t_fast = statistics.median(time_ms(fast, repeats, warmup=1))
+    t_loop = statistics.median(time_ms(loop, repeats, warmup=1))
+    t_rest = statistics.median(time_ms(no_conv, repeats, warmup=1))
+    log(f"A2SI fwd+bwd (B={batch}, C=8, {size}x{size}): vectorised {t_fast:.1f} ms, loop {t_loop:.1f} ms, "
+        f"without its convolutions {t_rest:.1f} ms (bound on the speedup: {t_loop / t_rest:.2f}x)")
+
+    step_s, tasks = _closed_loop_step_seconds(batch, size, step_tasks, dev)
+    log(f"closed-loop step ({', '.join(tasks)}; batch {batch}, {size}x{size}): {step_s:.2f} s")
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else peak_rss_mb()
+    return {"a2si_ms": round(t_fast, 2), "a2si_loop_ms": round(t_loop, 2), "a2si_speedup": round(t_loop / t_fast, 2),
+            "a2si_no_conv_ms": round(t_rest, 2), "a2si_speedup_bound": round(t_loop / t_rest, 2),
+            "a2si_max_abs_diff": diff, "step_seconds": round(step_s, 3), "step_tasks": tasks,
+            "peak_mb": round(peak, 1), "peak_kind": "cuda_max_allocated" if cuda else "process_rss",
+            "threads": torch.get_num_threads(), "device": torch.cuda.get_device_name(dev) if cuda else "cpu",
+            "torch": torch.__version__}
+
+
+def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
+                              device: torch.device | None = None) -> tuple[float, list[str]]:
+    """Seconds of one closed-loop step (all tasks' reward-penalty gradients, CAGrad, Adam) with random-init task
+    networks of the shipped architectures (the cost does not depend on their weights)."""
+
+    if tasks is None:
+        tasks = ["segmentation", "saliency"]
+        try:
+            import ultralytics  # noqa: F401
+
+            tasks.insert(0, "detection")
+        except ImportError:
+            pass
+    device = device or torch.device("cpu")
+    adapters = {t: create_task(t).to(device).freeze() for t in tasks}
+    model = CLDyN(VFN()).to(device).train()
+    params = list(model.rsc.parameters())
+    opt = torch.optim.Adam(params, lr=0.01)
+    ir, vis = torch.rand(batch, 1, size, size, device=device), torch.rand(batch, 3, size, size, device=device)
+    targets = {
+        "detection": [torch.tensor([[0, 0.5, 0.5, 0.2, 0.4], [2, 0.3, 0.6, 0.1, 0.1]], device=device)] * batch,
+        "segmentation": torch.randint(0, 9, (batch, size, size), device=device),
+        "saliency": (torch.rand(batch, 1, size, size, device=device) > 0.9).float(),
+    }
+
+    def step() -> None:
+        grads = []
+        for t in tasks:
+            total, _ = closed_loop_losses(model, adapters[t], ir, vis, targets[t], 5.0)
+            g = torch.autograd.grad(total, params, allow_unused=True)
+            grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
+                                    for gi, p in zip(g, params, strict=True)]))
+        d = combine(torch.stack(grads))
+        offset = 0
+        for p in params:
+            p.grad = d[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return statistics.median(time_ms(step, 2, warmup=1)) / 1e3, tasks
+
+
+def bench_tasks(batch: int = 4, size: int = 320, repeats: int = 3, log: Callable[[str], None] = print) -> dict:
+    """Forward + backward to the input image for each built-in adapter (frozen, as in the closed loop), on CPU."""
+
+    targets = {
+        "detection": [torch.tensor([[0, 0.5, 0.5, 0.2, 0.4], [2, 0.3, 0.6, 0.1, 0.1]])] * batch,
+        "segmentation": torch.randint(0, 9, (batch, size, size)),
+        "saliency": (torch.rand(batch, 1, size, size) > 0.9).float(),
+    }
+    res: dict = {"batch": batch, "size": size, "threads": torch.get_num_threads(), "ms": {}}
+    for name in list_tasks():
+        try:
+            adapter = create_task(name).freeze()
+        except Exception as exc:  # the optional YOLO extra may be missing
+            log(f"{name}: skipped ({str(exc).splitlines()[0]})")
+            continue
+        image = torch.rand(batch, 3, size, size, requires_grad=True)
+
+        def step(adapter=adapter, name=name, image=image) -> None:
+            adapter.loss(image, targets[name]).backward()
+
+        res["ms"][name] = round(statistics.median(time_ms(step, repeats, warmup=1)), 1)
+        log(f"{name}: {res['ms'][name]:.1f} ms forward+backward to the image (batch {batch}, {size}x{size})")
+    return res

@@ -1,0 +1,241 @@
+"""``cldyn evaluate``: fusion-quality metrics for folders of fused images (and classical baselines), per image and
+summarised per method.
+
+Conventions (what is scored, stated because evaluators in the field differ):
+
+* ``cldyn`` (default): every image is reduced to BT.601 luminance (the fused image's Y, the infrared image, the
+  visible image's Y), scaled to 0..255 and rounded to integers, as the CDDFuse evaluator rounds its gray images;
+  16-bit inputs are scaled, not truncated. SSIM uses data range 255; MI is in nats (the CDDFuse unit); Qabf takes
+  the standard G = 1 for equal edge strengths.
+* ``cddfuse``: the public CDDFuse evaluator exactly: OpenCV reads 8-bit BGR, ``COLOR_BGR2GRAY`` on float32, rounded;
+  SSIM as scikit-image 0.19 computed it on float input (data range 2); MI in nats; its Qabf variant.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from cldyn.data.io import atomic_write_bytes, check_same_size, read_image, to_single_channel
+from cldyn.data.pairs import Pair, list_images, pair_folders
+from cldyn.errors import InputError
+from cldyn.evaluation import metrics as M
+from cldyn.evaluation.baselines import BASELINES
+
+METRIC_KEYS = ("en", "sd", "sf", "ag", "mi", "fmi", "scd", "vif", "qabf", "nabf", "ssim", "ms_ssim", "cc", "psnr",
+               "qcb", "qcv", "qc")
+CONVENTIONS = ("cldyn", "cddfuse")
+
+
+def read_gray(path: Path, convention: str) -> np.ndarray:
+    """The image as the convention scores it: float64 ``(H, W)``, integer values 0..255."""
+    if convention == "cddfuse":
+        data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+        if img is None:
+            read_image(path)  # raises the precise one-line error
+            raise InputError(path, "not readable as an 8-bit image")
+        return np.round(cv2.cvtColor(img.astype(np.float32), cv2.COLOR_BGR2GRAY)).astype(np.float64)
+    image = read_image(path)
+    return np.round(to_single_channel(image).astype(np.float64) * 255.0)
+
+
+def gray_of_array(luma01: np.ndarray) -> np.ndarray:
+    """A [0, 1] luminance array on the scoring scale (0..255, rounded)."""
+    return np.round(np.clip(luma01, 0, 1) * 255.0)
+
+
+def fusion_metrics(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str = "cldyn") -> dict[str, float]:
+    """All implemented metrics of one fused image ``f`` against infrared ``a`` and visible ``b`` (0..255 scale).
+
+    A metric that is undefined for the image (e.g. SSIM on an image smaller than its 7x7 window) is NaN, which the
+    summary reports as "undef." rather than failing the whole image.
+    """
+    cdd = convention == "cddfuse"
+    metrics: dict[str, Callable[[], float]] = {
+        "en": lambda: M.entropy(f), "sd": lambda: M.standard_deviation(f), "sf": lambda: M.spatial_frequency(f),
+        "ag": lambda: M.average_gradient(f), "mi": lambda: M.mutual_information(f, a, b),
+        "fmi": lambda: M.fmi_pixel(f, a, b), "scd": lambda: M.scd(f, a, b), "vif": lambda: M.vif(f, a, b),
+        "qabf": lambda: M.qabf(f, a, b, variant="cddfuse" if cdd else "standard"),
+        "ssim": lambda: M.ssim_sum(f, a, b, data_range=2.0 if cdd else 255.0),
+        "cc": lambda: M.correlation_coefficient(f, a, b), "psnr": lambda: M.psnr(f, a, b),
+        "nabf": lambda: M.nabf(f, a, b), "ms_ssim": lambda: M.ms_ssim_sum(f, a, b),
+        "qcb": lambda: M.q_chen_blum(f, a, b), "qcv": lambda: M.q_chen_varshney(f, a, b),
+        "qc": lambda: M.q_cvejic(f, a, b),
+    }
+    out = {}
+    for key, fn in metrics.items():
+        try:
+            out[key] = float(fn())
+        except ValueError:  # undefined for this image size
+            out[key] = float("nan")
+    return out
+
+
+@dataclass(frozen=True)
+class _Job:
+    pair: Pair
+    fused: dict[str, Path | None]  # method -> file (None: missing)
+    baselines: tuple[str, ...]
+    convention: str
+
+
+def _evaluate_job(job: _Job) -> tuple[str, dict[str, dict[str, float] | str]]:
+    """Metrics of every method for one pair; a method that cannot be scored gets an error string."""
+    cv2.setNumThreads(1)  # parallelism comes from the worker processes
+    out: dict[str, dict[str, float] | str] = {}
+    try:
+        a, b = read_gray(job.pair.ir, job.convention), read_gray(job.pair.vis, job.convention)
+        check_same_size(job.pair.ir, a.shape, job.pair.vis, b.shape)
+    except InputError as exc:
+        return job.pair.name, {m: str(exc) for m in (*job.fused, *job.baselines)}
+    for method, path in job.fused.items():
+        if path is None:
+            out[method] = f"no fused image named {job.pair.name}.* for method {method}"
+            continue
+        try:
+            f = read_gray(path, job.convention)
+            if f.shape != a.shape:
+                raise InputError(path, f"size {f.shape[1]}x{f.shape[0]} differs from the sources "
+                                 f"({a.shape[1]}x{a.shape[0]})")
+            out[method] = fusion_metrics(f, a, b, job.convention)
+        except (InputError, ValueError) as exc:
+            out[method] = str(exc)
+    for name in job.baselines:
+        try:
+            out[name] = fusion_metrics(gray_of_array(BASELINES[name](a / 255.0, b / 255.0)), a, b, job.convention)
+        except ValueError as exc:  # e.g. a pyramid deeper than the image allows
+            out[name] = f"{job.pair.vis}: baseline {name}: {exc}"
+    return job.pair.name, out
+
+
+@dataclass
+class Evaluation:
+    """Per-image metrics and failures of every method; :meth:`summary` gives mean, std and counts."""
+
+    methods: list[str]
+    per_image: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # method -> image -> metrics
+    failures: dict[str, list[str]] = field(default_factory=dict)  # method -> messages
+    problems: list[str] = field(default_factory=list)  # pairing problems
+
+    def summary(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{method: {metric: {"mean", "std", "n", "undefined"}}}``; NaN/inf values are excluded and counted."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for m in self.methods:
+            rows = list(self.per_image.get(m, {}).values())
+            out[m] = {}
+            for k in METRIC_KEYS:
+                vals = np.array([r[k] for r in rows], dtype=np.float64)
+                ok = vals[np.isfinite(vals)]
+                out[m][k] = {"mean": float(ok.mean()) if ok.size else float("nan"),
+                             "std": float(ok.std()) if ok.size else float("nan"),
+                             "n": int(ok.size), "undefined": int(vals.size - ok.size)}
+        return out
+
+    def to_json(self) -> dict[str, dict[str, float]]:
+        """The documented JSON shape: ``{METHOD: {"en": mean, ..., "n": images scored}}``."""
+        out = {}
+        for m, stats in self.summary().items():
+            row = {k: (None if math.isnan(v["mean"]) else v["mean"]) for k, v in stats.items()}
+            row["n"] = len(self.per_image.get(m, {}))
+            row["failed"] = len(self.failures.get(m, []))
+            out[m] = row
+        return out
+
+    def table(self, markdown: bool = False) -> str:
+        """mean ± std per metric (columns) and method (rows); the best mean per column marked with ``*``."""
+        summ = self.summary()
+        best = {}
+        for k in METRIC_KEYS:
+            vals = {m: summ[m][k]["mean"] for m in self.methods if not math.isnan(summ[m][k]["mean"])}
+            if vals:
+                pick = max if M.DIRECTION[k] == "higher" else min
+                best[k] = pick(vals, key=vals.get)
+        header = ["method", *[f"{k.upper()} {'↑' if M.DIRECTION[k] == 'higher' else '↓'}" for k in METRIC_KEYS], "n"]
+        lines = []
+        for m in self.methods:
+            cells = [m]
+            for k in METRIC_KEYS:
+                s = summ[m][k]
+                cell = "n/a" if math.isnan(s["mean"]) else f"{s['mean']:.4f} ± {s['std']:.4f}"
+                if s["undefined"]:
+                    cell += f" ({s['undefined']} undef.)"
+                if best.get(k) == m:
+                    cell = f"**{cell}**" if markdown else cell + " *"
+                cells.append(cell)
+            cells.append(str(len(self.per_image.get(m, {}))))
+            lines.append(cells)
+        if markdown:
+            rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            rows += ["| " + " | ".join(c) + " |" for c in lines]
+            return "\n".join(rows)
+        widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        return "\n".join([fmt.format(*header), *[fmt.format(*r) for r in lines]])
+
+    def csv_text(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["method", "metric", "mean", "std", "n", "undefined", "direction"])
+        for m, stats in self.summary().items():
+            for k, s in stats.items():
+                w.writerow([m, k, s["mean"], s["std"], s["n"], s["undefined"], M.DIRECTION[k]])
+        return buf.getvalue()
+
+    def write(self, out_dir: Path) -> list[Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = {"metrics.csv": self.csv_text(), "metrics.json": json.dumps(self.to_json(), indent=2),
+                 "metrics.md": self.table(markdown=True) + "\n",
+                 "per_image.json": json.dumps(self.per_image, indent=1)}
+        for name, text in files.items():
+            atomic_write_bytes(out_dir / name, text.encode())
+        return [out_dir / n for n in files]
+
+
+def evaluate_folders(ir_dir: str | Path, vis_dir: str | Path, fused_dirs: Sequence[str | Path],
+                     names: Sequence[str] | None = None, convention: str = "cldyn",
+                     baselines: Sequence[str] = (), workers: int = 1, progress: bool = True,
+                     on_error: Callable[[str], None] | None = None) -> Evaluation:
+    """Score fused folders (matched to the pairs by file stem) and baselines on every IR/visible pair."""
+    if convention not in CONVENTIONS:
+        raise InputError(None, f"unknown convention {convention!r}; use {' or '.join(CONVENTIONS)}")
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise InputError(None, f"unknown baseline(s) {unknown}; choose from {sorted(BASELINES)}")
+    fused_dirs = [Path(d) for d in fused_dirs]
+    names = list(names) if names else [d.name for d in fused_dirs]
+    if len(names) != len(fused_dirs):
+        raise InputError(None, f"--names gives {len(names)} names for {len(fused_dirs)} --fused folders")
+    if len(set(names) | set(baselines)) != len(names) + len(baselines):
+        raise InputError(None, f"method names must be unique: {names + list(baselines)}")
+    pairs, problems = pair_folders(ir_dir, vis_dir)
+    listings = {n: list_images(d) for n, d in zip(names, fused_dirs, strict=True)}
+    jobs = [_Job(p, {n: listings[n].get(p.name) for n in names}, tuple(baselines), convention) for p in pairs]
+    ev = Evaluation(methods=[*names, *baselines], problems=[str(p) for p in problems])
+    workers = max(1, min(workers, len(jobs) or 1, os.cpu_count() or 1))
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        results = pool.map(_evaluate_job, jobs, chunksize=4) if pool else map(_evaluate_job, jobs)
+        for name, per_method in tqdm(results, total=len(jobs), disable=not progress, desc="evaluate", unit="pair"):
+            for method, res in per_method.items():
+                if isinstance(res, str):
+                    ev.failures.setdefault(method, []).append(res)
+                    if on_error:
+                        on_error(res)
+                else:
+                    ev.per_image.setdefault(method, {})[name] = res
+    finally:
+        if pool:
+            pool.shutdown()
+    return ev

@@ -1,0 +1,328 @@
+"""``cldyn experiment``: does the closed loop help each task while keeping fusion quality? One command, one folder.
+
+Writes into ``out``: ``fused/<method>/`` (the fused images), ``fusion/`` (fusion-quality metrics of every method and
+the classical baselines, CSV/JSON/Markdown), ``tasks.json|md`` (each task network on every image source),
+``efficiency.json|md``, ``report.html`` (self-contained) and ``results.md`` (the README's "Results" section).
+
+Long steps are cached: a fused folder is reused while the weights that made it (their SHA-256) and the pair list
+are unchanged, and so are the metric files computed from it; a re-run recomputes only what changed.
+
+Methods: ``vfn`` (the base fusion), ``cldyn_<task>`` (CLDyN customised for ``task`` with the task's network),
+``<ablation>_<task>`` for RSC weights given as ablations, and ``average`` (the colour average fusion, an image source
+for the task table). Several RSC checkpoints for one name (seeds) give mean ± std.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cldyn.data.io import atomic_write_bytes
+from cldyn.data.pairs import Pair, discover_pairs
+from cldyn.data.task_bank import load_task_bank
+from cldyn.errors import CldynError
+from cldyn.evaluation.baselines import BASELINES
+from cldyn.evaluation.bench import peak_rss_mb, time_ms
+from cldyn.evaluation.evaluate import evaluate_folders
+from cldyn.evaluation.experiment_report import write_experiment_report
+from cldyn.evaluation.tables import TASK_COLUMNS, mean_std
+from cldyn.inference.fuse import Fuser, fuse_tensors, prepare_for_inference
+from cldyn.inference.sources import image_source
+from cldyn.model.rsc import CLDyN
+from cldyn.tasks import load_pretrained_task, load_task
+from cldyn.tasks.evaluation import evaluate_bank
+from cldyn.weights import (
+    SHIPPED_RSC,
+    SHIPPED_VFN,
+    load_pretrained_vfn,
+    load_rsc,
+    read_manifest,
+    shipped_file,
+    shipped_task_file,
+)
+from cldyn.weights.checkpoint import sha256_file
+
+
+@dataclass
+class ExperimentConfig:
+    """What ``cldyn experiment`` runs.
+
+    ``rsc_weights``: RSC checkpoints of the method (several = seeds; empty = the shipped one). ``ablations``: name ->
+    RSC checkpoints trained with an ablation switch (e.g. ``no_penalty``). ``other_rscs``: name -> RSC checkpoints
+    of other runs of the full method (their own rows, e.g. the shipped weights). ``second_detector``: a detection
+    network of another architecture that the RSC never saw (generalisation). ``limit``: the first N pairs of the
+    split.
+    """
+
+    data: str
+    out: str = "cldyn-experiment"
+    split: str = "val"
+    tasks: list[str] = field(default_factory=lambda: ["detection", "segmentation", "saliency"])
+    rsc_weights: list[str] = field(default_factory=list)
+    task_weights: dict[str, str] = field(default_factory=dict)
+    ablations: dict[str, list[str]] = field(default_factory=dict)
+    other_rscs: dict[str, list[str]] = field(default_factory=dict)
+    second_detector: str | None = None
+    limit: int | None = None
+    gallery: int = 8
+    workers: int = 1
+    device: str = "cpu"
+    timing_repeats: int = 3
+
+
+class _Average(nn.Module):
+    """Average fusion of the luminance (the chroma is the visible image's, as for every method here)."""
+
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (ir + vis_y)
+
+
+class Experiment:
+    """The experiment's steps; :meth:`run` does them all (each skips what its cache already holds)."""
+
+    def __init__(self, cfg: ExperimentConfig, log: Callable[[str], None] = print, progress: bool = True) -> None:
+
+        self.cfg, self.log, self.progress = cfg, log, progress
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        pairs, notes = discover_pairs([cfg.data], cfg.split)
+        for n in notes:
+            log(n)
+        self.pairs: list[Pair] = sorted(pairs, key=lambda p: p.name)[:cfg.limit]
+        self.vfn = load_pretrained_vfn()
+        manifest = read_manifest()
+        self.vfn_id = manifest[SHIPPED_VFN]["sha256"]
+        if cfg.rsc_weights:
+            self.rsc_paths = [Path(p) for p in cfg.rsc_weights]
+        else:
+            self.rsc_paths = [shipped_file(SHIPPED_RSC, "no shipped RSC weights in this cldyn release; pass "
+                                                        "--rsc-weights FILE")[0]]
+        self.rscs = [load_rsc(p) for p in self.rsc_paths]
+        self.rsc_ids = [sha256_file(p) for p in self.rsc_paths]
+        self.adapters, self.task_ids = {}, {}
+        for t in cfg.tasks:
+            path = cfg.task_weights.get(t)
+            self.adapters[t] = (load_task(path) if path else load_pretrained_task(t)).freeze()
+            self.task_ids[t] = sha256_file(path) if path else manifest[shipped_task_file(t)]["sha256"]
+        # Ablations and other runs are fused and scored alike; only their row labels differ.
+        self.ablations = {name: [(Path(p), load_rsc(p), sha256_file(p)) for p in paths]
+                          for name, paths in {**cfg.ablations, **cfg.other_rscs}.items()}
+        self.row_labels = {**{n: f"ablation: {n}" for n in cfg.ablations},
+                           **{n: f"other run: {n}" for n in cfg.other_rscs}}
+        self.second = None
+        if cfg.second_detector:
+            self.second = load_task(cfg.second_detector).freeze()
+            if self.second.task != "detection":
+                raise CldynError(f"{cfg.second_detector}: holds a {self.second.task!r} network, not a detector")
+        self.names = [p.name for p in self.pairs]
+        self.timings: dict[str, float] = {}
+
+    # -- fused images --------------------------------------------------------------------------------------------
+
+    def _cached(self, method: str, identity: dict[str, Any]) -> bool:
+        folder = self.out / "fused" / method
+        stamp = folder / ".identity.json"
+        return stamp.is_file() and json.loads(stamp.read_text()) == {**identity, "pairs": self.names} and \
+            all((folder / f"{n}.png").is_file() for n in self.names)
+
+    def fuse(self, methods: dict[str, dict[str, Any]], make_fuser: Callable[[list[str]], Any]) -> dict[str, Path]:
+        """``out/fused/<method>`` for each method (name -> identity); those whose cached folder has another identity
+        are made in one pass by ``make_fuser(names)``, a fuser with one output per name (RSCs that share a task
+        network share its base fusion and features)."""
+        folders = {m: self.out / "fused" / m for m in methods}
+        todo = [m for m, ident in methods.items() if not self._cached(m, ident)]
+        if todo:
+            for m in todo:
+                if folders[m].exists():
+                    shutil.rmtree(folders[m])
+            self.log(f"fusing {len(self.pairs)} pairs: {', '.join(todo)}")
+            report = make_fuser(todo).fuse_pairs(self.pairs, [folders[m] for m in todo], bits=8,
+                                                 progress=self.progress)
+            if report.errors:
+                raise CldynError(f"{todo[0]}: {len(report.errors)} pairs failed, first: {report.errors[0]}")
+            for m in todo:
+                atomic_write_bytes(folders[m] / ".identity.json",
+                                   json.dumps({**methods[m], "pairs": self.names}).encode())
+        return folders
+
+    def fused_methods(self) -> dict[str, Path]:
+        """Every fused folder the tables need: vfn, average, cldyn_<task>[_s<seed>], ablations, second detector."""
+
+        dev, w = self.cfg.device, self.cfg.workers
+        out = {**self.fuse({"vfn": {"vfn": self.vfn_id}}, lambda _: Fuser(self.vfn, device=dev, workers=w)),
+               **self.fuse({"average": {"average": 1}}, lambda _: Fuser(_Average(), device=dev, workers=w))}
+
+        def seeded(prefix: str, runs: list[tuple[Any, str]]) -> dict[str, tuple[Any, str]]:
+            """``prefix`` (one run) or ``prefix_s<i>`` (several) -> (rsc, sha)."""
+            return {prefix + (f"_s{i}" if len(runs) > 1 else ""): run for i, run in enumerate(runs)}
+
+        def customised(adapter, task_id: str, runs: dict[str, tuple[Any, str]]) -> dict[str, Path]:
+            rscs = {m: r for m, (r, _) in runs.items()}
+            return self.fuse({m: {"vfn": self.vfn_id, "rsc": rid, "task": task_id} for m, (_, rid) in runs.items()},
+                             lambda names: Fuser(self.vfn, device=dev, workers=w, task=adapter,
+                                                 rsc=[rscs[m] for m in names]))
+
+        main = list(zip(self.rscs, self.rsc_ids, strict=True))
+        for t, adapter in self.adapters.items():
+            runs = seeded(f"cldyn_{t}", main)
+            for abl, abl_runs in self.ablations.items():
+                runs.update(seeded(f"{abl}_{t}", [(r, rid) for _, r, rid in abl_runs]))
+            out.update(customised(adapter, self.task_ids[t], runs))
+        if self.second is not None:
+            second_id = sha256_file(self.cfg.second_detector)
+            out.update(customised(self.second, second_id, seeded("cldyn_second_detector", main)))
+        return out
+
+    # -- tables --------------------------------------------------------------------------------------------------
+
+    def _sources(self) -> Path:
+        """The split's pairs as ``out/sources/{ir,vi}`` (what the fusion metrics read)."""
+        root = self.out / "sources"
+        for sub, attr in (("ir", "ir"), ("vi", "vis")):
+            d = root / sub
+            d.mkdir(parents=True, exist_ok=True)
+            keep = set()
+            for p in self.pairs:
+                src = getattr(p, attr)
+                dst = d / f"{p.name}{src.suffix}"
+                keep.add(dst.name)
+                if not dst.is_file():
+                    shutil.copyfile(src, dst)
+            for extra in d.iterdir():
+                if extra.name not in keep:
+                    extra.unlink()
+        return root
+
+    def fusion_table(self, fused: dict[str, Path]) -> dict[str, Any]:
+        """Fusion-quality metrics of every method (cached on the fused folders' identities)."""
+
+        # The issue's table: VFN and CLDyN customised for each task (ablations and the second detector only enter the
+        # task table; average is scored as a baseline).
+        methods = {m: d for m, d in fused.items() if m == "vfn" or
+                   (m.startswith("cldyn_") and not m.startswith("cldyn_second_detector"))}
+        ident = {m: json.loads((d / ".identity.json").read_text()) for m, d in methods.items()}
+        cache = self.out / "fusion" / "identity.json"
+        summary_path = self.out / "fusion" / "metrics.json"
+        if cache.is_file() and summary_path.is_file() and json.loads(cache.read_text()) == ident:
+            return json.loads(summary_path.read_text())
+        src = self._sources()
+        self.log(f"fusion metrics: {len(methods)} methods + {len(BASELINES)} baselines x {len(self.pairs)} pairs")
+        ev = evaluate_folders(src / "ir", src / "vi", list(methods.values()), names=list(methods),
+                              baselines=list(BASELINES), workers=self.cfg.workers, progress=self.progress)
+        if any(ev.failures.values()):
+            raise CldynError(f"fusion metrics failed: {next(iter(v for v in ev.failures.values() if v))[0]}")
+        ev.write(self.out / "fusion")
+        atomic_write_bytes(cache, json.dumps(ident).encode())
+        return json.loads(summary_path.read_text())
+
+    def task_metrics(self, task: str, adapter, source: str, folder: Path | None) -> dict[str, Any]:
+        """One task network on one image source (``visible``, ``infrared`` or a fused folder), cached."""
+
+        ident = {"task": self.task_ids.get(task) if adapter is self.adapters.get(task) else "second",
+                 "source": source, "pairs": self.names,
+                 "folder": json.loads((folder / ".identity.json").read_text()) if folder else None}
+        path = self.out / "tasks" / f"{task}__{source}.json"
+        if path.is_file():
+            cached = json.loads(path.read_text())
+            if cached.get("identity") == ident:
+                return cached["metrics"]
+        spec = str(folder) if folder else source
+        bank = load_task_bank(task, self.cfg.data, self.cfg.split, image_source(spec), adapter.config,
+                              log=lambda m: None, names=self.names)
+        metrics = evaluate_bank(adapter, bank)
+        metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, type(None)))}
+        atomic_write_bytes(path, json.dumps({"identity": ident, "metrics": metrics}, indent=2).encode())
+        return metrics
+
+    def task_table(self, fused: dict[str, Path]) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{task: {row: {metric: [mean, std, n_runs]}}}``."""
+        table: dict[str, dict[str, dict[str, Any]]] = {}
+        for t, adapter in self.adapters.items():
+            rows: dict[str, list[dict[str, Any]]] = {}
+            for src in ("visible", "infrared"):
+                rows[src] = [self.task_metrics(t, adapter, src, None)]
+            for m in ("average", "vfn"):
+                rows[m] = [self.task_metrics(t, adapter, m, fused[m])]
+            for other in self.adapters:
+                label = f"cldyn customised for {other}" + (" (this task)" if other == t else "")
+                rows[label] = [self.task_metrics(t, adapter, m, d) for m, d in fused.items()
+                               if m == f"cldyn_{other}" or m.startswith(f"cldyn_{other}_s")]
+            for abl in self.ablations:
+                rows[self.row_labels[abl]] = [self.task_metrics(t, adapter, m, d) for m, d in fused.items()
+                                            if m == f"{abl}_{t}" or m.startswith(f"{abl}_{t}_s")]
+            table[t] = {row: {k: [*mean_std([r.get(k) for r in runs]), len(runs)] for k in TASK_COLUMNS[t]}
+                        for row, runs in rows.items()}
+        if self.second is not None:
+            rows = {"vfn": [self.task_metrics("detection", self.second, "vfn", fused["vfn"])],
+                    "cldyn customised with this detector (never seen in training)": [
+                        self.task_metrics("detection", self.second, m, d) for m, d in fused.items()
+                        if m.startswith("cldyn_second_detector")]}
+            table["detection (second detector)"] = {
+                row: {k: [*mean_std([r.get(k) for r in runs]), len(runs)] for k in TASK_COLUMNS["detection"]}
+                for row, runs in rows.items()}
+        return table
+
+    def efficiency(self) -> dict[str, Any]:
+        """Parameters, GFLOPs at 640x480, CPU ms per pair (median of ``timing_repeats``) and peak memory."""
+
+
+        torch.manual_seed(0)
+        ir, vis = torch.rand(1, 1, 480, 640), torch.rand(1, 3, 480, 640)
+        vfn = prepare_for_inference(self.vfn, torch.device("cpu"))
+        n = self.cfg.timing_repeats
+
+        def gflops(fn: Callable[[], object]) -> float:
+            counter = FlopCounterMode(display=False)
+            with torch.inference_mode(), counter:
+                fn()
+            return counter.get_total_flops() / 1e9
+
+        res: dict[str, Any] = {
+            "params": {"rsc_trainable": sum(p.numel() for p in self.rscs[0].parameters()),
+                       "vfn_frozen": sum(p.numel() for p in self.vfn.parameters()),
+                       **{f"task_{t}": sum(p.numel() for p in a.model.parameters()) for t, a in self.adapters.items()}},
+            "gflops": {"vfn": gflops(lambda: fuse_tensors(vfn, ir, vis))},
+            "ms_per_pair": {"vfn": float(np.median(time_ms(lambda: fuse_tensors(vfn, ir, vis), n, 1)))},
+            "size": [480, 640], "threads": torch.get_num_threads(),
+        }
+        model = CLDyN(vfn, self.rscs[0]).eval().requires_grad_(False)
+        with torch.inference_mode():
+            for t, a in self.adapters.items():
+                feats = model.task_features(ir, vis, a)
+                res["gflops"][f"cldyn_{t}"] = gflops(lambda a=a: model.fuse(ir, vis, a))
+                res["gflops"][f"task_{t}_features"] = gflops(lambda a=a: model.task_features(ir, vis, a))
+                res["ms_per_pair"][f"cldyn_{t}"] = float(np.median(time_ms(lambda a=a: model.fuse(ir, vis, a), n, 1)))
+                res["ms_per_pair"][f"cldyn_{t}_without_task_network"] = float(np.median(time_ms(
+                    lambda f=feats: (model.base(ir, vis), model(ir, vis, f)), n, 1)))
+        res["peak_rss_mb"] = peak_rss_mb()
+        return res
+
+    # -- everything ----------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+
+        t0 = time.perf_counter()
+        fused = self.fused_methods()
+        self.timings["fuse_s"] = time.perf_counter() - t0
+        fusion = self.fusion_table(fused)
+        self.timings["fusion_metrics_s"] = time.perf_counter() - t0 - self.timings["fuse_s"]
+        tasks = self.task_table(fused)
+        self.timings["task_metrics_s"] = time.perf_counter() - t0 - sum(self.timings.values())
+        eff = self.efficiency()
+        result = {"config": asdict(self.cfg), "pairs": len(self.pairs), "fusion": fusion, "tasks": tasks,
+                  "efficiency": eff, "rsc_weights": [str(p) for p in self.rsc_paths]}
+        write_experiment_report(self, result, fused)
+        self.timings["total_s"] = time.perf_counter() - t0
+        result["timings"] = self.timings
+        atomic_write_bytes(self.out / "experiment.json", json.dumps(result, indent=2, default=str).encode())
+        return result

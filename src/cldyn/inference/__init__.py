@@ -1,0 +1,1 @@
+"""Fusion of files and tensors (plain and task-customised), tiling, ONNX export, the demo."""

@@ -1,0 +1,31 @@
+"""What task-customised fusion needs besides the VFN: a frozen task network and RSC weights that fit the VFN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cldyn.model.rsc import RSC
+from cldyn.model.vfn import VFN
+from cldyn.tasks import load_task_for
+from cldyn.tasks.base import TaskAdapter
+from cldyn.weights import load_rsc_or_shipped
+
+
+def load_customisation(task: str | None, vfn: VFN, task_weights: str | Path | None = None,
+                       rsc_weights: str | Path | None = None) -> tuple[TaskAdapter | None, RSC | None]:
+    """``(adapter, rsc)`` for fusion customised for ``task``, or ``(None, None)`` for plain VFN fusion.
+
+    Args:
+        task: ``detection``, ``segmentation``, ``saliency``, ``module:Class`` (needs ``task_weights``), or
+            ``None`` / ``"none"``.
+        vfn: the VFN in use; the RSC must fit it.
+        task_weights: the task network's checkpoint (default: the shipped network).
+        rsc_weights: RSC weights from ``cldyn train-rsc`` (default: the shipped ones).
+
+    Raises:
+        CldynError: unknown task, missing optional extra, no shipped weights, or weights that do not fit.
+    """
+    if task in (None, "none"):
+        return None, None
+    adapter = load_task_for(task, task_weights)
+    return adapter, load_rsc_or_shipped(rsc_weights, vfn)

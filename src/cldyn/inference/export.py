@@ -1,0 +1,90 @@
+"""ONNX export, runnable in onnxruntime: the VFN alone (``cldyn export --task none``; dynamic batch, height and
+width) and task-customised fusion, CLDyN with a fixed task network (``--task detection|segmentation|saliency``;
+dynamic batch, height and width)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cldyn.data.io import atomic_write_bytes
+from cldyn.model.color import replace_luma, rgb_to_luma
+from cldyn.model.rsc import CLDyN
+from cldyn.model.vfn import VFN, fold_batchnorm
+
+
+class _FuseLuma(nn.Module):
+    """ONNX entry point: ``(ir, vis_y)`` both ``(B, 1, H, W)`` -> fused luminance ``(B, 1, H, W)``."""
+
+    def __init__(self, vfn: VFN) -> None:
+        super().__init__()
+        self.vfn = vfn
+
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        return self.vfn.forward_head(self.vfn.forward_features(ir, vis_y))
+
+
+def export_vfn_onnx(vfn: VFN, path: str | Path, opset: int = 17) -> Path:
+    """Write ``vfn`` (BatchNorm folded) as ONNX with inputs ``ir``, ``vis_y`` and output ``fused_y``.
+
+    Sides must be at least 2 pixels (the PyTorch model pads smaller inputs itself; the exported graph does not).
+    """
+    path = Path(path)
+    model = _FuseLuma(fold_batchnorm(vfn).eval())
+    example = (torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80))
+    axes = {0: "batch", 2: "height", 3: "width"}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic that is constant here
+        torch.onnx.export(model, example, buf, input_names=["ir", "vis_y"], output_names=["fused_y"],
+                          dynamic_axes={"ir": axes, "vis_y": axes, "fused_y": axes}, opset_version=opset,
+                          dynamo=False)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+class _CustomisedFusion(nn.Module):
+    """ONNX entry point of task-customised fusion: ``(ir (B, 1, H, W), vis (B, 3, H, W) RGB)`` -> fused luminance
+    ``(B, 1, H, W)``; the closed loop of :meth:`cldyn.rsc.CLDyN.fuse` with the task network inside the graph."""
+
+    def __init__(self, cldyn, task) -> None:
+        super().__init__()
+        self.cldyn, self.task = cldyn, task
+        self.task_model = task.model  # registered, so the task network's weights go into the graph
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        vis_y = rgb_to_luma(vis)
+        base = replace_luma(vis, self.cldyn.vfn(ir, vis_y))
+        h, w = base.shape[-2:]
+        # Replicate padding to multiples of 32 for the task network, as CLDyN.fuse; traced, so sizes stay dynamic.
+        feats = self.task.features(F.pad(base, (0, (32 - w % 32) % 32, 0, (32 - h % 32) % 32), mode="replicate"))
+        return self.cldyn.vfn(ir, vis_y, stage_hook=self.cldyn.rsc.stage_hook(feats))
+
+
+def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, example_size: tuple[int, int] = (96, 128)
+                      ) -> Path:
+    """Write CLDyN customised for ``task`` (a frozen :class:`~cldyn.tasks.base.TaskAdapter`) as ONNX: inputs ``ir``
+    ``(B, 1, H, W)`` and ``vis`` ``(B, 3, H, W)`` (RGB; repeat a gray image), output ``fused_y`` ``(B, 1, H, W)``;
+    ``B``, ``H`` and ``W`` dynamic (sides >= 2). The A2SI blocks run their static-shape path
+    (:meth:`cldyn.a2si.A2SI.compensate_static`), which gives the same result."""
+
+    h, w = example_size
+    if h % 32 or w % 32:
+        raise ValueError(f"example_size must be multiples of 32, got {example_size}")
+    path = Path(path)
+    task.freeze()
+    model = _CustomisedFusion(CLDyN(vfn, rsc).eval().requires_grad_(False), task).eval()
+    example = (torch.rand(1, 1, h, w), torch.rand(1, 3, h, w))
+    axes = {0: "batch", 2: "height", 3: "width"}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, example, buf, input_names=["ir", "vis"], output_names=["fused_y"],
+                          dynamic_axes={"ir": axes, "vis": axes, "fused_y": axes}, opset_version=opset, dynamo=False)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

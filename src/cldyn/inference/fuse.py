@@ -1,0 +1,324 @@
+"""Fusing images with a trained VFN: a pure tensor function, and a :class:`Fuser` for files and folders.
+
+Colour convention (paper): only the luminance is fused. A colour visible image gives ``Y`` to the network and its
+``Cb``/``Cr`` back to the fused result; a gray visible image gives a gray result. Infrared given as RGB is reduced
+to one channel (BT.601 luma).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cldyn.data.io import Image, check_same_size, read_pair, to_single_channel, write_image
+from cldyn.data.pairs import Pair
+from cldyn.errors import CldynError, InputError
+from cldyn.inference.tiling import fuse_tiled
+from cldyn.model.color import replace_luma, rgb_to_luma
+from cldyn.model.rsc import CLDyN
+from cldyn.model.vfn import VFN, check_pair_tensors, fold_batchnorm
+from cldyn.runtime import resolve_device, torch_threads
+from cldyn.weights import load_pretrained_vfn
+
+Bits = Literal["auto", 8, 16]
+
+
+def fuse_tensors(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """Fuse infrared with a gray or colour visible image.
+
+    Args:
+        model: a VFN (or anything with its call signature ``model(ir, vis_y) -> fused_y``).
+        ir: ``(B, 1, H, W)`` in [0, 1].
+        vis: ``(B, 1, H, W)`` gray or ``(B, 3, H, W)`` RGB in [0, 1].
+
+    Returns:
+        ``(B, C, H, W)`` with ``C`` the visible image's channel count: the fused luminance, recoloured with the
+        visible chroma when ``vis`` is RGB.
+
+    Example:
+        >>> net = VFN().eval()
+        >>> fuse_tensors(net, torch.rand(2, 1, 9, 7), torch.rand(2, 3, 9, 7)).shape
+        torch.Size([2, 3, 9, 7])
+    """
+    if vis.dim() != 4 or vis.shape[1] not in (1, 3):
+        raise ValueError(f"fuse_tensors: vis must be (B, 1, H, W) or (B, 3, H, W), got {tuple(vis.shape)}")
+    colour = vis.shape[1] == 3
+    vis_y = rgb_to_luma(vis) if colour else vis
+    check_pair_tensors(ir, vis_y)
+    fused_y = model(ir, vis_y)
+    return replace_luma(vis, fused_y) if colour else fused_y
+
+
+def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """Eval-mode copy with BatchNorm folded into the convs, on ``device``; channels-last memory on CPU (faster
+    for these narrow convs with oneDNN)."""
+    model = fold_batchnorm(model).to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model.requires_grad_(False)
+
+
+def output_bits(ir: Image, vis: Image, bits: Bits) -> int:
+    """``auto``: 16-bit output when either input has more than 8 bits, else 8."""
+    if bits == "auto":
+        return 16 if max(ir.bits, vis.bits) > 8 else 8
+    return int(bits)
+
+
+@dataclass
+class FuseReport:
+    """Outcome of a folder run: written files and one error per pair that could not be fused."""
+
+    written: list[Path] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        s = f"{len(self.written)} fused, {len(self.errors)} failed"
+        return s if self.ok else s + f" (first: {self.errors[0]})"
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    pair: Pair
+    index: int  # the pair's position: its output paths
+    ir: Image | None = None
+    vis: Image | None = None
+    error: InputError | None = None
+
+    @property
+    def key(self) -> tuple[int, int, bool]:
+        assert self.vis is not None
+        return (*self.vis.size, self.vis.is_gray)
+
+
+def _load(index: int, pair: Pair) -> _Loaded:
+    try:
+        ir, vis = read_pair(pair.ir, pair.vis)
+        return _Loaded(pair, index, ir, vis)
+    except InputError as exc:
+        return _Loaded(pair, index, error=exc)
+
+
+def _prefetch(fn: Callable, items: Iterable, pool: ThreadPoolExecutor, depth: int) -> Iterator:
+    """``map(fn, items)`` running up to ``depth`` calls ahead in ``pool``, results in order."""
+    pending: list[Future] = []
+    for item in items:
+        pending.append(pool.submit(fn, *item))
+        if len(pending) > depth:
+            yield pending.pop(0).result()
+    for fut in pending:
+        yield fut.result()
+
+
+class Fuser:
+    """Fuses files and folders with a VFN on CPU or GPU.
+
+    Args:
+        model: a trained VFN; ``None`` loads the weights shipped in the package.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_size: pairs per forward pass (consecutive pairs of one size are batched together).
+        workers: threads that decode and encode images while the network runs.
+        task: a :class:`~cldyn.tasks.base.TaskAdapter` for task-customised (CLDyN) fusion, with ``rsc`` the
+            trained :class:`~cldyn.rsc.RSC`; ``None`` fuses with the VFN alone. ``rsc`` may also be a list of RSCs
+            (e.g. seeds or ablations): they share the base fusion and the task features, and
+            :meth:`fuse_pairs` then takes one output folder per RSC.
+
+    Example:
+        >>> fuser = Fuser(VFN(), device="cpu")
+        >>> fuser.fuse_arrays(np.random.rand(8, 8), np.random.rand(8, 8, 3)).shape
+        (8, 8, 3)
+    """
+
+    def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
+                 workers: int = 2, task=None, rsc=None, onnx: str | Path | None = None, tile: int | None = None,
+                 overlap: int = 64) -> None:
+        if batch_size < 1:
+            raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
+        self.session, self._onnx_customised = None, False
+        if onnx is not None:  # onnxruntime backend: the exported VFN graph replaces the PyTorch model
+            if task is not None:
+                raise CldynError("--backend onnxruntime runs the exported graph, which already holds its task network "
+                                 "(cldyn export --task T); drop --task")
+            try:
+                import onnxruntime as ort  # optional extra cldyn[onnx]
+            except ImportError:
+                raise CldynError("--backend onnxruntime needs onnxruntime: pip install 'cldyn[onnx]'") from None
+            try:
+                self.session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise InputError(onnx, f"not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+            names = [i.name for i in self.session.get_inputs()]
+            if names not in (["ir", "vis_y"], ["ir", "vis"]):
+                raise InputError(onnx, f"inputs {names} are not those of a cldyn export (ir, vis_y) or (ir, vis)")
+            self._onnx_customised = names[1] == "vis"  # CLDyN with its task network, from export --task T
+        if model is None:
+
+            model = load_pretrained_vfn()
+        self.device = resolve_device(device)
+        self.model = prepare_for_inference(model, self.device)
+        self.batch_size = batch_size
+        self.workers = max(1, workers)
+        self.tile, self.overlap = tile, overlap
+        # Task-customised fusion (CLDyN): base fusion -> task features -> compensated fusion.
+        self.task, self.cldyns = task, []
+        if task is not None:
+
+            if rsc is None or (isinstance(rsc, (list, tuple)) and not rsc):
+                raise CldynError("task-customised fusion needs RSC weights")
+            rscs = list(rsc) if isinstance(rsc, (list, tuple)) else [rsc]
+            if len(rscs) > 1 and tile:
+                raise CldynError("tiled fusion takes one RSC at a time")
+            self.cldyns = [CLDyN(self.model, r.to(self.device)).eval().requires_grad_(False) for r in rscs]
+            task.to(self.device).freeze()
+
+    @property
+    def outputs(self) -> int:
+        """Fused images per pair: one per RSC for task-customised fusion, else one."""
+        return max(1, len(self.cldyns))
+
+    @torch.inference_mode()
+    def fuse_batch(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """:func:`fuse_tensors` on the fuser's device (in tiles when the image is larger than ``tile``); returns a
+        CPU tensor."""
+        if self.tile and max(ir.shape[-2:]) > self.tile:
+            return fuse_tiled(self._fuse_whole, ir, vis, self.tile, self.overlap)
+        return self._fuse_whole(ir, vis)
+
+    @torch.inference_mode()
+    def fuse_batch_all(self, ir: torch.Tensor, vis: torch.Tensor) -> list[torch.Tensor]:
+        """One fused batch per RSC (:attr:`outputs` of them; the base fusion and task features computed once)."""
+        if len(self.cldyns) <= 1:
+            return [self.fuse_batch(ir, vis)]
+        ir, vis = self._to_device(ir, vis)
+        feats = self.cldyns[0].task_features(ir, vis, self.task)
+        return [m(ir, vis, feats).float().cpu() for m in self.cldyns]
+
+    def _to_device(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        return ir.to(self.device).contiguous(memory_format=fmt), vis.to(self.device).contiguous(memory_format=fmt)
+
+    def _fuse_whole(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        ir, vis = self._to_device(ir, vis)
+        if self.cldyns:
+            return self.cldyns[0].fuse(ir, vis, self.task).float().cpu()
+        if self.session is not None and self._onnx_customised:
+            return self._onnx_cldyn(ir.cpu(), vis.cpu())
+        if self.session is not None:
+            return fuse_tensors(self._onnx_luma, ir.cpu(), vis.cpu()).float()
+        return fuse_tensors(self.model, ir, vis).float().cpu()
+
+    def _onnx_luma(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        """The exported VFN through onnxruntime; sides under 2 pixels are padded and cropped as the model does."""
+        h, w = ir.shape[-2:]
+        ph, pw = max(0, 2 - h), max(0, 2 - w)
+        if ph or pw:
+            ir = torch.nn.functional.pad(ir, (0, pw, 0, ph), mode="replicate")
+            vis_y = torch.nn.functional.pad(vis_y, (0, pw, 0, ph), mode="replicate")
+        feeds = {"ir": ir.contiguous().numpy(), "vis_y": vis_y.contiguous().numpy()}
+        return torch.from_numpy(self.session.run(None, feeds)[0])[..., :h, :w]
+
+    def _onnx_cldyn(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """Task-customised fusion through onnxruntime (a gray visible image is given to the graph as RGB)."""
+        rgb = vis if vis.shape[1] == 3 else vis.expand(-1, 3, -1, -1)
+        feeds = {"ir": ir.contiguous().numpy(), "vis": rgb.contiguous().numpy()}
+        y = torch.from_numpy(self.session.run(None, feeds)[0])
+        return (replace_luma(vis, y) if vis.shape[1] == 3 else y).float()
+
+    def fuse_arrays(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        """Fuse float arrays in [0, 1]: ``ir`` ``(H, W)`` (or RGB), ``vis`` ``(H, W)`` or ``(H, W, 3)``."""
+        ir_t = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))
+        if ir_t.dim() == 3:
+            ir_t = rgb_to_luma(ir_t.permute(2, 0, 1))[0]
+        vis_t = torch.from_numpy(np.ascontiguousarray(vis, dtype=np.float32))
+        vis_t = vis_t[None] if vis_t.dim() == 2 else vis_t.permute(2, 0, 1)
+        out = self.fuse_batch(ir_t[None, None], vis_t[None])[0]
+        return out[0].numpy() if out.shape[0] == 1 else out.permute(1, 2, 0).numpy()
+
+    def fuse_images(self, ir: Image, vis: Image) -> np.ndarray:
+        """Fuse two decoded images; the result is gray or RGB like ``vis``."""
+        check_same_size(ir.path, ir.size, vis.path, vis.size)
+        return self.fuse_arrays(to_single_channel(ir), vis.pixels)
+
+    def fuse_files(self, ir_path: str | Path, vis_path: str | Path, out_path: str | Path, bits: Bits = "auto",
+                   overwrite: bool = False) -> Path:
+        """Fuse one pair of files into ``out_path`` (format from its extension), written atomically."""
+        out_path = Path(out_path)
+        if out_path.is_dir():
+            raise InputError(out_path, "is a folder; give a file name for a single pair")
+        if out_path.exists() and not overwrite:
+            raise InputError(out_path, "already exists; pass --overwrite to replace it")
+        ir, vis = read_pair(ir_path, vis_path)
+        write_image(out_path, self.fuse_images(ir, vis), output_bits(ir, vis, bits))
+        return out_path
+
+    def fuse_pairs(self, pairs: Sequence[Pair], out_dir: str | Path | Sequence[str | Path], bits: Bits = "auto",
+                   overwrite: bool = False, progress: bool = True, suffix: str = ".png") -> FuseReport:
+        """Fuse pairs into ``out_dir/NAME.png``; a pair that fails is reported and the rest go on. With several
+        RSCs, ``out_dir`` is one folder per RSC.
+
+        Raises:
+            InputError: some outputs exist already and ``overwrite`` is false (checked before any work).
+        """
+        out_dirs = [Path(out_dir)] if isinstance(out_dir, (str, Path)) else [Path(d) for d in out_dir]
+        if len(out_dirs) != self.outputs:
+            raise CldynError(f"{self.outputs} fused images per pair need {self.outputs} output folders, "
+                             f"got {len(out_dirs)}")
+        outputs = [[d / f"{p.name}{suffix}" for p in pairs] for d in out_dirs]  # [folder][pair]
+        if not overwrite:
+            every = [t for ts in outputs for t in ts]
+            existing = [t for t in every if t.exists()]
+            if existing:
+                raise InputError(existing[0], f"already exists ({len(existing)} of {len(every)} outputs do); "
+                                 "pass --overwrite to replace them")
+        report = FuseReport()
+        writes: list[tuple[Future, Path, Pair]] = []
+        with ThreadPoolExecutor(self.workers) as pool, \
+                tqdm(total=len(pairs), disable=not progress, desc="fuse", unit="pair") as bar:
+
+            def flush(batch: list[_Loaded]) -> None:
+                ir = torch.stack([torch.from_numpy(to_single_channel(b.ir))[None] for b in batch])
+                vis = torch.stack([torch.from_numpy(b.vis.pixels)[None] if b.vis.is_gray
+                                   else torch.from_numpy(b.vis.pixels).permute(2, 0, 1) for b in batch])
+                for k, fused in enumerate(self.fuse_batch_all(ir, vis)):
+                    for b, f in zip(batch, fused, strict=True):
+                        out = outputs[k][b.index]
+                        pixels = f[0].numpy() if f.shape[0] == 1 else f.permute(1, 2, 0).numpy()
+                        fut = pool.submit(write_image, out, pixels, output_bits(b.ir, b.vis, bits))
+                        writes.append((fut, out, b.pair))
+                bar.update(len(batch))
+
+            batch: list[_Loaded] = []
+            depth = 2 * self.workers + self.batch_size
+            for item in _prefetch(_load, enumerate(pairs), pool, depth):
+                if item.error is not None:
+                    report.errors.append(item.error)
+                    bar.update(1)
+                    continue
+                if batch and (item.key != batch[0].key or len(batch) == self.batch_size):
+                    flush(batch)
+                    batch = []
+                batch.append(item)
+            if batch:
+                flush(batch)
+            for fut, out, pair in writes:
+                try:
+                    fut.result()
+                    report.written.append(out)
+                except InputError as exc:
+                    report.errors.append(InputError(exc.path, f"{exc.problem} (pair {pair.name})"))
+        return report
+
+
+__all__ = ["fuse_tensors", "Fuser", "FuseReport", "resolve_device", "prepare_for_inference", "torch_threads"]

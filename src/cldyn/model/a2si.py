@@ -1,0 +1,323 @@
+"""A2SI: adaptive, task-aware semantic injection (one block of CLDyN's RSC module).
+
+Given a frozen task network's features ``T`` (any ``(B, Ct, h, w)``) and one encoder's image features ``X``
+``(B, C, H, W)``, an A2SI block
+
+1. embeds the task (``T`` flattened, RMS-normalised, two 1-D convs, mean) and the image (conv, BN, LeakyReLU,
+   global pool), and turns both into ``filter_num`` queries;
+2. picks each filter's kernel type (1x1, or 3x3 with dilation 1/2/3) by the cosine similarity of its query with fixed
+   orthonormal prototypes of the types, through a hard Gumbel-softmax (tau 0.5, straight-through);
+3. picks, for each filter, a basis vector of the chosen type's set in the :class:`~cldyn.basis_bank.BasisVectorBank`
+   by cosine similarity with a second task+image query (the ``k`` filters of one type in a sample take the top-``k``
+   vectors, distinct);
+4. maps each chosen vector through an MLP to a ``C x C`` 1x1 or 3x3 kernel, convolves ``X`` with it (per sample and
+   filter), applies BN + LeakyReLU, averages over filters, and adds the result to ``X`` through a zero-initialised
+   1x1 conv, so a fresh block is the identity.
+
+Vectorised: the dynamic convolutions of all samples and filters of one kernel type run as one grouped convolution
+(a loop over the 4 kernel types only). The query networks are trainable: the basis choice passes gradient by a
+straight-through estimator (forward: the chosen vector; backward: a softmax over the still-available vectors of the
+set), and each filter's output is multiplied by its hard type weight (1 forward, Gumbel gradient backward). The
+public upstream code gives its basis-query network no gradient and the type choice gradient only through the bank;
+``selection="upstream"`` reproduces that behaviour for ablations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cldyn.model.basis_bank import KERNEL_TYPES, BankConfig, orthonormal_rows
+
+
+@dataclass(frozen=True)
+class A2SIConfig:
+    """A2SI settings (paper defaults).
+
+    Attributes:
+        channels: image feature channels ``C`` (the VFN width, 8).
+        filter_num: dynamic filters per block (4).
+        proto_dim: dimension of the kernel-type prototypes and queries (16, as upstream).
+        tau: Gumbel-softmax temperature of the kernel-type choice (0.5).
+        select_tau: temperature of the softmax that carries the basis choice's straight-through gradient.
+        selection: ``trainable`` (straight-through basis choice, type weights on the outputs) or ``upstream``.
+        negative_slope: LeakyReLU slope (0.2).
+        embed_size: the image features are average-pooled to at most this many pixels a side before the image
+            embeddings (which end in a global pool anyway). The upstream code runs its 64- and 128-channel
+            embedding convs at full resolution: about 60 GFLOP per block for a 320x320 batch of 4, most of a
+            closed-loop step on a CPU. ``None`` restores full resolution.
+    """
+
+    channels: int = 8
+    filter_num: int = 4
+    proto_dim: int = 16
+    tau: float = 0.5
+    select_tau: float = 0.1
+    selection: str = "trainable"
+    negative_slope: float = 0.2
+    embed_size: int | None = 32
+
+    def __post_init__(self) -> None:
+        if self.selection not in ("trainable", "upstream"):
+            raise ValueError(f"selection must be 'trainable' or 'upstream', got {self.selection!r}")
+
+
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def adaptive_avg_pool2d_traceable(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` from running sums, so that a traced graph keeps height and width dynamic
+    (ONNX has no adaptive pooling to a size other than 1). Bin ``i`` of ``n`` over ``L`` pixels is
+    ``[floor(i L / n), ceil((i + 1) L / n))``, as in PyTorch."""
+
+    def pool(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+        length = t.shape[dim]
+        i = torch.arange(n, device=t.device)
+        start, end = (i * length) // n, ((i + 1) * length + n - 1) // n
+        c = torch.cat((torch.zeros_like(t.narrow(dim, 0, 1)), t.cumsum(dim)), dim)
+        shape = [1] * t.dim()
+        shape[dim] = n
+        return (c.index_select(dim, end) - c.index_select(dim, start)) / (end - start).to(t.dtype).view(shape)
+
+    return pool(pool(x, size[0], x.dim() - 2), size[1], x.dim() - 1)
+
+
+def rms_normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Divide each sample of ``(B, ...)`` by its root-mean-square value."""
+    rms = x.pow(2).flatten(1).mean(1).sqrt()
+    return x / (rms.view(-1, *([1] * (x.dim() - 1))) + eps)
+
+
+def conv3_mean(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean over length of ``conv1d(h, weight, padding=1)`` for a bias-free kernel of size 3, without running it.
+
+    Because the conv is linear, the mean of its output only needs the channel sums of ``h`` and its two end
+    samples (what zero padding drops at each end). ``h``: ``(B, Cin, L)``, ``weight``: ``(Cout, Cin, 3)`` ->
+    ``(B, Cout)``. Saves the ``Cout``-wide pass over long flattened task features.
+    """
+    s = h.sum(-1)
+    length = h.shape[-1]
+    taps = torch.stack((s - h[..., -1], s, s - h[..., 0]), dim=-1)  # (B, Cin, 3)
+    return torch.einsum("bck,ock->bo", taps, weight) / length
+
+
+class TaskEmbedding(nn.Module):
+    """Flattened task features ``(B, L)`` -> ``(B, out)``: conv1d(1 -> out/2), LeakyReLU, conv1d(-> out), mean."""
+
+    def __init__(self, out: int, slope: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, max(1, out // 2), 3, padding=1, bias=False)
+        self.conv2 = nn.Conv1d(max(1, out // 2), out, 3, padding=1, bias=False)
+        self.slope = slope
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.conv1(rms_normalize(seq)[:, None]), self.slope)
+        return conv3_mean(h, self.conv2.weight)
+
+
+def _image_embedding(cin: int, widths: tuple[int, ...], slope: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for w in widths:
+        layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.LeakyReLU(slope)]
+        cin = w
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(cin, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, cout))
+
+
+@dataclass
+class Selection:
+    """What an A2SI block chose for a batch: ``types`` ``(B, F)`` kernel-type indices, ``type_weights``
+    ``(B, F, S)`` hard one-hot (with straight-through gradient), ``vector_index`` ``(B, F)`` basis indices within
+    the chosen set, ``vectors`` ``(B, F, D)`` the chosen basis vectors."""
+
+    types: torch.Tensor
+    type_weights: torch.Tensor
+    vector_index: torch.Tensor
+    vectors: torch.Tensor
+
+
+class A2SI(nn.Module):
+    """One A2SI block. ``forward(bank, task_features, image_features) -> compensated image features``.
+
+    Example:
+        >>> from cldyn.basis_bank import BasisVectorBank
+        >>> bank, block = BasisVectorBank(), A2SI()
+        >>> x = torch.rand(2, 8, 16, 16)
+        >>> torch.equal(block(bank.weight, torch.rand(2, 32, 4, 4), x), x)  # zero-initialised output conv
+        True
+    """
+
+    def __init__(self, cfg: A2SIConfig | None = None, bank: BankConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or A2SIConfig()
+        self.bank_cfg = bank = bank or BankConfig()
+        c, p, d, s = cfg.channels, cfg.proto_dim, bank.embed_dim, bank.set_num
+        slope = cfg.negative_slope
+        # Kernel-type choice.
+        self.type_task = TaskEmbedding(p // 2, slope)
+        self.type_image = _image_embedding(c, (p // 2,), slope)
+        self.type_query = _mlp(p, cfg.filter_num * p // 2, cfg.filter_num * p)
+        self.register_buffer("prototypes", orthonormal_rows(s, p, torch.Generator().manual_seed(s * 1000 + p)))
+        # Basis-vector choice.
+        self.basis_task = TaskEmbedding(d // 2, slope)
+        self.basis_image = _image_embedding(c, (d // 4, d // 2), slope)
+        self.basis_query = _mlp(d, d // 4, d)
+        # Basis vector -> kernel.
+        self.kernel_1x1 = _mlp(d, d // 4, c * c)
+        self.kernel_3x3 = _mlp(d, d // 4, 9 * c * c)
+        self.post = nn.Sequential(nn.BatchNorm2d(c), nn.LeakyReLU(slope))
+        self.out_conv = nn.Conv2d(c, c, 1)
+        nn.init.zeros_(self.out_conv.weight)
+        nn.init.zeros_(self.out_conv.bias)
+
+    # -- choices -----------------------------------------------------------------------------------------------
+
+    def _embed_input(self, image_features: torch.Tensor) -> torch.Tensor:
+        """What the image embeddings see: the features, average-pooled to at most ``embed_size`` a side."""
+        n = self.cfg.embed_size
+        h, w = image_features.shape[-2:]
+        if n is None or (h <= n and w <= n):
+            return image_features
+        if _exporting():
+            return adaptive_avg_pool2d_traceable(image_features, (min(h, n), min(w, n)))
+        return F.adaptive_avg_pool2d(image_features, (min(h, n), min(w, n)))
+
+    def select(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor,
+               gumbel: torch.Tensor | None = None) -> Selection:
+        """Kernel types and basis vectors for every sample and filter.
+
+        ``gumbel``: in training, the Gumbel noise ``(B, F, S)`` of the kernel-type choice (standard Gumbel samples);
+        ``None`` draws it from torch's generator. Given explicitly, a sample's noise can follow it to whichever
+        process trains on it (see :mod:`cldyn.distributed`).
+        """
+        b, f = image_features.shape[0], self.cfg.filter_num
+        if task_features.shape[0] != b:
+            raise ValueError(f"A2SI: task features batch {task_features.shape[0]} != image batch {b}")
+        seq = task_features.flatten(1)
+        small = self._embed_input(image_features)
+        q = self.type_query(torch.cat((self.type_task(seq), self.type_image(small)), 1)).view(b, f, -1)
+        logits = F.normalize(q, dim=-1) @ F.normalize(self.prototypes, dim=-1).t()  # (B, F, S) cosine
+        if self.training:
+            if gumbel is None:
+                gumbel = -torch.empty_like(logits).exponential_().log()  # as F.gumbel_softmax draws it
+            soft = F.softmax((logits + gumbel.to(logits)) / self.cfg.tau, dim=-1)
+            hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
+            type_w = hard - soft.detach() + soft  # straight-through
+        else:  # deterministic at inference: the most similar type, no Gumbel noise
+            soft = F.softmax(logits / self.cfg.tau, dim=-1)
+            hard = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(soft.dtype)
+            type_w = hard + soft - soft.detach()
+        types = type_w.detach().argmax(-1)  # (B, F)
+
+        set_bank = torch.einsum("bfs,svd->bfvd", type_w, bank)  # the chosen set's vectors, per filter
+        r = self.basis_query(torch.cat((self.basis_task(seq), self.basis_image(small)), 1))  # (B, D)
+        sims = torch.einsum("bd,bfvd->bfv", F.normalize(r, dim=-1), F.normalize(set_bank, dim=-1))
+        # The k-th filter of a type in a sample takes that set's k-th most similar vector: distinct within a set.
+        # In integers: the straight-through weights are 1 only up to rounding (hard + soft - soft), and a rank
+        # truncated from 0.99999994 to 0 would give two filters the same vector.
+        onehot = F.one_hot(types, logits.shape[-1])
+        rank = (onehot.cumsum(1) * onehot).sum(-1) - 1  # (B, F)
+        order = sims.detach().argsort(-1, descending=True)
+        index = order.gather(-1, rank[..., None]).squeeze(-1)  # (B, F)
+        vectors = set_bank.gather(2, index[..., None, None].expand(-1, -1, 1, set_bank.shape[-1])).squeeze(2)
+        if self.cfg.selection == "trainable" and torch.is_grad_enabled():
+            position = order.argsort(-1)  # where each vector sits in the ranking
+            taken = position < rank[..., None]  # vectors given to earlier filters of the same type
+            soft = F.softmax((sims / self.cfg.select_tau).masked_fill(taken, float("-inf")), dim=-1)
+            surrogate = torch.einsum("bfv,bfvd->bfd", soft, set_bank)
+            vectors = vectors + surrogate - surrogate.detach()
+        return Selection(types, type_w, index, vectors)
+
+    def kernels(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """1x1 kernels ``(B, F, C, C, 1, 1)`` and 3x3 kernels ``(B, F, C, C, 3, 3)`` for every filter's vector."""
+        f, c = self.cfg.filter_num, self.cfg.channels
+        return (self.kernel_1x1(vectors).view(-1, f, c, c, 1, 1), self.kernel_3x3(vectors).view(-1, f, c, c, 3, 3))
+
+    # -- compensation ------------------------------------------------------------------------------------------
+
+    def _type_groups(self, image_features: torch.Tensor, sel: Selection):
+        """For each kernel type in use: the flat ``(sample * F + filter)`` indices of its filters and their outputs
+        ``(n, C, H, W)``, from one grouped convolution. With trainable selection the type weights (1 forward, Gumbel
+        gradient backward) are folded into the kernels: the conv is linear."""
+        b, c, h, w = image_features.shape
+        f = self.cfg.filter_num
+        k1, k3 = self.kernels(sel.vectors)
+        flat_types = sel.types.reshape(-1)
+        type_w = sel.type_weights.reshape(b * f, -1)
+        for t, (size, dilation) in enumerate(KERNEL_TYPES):
+            idx = (flat_types == t).nonzero().squeeze(1)
+            n = idx.numel()
+            if n == 0:
+                continue
+            kernels = (k1 if size == 1 else k3).reshape(b * f, c, c, size, size)[idx]
+            if self.cfg.selection == "trainable":
+                kernels = kernels * type_w[idx, t].view(n, 1, 1, 1, 1)
+            x = image_features[idx // f].reshape(1, n * c, h, w)
+            yield idx, F.conv2d(x, kernels.reshape(n * c, c, size, size), padding=dilation * (size // 2),
+                                dilation=dilation, groups=n).view(n, c, h, w)
+
+    def dynamic_conv(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
+        """Every filter's convolution of its sample's features: ``(B, F, C, H, W)``, one grouped conv per type."""
+        b, c, h, w = image_features.shape
+        out = image_features.new_zeros(b * self.cfg.filter_num, c, h, w)
+        for idx, y in self._type_groups(image_features, sel):
+            out = out.index_copy(0, idx, y)
+        return out.view(b, -1, c, h, w)
+
+    def compensate(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
+        """``X + out_conv(mean over filters of LeakyReLU(BN(dynamic conv)))``.
+
+        Same result as running :meth:`dynamic_conv` and then BN, LeakyReLU and the filter mean, with fewer passes
+        over the ``(B*F, C, H, W)`` intermediate (the costly part on a CPU): the filters' outputs stay in kernel-type
+        order (BN and LeakyReLU do not care about order) and the filter mean is a scatter-add into each sample.
+        """
+        b, c, h, w = image_features.shape
+        groups = list(self._type_groups(image_features, sel))
+        owners = torch.cat([idx for idx, _ in groups]) // self.cfg.filter_num
+        y = self.post(torch.cat([y for _, y in groups]) if len(groups) > 1 else groups[0][1])
+        total = y.new_zeros(b, c, h, w).index_add_(0, owners, y)
+        return image_features + self.out_conv(total / self.cfg.filter_num)
+
+    def compensate_static(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
+        """:meth:`compensate` without data-dependent shapes, for ONNX export: every filter runs all four kernel
+        types (four times the convolution work), weighted by its one-hot type weights, and each convolution is an
+        einsum over shifted copies of the features (the ONNX exporter cannot take convolution kernels whose shape
+        its shape inference loses). The traced graph keeps batch, height and width dynamic."""
+        b, _, h, w = image_features.shape
+        c, f = self.cfg.channels, self.cfg.filter_num
+        k1, k3 = self.kernels(sel.vectors)  # (B, F, C, C, 1, 1), (B, F, C, C, 3, 3)
+        y = None
+        for t, (size, dilation) in enumerate(KERNEL_TYPES):
+            if size == 1:
+                taps = image_features[:, :, None]  # (B, C, 1, H, W)
+                k = k1.flatten(-2)  # (B, F, C, C, 1)
+            else:
+                d = dilation
+                padded = F.pad(image_features, (d, d, d, d))
+                taps = torch.stack([padded[:, :, i * d:i * d + h, j * d:j * d + w]
+                                    for i in range(3) for j in range(3)], 2)  # (B, C, 9, H, W)
+                k = k3.flatten(-2)  # (B, F, C, C, 9)
+            yt = torch.einsum("bfoik,bikhw->bfohw", k * sel.type_weights[..., t, None, None, None], taps)
+            y = yt if y is None else y + yt
+        y = self.post(y.reshape(-1, c, h, w)).reshape(b, f, c, h, w).mean(1)
+        return image_features + self.out_conv(y)
+
+    def forward(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor,
+                gumbel: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, C, H, W)`` image features compensated with ``(B, Ct, h, w)`` task features."""
+        if image_features.dim() != 4 or image_features.shape[1] != self.cfg.channels:
+            raise ValueError(f"A2SI: image features must be (B, {self.cfg.channels}, H, W), "
+                             f"got {tuple(image_features.shape)}")
+        if task_features.dim() < 2:
+            raise ValueError(f"A2SI: task features must be (B, ...), got {tuple(task_features.shape)}")
+        sel = self.select(bank, task_features, image_features, gumbel)
+        if _exporting():
+            return self.compensate_static(image_features, sel)
+        return self.compensate(image_features, sel)

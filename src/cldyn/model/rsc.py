@@ -1,0 +1,126 @@
+"""RSC: requirement-driven semantic compensation, and CLDyN = frozen VFN + RSC.
+
+RSC holds one :class:`~cldyn.basis_bank.BasisVectorBank` shared by two stacks of A2SI blocks, one per encoder
+(infrared, visible), applied after encoder stages ``0 .. n-2`` of the VFN. Every A2SI ends in a zero-initialised
+conv, so at initialisation CLDyN's output equals the VFN's exactly, whatever the task features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from cldyn.model.a2si import A2SI, A2SIConfig
+from cldyn.model.basis_bank import BankConfig, BasisVectorBank
+from cldyn.model.color import replace_luma, rgb_to_luma
+from cldyn.model.ops import as_rgb, pad_to_multiple
+from cldyn.model.vfn import VFN, StageHook
+
+
+@dataclass(frozen=True)
+class RSCConfig:
+    """RSC sizes. ``num_stages`` = VFN ``num_blocks - 1`` (compensation between encoder stages)."""
+
+    num_stages: int = 3
+    a2si: A2SIConfig = field(default_factory=A2SIConfig)
+    bank: BankConfig = field(default_factory=BankConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RSCConfig:
+        return cls(num_stages=d["num_stages"], a2si=A2SIConfig(**d["a2si"]), bank=BankConfig(**d["bank"]))
+
+
+def rsc_fit_problem(cfg: RSCConfig, vfn: VFN) -> str | None:
+    """Why an RSC of configuration ``cfg`` cannot compensate ``vfn`` (``None`` when it fits): one A2SI block per
+    encoder stage but the last, as wide as the VFN's features."""
+    if cfg.num_stages == vfn.num_stages - 1 and cfg.a2si.channels == vfn.cfg.width:
+        return None
+    return (f"RSC for a VFN of {cfg.num_stages + 1} blocks, width {cfg.a2si.channels}, does not fit the VFN in use "
+            f"({vfn.num_stages} blocks, width {vfn.cfg.width})")
+
+
+class RSC(nn.Module):
+    """Basis Vector Bank + A2SI stacks for the infrared and visible encoders."""
+
+    def __init__(self, cfg: RSCConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or RSCConfig()
+        self.bank = BasisVectorBank(cfg.bank)
+        self.ir_blocks = nn.ModuleList(A2SI(cfg.a2si, cfg.bank) for _ in range(cfg.num_stages))
+        self.vis_blocks = nn.ModuleList(A2SI(cfg.a2si, cfg.bank) for _ in range(cfg.num_stages))
+
+    def gumbel_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """Shape of the Gumbel noise of one training forward pass: (blocks, batch, filters, kernel types); blocks
+        are the infrared stack's, then the visible stack's."""
+        return (2 * self.cfg.num_stages, batch, self.cfg.a2si.filter_num, self.cfg.bank.set_num)
+
+    def stage_hook(self, task_features: torch.Tensor, gumbel: torch.Tensor | None = None) -> StageHook:
+        """The VFN stage hook that compensates both encoders' features with ``task_features``; ``gumbel``
+        (:meth:`gumbel_shape`) fixes the kernel-type noise of a training pass."""
+        n = self.cfg.num_stages
+
+        def hook(i: int, ir_f: torch.Tensor, vis_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            w = self.bank.weight
+            g_ir, g_vis = (None, None) if gumbel is None else (gumbel[i], gumbel[n + i])
+            return self.ir_blocks[i](w, task_features, ir_f, g_ir), self.vis_blocks[i](w, task_features, vis_f, g_vis)
+
+        return hook
+
+
+class CLDyN(nn.Module):
+    """A frozen VFN with an RSC module: task-customised fusion.
+
+    ``forward(ir, vis, task_features)`` fuses with compensation; ``base(ir, vis)`` is the plain VFN fusion. Both
+    take ``ir`` ``(B, 1, H, W)`` and ``vis`` gray ``(B, 1, H, W)`` or RGB ``(B, 3, H, W)`` in [0, 1] and return an
+    image with the visible image's channels.
+    """
+
+    def __init__(self, vfn: VFN, rsc: RSC | None = None) -> None:
+        super().__init__()
+        if rsc is None:
+            rsc = RSC(RSCConfig(num_stages=vfn.num_stages - 1, a2si=A2SIConfig(channels=vfn.cfg.width)))
+        if problem := rsc_fit_problem(rsc.cfg, vfn):
+            raise ValueError(problem)
+        self.vfn = vfn.eval().requires_grad_(False)
+        self.rsc = rsc
+
+    def train(self, mode: bool = True) -> CLDyN:
+        super().train(mode)
+        self.vfn.eval()  # the VFN is frozen: its BatchNorm statistics never change
+        return self
+
+    def _fuse(self, ir: torch.Tensor, vis: torch.Tensor, hook: StageHook | None) -> torch.Tensor:
+        colour = vis.shape[1] == 3
+        y = self.vfn(ir, rgb_to_luma(vis) if colour else vis, stage_hook=hook)
+        return replace_luma(vis, y) if colour else y
+
+    def base(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """Plain VFN fusion (the closed loop's first pass)."""
+        return self._fuse(ir, vis, None)
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, task_features: torch.Tensor,
+                gumbel: torch.Tensor | None = None) -> torch.Tensor:
+        return self._fuse(ir, vis, self.rsc.stage_hook(task_features, gumbel))
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, task=None, multiple: int = 32) -> torch.Tensor:
+        """The closed loop at inference: base fusion -> task features -> compensated fusion.
+
+        ``task``: a :class:`~cldyn.tasks.base.TaskAdapter` (frozen), or ``None`` for plain VFN fusion. The task
+        network sees the base fused image replicate-padded on the bottom/right to multiples of ``multiple`` (what
+        detection networks need); the fusion itself runs at the pair's own size, so a fresh RSC reproduces the VFN
+        exactly. The exported ONNX graph does the same.
+        """
+        if task is None:
+            return self.base(ir, vis)
+        return self(ir, vis, self.task_features(ir, vis, task, multiple))
+
+    def task_features(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32) -> torch.Tensor:
+        """The closed loop's first half: the task network's features of the base fused image (replicate-padded to
+        multiples of ``multiple``). They depend on the VFN and the task only, so several RSCs can share them."""
+
+        return task.features(pad_to_multiple(as_rgb(self.base(ir, vis)), multiple)[0])

@@ -1,0 +1,246 @@
+"""Closed-loop training of the RSC module (CLDyN stage 2).
+
+Per step and task: base fusion by the frozen VFN (no gradient) -> the frozen task network's features and loss
+``L_base`` on the base fused image -> compensated fusion with those features -> task loss ``L`` -> reward-penalty
+loss ``L + penalty * max(0, L - L_base)``. The per-task gradients over the RSC parameters (bank included) are combined
+with CAGrad (or the mean / PCGrad for ablations), clipped to norm 1 and applied with Adam.
+
+Each task has its own data stream (dataset root and split), as in the paper. Batches are pure functions of
+(seed, task, epoch, step), so a resumed run sees the same data. Gumbel noise in A2SI uses torch's global generator,
+which is re-seeded from (seed, step) every step for the same reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from cldyn.data.bank import seeded_generator
+from cldyn.data.io import write_csv
+from cldyn.data.task_bank import TaskBank, load_task_bank
+from cldyn.errors import CldynError
+from cldyn.inference.sources import image_source
+from cldyn.model.a2si import A2SIConfig
+from cldyn.model.basis_bank import BankConfig
+from cldyn.model.ops import as_rgb
+from cldyn.model.rsc import RSC, CLDyN, RSCConfig
+from cldyn.tasks import TaskAdapter, load_task_for
+from cldyn.tasks.evaluation import PRIMARY_METRIC, evaluate_cldyn
+from cldyn.training.cagrad import combine
+from cldyn.training.distributed import DistContext, convert_batchnorm, local_context
+from cldyn.training.loop import TrainingRun, average_parts, take_shard
+from cldyn.weights import load_vfn_or_shipped, save_rsc
+
+
+@dataclass
+class TrainRSCConfig:
+    """Closed-loop settings; defaults are the paper's (Adam lr 0.01, weight decay 1e-4, CAGrad c = 0.5, penalty
+    weight 5, clipping 1.0; bank 4 x 32 x 256; 4 filters).
+
+    ``data`` maps each task to its dataset root. Ablations: ``penalty=0`` (no penalty), ``closed_loop=False``
+    (task features replaced by zeros), ``aggregate="mean"``, ``selection="upstream"``.
+    """
+
+    tasks: list[str] = field(default_factory=lambda: ["detection", "segmentation", "saliency"])
+    data: dict[str, str] = field(default_factory=dict)
+    task_weights: dict[str, str] = field(default_factory=dict)  # task -> checkpoint; absent: shipped network
+    vfn_weights: str | None = None
+    out_dir: str = "runs/rsc"
+    train_split: str = "train"
+    val_split: str = "val"
+    steps: int = 2000
+    batch_size: int = 4
+    crop: int = 320
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    aggregate: str = "cagrad"
+    cagrad_c: float = 0.5
+    penalty: float = 5.0
+    clip: float = 1.0
+    closed_loop: bool = True
+    selection: str = "trainable"
+    filter_num: int = 4
+    bank: BankConfig = field(default_factory=BankConfig)
+    seed: int = 0
+    checkpoint_every: int = 50
+    val_every: int = 500
+    val_limit: int | None = None  # validate on the first N val images of each task (None: all)
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (under torchrun: each process's own GPU)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def reward_penalty(loss: torch.Tensor, base_loss: torch.Tensor, weight: float = 5.0) -> torch.Tensor:
+    """``L + weight * max(0, L - L_base)``: no extra cost while the compensated image is at least as good for the
+    task as the base image, a steep one once it is worse."""
+    return loss + weight * torch.relu(loss - base_loss)
+
+
+def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any,
+                       penalty: float, closed_loop: bool = True, gumbel: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
+    """One task's reward-penalty loss for a batch, and its parts for logging (``gumbel``: see
+    :meth:`cldyn.rsc.RSC.gumbel_shape`)."""
+    with torch.no_grad():
+        base = model.base(ir, vis)
+        feats, out = adapter.features_and_output(as_rgb(base))
+        base_loss = adapter.loss_from_output(out, targets)
+    if not closed_loop:
+        feats = torch.zeros_like(feats)
+    comp = model(ir, vis, feats, gumbel)
+    loss = adapter.loss(as_rgb(comp), targets)
+    total = reward_penalty(loss, base_loss, penalty)
+    return total, {"loss": loss.item(), "base_loss": base_loss.item(), "penalty": (total - loss).item(),
+                   "penalty_active": float(loss > base_loss),
+                   "total": total.item()}
+
+
+def _score(metrics: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> float:
+    """Mean relative change of each task's primary metric against plain VFN (higher is better)."""
+    gains = []
+    for task, m in metrics.items():
+        key, higher = PRIMARY_METRIC.get(task, ("loss", False))
+        v, b = m.get(key), base[task].get(key)
+        if v is None or b is None or b != b or v != v:
+            continue
+        gains.append(((v - b) if higher else (b - v)) / max(abs(b), 1e-6))
+    return sum(gains) / max(len(gains), 1)
+
+
+def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
+              log: Callable[[str], None] = print, adapters: dict[str, TaskAdapter] | None = None,
+              vfn=None, dist_ctx: DistContext | None = None) -> Path:
+    """Train RSC + bank in the closed loop; returns the best checkpoint's path.
+
+    Under ``torchrun`` (``dist_ctx``), each process takes its shard of every task's global batch (with that shard's
+    Gumbel noise), each task's gradient is averaged over processes before CAGrad, and only rank 0 validates and
+    writes.
+    """
+
+    ctx = dist_ctx or local_context(cfg.device)
+    device = torch.device(ctx.device)
+    ctx.shard(list(range(cfg.batch_size)), "--batch-size")
+    progress, log = progress and ctx.is_main, ctx.quiet(log)
+    missing = [t for t in cfg.tasks if t not in cfg.data]
+    if missing:
+        raise CldynError(f"no dataset given for task(s) {missing}; use --data TASK=ROOT (or one ROOT for all)")
+    vfn = vfn if vfn is not None else load_vfn_or_shipped(cfg.vfn_weights)
+    adapters = adapters or {t: load_task_for(t, cfg.task_weights.get(t)) for t in cfg.tasks}
+    for a in adapters.values():
+        a.freeze()
+    torch.manual_seed(cfg.seed)
+    rsc_cfg = RSCConfig(num_stages=vfn.num_stages - 1,
+                        a2si=A2SIConfig(channels=vfn.cfg.width, filter_num=cfg.filter_num, selection=cfg.selection),
+                        bank=cfg.bank)
+    model = CLDyN(vfn, RSC(rsc_cfg)).to(device)
+    for a in adapters.values():
+        a.to(device)
+    if ctx.active:
+        convert_batchnorm(model.rsc)
+    source = image_source("pair")
+    train_banks: dict[str, TaskBank] = {}
+    val_banks: dict[str, TaskBank] = {}
+    for task in cfg.tasks:
+        for split, banks in ((cfg.train_split, train_banks), (cfg.val_split, val_banks)):
+            banks[task] = load_task_bank(task, cfg.data[task], split, source, adapters[task].config, log)
+        log(f"{task}: {len(train_banks[task])} train / {len(val_banks[task])} val pairs from {cfg.data[task]}")
+    params = [p for p in model.rsc.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def write_log(csv_path: Path, rows: list[dict]) -> None:
+        if rows:
+            write_csv(csv_path, rows)
+
+    def check(meta: dict) -> str | None:
+        return None if meta.get("rsc_config") == rsc_cfg.to_dict() else \
+            "RSC configuration differs from the requested one"
+
+    run = TrainingRun(cfg.out_dir, "train_rsc", "rsc", ctx, "log.csv", write_log)
+    meta = run.start(resume, model.rsc, opt, check, log)
+    step, best = (int(meta["global_step"]), meta.get("best")) if meta else (0, None)
+    rows = run.rows
+    base_metrics: dict[str, dict[str, Any]] | None = None
+
+    def save_last() -> None:
+        run.save(step, model.rsc, opt, params, {"rsc_config": rsc_cfg.to_dict(), "best": best,
+                                                "train_config": cfg.to_dict()})
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train-rsc", unit="step")
+    t0 = time.perf_counter()
+    while step < cfg.steps:
+        torch.manual_seed(int(seeded_generator(cfg.seed, 7, step).initial_seed()))  # Gumbel noise per step
+        model.train()
+        grads, row = [], {"step": step + 1}
+        for k, task in enumerate(cfg.tasks):
+            bank = train_banks[task]
+            per_epoch = max(1, len(bank) // cfg.batch_size)
+            epoch, j = divmod(step, per_epoch)
+            order = torch.randperm(len(bank), generator=seeded_generator(cfg.seed, k, epoch))
+            idx = order[j * cfg.batch_size:(j + 1) * cfg.batch_size].tolist()
+            x, y = bank.batch(idx, seeded_generator(cfg.seed, k, epoch, j), cfg.crop)
+            # Gumbel noise for the whole global batch, so each sample gets the same noise on any process count.
+            gumbel = -torch.empty(model.rsc.gumbel_shape(len(idx))).exponential_(
+                generator=seeded_generator(cfg.seed, 11, k, step)).log()
+            x, y = take_shard(ctx, x, y)
+            (gumbel,) = take_shard(ctx, gumbel, dim=1)
+            x, gumbel = x.to(device), gumbel.to(device)
+            y = y.to(device) if isinstance(y, torch.Tensor) else y  # box lists: the adapter moves them
+            total, parts = closed_loop_losses(model, adapters[task], x[:, :1], x[:, 1:], y, cfg.penalty,
+                                              cfg.closed_loop, gumbel)
+            g = torch.autograd.grad(total, params, allow_unused=True)
+            grads.append(ctx.average_(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
+                                                 for gi, p in zip(g, params, strict=True)])))
+            parts = average_parts(ctx, parts)  # log the global batch's values
+            row.update({f"{task}_{key}": round(v, 6) for key, v in parts.items()})
+        direction = combine(torch.stack(grads), cfg.aggregate, cfg.cagrad_c, seeded_generator(cfg.seed, 9, step))
+        offset = 0
+        for p in params:
+            p.grad = direction[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        bar.update(1)
+        bar.set_postfix({t[:3]: row[f"{t}_loss"] for t in cfg.tasks})
+        if (step % cfg.val_every == 0 or step == cfg.steps) and not ctx.is_main:
+            save_last()
+        elif step % cfg.val_every == 0 or step == cfg.steps:
+            if base_metrics is None:
+                base_metrics = {t: evaluate_cldyn(model, adapters[t], val_banks[t], cfg.val_limit, customised=False)
+                                for t in cfg.tasks}
+            metrics = {t: evaluate_cldyn(model, adapters[t], val_banks[t], cfg.val_limit) for t in cfg.tasks}
+            score = _score(metrics, base_metrics)
+            row["val_score"] = round(score, 6)
+            for t in cfg.tasks:
+                key = PRIMARY_METRIC.get(t, ("loss", False))[0]
+                row[f"{t}_val_{key}"] = metrics[t].get(key)
+                row[f"{t}_vfn_{key}"] = base_metrics[t].get(key)
+            # Share of steps since the previous validation in which each task's penalty was active.
+            recent = [r for r in rows if int(r["step"]) > step - cfg.val_every]
+            for t in cfg.tasks:
+                row[f"{t}_penalty_share"] = round(sum(float(r[f"{t}_penalty_active"]) for r in recent) / len(recent), 4)
+            bar.write(f"step {step}: val score {score:+.4f} " + " ".join(
+                f"{t}:{row[f'{t}_val_' + PRIMARY_METRIC[t][0]]:.4f}(vfn {row[f'{t}_vfn_' + PRIMARY_METRIC[t][0]]:.4f},"
+                f" penalty active {row[f'{t}_penalty_share']:.0%})" for t in cfg.tasks if t in PRIMARY_METRIC))
+            if best is None or score > best:
+                best = score
+                save_rsc(run.best, model.rsc, {"global_step": step, "val_score": score, "val": metrics,
+                                                 "train_config": cfg.to_dict()})
+            save_last()
+        elif step % cfg.checkpoint_every == 0:
+            save_last()
+    bar.close()
+    run.finish(step, save_last, cfg.to_dict())
+    return run.best
+
+

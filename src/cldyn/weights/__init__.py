@@ -1,0 +1,171 @@
+"""The one home of weights: the model registry, the shipped-weights manifest, load/save of VFN and RSC.
+
+Shipped files live beside this module (``cldyn/weights/*.safetensors``) and are listed with their SHA-256 in
+``manifest.json``; every load of a shipped file checks its hash. The file format itself (safetensors tensors +
+JSON metadata, atomic writes, optimiser state) is :mod:`cldyn.weights.checkpoint`. Model files never import this
+module: the registry below is data that points at them (as in timm).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from cldyn.data.io import atomic_write_bytes
+from cldyn.errors import CheckpointError, CldynError
+from cldyn.model.rsc import RSC, RSCConfig, rsc_fit_problem
+from cldyn.model.vfn import VFN, VFNConfig
+from cldyn.version import __version__
+from cldyn.weights.checkpoint import load_checkpoint, load_state_strict, save_checkpoint, split_prefix
+
+MANIFEST = "manifest.json"
+SHIPPED_VFN = "vfn.safetensors"
+SHIPPED_RSC = "rsc.safetensors"
+
+# Registry: VFN name -> configuration, and the names whose weights ship in the package.
+MODEL_CONFIGS: dict[str, VFNConfig] = {
+    "vfn": VFNConfig(),
+    "vfn_small": VFNConfig(num_blocks=2),
+}
+PRETRAINED_FILES: dict[str, str] = {"vfn": SHIPPED_VFN}
+
+
+def shipped_task_file(task: str) -> str:
+    """File name of the network shipped for a built-in task."""
+    return f"task_{task}.safetensors"
+
+
+def shipped_weights_dir() -> Path:
+    return Path(str(resources.files("cldyn") / "weights"))
+
+
+def read_manifest() -> dict[str, dict[str, Any]]:
+    """``manifest.json``: shipped file name -> its kind, SHA-256, source and training record."""
+    path = shipped_weights_dir() / MANIFEST
+    if not path.is_file():
+        raise CheckpointError(path, "no shipped weights manifest (package installed incompletely?)")
+    return json.loads(path.read_text())
+
+
+def shipped_file(name: str, missing: str) -> tuple[Path, str]:
+    """Path and recorded SHA-256 of a shipped file; ``missing`` is the error when this release has no such file."""
+    entry = read_manifest().get(name)
+    if entry is None:
+        raise CldynError(missing)
+    return shipped_weights_dir() / name, entry["sha256"]
+
+
+def record_shipped(name: str, entry: dict[str, Any]) -> Path:
+    """Add or replace the manifest entry of a shipped file (used by ``scripts/ship_weights.py``)."""
+    path = shipped_weights_dir() / MANIFEST
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    manifest[name] = entry
+    atomic_write_bytes(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+# --- VFN ------------------------------------------------------------------------------------------------------
+
+
+def save_vfn(path: str | Path, model: nn.Module, extra_meta: dict[str, Any] | None = None,
+             half: bool = False) -> str:
+    """Save a VFN's weights (optionally fp16) with its config; returns the SHA-256."""
+    state = {f"model/{k}": (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    meta = {"kind": "vfn", "config": model.cfg.to_dict(), **(extra_meta or {})}
+    return save_checkpoint(path, state, meta)
+
+
+def load_vfn(path: str | Path, expected_sha256: str | None = None) -> VFN:
+    """Build a VFN from a checkpoint (a weights file or a training checkpoint)."""
+    path = Path(path)
+    tensors, meta = load_checkpoint(path, expected_sha256)
+    if meta.get("kind") not in ("vfn", "train_vfn"):
+        raise CheckpointError(path, f"holds a {meta.get('kind')!r} checkpoint, not a VFN")
+    try:
+        cfg = VFNConfig.from_dict(meta["config"] if meta.get("kind") == "vfn" else meta["model_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"invalid VFN config in metadata ({exc})") from None
+    model = VFN(cfg)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in split_prefix(tensors, "model").items()}
+    load_state_strict(model, state, path)
+    return model.eval()
+
+
+def load_pretrained_vfn() -> VFN:
+    """The VFN shipped inside the package, with its SHA-256 verified against ``weights/manifest.json``."""
+    path = shipped_weights_dir() / MANIFEST
+    path, sha = shipped_file(SHIPPED_VFN, f"{path}: no entry for {SHIPPED_VFN}")
+    return load_vfn(path, expected_sha256=sha)
+
+
+def load_vfn_or_shipped(path: str | Path | None) -> VFN:
+    """``load_vfn(path)``, or the shipped VFN when ``path`` is ``None``."""
+    return load_pretrained_vfn() if path is None else load_vfn(path)
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_vfn`."""
+    return sorted(MODEL_CONFIGS)
+
+
+def create_vfn(name: str = "vfn", pretrained: bool = False, **overrides) -> VFN:
+    """Build a VFN by registry name, optionally with the weights shipped in the package.
+
+    Args:
+        name: one of :func:`list_models`.
+        pretrained: load the shipped weights (only for names with shipped weights, with no overrides).
+        overrides: fields of :class:`VFNConfig` to change.
+
+    Example:
+        >>> create_vfn("vfn_small").num_stages
+        2
+    """
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown VFN {name!r}; choose from {list_models()}")
+    if pretrained:
+        if name not in PRETRAINED_FILES or overrides:
+            raise ValueError("shipped weights exist only for the default 'vfn' configuration")
+        return load_pretrained_vfn()
+    return VFN(VFNConfig.from_dict({**MODEL_CONFIGS[name].to_dict(), **overrides}))
+
+
+# --- RSC ------------------------------------------------------------------------------------------------------
+
+
+def save_rsc(path: str | Path, rsc: RSC, extra_meta: dict[str, Any] | None = None) -> str:
+    """RSC + bank weights with their config."""
+    meta = {"kind": "rsc", "rsc_config": rsc.cfg.to_dict(), "cldyn_version": __version__, **(extra_meta or {})}
+    return save_checkpoint(path, {f"rsc/{k}": v for k, v in rsc.state_dict().items()}, meta)
+
+
+def load_rsc(path: str | Path, expected_sha256: str | None = None, vfn: VFN | None = None) -> RSC:
+    """RSC weights from :func:`save_rsc` or a training checkpoint; with ``vfn``, also check that they fit it."""
+    path = Path(path)
+    tensors, meta = load_checkpoint(path, expected_sha256)
+    if meta.get("kind") not in ("rsc", "train_rsc"):
+        raise CheckpointError(path, f"holds a {meta.get('kind')!r} checkpoint, not RSC weights")
+    try:
+        cfg = RSCConfig.from_dict(meta["rsc_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"invalid RSC config in metadata ({exc})") from None
+    if vfn is not None and (problem := rsc_fit_problem(cfg, vfn)):
+        raise CheckpointError(path, problem)
+    rsc = RSC(cfg)
+    load_state_strict(rsc, split_prefix(tensors, "rsc"), path)
+    return rsc.eval()
+
+
+def load_pretrained_rsc(vfn: VFN | None = None) -> RSC:
+    """The RSC shipped inside the package (SHA-256 verified); with ``vfn``, checked to fit it."""
+    path, sha = shipped_file(SHIPPED_RSC, "no shipped RSC weights in this cldyn release; pass --rsc-weights FILE "
+                                          "(trained with cldyn train-rsc)")
+    return load_rsc(path, sha, vfn)
+
+
+def load_rsc_or_shipped(path: str | Path | None, vfn: VFN | None = None) -> RSC:
+    """``load_rsc(path)``, or the shipped RSC when ``path`` is ``None``."""
+    return load_pretrained_rsc(vfn) if path is None else load_rsc(path, vfn=vfn)

@@ -1,0 +1,59 @@
+"""``cldyn experiment`` end to end on the two labelled fixture pairs: every file, the tables' rows, and the cache."""
+
+import json
+
+import torch
+
+from cldyn.cli import main
+
+
+def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path, capsys):
+    from cldyn.model.rsc import CLDyN
+    from cldyn.weights import load_pretrained_vfn, save_rsc
+
+    torch.manual_seed(0)
+    rsc = CLDyN(load_pretrained_vfn()).rsc
+    for block in [*rsc.ir_blocks, *rsc.vis_blocks]:  # a live RSC: customised fusion differs from VFN
+        torch.nn.init.normal_(block.out_conv.weight, std=0.1)
+    save_rsc(tmp_path / "rsc.safetensors", rsc)
+    out = tmp_path / "exp"
+    rsc_file = str(tmp_path / "rsc.safetensors")
+    args = ["experiment", "--data", str(labelled), "--split", "train", "--out", str(out), "--tasks",
+            "saliency,segmentation", "--rsc-weights", rsc_file, rsc_file, "--ablation", f"no_penalty={rsc_file}",
+            "--other-rsc", f"shipped={rsc_file}",
+            "--gallery", "1", "--timing-repeats", "1", "--threads", "1", "--quiet"]
+    assert main(args) == 0
+    for name in ("report.html", "results.md", "tasks.json", "tasks.md", "efficiency.json", "experiment.json",
+                 "fusion/metrics.json", "fusion/metrics.md"):
+        assert (out / name).is_file(), name
+    fused = sorted(p.name for p in (out / "fused").iterdir())
+    assert fused == ["average", "cldyn_saliency_s0", "cldyn_saliency_s1", "cldyn_segmentation_s0",
+                     "cldyn_segmentation_s1", "no_penalty_saliency", "no_penalty_segmentation", "shipped_saliency",
+                     "shipped_segmentation", "vfn"]
+    tasks = json.loads((out / "tasks.json").read_text())
+    assert set(tasks) == {"saliency", "segmentation"}
+    rows = tasks["saliency"]
+    assert list(rows) == ["visible", "infrared", "average", "vfn", "cldyn customised for saliency (this task)",
+                          "cldyn customised for segmentation", "ablation: no_penalty", "other run: shipped"]
+    mean, std, runs = rows["cldyn customised for saliency (this task)"]["s_measure"]
+    assert runs == 2 and std == 0.0 and 0 <= mean <= 1  # two runs of the same weights
+    fusion = json.loads((out / "fusion" / "metrics.json").read_text())
+    assert {"vfn", "cldyn_saliency_s0", "ir_only", "dwt"} <= set(fusion)
+    assert fusion["cldyn_saliency_s0"]["en"] != fusion["vfn"]["en"]
+    eff = json.loads((out / "efficiency.json").read_text())
+    assert eff["params"]["vfn_frozen"] == 46617 and eff["ms_per_pair"]["cldyn_saliency"] > 0
+    page = (out / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page
+    assert page.count("<img") == 2 * 5  # 2 task rows x (IR, VIS, VFN, CLDyN-sal, CLDyN-seg)
+    assert "## Results" in (out / "results.md").read_text()
+    results = (out / "results.md").read_text()
+    assert "Does the customisation depend on the task?" in results and "| 0 | " in results
+    assert "other run: shipped" in results and "Trained weights behind the rows" in results
+
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "fused").rglob("*.png")}
+    metrics_time = (out / "fusion" / "metrics.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 0  # cached: nothing is fused or scored again
+    assert "fusing" not in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (out / "fused").rglob("*.png")} == stamps
+    assert (out / "fusion" / "metrics.json").stat().st_mtime_ns == metrics_time

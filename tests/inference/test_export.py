@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+
+from cldyn.cli import main
+from cldyn.model.vfn import VFN
+
+
+def test_onnx_matches_pytorch_at_any_size(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev/onnx extras")
+    from cldyn.inference.export import export_vfn_onnx
+
+    torch.manual_seed(0)
+    net = VFN().eval()
+    path = export_vfn_onnx(net, tmp_path / "vfn.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for b, h, w in [(1, 97, 131), (2, 48, 64), (1, 2, 3)]:
+        ir, vis = torch.rand(b, 1, h, w), torch.rand(b, 1, h, w)
+        out = sess.run(None, {"ir": ir.numpy(), "vis_y": vis.numpy()})[0]
+        with torch.no_grad():
+            ref = net(ir, vis).numpy()
+        assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-4
+
+
+def test_cli_export(tmp_path, capsys):
+    pytest.importorskip("onnx", reason="the ONNX exporter writes through the onnx package")
+    assert main(["export", "--task", "none", "-o", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 10_000
+    assert main(["export", "--task", "detection", "-o", str(tmp_path / "d.onnx"), "--rsc-weights",
+                 str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_fuse_with_onnxruntime_backend_matches_torch(tmp_path, pairs_dir):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev/onnx extras")
+    from cldyn.data.io import read_image
+
+    onnx = tmp_path / "vfn.onnx"
+    assert main(["export", "-o", str(onnx)]) == 0
+    assert main(["fuse", str(pairs_dir), "-o", str(tmp_path / "t"), "--quiet"]) == 0
+    assert main(["fuse", str(pairs_dir), "-o", str(tmp_path / "o"), "--quiet", "--backend", "onnxruntime",
+                 "--onnx", str(onnx)]) == 0
+    for p in (tmp_path / "t").iterdir():
+        a, b = read_image(p).pixels, read_image(tmp_path / "o" / p.name).pixels
+        assert np.abs(a - b).max() <= 1 / 255 + 1e-6  # 1e-6 differences may round to the next 8-bit level
+    assert main(["fuse", str(pairs_dir), "-o", str(tmp_path / "x"), "--backend", "onnxruntime"]) == 2
+
+
+def _live_rsc(vfn: VFN, seed: int = 0):
+    """An RSC whose output convs are non-zero, so that compensation changes the fused image."""
+    from cldyn.model.rsc import CLDyN
+
+    torch.manual_seed(seed)
+    rsc = CLDyN(vfn).rsc
+    for block in [*rsc.ir_blocks, *rsc.vis_blocks]:
+        torch.nn.init.normal_(block.out_conv.weight, std=0.2)
+    return rsc.eval()
+
+
+def test_customised_fusion_onnx_matches_pytorch(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev/onnx extras")
+    from cldyn.inference.export import export_cldyn_onnx
+    from cldyn.model.color import rgb_to_luma
+    from cldyn.model.ops import pad_to_multiple
+    from cldyn.model.rsc import CLDyN
+    from cldyn.tasks import create_task
+
+    vfn = VFN().eval()
+    rsc = _live_rsc(vfn)
+    task = create_task("saliency").freeze()
+    path = export_cldyn_onnx(vfn, rsc, task, tmp_path / "cldyn.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = CLDyN(vfn, rsc).eval()
+    for b, h, w in [(1, 96, 128), (2, 160, 224), (1, 97, 61)]:  # the example size, larger, not multiples of 32
+        ir, vis = torch.rand(b, 1, h, w), torch.rand(b, 3, h, w)
+        out = sess.run(None, {"ir": ir.numpy(), "vis": vis.numpy()})[0]
+        y = rgb_to_luma(vis)
+        with torch.no_grad():  # luminance before recolouring (which clamps)
+            feats = task.features(pad_to_multiple(model.base(ir, vis), 32)[0])
+            ref = vfn(ir, y, stage_hook=rsc.stage_hook(feats)).numpy()
+            plain = vfn(ir, y).numpy()
+        assert out.shape == (b, 1, h, w)
+        assert np.abs(out - ref).max() < 1e-4
+        assert np.abs(out - plain).max() > 1e-2  # the compensation is in the graph
+
+
+def test_fuse_with_exported_customised_fusion_matches_torch(tmp_path, pairs_dir):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev/onnx extras")
+    from cldyn.data.io import read_image
+    from cldyn.weights import load_pretrained_vfn, save_rsc
+
+    rsc_path = tmp_path / "rsc.safetensors"
+    save_rsc(rsc_path, _live_rsc(load_pretrained_vfn()))
+    onnx = tmp_path / "sal.onnx"
+    assert main(["export", "--task", "saliency", "--rsc-weights", str(rsc_path), "-o", str(onnx)]) == 0
+    common = [str(pairs_dir), "--quiet"]
+    assert main(["fuse", *common, "-o", str(tmp_path / "t"), "--task", "saliency", "--rsc-weights",
+                 str(rsc_path)]) == 0
+    assert main(["fuse", *common, "-o", str(tmp_path / "o"), "--backend", "onnxruntime", "--onnx", str(onnx)]) == 0
+    assert main(["fuse", *common, "-o", str(tmp_path / "v")]) == 0
+    names = sorted(p.name for p in (tmp_path / "t").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "o").iterdir()) and names
+    for name in names:
+        t, o, v = (read_image(tmp_path / d / name).pixels for d in "tov")
+        assert np.abs(t - o).max() <= 1 / 255 + 1e-6  # 1e-6 differences may round to the next 8-bit level
+        assert np.abs(t - v).max() > 5 / 255  # customised differs from plain VFN
+    assert main(["fuse", *common, "-o", str(tmp_path / "x"), "--backend", "onnxruntime", "--onnx", str(onnx),
+                 "--task", "saliency"]) == 2

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from cldyn.model.rsc import RSC, CLDyN, RSCConfig
+from cldyn.model.vfn import VFN, VFNConfig
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return CLDyN(VFN())
+
+
+@pytest.mark.parametrize("feat_shape", [(2, 256, 3, 4), (2, 5), (2, 64, 20, 20)])
+def test_init_equals_vfn_exactly(model, feat_shape):
+    ir, vis = torch.rand(2, 1, 23, 31), torch.rand(2, 3, 23, 31)
+    model.train()  # training mode too: A2SI BN and Gumbel noise must not leak through the zero conv
+    with torch.no_grad():
+        assert torch.equal(model(ir, vis, torch.randn(feat_shape)), model.base(ir, vis))
+        gray = torch.rand(2, 1, 23, 31)
+        assert torch.equal(model(ir, gray, torch.randn(feat_shape)), model.vfn(ir, gray))
+
+
+def test_vfn_frozen_and_rsc_trainable(model):
+    model.train()
+    assert not model.vfn.training and not any(p.requires_grad for p in model.vfn.parameters())
+    assert all(p.requires_grad for p in model.rsc.parameters())
+    assert len(model.rsc.ir_blocks) == 3 and len(model.rsc.vis_blocks) == 3
+
+
+def test_compensation_changes_output_once_trained(model):
+    for blk in list(model.rsc.ir_blocks) + list(model.rsc.vis_blocks):
+        torch.nn.init.normal_(blk.out_conv.weight, std=0.3)
+    model.eval()
+    ir, vis = torch.rand(1, 1, 16, 16), torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        a = model(ir, vis, torch.randn(1, 8, 2, 2))
+        assert not torch.allclose(a, model.base(ir, vis))
+
+
+def test_config_round_trip_and_mismatch():
+    cfg = RSCConfig()
+    assert RSCConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="does not fit"):
+        CLDyN(VFN(VFNConfig(num_blocks=2)), RSC(cfg))

@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+import torch
+
+from cldyn.errors import CldynError
+from cldyn.model.ops import as_rgb
+from cldyn.tasks import create_task, list_tasks, load_task, task_class
+from cldyn.tasks.saliency import iou_loss, mask_edges, saliency_metrics
+from cldyn.tasks.segmentation import confusion_matrix, segmentation_metrics
+
+
+def _adapters():
+    out = [("saliency", {"stages": 2, "width": 16}), ("segmentation", {})]
+    try:
+        import ultralytics  # noqa: F401
+
+        out.append(("detection", {}))
+    except ImportError:
+        pass
+    return out
+
+
+def _targets(task, b, h, w):
+    if task == "saliency":
+        m = torch.zeros(b, 1, h, w)
+        m[:, :, h // 4:h // 2, w // 4:w // 2] = 1
+        return m
+    if task == "segmentation":
+        return torch.randint(0, 9, (b, h, w))
+    return [torch.tensor([[0, 0.5, 0.5, 0.4, 0.5], [2, 0.25, 0.3, 0.2, 0.2]])] * b
+
+
+@pytest.mark.parametrize("task,config", _adapters())
+def test_gradient_reaches_image_and_frozen_state_unchanged(task, config):
+    torch.manual_seed(0)
+    adapter = create_task(task, config).freeze()
+    before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    feats, out = adapter.features_and_output(x)
+    loss = adapter.loss_from_output(out, _targets(task, 2, 64, 64))
+    loss.backward()
+    assert feats.dim() == 4 and feats.shape[0] == 2
+    assert torch.isfinite(loss) and x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in adapter.model.parameters())
+    after = adapter.model.state_dict()
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), f"{task}: {k} changed"  # weights and BatchNorm buffers
+
+
+@pytest.mark.parametrize("task,config", _adapters())
+def test_save_load_round_trip(task, config, tmp_path):
+    adapter = create_task(task, config)
+    adapter.save(tmp_path / "w.safetensors")
+    back = load_task(tmp_path / "w.safetensors")
+    assert type(back) is type(adapter) and back.config == adapter.config
+    for k, v in adapter.model.state_dict().items():
+        assert torch.equal(v, back.model.state_dict()[k])
+
+
+def test_user_adapter_by_module_path(tmp_path):
+    cls = task_class("tiny_adapter:TinyAdapter")
+    adapter = create_task("tiny_adapter:TinyAdapter", {"width": 3}).freeze()
+    assert isinstance(adapter, cls) and adapter.name == "tiny"
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    adapter.loss(x, torch.ones(1, 1, 8, 8)).backward()
+    assert x.grad.abs().sum() > 0
+    assert adapter.features(x).shape == (1, 3, 8, 8)
+    adapter.save(tmp_path / "t.safetensors")
+    assert load_task(tmp_path / "t.safetensors").config["width"] == 3
+
+
+def test_registry_errors():
+    assert list_tasks() == ["detection", "saliency", "segmentation"]
+    with pytest.raises(CldynError, match="unknown task"):
+        task_class("nope")
+    with pytest.raises(CldynError, match="cannot import"):
+        task_class("no_such_module_xyz:Thing")
+    with pytest.raises(CldynError, match="not a cldyn.tasks.base.TaskAdapter"):
+        task_class("torch.nn:Conv2d")
+
+
+def test_bad_feature_layer():
+    adapter = create_task("tiny_adapter:TinyAdapter")
+    adapter.feature_layer = "missing"
+    with pytest.raises(ValueError, match="no layer named 'missing'"):
+        adapter.features(torch.rand(1, 3, 4, 4))
+
+
+def test_as_rgb():
+    assert as_rgb(torch.rand(2, 1, 4, 4)).shape == (2, 3, 4, 4)
+    with pytest.raises(ValueError):
+        as_rgb(torch.rand(2, 2, 4, 4))
+
+
+# --- metrics: hand-computed cases ------------------------------------------------------------------------------
+
+
+def test_segmentation_metrics_hand_computed():
+    gt = np.array([[0, 0, 1, 1], [0, 2, 2, 255]])
+    pred = np.array([[0, 1, 1, 1], [0, 2, 0, 0]])
+    conf = confusion_matrix(pred, gt, 3)
+    # class 0: tp 2, fp 1 (gt 2 -> 0), fn 1 (gt 0 -> 1) -> 2/4; class 1: tp 2, fp 1 -> 2/3; class 2: tp 1, fn 1 -> 1/2
+    m = segmentation_metrics(conf, ["a", "b", "c"])
+    assert m["iou"] == pytest.approx({"a": 0.5, "b": 2 / 3, "c": 0.5})
+    assert m["miou"] == pytest.approx((0.5 + 2 / 3 + 0.5) / 3)
+    assert m["pixel_acc"] == pytest.approx(5 / 7)
+    perfect = segmentation_metrics(confusion_matrix(gt, gt, 3))
+    assert perfect["miou"] == 1.0 and perfect["pixel_acc"] == 1.0
+    with pytest.raises(ValueError, match="label values"):
+        confusion_matrix(gt, np.full_like(gt, 7), 3)
+
+
+def test_saliency_metrics_perfect_and_hand():
+    gt = np.zeros((32, 32), np.uint8)
+    gt[8:20, 10:24] = 255
+    m = saliency_metrics([gt.copy()], [gt])
+    assert m["mae"] == 0.0
+    assert m["max_f"] == pytest.approx(1.0, abs=1e-3) and m["s_measure"] == pytest.approx(1.0, abs=1e-3)
+    assert m["max_e"] == pytest.approx(1.0, abs=1e-3)
+    half = np.full_like(gt, 128)
+    assert saliency_metrics([half], [gt])["mae"] == pytest.approx(
+        np.abs(128 / 255 - gt / 255).mean(), abs=1e-6)
+
+
+def test_saliency_losses():
+    m = torch.zeros(1, 1, 5, 5)
+    m[..., 1:4, 1:4] = 1
+    e = mask_edges(m)
+    assert e[0, 0, 2, 2] == 0 and e[0, 0, 1, 1] == 1 and e[0, 0, 0, 0] == 1 and e.sum() == 24
+    big = torch.full_like(m, 20.0) * (2 * m - 1)  # confident and right
+    assert iou_loss(big, m) < 1e-6
+
+
+def test_detection_map_perfect_and_miss():
+    pytest.importorskip("pycocotools")
+    from cldyn.tasks.detection import coco_map
+
+    t = [torch.tensor([[0, 0.5, 0.5, 0.2, 0.4], [2, 0.2, 0.2, 0.1, 0.1]])]
+    perfect = [{"boxes": torch.tensor([[80.0, 60, 120, 140], [30, 30, 50, 50]]), "scores": torch.tensor([0.9, 0.8]),
+                "labels": torch.tensor([0, 2]), "size": (200, 200)}]
+    m = coco_map(perfect, t, ["person", "bicycle", "car"])
+    assert m["map50"] == pytest.approx(1.0) and m["map50_95"] == pytest.approx(1.0)
+    assert m["ap"] == {"person": pytest.approx(1.0), "bicycle": None, "car": pytest.approx(1.0)}
+    # Shifted right by 8 px: IoU = 2560 / 3840 = 2/3 -> a hit at thresholds 0.50 .. 0.65, a miss above.
+    shifted = [{"boxes": torch.tensor([[88.0, 60, 128, 140]]), "scores": torch.tensor([0.9]),
+                "labels": torch.tensor([0]), "size": (200, 200)}]
+    m2 = coco_map(shifted, [t[0][:1]], ["person", "bicycle", "car"])
+    assert m2["map50"] == pytest.approx(1.0)
+    assert m2["map50_95"] == pytest.approx(0.4)  # 4 of the 10 thresholds

@@ -1,0 +1,66 @@
+import torch
+
+from cldyn.model.rsc import CLDyN
+from cldyn.model.vfn import VFN
+from cldyn.tasks import create_task
+from cldyn.training.rsc import TrainRSCConfig, closed_loop_losses, reward_penalty, train_rsc
+from cldyn.weights import load_rsc
+
+
+def test_reward_penalty():
+    base = torch.tensor(1.0)
+    assert reward_penalty(torch.tensor(0.7), base) == 0.7  # better than base: no penalty
+    assert reward_penalty(torch.tensor(1.0), base) == 1.0
+    assert torch.isclose(reward_penalty(torch.tensor(1.2), base), torch.tensor(1.2 + 5 * 0.2))
+
+
+def _setup():
+    torch.manual_seed(0)
+    vfn = VFN().eval()
+    adapters = {"saliency": create_task("saliency", {"stages": 2, "width": 8}).freeze(),
+                "segmentation": create_task("segmentation", {}).freeze()}
+    return vfn, adapters
+
+
+def test_closed_loop_losses_at_init_have_no_penalty(pairs_dir):
+    vfn, adapters = _setup()
+    model = CLDyN(vfn)
+    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
+    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    total, parts = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0)
+    assert parts["loss"] == parts["base_loss"] and parts["penalty_active"] == 0.0  # CLDyN == VFN at init
+    assert parts["penalty"] == 0.0 and parts["total"] == parts["loss"]
+    total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.rsc.parameters())
+
+
+def test_one_step_changes_only_rsc(labelled, tmp_path):
+    vfn, adapters = _setup()
+    frozen = {("vfn", k): v.clone() for k, v in vfn.state_dict().items()}
+    for t, a in adapters.items():
+        frozen.update({(t, k): v.clone() for k, v in a.model.state_dict().items()})
+    cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+                         "segmentation": str(labelled)}, out_dir=str(tmp_path / "rsc"), steps=2, batch_size=2,
+                         crop=48, val_every=100, val_limit=1)
+    torch.manual_seed(0)
+    from cldyn.model.rsc import RSC, RSCConfig
+
+    init = {k: v.clone() for k, v in RSC(RSCConfig()).state_dict().items()}  # same seed, same init as the run
+    best = train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
+    for (owner, k), v in frozen.items():
+        now = vfn.state_dict()[k] if owner == "vfn" else adapters[owner].model.state_dict()[k]
+        assert torch.equal(v, now), f"{owner}.{k} changed"
+    trained = load_rsc(tmp_path / "rsc" / "last.safetensors").state_dict()
+    changed = [k for k in init if not torch.equal(init[k], trained[k])]
+    assert any("bank" in k for k in changed) and any("out_conv" in k for k in changed)
+    assert best.is_file()
+    from cldyn.data.io import read_csv
+
+    rows = read_csv(tmp_path / "rsc" / "log.csv")
+    assert len(rows) == 2 and "val_score" in rows[-1]
+    for t in ("saliency", "segmentation"):  # per task: loss, penalty, and the share of steps it was active
+        active = [float(r[f"{t}_penalty_active"]) for r in rows]
+        assert float(rows[-1][f"{t}_penalty_share"]) == sum(active) / 2
+        for r in rows:  # logged values are rounded to 6 decimals
+            gap = float(r[f"{t}_loss"]) - float(r[f"{t}_base_loss"])
+            assert abs(float(r[f"{t}_penalty"]) - 5.0 * max(0.0, gap)) < 1e-4

@@ -1,0 +1,57 @@
+"""The weights registry: the shipped-files manifest, the RSC-fits-VFN check, model configs."""
+
+import json
+
+import pytest
+
+import cldyn.weights as W
+from cldyn.errors import CheckpointError, CldynError
+from cldyn.model.rsc import RSC, CLDyN, RSCConfig, rsc_fit_problem
+from cldyn.model.vfn import VFN, VFNConfig
+
+
+def test_rsc_fit_problem_names_both_sides():
+    vfn = VFN(VFNConfig(num_blocks=2))
+    assert rsc_fit_problem(RSCConfig(num_stages=1), vfn) is None
+    problem = rsc_fit_problem(RSCConfig(num_stages=3), vfn)
+    assert problem == "RSC for a VFN of 4 blocks, width 8, does not fit the VFN in use (2 blocks, width 8)"
+    with pytest.raises(ValueError, match="does not fit"):
+        CLDyN(vfn, RSC(RSCConfig()))
+
+
+def test_load_rsc_checks_the_fit_as_a_checkpoint_error(tmp_path):
+    path = tmp_path / "rsc.safetensors"
+    W.save_rsc(path, RSC(RSCConfig()))
+    assert W.load_rsc(path, vfn=VFN()).cfg == RSCConfig()
+    with pytest.raises(CheckpointError, match=r"rsc\.safetensors: RSC for a VFN of 4 blocks.*\(2 blocks"):
+        W.load_rsc(path, vfn=VFN(VFNConfig(num_blocks=2)))
+
+
+def test_shipped_files_are_listed_with_their_hashes():
+    manifest = W.read_manifest()
+    for name in (W.SHIPPED_VFN, W.SHIPPED_RSC, W.shipped_task_file("saliency")):
+        path, sha = W.shipped_file(name, "missing")
+        assert path.is_file() and sha == manifest[name]["sha256"] and len(sha) == 64
+    with pytest.raises(CldynError, match="^no such file here$"):
+        W.shipped_file("nothing.safetensors", "no such file here")
+
+
+def test_record_shipped_adds_an_entry(tmp_path, monkeypatch):
+    monkeypatch.setattr(W, "shipped_weights_dir", lambda: tmp_path)
+    with pytest.raises(CheckpointError, match="no shipped weights manifest"):
+        W.read_manifest()
+    W.record_shipped("a.safetensors", {"sha256": "0" * 64, "kind": "vfn"})
+    W.record_shipped("b.safetensors", {"sha256": "1" * 64, "kind": "rsc"})
+    assert json.loads((tmp_path / W.MANIFEST).read_text())["a.safetensors"]["kind"] == "vfn"
+    assert sorted(W.read_manifest()) == ["a.safetensors", "b.safetensors"]
+
+
+def test_registry_builds_each_config():
+    assert W.list_models() == sorted(W.MODEL_CONFIGS)
+    for name, cfg in W.MODEL_CONFIGS.items():
+        assert W.create_vfn(name).cfg == cfg
+    assert W.create_vfn("vfn", num_blocks=3).cfg.num_blocks == 3
+    with pytest.raises(ValueError, match="unknown VFN"):
+        W.create_vfn("nope")
+    with pytest.raises(ValueError, match="shipped weights exist only"):
+        W.create_vfn("vfn_small", pretrained=True)
