@@ -1,9 +1,19 @@
+import pytest
 import torch
 
 from cldyn.data.bank import AugmentConfig, PairBank, seeded_generator
 from cldyn.data.pairs import pair_folders
 from cldyn.model.vfn import VFN
-from cldyn.training.losses import FusionLoss, FusionLossConfig, fusion_loss, gradient_loss, intensity_loss
+from cldyn.training.losses import (
+    FusionLoss,
+    FusionLossConfig,
+    fusion_loss,
+    gradient_loss,
+    gradient_target,
+    intensity_loss,
+    ssim,
+    ssim_loss,
+)
 
 
 def test_hand_computed():
@@ -40,3 +50,42 @@ def test_loss_decreases_on_real_batch(pairs_dir):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_ssim_matches_scikit_image(pairs_dir):
+    metrics = pytest.importorskip("skimage.metrics")
+    pairs, _ = pair_folders(pairs_dir / "ir", pairs_dir / "vi")
+    x = PairBank(pairs).images[0].double()  # a real MSRS crop: infrared and visible Y
+    ir, vis = x[0], x[1]
+    ours = ssim(ir[None, None], vis[None, None])
+    ref = metrics.structural_similarity(ir.numpy(), vis.numpy(), gaussian_weights=True, sigma=1.5,
+                                        use_sample_covariance=False, data_range=1.0)
+    assert float(ours) == pytest.approx(ref, abs=1e-9)
+    assert torch.allclose(ssim(ir[None, None], ir[None, None]), torch.ones(1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="one shape"):
+        ssim(ir[None, None], vis[None, None, :-1])
+
+
+def test_ssim_loss_is_zero_only_when_both_sources_are_kept():
+    torch.manual_seed(0)
+    a = torch.rand(2, 1, 16, 16)
+    assert float(ssim_loss(a, a, a)) == pytest.approx(0.0, abs=1e-6)
+    b = torch.rand(2, 1, 16, 16)
+    # F = IR exactly: half the term is 0, the other half is 1 - SSIM(IR, Y).
+    assert float(ssim_loss(a, a, b)) == pytest.approx(0.5 * (1 - float(ssim(a, b).mean())), abs=1e-6)
+    _, parts = fusion_loss(a, a, b, FusionLossConfig(ssim_weight=2.0))
+    assert parts["loss"] == pytest.approx(0.2 * parts["intensity"] + parts["gradient"] + 2.0 * parts["ssim"], abs=1e-6)
+
+
+def test_gradient_floor_drops_noise_level_targets():
+    # A step of 0.01 between columns 3 and 4 of an 8x8 image: Sobel |gx| = 4 * 0.01 = 0.04 on columns 3 and 4
+    # (replicate padding keeps the rest 0), so the target's mean is 2 * 0.04 / 8 = 0.01.
+    step = torch.zeros(1, 1, 8, 8)
+    step[..., 4:] = 0.01
+    flat = torch.zeros_like(step)
+    assert torch.allclose(gradient_target(step, flat)[0, 0, 0], torch.tensor([0, 0, 0, .04, .04, 0, 0, 0]))
+    assert float(gradient_loss(flat, step, flat)) == pytest.approx(0.01)
+    assert float(gradient_loss(flat, step, flat, floor=0.03)) == pytest.approx(0.01)  # above the floor: kept
+    assert float(gradient_loss(flat, step, flat, floor=0.05)) == 0.0  # below it: no target
+    # A fused image that copies the noise-level step is penalised by exactly its own gradient.
+    assert float(gradient_loss(step, step, flat, floor=0.05)) == pytest.approx(0.01)

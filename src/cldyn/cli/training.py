@@ -7,8 +7,10 @@ import argparse
 from cldyn.cli.common import add_run_args, key_values, run_training, task_map
 from cldyn.data.bank import AugmentConfig
 from cldyn.model.vfn import VFNConfig
+from cldyn.training.losses import FusionLossConfig
 from cldyn.training.rsc import TrainRSCConfig, train_rsc
 from cldyn.training.task import TrainTaskConfig, train_task
+from cldyn.training.validation import ValidationConfig
 from cldyn.training.vfn import TrainVFNConfig, train_vfn
 
 
@@ -17,7 +19,11 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
         data=args.data, out_dir=args.out, split=None if args.split == "all" else args.split, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
         augment=AugmentConfig(crop_size=args.crop), model=VFNConfig(num_blocks=args.num_blocks),
-        max_steps=args.max_steps, device=args.device,
+        max_steps=args.max_steps, device=args.device, init=args.init,
+        loss=FusionLossConfig(intensity_weight=args.intensity_weight, gradient_weight=args.gradient_weight,
+                              ssim_weight=args.ssim_weight, gradient_floor=args.gradient_floor),
+        validation=ValidationConfig(data=args.val_data, split=args.val_split, every=args.val_every,
+                                    limit=args.val_limit or None),
     )
     return run_training(args, train_vfn, cfg, "checkpoint")
 
@@ -60,6 +66,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=v.seed)
     s.add_argument("--checkpoint-every", type=int, default=v.checkpoint_every, help="steps between checkpoints")
     s.add_argument("--max-steps", type=int, help="stop after this many steps")
+    s.add_argument("--init", help="start from these VFN weights (same configuration) with a fresh optimiser")
+    loss = v.loss
+    s.add_argument("--intensity-weight", type=float, default=loss.intensity_weight, help="weight of L1(F, max(IR, Y))")
+    s.add_argument("--gradient-weight", type=float, default=loss.gradient_weight, help="weight of the gradient L1")
+    s.add_argument("--ssim-weight", type=float, default=loss.ssim_weight,
+                   help="weight of 1 - mean SSIM towards both sources (0: the paper's loss)")
+    s.add_argument("--gradient-floor", type=float, default=loss.gradient_floor,
+                   help="source gradients (Sobel |gx|+|gy|) at or below this are no target (0: all are)")
+    val = v.validation
+    s.add_argument("--val-data", help="dataset root to validate on (e.g. ../shared/data/msrs); keeps best.safetensors")
+    s.add_argument("--val-split", default=val.split, help="its split file")
+    s.add_argument("--val-every", type=int, default=val.every, help="steps between validations")
+    s.add_argument("--val-limit", type=int, default=val.limit, help="the first N pairs of the split (0: all)")
     add_run_args(s, resume=True)
     s.set_defaults(func=cmd_train_vfn)
 

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from cldyn.data.io import atomic_write_bytes, check_same_size, read_image, to_single_channel
+from cldyn.data.io import Image, atomic_write_bytes, check_same_size, read_image, to_single_channel
 from cldyn.data.pairs import Pair, list_images, pair_folders
 from cldyn.errors import InputError
 from cldyn.evaluation import metrics as M
@@ -46,8 +46,22 @@ def read_gray(path: Path, convention: str) -> np.ndarray:
         if img is None:
             read_image(path)  # raises the precise one-line error
             raise InputError(path, "not readable as an 8-bit image")
-        return np.round(cv2.cvtColor(img.astype(np.float32), cv2.COLOR_BGR2GRAY)).astype(np.float64)
+        return _cddfuse_gray(img)
     image = read_image(path)
+    return np.round(to_single_channel(image).astype(np.float64) * 255.0)
+
+
+def _cddfuse_gray(bgr: np.ndarray) -> np.ndarray:
+    return np.round(cv2.cvtColor(bgr.astype(np.float32), cv2.COLOR_BGR2GRAY)).astype(np.float64)
+
+
+def gray_of_rgb8(pixels: np.ndarray, convention: str) -> np.ndarray:
+    """An 8-bit image in memory, ``(H, W)`` gray or ``(H, W, 3)`` RGB, as :func:`read_gray` would score it written to
+    a PNG (no file is written)."""
+    if convention == "cddfuse":  # OpenCV reads a gray PNG as three equal channels
+        bgr = np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels[..., ::-1]
+        return _cddfuse_gray(np.ascontiguousarray(bgr))
+    image = Image(pixels=pixels.astype(np.float32) / 255.0, bits=8, path=Path("<memory>"))
     return np.round(to_single_channel(image).astype(np.float64) * 255.0)
 
 
@@ -56,8 +70,10 @@ def gray_of_array(luma01: np.ndarray) -> np.ndarray:
     return np.round(np.clip(luma01, 0, 1) * 255.0)
 
 
-def fusion_metrics(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str = "cldyn") -> dict[str, float]:
-    """All implemented metrics of one fused image ``f`` against infrared ``a`` and visible ``b`` (0..255 scale).
+def fusion_metrics(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str = "cldyn",
+                   keys: Sequence[str] | None = None) -> dict[str, float]:
+    """The metrics ``keys`` (default: all of :data:`METRIC_KEYS`) of one fused image ``f`` against infrared ``a``
+    and visible ``b`` (0..255 scale).
 
     A metric that is undefined for the image (e.g. SSIM on an image smaller than its 7x7 window) is NaN, which the
     summary reports as "undef." rather than failing the whole image.
@@ -74,10 +90,13 @@ def fusion_metrics(f: np.ndarray, a: np.ndarray, b: np.ndarray, convention: str 
         "qcb": lambda: M.q_chen_blum(f, a, b), "qcv": lambda: M.q_chen_varshney(f, a, b),
         "qc": lambda: M.q_cvejic(f, a, b),
     }
+    unknown = sorted(set(keys or ()) - set(metrics))
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRIC_KEYS)}")
     out = {}
-    for key, fn in metrics.items():
+    for key in keys or METRIC_KEYS:
         try:
-            out[key] = float(fn())
+            out[key] = float(metrics[key]())
         except ValueError:  # undefined for this image size
             out[key] = float("nan")
     return out

@@ -1,4 +1,5 @@
-"""Stage-1 (VFN) unsupervised fusion loss: intensity + Sobel gradient."""
+"""Stage-1 (VFN) unsupervised fusion loss: intensity + Sobel gradient (the paper), an optional SSIM term towards
+both sources and an optional noise floor on the gradient target."""
 
 from __future__ import annotations
 
@@ -16,18 +17,70 @@ def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -
     return F.l1_loss(fused, torch.maximum(ir, vis_y))
 
 
-def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
-    """``L1(|grad F|, max(|grad IR|, |grad Y|))`` with the Sobel L1 magnitude ``|gx| + |gy|``."""
-    target = torch.maximum(sobel_l1_magnitude(ir), sobel_l1_magnitude(vis_y))
-    return F.l1_loss(sobel_l1_magnitude(fused), target)
+def gradient_target(ir: torch.Tensor, vis_y: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """``max(|grad IR|, |grad Y|)`` (Sobel L1 magnitude ``|gx| + |gy|``) with every source gradient at or below
+    ``floor`` set to 0, so sensor noise in flat regions is not a target the fused image must copy."""
+    g_ir, g_vis = sobel_l1_magnitude(ir), sobel_l1_magnitude(vis_y)
+    if floor > 0:
+        g_ir, g_vis = g_ir * (g_ir > floor), g_vis * (g_vis > floor)
+    return torch.maximum(g_ir, g_vis)
+
+
+def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """``L1(|grad F|, gradient_target(IR, Y, floor))``; ``floor=0`` is the paper's loss."""
+    return F.l1_loss(sobel_l1_magnitude(fused), gradient_target(ir, vis_y, floor))
+
+
+def _gaussian_kernel(window: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    x = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    g = (g / g.sum()).to(dtype=dtype, device=device)
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0
+         ) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004) of ``(B, 1, H, W)`` images per sample, ``(B,)``: Gaussian window, population
+    statistics, ``K1 = 0.01``, ``K2 = 0.03``, computed where the window fits (what scikit-image's
+    ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)`` averages). Differentiable.
+
+    Example:
+        >>> a = torch.rand(2, 1, 16, 16)
+        >>> ssim(a, a)
+        tensor([1., 1.])
+    """
+    if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"ssim takes two (B, 1, H, W) images of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+    k = _gaussian_kernel(window, sigma, x.dtype, x.device)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = F.conv2d(x, k), F.conv2d(y, k)
+    sxx = F.conv2d(x * x, k) - mx * mx
+    syy = F.conv2d(y * y, k) - my * my
+    sxy = F.conv2d(x * y, k) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+def ssim_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+    """``1 - (SSIM(F, IR) + SSIM(F, Y)) / 2``, mean over the batch: structure kept from both sources."""
+    return 1 - 0.5 * (ssim(fused, ir) + ssim(fused, vis_y)).mean()
 
 
 @dataclass(frozen=True)
 class FusionLossConfig:
-    """Weights of the VFN loss (paper: 0.2 intensity, 1.0 gradient)."""
+    """The VFN loss; defaults are the paper's (0.2 intensity, 1.0 gradient, no SSIM term, no noise floor).
+
+    Attributes:
+        intensity_weight: weight of ``L1(F, max(IR, Y))``.
+        gradient_weight: weight of the Sobel-gradient L1 towards :func:`gradient_target`.
+        ssim_weight: weight of :func:`ssim_loss` (structure kept from both sources).
+        gradient_floor: source gradients at or below this Sobel L1 magnitude are no target (0: all are).
+    """
 
     intensity_weight: float = 0.2
     gradient_weight: float = 1.0
+    ssim_weight: float = 0.0
+    gradient_floor: float = 0.0
 
 
 def fusion_loss(
@@ -42,9 +95,12 @@ def fusion_loss(
     """
     cfg = cfg or FusionLossConfig()
     li = intensity_loss(fused, ir, vis_y)
-    lg = gradient_loss(fused, ir, vis_y)
+    lg = gradient_loss(fused, ir, vis_y, cfg.gradient_floor)
     total = cfg.intensity_weight * li + cfg.gradient_weight * lg
-    return total, {"loss": float(total.detach()), "intensity": float(li.detach()), "gradient": float(lg.detach())}
+    ls = ssim_loss(fused, ir, vis_y) if cfg.ssim_weight else torch.zeros(())
+    total = total + cfg.ssim_weight * ls
+    return total, {"loss": float(total.detach()), "intensity": float(li.detach()), "gradient": float(lg.detach()),
+                   "ssim": float(ls.detach())}
 
 
 class FusionLoss(nn.Module):

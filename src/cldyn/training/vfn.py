@@ -1,9 +1,11 @@
-"""Stage-1 training of the VFN (unsupervised: intensity + gradient loss).
+"""Stage-1 training of the VFN (unsupervised: intensity + gradient loss, optionally SSIM and a gradient noise floor).
 
 Deterministic given the seed: model init from ``torch.manual_seed(seed)``, batches from :mod:`cldyn.data`. A
 checkpoint (model, Adam state, position) is written atomically every ``checkpoint_every`` steps and at the end of
 every epoch; ``resume=True`` continues from ``out_dir/last.safetensors`` and reaches the same weights as an
-uninterrupted run.
+uninterrupted run. With validation data (:class:`~cldyn.training.validation.ValidationConfig`), the run scores
+held-out pairs with the fusion metrics every ``validation.every`` steps (``val.csv``, ``val.png``) and keeps the
+best by :func:`~cldyn.training.validation.selection_score` as ``best.safetensors`` (a VFN weights file).
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ import torch
 from tqdm import tqdm
 
 from cldyn.data.bank import AugmentConfig, PairBank, seeded_generator
-from cldyn.data.io import atomic_write_bytes, write_csv
+from cldyn.data.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.data.pairs import discover_pairs
-from cldyn.errors import CldynError
+from cldyn.errors import CheckpointError, CldynError
 from cldyn.model.vfn import VFN, VFNConfig
 from cldyn.training.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.training.loop import TrainingRun, average_parts, take_shard
 from cldyn.training.losses import FusionLossConfig, fusion_loss
+from cldyn.training.validation import VAL_METRICS, FusionValidator, ValidationConfig, selection_score
 from cldyn.version import __version__
+from cldyn.weights import load_vfn, save_vfn
 
-CSV_FIELDS = ("step", "epoch", "loss", "intensity", "gradient", "lr", "seconds")
+CSV_FIELDS = ("step", "epoch", "loss", "intensity", "gradient", "ssim", "lr", "seconds")
 
 
 @dataclass
@@ -53,11 +57,36 @@ class TrainVFNConfig:
     channels_last: bool = True
     max_steps: int | None = None  # stop after this many global steps (tests, smoke runs)
     device: str = "cpu"  # cpu, cuda, cuda:N or auto (under torchrun: each process's own GPU)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    init: str | None = None  # start from these VFN weights (same configuration) with a fresh optimiser
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["model"] = self.model.to_dict()
         return d
+
+
+def plot_val_curves(rows: Sequence[dict], png: Path) -> None:
+    """Each validation metric and the selection score against step, one panel each, as a PNG."""
+    import matplotlib  # heavy (about 0.5 s): loaded only when a curve is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after matplotlib.use: the headless backend
+
+    keys = [*VAL_METRICS, "score"]
+    fig, axes = plt.subplots(3, 3, figsize=(10, 7), dpi=100)
+    steps = [int(r["step"]) for r in rows]
+    for ax, key in zip(axes.flat, keys, strict=True):
+        ax.plot(steps, [float(r[key]) for r in rows], marker=".", color="C3" if key == "score" else "C0")
+        ax.set_title(key.upper() if key != "score" else "selection score (x average fusion)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    fig.supxlabel("step")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(png, buf.getvalue())
 
 
 def plot_loss_curve(rows: Sequence[dict], png: Path, title: str = "VFN training loss") -> None:
@@ -130,6 +159,12 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     model = VFN(cfg.model).to(device).train()
     if ctx.active:
         convert_batchnorm(model)
+    if cfg.init:
+        start = load_vfn(cfg.init)
+        if start.cfg != cfg.model:
+            raise CheckpointError(Path(cfg.init), f"VFN config {start.cfg.to_dict()} differs from the requested "
+                                                  f"{cfg.model.to_dict()}")
+        model.load_state_dict(start.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
     def write_log(csv_path: Path, rows: list[dict]) -> None:
@@ -147,6 +182,19 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     rows = run.rows
+    val = cfg.validation
+    best = meta.get("best") if meta else None
+    val_csv = run.out / "val.csv"
+    val_rows = [r for r in read_csv(val_csv) if int(r["step"]) <= global_step] if meta else []
+    validator = None
+    if val.data and ctx.is_main:  # rank 0 validates; the others only keep to the same checkpoint steps
+        val_pairs, notes = discover_pairs([val.data], None if val.split == "all" else val.split)
+        for n in notes:
+            log(n)
+        validator = FusionValidator(sorted(val_pairs, key=lambda p: p.name)[:val.limit], val.convention)
+        log(f"validation: {len(validator.pairs)} pairs of {val.data} ({val.split}) every {val.every} steps, "
+            f"{val.convention} convention; average fusion: " +
+            " ".join(f"{k} {v:.3f}" for k, v in validator.reference.items()))
 
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
@@ -155,10 +203,27 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     params = list(model.parameters())
 
     def save() -> None:
-        run.save(global_step, model, opt, params, {"model_config": cfg.model.to_dict(),
+        run.save(global_step, model, opt, params, {"model_config": cfg.model.to_dict(), "best": best,
                                                    "epoch": global_step // steps_per_epoch, **_provenance(cfg)})
 
+    def validate() -> None:
+        nonlocal best
+        metrics = validator.metrics(model)
+        score = selection_score(metrics, validator.reference)
+        val_rows.append({"step": global_step, **{k: round(v, 5) for k, v in metrics.items()}, "score": round(score, 5)})
+        write_csv(val_csv, val_rows)
+        plot_val_curves(val_rows, run.out / "val.png")
+        is_best = best is None or score > best
+        log(f"step {global_step}: val score {score:.4f}{' (best)' if is_best else ''} " +
+            " ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        if is_best:
+            best = score
+            save_vfn(run.best, model, {"global_step": global_step, "val": metrics, "val_score": score,
+                                       "val_reference": validator.reference, "train_config": cfg.to_dict()})
+
     bar = tqdm(total=total_steps, initial=global_step, disable=not progress, desc="train-vfn", unit="step")
+    if validator is not None and meta is None:  # the starting point (random or --init weights) is a candidate too
+        validate()
     t0 = time.perf_counter()
     while global_step < total_steps:
         epoch, step = divmod(global_step, steps_per_epoch)
@@ -184,10 +249,13 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
                      "lr": cfg.lr, "seconds": f"{time.perf_counter() - t0:.2f}"})
         bar.update(1)
         bar.set_postfix(loss=f"{parts['loss']:.4f}", epoch=epoch)
-        if global_step % cfg.checkpoint_every == 0 or global_step % steps_per_epoch == 0 \
+        validates = bool(val.data) and (global_step % val.every == 0 or global_step == total_steps)
+        if validates and validator is not None:
+            validate()
+        if validates or global_step % cfg.checkpoint_every == 0 or global_step % steps_per_epoch == 0 \
                 or global_step == total_steps:
             save()
     bar.close()
     run.finish(global_step, save, cfg.to_dict())
-    return run.last
+    return run.best if val.data else run.last
 
