@@ -106,3 +106,16 @@ def test_demo(tmp_path, capsys):
     assert sheet.pixels.shape[0] == 3 * 244  # three rows of 240 px + 4 px gaps
     assert len(list((tmp_path / "demo" / "fused").iterdir())) == 3
     assert "side_by_side.png" in capsys.readouterr().out
+
+
+def test_evaluate_a_split_with_the_vfn_and_a_metric_subset(dataset, tmp_path, capsys):
+    (dataset / "splits").mkdir()
+    (dataset / "splits" / "val.txt").write_text("msrs_00004N_crop\n")
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--data", str(dataset), "--split", "val", "--vfn", "--baselines", "average",
+                 "--metrics", "en,ssim", "--out", str(out), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "EN ↑" in table and "SSIM ↑" in table and "MI ↑" not in table
+    assert [p.name for p in (out / "fused" / "vfn").iterdir()] == ["msrs_00004N_crop.png"]
+    assert main(["evaluate", "--data", str(dataset), "--ir", str(dataset / "ir"), "--vfn", "--out", str(out)]) == 2
+    assert "either --data ROOT" in capsys.readouterr().err

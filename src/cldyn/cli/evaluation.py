@@ -12,7 +12,8 @@ from cldyn.data.pairs import pair_folders
 from cldyn.errors import CldynError
 from cldyn.evaluation.bench import bench_fuse, bench_tile, demo_pair_tensors
 from cldyn.evaluation.bench_closed_loop import bench_rsc, bench_tasks
-from cldyn.evaluation.evaluate import Evaluation, evaluate_folders
+from cldyn.evaluation.compare import evaluate_split
+from cldyn.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate_folders
 from cldyn.evaluation.experiment import Experiment, ExperimentConfig
 from cldyn.evaluation.report import render_report
 from cldyn.evaluation.tasks import evaluate_task
@@ -52,14 +53,26 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _scored(args: argparse.Namespace, command: str) -> tuple[Evaluation, list[Path], list[str], list[str]]:
-    """The fusion metrics of ``--fused`` folders and ``--baselines``, with what was skipped printed a line each."""
+    """The fusion metrics of ``--fused`` folders, ``--vfn`` and ``--baselines``, with what was skipped printed a
+    line each."""
     baselines = [b for b in (args.baselines or "").split(",") if b]
+    metrics = [m for m in (args.metrics or "").split(",") if m] or None
     fused = [Path(d) for d in args.fused or []]
     names = args.names or [d.name for d in fused]
-    if not fused and not baselines:
-        raise CldynError(f"nothing to {command}: give --fused DIR (one or more) and/or --baselines")
-    ev = evaluate_folders(args.ir, args.vis, fused, names=names, convention=args.convention, baselines=baselines,
-                          workers=args.workers, progress=not args.quiet)
+    data, vfn = getattr(args, "data", None), getattr(args, "vfn", None)  # evaluate has them, report not
+    vfns = [None] if vfn == [] else (vfn or [])  # --vfn alone: the shipped VFN
+    if not fused and not baselines and not vfns:
+        raise CldynError(f"nothing to {command}: give --fused DIR (one or more), --vfn and/or --baselines")
+    if bool(data) == bool(args.ir or args.vis):
+        raise CldynError("give either --data ROOT [--split SPLIT] or --ir DIR --vis DIR")
+    if data:
+        ev = evaluate_split(data, None if args.split == "all" else args.split, args.out, fused, names, vfns,
+                            args.convention, baselines, metrics, args.workers, progress=not args.quiet)
+    elif vfns or not (args.ir and args.vis):
+        raise CldynError("--vfn needs --data ROOT (the pairs to fuse); --ir and --vis go together")
+    else:
+        ev = evaluate_folders(args.ir, args.vis, fused, names=names, convention=args.convention, baselines=baselines,
+                              workers=args.workers, progress=not args.quiet, metrics=metrics)
     for p in ev.problems:  # unpaired files: warnings; images that could not be scored: errors
         _stderr(f"cldyn {command}: warning: {p}")
     for method, msgs in ev.failures.items():
@@ -85,6 +98,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     ev, fused, names, baselines = _scored(args, "report")
+    if not (args.ir and args.vis):
+        raise CldynError("report needs --ir DIR --vis DIR")
     pairs, _ = pair_folders(args.ir, args.vis)
     out = render_report(ev, pairs, dict(zip(names, fused, strict=True)), baselines, args.out, samples=args.samples,
                         convention=args.convention)
@@ -117,8 +132,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _add_scoring_args(s: argparse.ArgumentParser) -> None:
     """Arguments shared by ``evaluate`` and ``report``."""
-    s.add_argument("--ir", required=True, help="infrared folder")
-    s.add_argument("--vis", required=True, help="visible folder (paired by file stem)")
+    s.add_argument("--ir", help="infrared folder")
+    s.add_argument("--vis", help="visible folder (paired by file stem)")
     s.add_argument("--fused", nargs="+", action="extend",
                    help="folders of fused images (file stem = pair name); repeat or list several")
     s.add_argument("--names", nargs="+", action="extend",
@@ -126,6 +141,7 @@ def _add_scoring_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--baselines", help="comma-separated: ir_only,visible_only,average,max,laplacian,dwt")
     s.add_argument("--convention", choices=("cldyn", "cddfuse"), default="cldyn",
                    help="what is scored and how (see cldyn.evaluation.evaluate)")
+    s.add_argument("--metrics", help=f"comma-separated subset (default: all of {','.join(METRIC_KEYS)})")
     s.add_argument("--workers", type=int, default=1, help="processes (one image per process at a time)")
     s.add_argument("--quiet", action="store_true")
 
@@ -168,8 +184,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_args(s, device=e.device, device_help="cpu (default), cuda, cuda:N or auto")
     s.set_defaults(func=cmd_experiment)
 
-    s = sub.add_parser("evaluate", help="fusion-quality metrics of fused folders and classical baselines")
+    s = sub.add_parser("evaluate", help="fusion-quality metrics of fused folders and classical baselines",
+                       description="Score fused folders against --ir/--vis, or the pairs of a dataset --split (with "
+                                   "--vfn fused here): see cldyn.evaluation.compare for the comparison with a peer.")
     _add_scoring_args(s)
+    s.add_argument("--data", help="dataset root instead of --ir/--vis (e.g. ../shared/data/msrs)")
+    s.add_argument("--split", default="all", help="with --data: score only the pairs of ROOT/splits/SPLIT.txt")
+    s.add_argument("--vfn", nargs="*", metavar="FILE",
+                   help="with --data: fuse the pairs with the shipped VFN (no FILE) or these checkpoints, and score "
+                        "them as methods vfn / vfn:<run>")
     s.add_argument("--out", default="cldyn-evaluation", help="folder for metrics.csv/.json/.md and per_image.json")
     s.add_argument("--json", help="also write the summary JSON here")
     s.set_defaults(func=cmd_evaluate)

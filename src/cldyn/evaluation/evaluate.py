@@ -18,7 +18,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +108,7 @@ class _Job:
     fused: dict[str, Path | None]  # method -> file (None: missing)
     baselines: tuple[str, ...]
     convention: str
+    metrics: tuple[str, ...] = METRIC_KEYS
 
 
 def _evaluate_job(job: _Job) -> tuple[str, dict[str, dict[str, float] | str]]:
@@ -128,12 +129,13 @@ def _evaluate_job(job: _Job) -> tuple[str, dict[str, dict[str, float] | str]]:
             if f.shape != a.shape:
                 raise InputError(path, f"size {f.shape[1]}x{f.shape[0]} differs from the sources "
                                  f"({a.shape[1]}x{a.shape[0]})")
-            out[method] = fusion_metrics(f, a, b, job.convention)
+            out[method] = fusion_metrics(f, a, b, job.convention, job.metrics)
         except (InputError, ValueError) as exc:
             out[method] = str(exc)
     for name in job.baselines:
         try:
-            out[name] = fusion_metrics(gray_of_array(BASELINES[name](a / 255.0, b / 255.0)), a, b, job.convention)
+            out[name] = fusion_metrics(gray_of_array(BASELINES[name](a / 255.0, b / 255.0)), a, b, job.convention,
+                                       job.metrics)
         except ValueError as exc:  # e.g. a pyramid deeper than the image allows
             out[name] = f"{job.pair.vis}: baseline {name}: {exc}"
     return job.pair.name, out
@@ -147,6 +149,7 @@ class Evaluation:
     per_image: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # method -> image -> metrics
     failures: dict[str, list[str]] = field(default_factory=dict)  # method -> messages
     problems: list[str] = field(default_factory=list)  # pairing problems
+    metrics: tuple[str, ...] = METRIC_KEYS  # the metrics computed, in column order
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{method: {metric: {"mean", "std", "n", "undefined"}}}``; NaN/inf values are excluded and counted."""
@@ -154,7 +157,7 @@ class Evaluation:
         for m in self.methods:
             rows = list(self.per_image.get(m, {}).values())
             out[m] = {}
-            for k in METRIC_KEYS:
+            for k in self.metrics:
                 vals = np.array([r[k] for r in rows], dtype=np.float64)
                 ok = vals[np.isfinite(vals)]
                 out[m][k] = {"mean": float(ok.mean()) if ok.size else float("nan"),
@@ -176,16 +179,16 @@ class Evaluation:
         """mean ± std per metric (columns) and method (rows); the best mean per column marked with ``*``."""
         summ = self.summary()
         best = {}
-        for k in METRIC_KEYS:
+        for k in self.metrics:
             vals = {m: summ[m][k]["mean"] for m in self.methods if not math.isnan(summ[m][k]["mean"])}
             if vals:
                 pick = max if M.DIRECTION[k] == "higher" else min
                 best[k] = pick(vals, key=vals.get)
-        header = ["method", *[f"{k.upper()} {'↑' if M.DIRECTION[k] == 'higher' else '↓'}" for k in METRIC_KEYS], "n"]
+        header = ["method", *[f"{k.upper()} {'↑' if M.DIRECTION[k] == 'higher' else '↓'}" for k in self.metrics], "n"]
         lines = []
         for m in self.methods:
             cells = [m]
-            for k in METRIC_KEYS:
+            for k in self.metrics:
                 s = summ[m][k]
                 cell = "n/a" if math.isnan(s["mean"]) else f"{s['mean']:.4f} ± {s['std']:.4f}"
                 if s["undefined"]:
@@ -225,8 +228,10 @@ class Evaluation:
 def evaluate_folders(ir_dir: str | Path, vis_dir: str | Path, fused_dirs: Sequence[str | Path],
                      names: Sequence[str] | None = None, convention: str = "cldyn",
                      baselines: Sequence[str] = (), workers: int = 1, progress: bool = True,
-                     on_error: Callable[[str], None] | None = None) -> Evaluation:
-    """Score fused folders (matched to the pairs by file stem) and baselines on every IR/visible pair."""
+                     on_error: Callable[[str], None] | None = None, metrics: Sequence[str] | None = None,
+                     only: Collection[str] | None = None) -> Evaluation:
+    """Score fused folders (matched to the pairs by file stem) and baselines on every IR/visible pair (or the pairs
+    named in ``only``), with all metrics or the ``metrics`` given."""
     if convention not in CONVENTIONS:
         raise InputError(None, f"unknown convention {convention!r}; use {' or '.join(CONVENTIONS)}")
     unknown = [b for b in baselines if b not in BASELINES]
@@ -238,10 +243,17 @@ def evaluate_folders(ir_dir: str | Path, vis_dir: str | Path, fused_dirs: Sequen
         raise InputError(None, f"--names gives {len(names)} names for {len(fused_dirs)} --fused folders")
     if len(set(names) | set(baselines)) != len(names) + len(baselines):
         raise InputError(None, f"method names must be unique: {names + list(baselines)}")
+    metrics = tuple(metrics or METRIC_KEYS)
+    unknown = [k for k in metrics if k not in METRIC_KEYS]
+    if unknown:
+        raise InputError(None, f"unknown metric(s) {unknown}; choose from {','.join(METRIC_KEYS)}")
     pairs, problems = pair_folders(ir_dir, vis_dir)
+    if only is not None:
+        pairs = [p for p in pairs if p.name in set(only)]
     listings = {n: list_images(d) for n, d in zip(names, fused_dirs, strict=True)}
-    jobs = [_Job(p, {n: listings[n].get(p.name) for n in names}, tuple(baselines), convention) for p in pairs]
-    ev = Evaluation(methods=[*names, *baselines], problems=[str(p) for p in problems])
+    jobs = [_Job(p, {n: listings[n].get(p.name) for n in names}, tuple(baselines), convention, metrics)
+            for p in pairs]
+    ev = Evaluation(methods=[*names, *baselines], problems=[str(p) for p in problems], metrics=metrics)
     workers = max(1, min(workers, len(jobs) or 1, os.cpu_count() or 1))
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:

@@ -17,7 +17,7 @@ import numpy as np
 from cldyn.data.io import atomic_write_bytes, read_image, to_single_channel
 from cldyn.data.pairs import Pair, list_images
 from cldyn.evaluation.baselines import BASELINES
-from cldyn.evaluation.evaluate import METRIC_KEYS, Evaluation
+from cldyn.evaluation.evaluate import Evaluation
 from cldyn.evaluation.metrics import DIRECTION
 
 
@@ -41,7 +41,7 @@ def _bar_charts(ev: Evaluation) -> list[tuple[str, str]]:
 
     summ = ev.summary()
     charts = []
-    for k in METRIC_KEYS:
+    for k in ev.metrics:
         means = [summ[m][k]["mean"] for m in ev.methods]
         stds = [summ[m][k]["std"] for m in ev.methods]
         if all(math.isnan(v) for v in means):
@@ -116,15 +116,15 @@ undefined for an image (e.g. SCD when the fused image equals a source) are exclu
 def _html_table(ev: Evaluation) -> str:
     summ = ev.summary()
     best = {}
-    for k in METRIC_KEYS:
+    for k in ev.metrics:
         vals = {m: summ[m][k]["mean"] for m in ev.methods if not math.isnan(summ[m][k]["mean"])}
         if vals:
             best[k] = (max if DIRECTION[k] == "higher" else min)(vals, key=vals.get)
-    head = "".join(f"<th>{k.upper()} {'↑' if DIRECTION[k] == 'higher' else '↓'}</th>" for k in METRIC_KEYS)
+    head = "".join(f"<th>{k.upper()} {'↑' if DIRECTION[k] == 'higher' else '↓'}</th>" for k in ev.metrics)
     rows = []
     for m in ev.methods:
         tds = []
-        for k in METRIC_KEYS:
+        for k in ev.metrics:
             s = summ[m][k]
             txt = "n/a" if math.isnan(s["mean"]) else f"{s['mean']:.4f} ± {s['std']:.4f}"
             if s["undefined"]:
