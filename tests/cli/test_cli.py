@@ -9,6 +9,7 @@ import pytest
 
 from cldyn.cli import main
 from cldyn.data.io import read_image
+from cldyn.version import __version__
 
 
 @pytest.fixture
@@ -119,3 +120,9 @@ def test_evaluate_a_split_with_the_vfn_and_a_metric_subset(dataset, tmp_path, ca
     assert [p.name for p in (out / "fused" / "vfn").iterdir()] == ["msrs_00004N_crop.png"]
     assert main(["evaluate", "--data", str(dataset), "--ir", str(dataset / "ir"), "--vfn", "--out", str(out)]) == 2
     assert "either --data ROOT" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"cldyn {__version__}"

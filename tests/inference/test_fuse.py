@@ -168,3 +168,22 @@ def test_tiled_vfn_close_to_whole_image(net, pairs_dir):
     assert tiled.shape == whole.shape
     # Only the globally pooled channel attention differs between tiles.
     assert np.abs(tiled - whole).mean() < 0.02
+
+
+def test_fuse_tensors_gives_plain_tensors_unless_asked_for_gradients(pairs_dir):
+    net = VFN().train(False)  # parameters require grad, as a freshly built or loaded model's do
+    ir, vis = torch.rand(1, 1, 12, 10), torch.rand(1, 3, 12, 10)
+    out = fuse_tensors(net, ir, vis)
+    assert not out.requires_grad and out.numpy().shape == (1, 3, 12, 10)
+    traced = fuse_tensors(net, ir, vis, grad=True)
+    traced.sum().backward()
+    assert traced.requires_grad and next(net.parameters()).grad is not None
+    assert torch.allclose(out, traced.detach())
+
+
+def test_overwrite_refusal_names_the_python_keyword_and_the_flag(net, tmp_path, pairs_dir):
+    pairs, _ = pair_folders(pairs_dir / "ir", pairs_dir / "vi")
+    out = tmp_path / "x.png"
+    out.write_bytes(b"keep me")
+    with pytest.raises(InputError, match=r"pass overwrite=True \(on the command line: --overwrite\)"):
+        Fuser(net, device="cpu").fuse_files(pairs[0].ir, pairs[0].vis, out)

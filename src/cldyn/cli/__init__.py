@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from cldyn.cli import evaluation, fusion, training
 from cldyn.errors import CldynError
 from cldyn.runtime import tune_malloc
+from cldyn.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cldyn", description="CLDyN infrared-visible image fusion")
+    p.add_argument("--version", action="version", version=f"cldyn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for module in (fusion, training, evaluation):
         module.register(sub)

@@ -11,7 +11,7 @@ import numpy as np
 from cldyn.data.io import read_image, write_png
 from cldyn.data.pairs import Pair, pair_folders
 from cldyn.errors import CldynError
-from cldyn.inference.fuse import Fuser
+from cldyn.inference.fuse import OVERWRITE_HINT, Fuser
 
 
 def demo_dir() -> Path:
@@ -59,7 +59,7 @@ def run_demo(out_dir: str | Path = "cldyn-demo", device: str = "auto", overwrite
     out_dir = Path(out_dir)
     sheet = out_dir / "side_by_side.png"
     if sheet.exists() and not overwrite:
-        raise CldynError(f"{sheet}: already exists; pass --overwrite to replace it")
+        raise CldynError(f"{sheet}: already exists; {OVERWRITE_HINT} to replace it")
     pairs = demo_pairs()
     report = Fuser(device=device).fuse_pairs(pairs, out_dir / "fused", overwrite=overwrite, progress=progress)
     if not report.ok:

@@ -7,6 +7,7 @@ to one channel (BT.601 luma).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,15 +30,19 @@ from cldyn.runtime import resolve_device, torch_threads
 from cldyn.weights import load_pretrained_vfn
 
 Bits = Literal["auto", 8, 16]
+# Said where an output exists: the same words serve the Python API and the command line.
+OVERWRITE_HINT = "pass overwrite=True (on the command line: --overwrite)"
 
 
-def fuse_tensors(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+def fuse_tensors(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor, grad: bool = False) -> torch.Tensor:
     """Fuse infrared with a gray or colour visible image.
 
     Args:
         model: a VFN (or anything with its call signature ``model(ir, vis_y) -> fused_y``).
         ir: ``(B, 1, H, W)`` in [0, 1].
         vis: ``(B, 1, H, W)`` gray or ``(B, 3, H, W)`` RGB in [0, 1].
+        grad: keep the autograd graph (e.g. to back-propagate through the fusion); by default the fusion runs
+            under ``torch.inference_mode()`` and the result is a plain tensor (``.numpy()`` works).
 
     Returns:
         ``(B, C, H, W)`` with ``C`` the visible image's channel count: the fused luminance, recoloured with the
@@ -53,8 +58,9 @@ def fuse_tensors(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor) -> torch
     colour = vis.shape[1] == 3
     vis_y = rgb_to_luma(vis) if colour else vis
     check_pair_tensors(ir, vis_y)
-    fused_y = model(ir, vis_y)
-    return replace_luma(vis, fused_y) if colour else fused_y
+    with contextlib.nullcontext() if grad else torch.inference_mode():
+        fused_y = model(ir, vis_y)
+        return replace_luma(vis, fused_y) if colour else fused_y
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
@@ -258,7 +264,7 @@ class Fuser:
         if out_path.is_dir():
             raise InputError(out_path, "is a folder; give a file name for a single pair")
         if out_path.exists() and not overwrite:
-            raise InputError(out_path, "already exists; pass --overwrite to replace it")
+            raise InputError(out_path, f"already exists; {OVERWRITE_HINT} to replace it")
         ir, vis = read_pair(ir_path, vis_path)
         write_image(out_path, self.fuse_images(ir, vis), output_bits(ir, vis, bits))
         return out_path
@@ -281,7 +287,7 @@ class Fuser:
             existing = [t for t in every if t.exists()]
             if existing:
                 raise InputError(existing[0], f"already exists ({len(existing)} of {len(every)} outputs do); "
-                                 "pass --overwrite to replace them")
+                                 f"{OVERWRITE_HINT} to replace them")
         report = FuseReport()
         writes: list[tuple[Future, Path, Pair]] = []
         with ThreadPoolExecutor(self.workers) as pool, \
