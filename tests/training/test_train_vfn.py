@@ -6,9 +6,9 @@ import torch
 from cldyn.data.bank import AugmentConfig, PairBank, seeded_generator
 from cldyn.data.pairs import discover_pairs
 from cldyn.errors import CheckpointError
-from cldyn.model.vfn import VFNConfig
+from cldyn.model.vfn import VFN, VFNConfig
 from cldyn.training.vfn import TrainVFNConfig, train_vfn
-from cldyn.weights import load_vfn
+from cldyn.weights import load_vfn, save_vfn
 from cldyn.weights.checkpoint import load_checkpoint
 
 
@@ -56,3 +56,19 @@ def test_batches_are_pure_functions_of_seed(pairs_dir):
     b2 = bank.batch([0, 1], seeded_generator(0, 1, 2), aug)
     b3 = bank.batch([0, 1], seeded_generator(0, 1, 3), aug)
     assert b1.shape == (2, 2, 32, 32) and torch.equal(b1, b2) and not torch.equal(b1, b3)
+
+
+def test_init_warm_starts_and_checks_the_config(tmp_path, pairs_dir):
+    torch.manual_seed(5)
+    start = VFN(VFNConfig(num_blocks=2))
+    save_vfn(tmp_path / "start.safetensors", start)
+    cfg = _cfg(pairs_dir, tmp_path / "warm", 0)
+    cfg.init = str(tmp_path / "start.safetensors")
+    last = train_vfn(cfg, progress=False, log=_quiet)  # zero steps: the checkpoint holds the starting weights
+    loaded = load_vfn(last).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in start.state_dict().items())
+    other = _cfg(pairs_dir, tmp_path / "other", 1)
+    other.init = cfg.init
+    other.model = VFNConfig(num_blocks=3)
+    with pytest.raises(CheckpointError, match="differs from the requested"):
+        train_vfn(other, progress=False, log=_quiet)

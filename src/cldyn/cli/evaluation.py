@@ -64,12 +64,15 @@ def _scored(args: argparse.Namespace, command: str) -> tuple[Evaluation, list[Pa
     if not fused and not baselines and not vfns:
         raise CldynError(f"nothing to {command}: give --fused DIR (one or more), --vfn and/or --baselines")
     if bool(data) == bool(args.ir or args.vis):
-        raise CldynError("give either --data ROOT [--split SPLIT] or --ir DIR --vis DIR")
+        raise CldynError("give either --data ROOT [--split SPLIT] or --ir DIR --vis DIR" if hasattr(args, "data")
+                         else "give --ir DIR and --vis DIR")
     if data:
         ev = evaluate_split(data, None if args.split == "all" else args.split, args.out, fused, names, vfns,
                             args.convention, baselines, metrics, args.workers, progress=not args.quiet)
-    elif vfns or not (args.ir and args.vis):
-        raise CldynError("--vfn needs --data ROOT (the pairs to fuse); --ir and --vis go together")
+    elif vfns:
+        raise CldynError("--vfn needs --data ROOT (the pairs to fuse)")
+    elif not (args.ir and args.vis):
+        raise CldynError("--ir and --vis go together")
     else:
         ev = evaluate_folders(args.ir, args.vis, fused, names=names, convention=args.convention, baselines=baselines,
                               workers=args.workers, progress=not args.quiet, metrics=metrics)
@@ -98,8 +101,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     ev, fused, names, baselines = _scored(args, "report")
-    if not (args.ir and args.vis):
-        raise CldynError("report needs --ir DIR --vis DIR")
     pairs, _ = pair_folders(args.ir, args.vis)
     out = render_report(ev, pairs, dict(zip(names, fused, strict=True)), baselines, args.out, samples=args.samples,
                         convention=args.convention)

@@ -197,7 +197,6 @@ def write_png(path: str | Path, pixels: np.ndarray, bits: int = 8) -> None:
 
 def write_csv(path: str | Path, rows: Sequence[dict], fields: Sequence[str] | None = None) -> None:
     """Rows of dicts as CSV, atomically; columns are ``fields`` or every key in order of first appearance."""
-
     keys = list(fields) if fields else list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
@@ -208,7 +207,6 @@ def write_csv(path: str | Path, rows: Sequence[dict], fields: Sequence[str] | No
 
 def read_csv(path: str | Path) -> list[dict]:
     """Rows of a CSV file as dicts; an absent file gives no rows."""
-
     path = Path(path)
     if not path.is_file():
         return []
@@ -217,5 +215,3 @@ def read_csv(path: str | Path) -> list[dict]:
 
 
 # --- pairing ----------------------------------------------------------------------------------------------
-
-

@@ -126,7 +126,6 @@ def read_yolo_boxes(path: Path | None, num_classes: int) -> np.ndarray:
 
 def read_voc_boxes(path: Path, class_names: list[str], size: tuple[int, int]) -> np.ndarray:
     """VOC xml objects as ``(N, 5)`` YOLO rows; ``size`` = image ``(H, W)`` for normalisation."""
-
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as exc:

@@ -123,7 +123,6 @@ def load_task_bank(task: str, root: str | Path, split: str | None, source: Calla
                    names: Sequence[str] | None = None) -> TaskBank:
     """Discover a split's labelled pairs (logging what was left out) and load them into a :class:`TaskBank`, with the
     class count and names taken from the task network's config; ``names`` keeps only those pairs."""
-
     found = discover_task_samples(root, task, split)
     for note in found.notes:
         log(note)
@@ -135,5 +134,3 @@ def load_task_bank(task: str, root: str | Path, split: str | None, source: Calla
 
 
 # --- image sources --------------------------------------------------------------------------------------------
-
-

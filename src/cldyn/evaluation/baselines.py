@@ -58,7 +58,6 @@ def laplacian_pyramid(ir: np.ndarray, vis: np.ndarray, levels: int = 4) -> np.nd
 
 def dwt(ir: np.ndarray, vis: np.ndarray, wavelet: str = "db1", levels: int = 3) -> np.ndarray:
     """DWT fusion with PyWavelets; output cropped to the input size."""
-
     levels = max(1, min(levels, pywt.dwt_max_level(min(ir.shape), pywt.Wavelet(wavelet).dec_len)))
     ca, cb = pywt.wavedec2(ir, wavelet, level=levels), pywt.wavedec2(vis, wavelet, level=levels)
     fused = [(ca[0] + cb[0]) / 2]

@@ -47,7 +47,7 @@ def _time(fn: Callable[[], object]) -> float:
 
 
 def count_gflops(model: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor) -> float:
-    """GFLOPs of one :func:`~cldyn.fuse.fuse_tensors` call (multiply and add counted separately)."""
+    """GFLOPs of one :func:`~cldyn.inference.fuse.fuse_tensors` call (multiply and add counted separately)."""
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
         fuse_tensors(model, ir, vis)
@@ -126,8 +126,8 @@ def width_probe(height: int, width: int, pairs: tuple[tuple[int, int], ...] = ((
 
 
 def conv_timings(model: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor, repeats: int = 5) -> list[dict]:
-    """Every ``nn.Conv2d`` call of one :func:`~cldyn.fuse.fuse_tensors` pass, re-run alone on its recorded input
-    (best of ``repeats``), grouped by shape: what the convolutions cost with nothing else around them.
+    """Every ``nn.Conv2d`` call of one :func:`~cldyn.inference.fuse.fuse_tensors` pass, re-run alone on its recorded
+    input (best of ``repeats``), grouped by shape: what the convolutions cost with nothing else around them.
 
     One dict per distinct (input shape, conv settings), in order of total time: ``in_channels``, ``out_channels``,
     ``kernel``, ``dilation``, ``groups``, ``calls``, ``ms_each``, ``ms_total``, ``gflop_each`` and
@@ -240,7 +240,6 @@ def _onnxruntime_ms(model: VFN, ir: torch.Tensor, vis: torch.Tensor, repeats: in
 
 
 def peak_rss_mb() -> float:
-
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 

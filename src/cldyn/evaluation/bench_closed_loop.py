@@ -52,7 +52,6 @@ def bench_rsc(batch: int = 4, size: int = 320, repeats: int = 3, step_tasks: lis
     ``step_tasks``, ``peak_mb`` (peak resident memory of the process; on CUDA the peak GPU memory allocated),
     ``threads``, ``device``.
     """
-
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)  # CUDA calls return before the GPU is done
@@ -100,7 +99,6 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
                               device: torch.device | None = None) -> tuple[float, list[str]]:
     """Seconds of one closed-loop step (all tasks' reward-penalty gradients, CAGrad, Adam) with random-init task
     networks of the shipped architectures (the cost does not depend on their weights)."""
-
     if tasks is None:
         tasks = ["segmentation", "saliency"]
         try:
@@ -143,7 +141,6 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
 
 def bench_tasks(batch: int = 4, size: int = 320, repeats: int = 3, log: Callable[[str], None] = print) -> dict:
     """Forward + backward to the input image for each built-in adapter (frozen, as in the closed loop), on CPU."""
-
     targets = {
         "detection": [torch.tensor([[0, 0.5, 0.5, 0.2, 0.4], [2, 0.3, 0.6, 0.1, 0.1]])] * batch,
         "segmentation": torch.randint(0, 9, (batch, size, size)),

@@ -91,7 +91,6 @@ class Experiment:
     """The experiment's steps; :meth:`run` does them all (each skips what its cache already holds)."""
 
     def __init__(self, cfg: ExperimentConfig, log: Callable[[str], None] = print, progress: bool = True) -> None:
-
         self.cfg, self.log, self.progress = cfg, log, progress
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +156,6 @@ class Experiment:
 
     def fused_methods(self) -> dict[str, Path]:
         """Every fused folder the tables need: vfn, average, cldyn_<task>[_s<seed>], ablations, second detector."""
-
         dev, w = self.cfg.device, self.cfg.workers
         out = {**self.fuse({"vfn": {"vfn": self.vfn_id}}, lambda _: Fuser(self.vfn, device=dev, workers=w)),
                **self.fuse({"average": {"average": 1}}, lambda _: Fuser(_Average(), device=dev, workers=w))}
@@ -227,7 +225,6 @@ class Experiment:
 
     def task_metrics(self, task: str, adapter, source: str, folder: Path | None) -> dict[str, Any]:
         """One task network on one image source (``visible``, ``infrared`` or a fused folder), cached."""
-
         ident = {"task": self.task_ids.get(task) if adapter is self.adapters.get(task) else "second",
                  "source": source, "pairs": self.names,
                  "folder": json.loads((folder / ".identity.json").read_text()) if folder else None}
@@ -310,7 +307,6 @@ class Experiment:
     # -- everything ----------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-
         t0 = time.perf_counter()
         fused = self.fused_methods()
         self.timings["fuse_s"] = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""Tables, gallery and HTML page of ``cldyn experiment`` (see :mod:`cldyn.experiment`)."""
+"""Tables, gallery and HTML page of ``cldyn experiment`` (see :mod:`cldyn.evaluation.experiment`)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,6 @@ def task_markdown(tasks: dict[str, dict[str, dict[str, list]]]) -> str:
 def customisation_markdown(exp, fused: dict[str, Path]) -> str:
     """How much CLDyN's images differ when customised for different task networks, against how much they differ
     from VFN: mean absolute difference in 8-bit levels over all pixels of the split, per RSC run."""
-
     tasks = list(exp.adapters)
     n_runs = len(exp.rscs)
     names = [f"{a} vs {b}" for a, b in combinations(tasks, 2)] + [f"{t} vs VFN" for t in tasks]
@@ -125,7 +124,6 @@ def customisation_markdown(exp, fused: dict[str, Path]) -> str:
 def _training_record(path: Path) -> dict[str, Any]:
     """What a checkpoint says about how it was trained (its own metadata, or that of the checkpoint it was packed
     from)."""
-
     _, meta = load_checkpoint(path)
     src = meta.get("source_meta") or {}
     return {"step": meta.get("global_step", src.get("global_step")), "epoch": meta.get("epoch", src.get("epoch")),
@@ -175,7 +173,6 @@ def _uri(rgb01: np.ndarray) -> str:
 
 def _overlays(adapters: dict, rgb: np.ndarray) -> dict[str, np.ndarray]:
     """The image with each task network's prediction drawn on it: boxes, a class overlay, the saliency map."""
-
     x, (h, w) = pad_to_multiple(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), 32)
     out = {}
     with torch.no_grad():
@@ -200,7 +197,6 @@ def _overlays(adapters: dict, rgb: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def gallery_html(exp, fused: dict[str, Path]) -> str:
-
     n = min(exp.cfg.gallery, len(exp.pairs))
     if n == 0:
         return ""

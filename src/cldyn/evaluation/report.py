@@ -101,8 +101,8 @@ figure{{margin:0}} figure img{{max-width:240px;display:block}} figcaption{{font-
 .missing{{width:240px;height:120px;background:#eee;display:flex;align-items:center;justify-content:center}}
 img.chart{{margin:4px}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Convention: <b>{html.escape(convention)}</b> (see <code>cldyn.evaluate</code>). Mean ± standard deviation over
-{len(pairs)} pairs; the best mean per column is highlighted; ↑ higher is better, ↓ lower is better. Values that are
+<p>Convention: <b>{html.escape(convention)}</b> (see <code>cldyn.evaluation.evaluate</code>). Mean ± standard deviation
+over {len(pairs)} pairs; the best mean per column is highlighted; ↑ higher is better, ↓ lower is better. Values that are
 undefined for an image (e.g. SCD when the fused image equals a source) are excluded and counted.</p>
 {table}
 <h2>Metrics per method</h2><div>{charts}</div>

@@ -50,7 +50,7 @@ def export_vfn_onnx(vfn: VFN, path: str | Path, opset: int = 17) -> Path:
 
 class _CustomisedFusion(nn.Module):
     """ONNX entry point of task-customised fusion: ``(ir (B, 1, H, W), vis (B, 3, H, W) RGB)`` -> fused luminance
-    ``(B, 1, H, W)``; the closed loop of :meth:`cldyn.rsc.CLDyN.fuse` with the task network inside the graph."""
+    ``(B, 1, H, W)``; the closed loop of :meth:`cldyn.model.rsc.CLDyN.fuse` with the task network inside the graph."""
 
     def __init__(self, cldyn, task) -> None:
         super().__init__()
@@ -71,8 +71,7 @@ def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, ex
     """Write CLDyN customised for ``task`` (a frozen :class:`~cldyn.tasks.base.TaskAdapter`) as ONNX: inputs ``ir``
     ``(B, 1, H, W)`` and ``vis`` ``(B, 3, H, W)`` (RGB; repeat a gray image), output ``fused_y`` ``(B, 1, H, W)``;
     ``B``, ``H`` and ``W`` dynamic (sides >= 2). The A2SI blocks run their static-shape path
-    (:meth:`cldyn.a2si.A2SI.compensate_static`), which gives the same result."""
-
+    (:meth:`cldyn.model.a2si.A2SI.compensate_static`), which gives the same result."""
     h, w = example_size
     if h % 32 or w % 32:
         raise ValueError(f"example_size must be multiples of 32, got {example_size}")

@@ -137,7 +137,7 @@ class Fuser:
         batch_size: pairs per forward pass (consecutive pairs of one size are batched together).
         workers: threads that decode and encode images while the network runs.
         task: a :class:`~cldyn.tasks.base.TaskAdapter` for task-customised (CLDyN) fusion, with ``rsc`` the
-            trained :class:`~cldyn.rsc.RSC`; ``None`` fuses with the VFN alone. ``rsc`` may also be a list of RSCs
+            trained :class:`~cldyn.model.rsc.RSC`; ``None`` fuses with the VFN alone. ``rsc`` may also be a list of RSCs
             (e.g. seeds or ablations): they share the base fusion and the task features, and
             :meth:`fuse_pairs` then takes one output folder per RSC.
 
@@ -170,7 +170,6 @@ class Fuser:
                 raise InputError(onnx, f"inputs {names} are not those of a cldyn export (ir, vis_y) or (ir, vis)")
             self._onnx_customised = names[1] == "vis"  # CLDyN with its task network, from export --task T
         if model is None:
-
             model = load_pretrained_vfn()
         self.device = resolve_device(device)
         self.model = prepare_for_inference(model, self.device)
@@ -180,7 +179,6 @@ class Fuser:
         # Task-customised fusion (CLDyN): base fusion -> task features -> compensated fusion.
         self.task, self.cldyns = task, []
         if task is not None:
-
             if rsc is None or (isinstance(rsc, (list, tuple)) and not rsc):
                 raise CldynError("task-customised fusion needs RSC weights")
             rscs = list(rsc) if isinstance(rsc, (list, tuple)) else [rsc]

@@ -25,7 +25,6 @@ def image_source(spec: str, vfn_weights: str | None = None, device: str = "cpu")
     ``vfn`` or ``fused`` (fused by the shipped VFN, or by
     ``vfn_weights``); any other value is a folder of fused images named by the pair's stem.
     """
-
     if spec == "visible":
         return lambda pair: _rgb(read_image(pair.vis).pixels)
     if spec == "pair":  # for the closed loop: infrared in channel 0, visible RGB in channels 1..3
@@ -38,7 +37,6 @@ def image_source(spec: str, vfn_weights: str | None = None, device: str = "cpu")
     if spec == "infrared":
         return lambda pair: _rgb(to_single_channel(read_image(pair.ir)))
     if spec in ("vfn", "fused"):
-
         fuser = Fuser(load_vfn_or_shipped(vfn_weights), device=device)
         return lambda pair: _rgb(fuser.fuse_images(read_image(pair.ir), read_image(pair.vis)))
     folder = Path(spec)

@@ -7,9 +7,9 @@ Given a frozen task network's features ``T`` (any ``(B, Ct, h, w)``) and one enc
    global pool), and turns both into ``filter_num`` queries;
 2. picks each filter's kernel type (1x1, or 3x3 with dilation 1/2/3) by the cosine similarity of its query with fixed
    orthonormal prototypes of the types, through a hard Gumbel-softmax (tau 0.5, straight-through);
-3. picks, for each filter, a basis vector of the chosen type's set in the :class:`~cldyn.basis_bank.BasisVectorBank`
-   by cosine similarity with a second task+image query (the ``k`` filters of one type in a sample take the top-``k``
-   vectors, distinct);
+3. picks, for each filter, a basis vector of the chosen type's set in the
+   :class:`~cldyn.model.basis_bank.BasisVectorBank` by cosine similarity with a second task+image query (the ``k``
+   filters of one type in a sample take the top-``k`` vectors, distinct);
 4. maps each chosen vector through an MLP to a ``C x C`` 1x1 or 3x3 kernel, convolves ``X`` with it (per sample and
    filter), applies BN + LeakyReLU, averages over filters, and adds the result to ``X`` through a zero-initialised
    1x1 conv, so a fresh block is the identity.
@@ -147,7 +147,7 @@ class A2SI(nn.Module):
     """One A2SI block. ``forward(bank, task_features, image_features) -> compensated image features``.
 
     Example:
-        >>> from cldyn.basis_bank import BasisVectorBank
+        >>> from cldyn.model.basis_bank import BasisVectorBank
         >>> bank, block = BasisVectorBank(), A2SI()
         >>> x = torch.rand(2, 8, 16, 16)
         >>> torch.equal(block(bank.weight, torch.rand(2, 32, 4, 4), x), x)  # zero-initialised output conv
@@ -195,7 +195,7 @@ class A2SI(nn.Module):
 
         ``gumbel``: in training, the Gumbel noise ``(B, F, S)`` of the kernel-type choice (standard Gumbel samples);
         ``None`` draws it from torch's generator. Given explicitly, a sample's noise can follow it to whichever
-        process trains on it (see :mod:`cldyn.distributed`).
+        process trains on it (see :mod:`cldyn.training.distributed`).
         """
         b, f = image_features.shape[0], self.cfg.filter_num
         if task_features.shape[0] != b:

@@ -1,6 +1,6 @@
 """RSC: requirement-driven semantic compensation, and CLDyN = frozen VFN + RSC.
 
-RSC holds one :class:`~cldyn.basis_bank.BasisVectorBank` shared by two stacks of A2SI blocks, one per encoder
+RSC holds one :class:`~cldyn.model.basis_bank.BasisVectorBank` shared by two stacks of A2SI blocks, one per encoder
 (infrared, visible), applied after encoder stages ``0 .. n-2`` of the VFN. Every A2SI ends in a zero-initialised
 conv, so at initialisation CLDyN's output equals the VFN's exactly, whatever the task features.
 """
@@ -122,5 +122,4 @@ class CLDyN(nn.Module):
     def task_features(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32) -> torch.Tensor:
         """The closed loop's first half: the task network's features of the base fused image (replicate-padded to
         multiples of ``multiple``). They depend on the VFN and the task only, so several RSCs can share them."""
-
         return task.features(pad_to_multiple(as_rgb(self.base(ir, vis)), multiple)[0])

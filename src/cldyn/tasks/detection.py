@@ -30,7 +30,6 @@ def _quiet_ultralytics() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_VERBOSE", "False")
     if "YOLO_CONFIG_DIR" not in os.environ:
-
         os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="cldyn-yolo-")
 
 

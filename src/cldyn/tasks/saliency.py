@@ -108,7 +108,6 @@ def saliency_metrics(predictions: Sequence[np.ndarray], targets: Sequence[np.nda
     Returns ``mae``, ``max_f``, ``mean_f``, ``adp_f`` (F-beta with beta^2 = 0.3), ``s_measure``, ``mean_e``,
     ``max_e``, ``adp_e``.
     """
-
     from py_sod_metrics import MAE, Emeasure, Fmeasure, Smeasure  # loaded only when scoring
 
     with warnings.catch_warnings():  # Fmeasure is deprecated in favour of FmeasureV2 but computes the same values

@@ -85,13 +85,12 @@ class DistContext:
 
     def save_training_state(self, path: str | Path, module: nn.Module, prefix: str, opt: torch.optim.Optimizer,
                             params: list[torch.Tensor], meta: dict[str, Any]) -> bool:
-        """Write a resumable checkpoint (:func:`cldyn.checkpoint.save_training_state`) from rank 0.
+        """Write a resumable checkpoint (:func:`cldyn.weights.checkpoint.save_training_state`) from rank 0.
 
         Every rank must call it at the same step: the check that all ranks hold the same ``params`` is collective.
         ``meta`` gets ``world_size``, ``rank_max_abs_diff`` (that check's result) and the cldyn and torch versions.
         Returns whether this process wrote the file.
         """
-
         divergence = self.max_divergence(params)
         if not self.is_main:
             return False
@@ -120,7 +119,6 @@ def init_distributed(device: str | torch.device = "auto") -> DistContext:
     """Join the process group that ``torchrun`` describes in the environment (NCCL when training on CUDA, gloo
     otherwise); a single process without it. ``device``: what the training will run on (``auto``, ``cpu``,
     ``cuda``); on CUDA each process takes the GPU of its ``LOCAL_RANK``."""
-
     dev = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -135,7 +133,6 @@ def init_distributed(device: str | torch.device = "auto") -> DistContext:
 
 def local_context(device: str | torch.device = "cpu") -> DistContext:
     """A single-process context on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
-
     return DistContext(device=str(resolve_device(device)))
 
 

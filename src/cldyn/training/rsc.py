@@ -87,7 +87,7 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
                        penalty: float, closed_loop: bool = True, gumbel: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, dict[str, float]]:
     """One task's reward-penalty loss for a batch, and its parts for logging (``gumbel``: see
-    :meth:`cldyn.rsc.RSC.gumbel_shape`)."""
+    :meth:`cldyn.model.rsc.RSC.gumbel_shape`)."""
     with torch.no_grad():
         base = model.base(ir, vis)
         feats, out = adapter.features_and_output(as_rgb(base))
@@ -123,7 +123,6 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     Gumbel noise), each task's gradient is averaged over processes before CAGrad, and only rank 0 validates and
     writes.
     """
-
     ctx = dist_ctx or local_context(cfg.device)
     device = torch.device(ctx.device)
     ctx.shard(list(range(cfg.batch_size)), "--batch-size")
@@ -242,5 +241,3 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     bar.close()
     run.finish(step, save_last, cfg.to_dict())
     return run.best
-
-

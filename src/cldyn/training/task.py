@@ -2,7 +2,7 @@
 
 The paper's set-up: task networks are trained on images fused by the VFN (``input="fused"``), or, for comparison,
 on one modality. Training is deterministic given the seed (batches are pure functions of seed, epoch and step, as in
-:mod:`cldyn.train_vfn`) and resumable; each epoch ends with validation on full images.
+:mod:`cldyn.training.vfn`) and resumable; each epoch ends with validation on full images.
 """
 
 from __future__ import annotations
@@ -98,7 +98,6 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     log(f"{len(train)} train / {len(val)} val samples, input {cfg.input}, {steps_per_epoch} steps/epoch")
 
     if cfg.init and not (resume and (out / LAST).is_file()):
-
         start = load_task(cfg.init)
         # Only the architecture must match: loss settings (e.g. class weights) may change on a warm start.
         try:

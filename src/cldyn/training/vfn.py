@@ -1,6 +1,6 @@
 """Stage-1 training of the VFN (unsupervised: intensity + gradient loss, optionally SSIM and a gradient noise floor).
 
-Deterministic given the seed: model init from ``torch.manual_seed(seed)``, batches from :mod:`cldyn.data`. A
+Deterministic given the seed: model init from ``torch.manual_seed(seed)``, batches from :mod:`cldyn.data.bank`. A
 checkpoint (model, Adam state, position) is written atomically every ``checkpoint_every`` steps and at the end of
 every epoch; ``resume=True`` continues from ``out_dir/last.safetensors`` and reaches the same weights as an
 uninterrupted run. With validation data (:class:`~cldyn.training.validation.ValidationConfig`), the run scores
@@ -134,10 +134,11 @@ def _provenance(cfg: TrainVFNConfig) -> dict:
 
 def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
               log: Callable[[str], None] = print, dist_ctx: DistContext | None = None) -> Path:
-    """Train a VFN; returns the path of the final checkpoint (``out_dir/last.safetensors``).
+    """Train a VFN; returns the path of the result: ``out_dir/best.safetensors`` with validation data, else the final
+    checkpoint ``out_dir/last.safetensors``.
 
-    With ``dist_ctx`` from :func:`cldyn.distributed.init_distributed` (under ``torchrun``), each process trains on
-    its shard of every global batch of ``batch_size``; only rank 0 writes.
+    With ``dist_ctx`` from :func:`cldyn.training.distributed.init_distributed` (under ``torchrun``), each process
+    trains on its shard of every global batch of ``batch_size``; only rank 0 writes (and validates).
 
     Raises:
         CldynError: bad data, or a checkpoint that does not fit this configuration when resuming.
@@ -159,12 +160,6 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     model = VFN(cfg.model).to(device).train()
     if ctx.active:
         convert_batchnorm(model)
-    if cfg.init:
-        start = load_vfn(cfg.init)
-        if start.cfg != cfg.model:
-            raise CheckpointError(Path(cfg.init), f"VFN config {start.cfg.to_dict()} differs from the requested "
-                                                  f"{cfg.model.to_dict()}")
-        model.load_state_dict(start.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
     def write_log(csv_path: Path, rows: list[dict]) -> None:
@@ -178,6 +173,12 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
 
     run = TrainingRun(cfg.out_dir, "train_vfn", "model", ctx, "loss.csv", write_log)
     meta = run.start(resume, model, opt, check, log)
+    if cfg.init and meta is None:  # a warm start; a resumed run already holds its own weights
+        start = load_vfn(cfg.init)
+        if start.cfg != cfg.model:
+            raise CheckpointError(Path(cfg.init), f"VFN config {start.cfg.to_dict()} differs from the requested "
+                                                  f"{cfg.model.to_dict()}")
+        model.load_state_dict(start.state_dict())  # in place: the optimiser keeps the same parameters
     global_step = int(meta["global_step"]) if meta else 0
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -258,4 +259,3 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     bar.close()
     run.finish(global_step, save, cfg.to_dict())
     return run.best if val.data else run.last
-

@@ -153,5 +153,3 @@ def load_training_state(path: str | Path, kind: str, module: torch.nn.Module, pr
 
 
 # --- models -----------------------------------------------------------------------------------------------
-
-
