@@ -20,3 +20,7 @@ class InputError(CldynError):
 
 class CheckpointError(InputError):
     """A checkpoint is missing, corrupt, or does not fit the model it is loaded into."""
+
+
+class MissingExtraError(CldynError):
+    """An optional dependency is not installed; the message names the pip extra that provides it."""

@@ -12,12 +12,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import importlib.metadata
+import importlib.util
+import io
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
 
 import torch
+from tqdm import tqdm
 
-from cldyn.errors import CldynError
+from cldyn.errors import CldynError, MissingExtraError
 
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -69,3 +75,89 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """Check that the optional dependency ``module`` can be imported (without importing it, so a library that
+    reads its settings at import still sees the caller's); otherwise raise one line naming the pip extra.
+
+    Example:
+        >>> require_extra("json", "none", "a test")
+        >>> require_extra("no_such_module", "onnx", "export")
+        Traceback (most recent call last):
+        ...
+        cldyn.errors.MissingExtraError: export needs no_such_module, which is not installed: pip install 'cldyn[onnx]'
+    """
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a blocked module
+        found = False
+    if not found:
+        raise MissingExtraError(f"{what} needs {module}, which is not installed: pip install 'cldyn[{extra}]'")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device``: the GPU's free memory, or the system's ``MemAvailable`` on the
+    CPU (``None`` where neither can be read)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return None
+
+
+# pip extra -> the distributions it installs (see pyproject.toml)
+EXTRAS: dict[str, tuple[str, ...]] = {"yolo": ("ultralytics",), "onnx": ("onnx", "onnxruntime")}
+
+
+def installed_extras() -> dict[str, dict[str, str | None]]:
+    """For each optional extra, each of its distributions' installed version (``None``: not installed); read from
+    the package metadata, so nothing is imported."""
+    out: dict[str, dict[str, str | None]] = {}
+    for extra, dists in EXTRAS.items():
+        out[extra] = {}
+        for dist in dists:
+            try:
+                out[extra][dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out[extra][dist] = None
+    return out
+
+
+# Seconds between progress lines when stderr is not a terminal (a log file, CI, a pipe).
+PROGRESS_LOG_INTERVAL = 30.0
+
+
+class _LineStream(io.TextIOBase):
+    """What tqdm writes, as whole lines: each refresh becomes one line, carriage returns and blank redraws go."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        line = text.replace("\r", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(iterable: Iterable | None = None, *, disable: bool = False, stream: TextIO | None = None,
+                 **kwargs: Any) -> tqdm:
+    """A tqdm bar on a terminal; elsewhere plain lines every :data:`PROGRESS_LOG_INTERVAL` seconds (and at the
+    end), so logs hold no carriage-return redraws. ``kwargs`` go to tqdm (``total``, ``desc``, ``unit`` ...)."""
+    stream = stream or sys.stderr
+    if disable or stream.isatty():
+        return tqdm(iterable, disable=disable, file=stream, **kwargs)
+    return tqdm(iterable, file=_LineStream(stream), mininterval=PROGRESS_LOG_INTERVAL, ascii=True, ncols=100,
+                **kwargs)

@@ -95,6 +95,10 @@ def test_info_and_console_script():
     res = _run("info")
     assert res.returncode == 0, res.stderr
     assert "VFN parameters: 46,617" in res.stdout
+    for name in ("vfn.safetensors", "rsc.safetensors", "task_saliency.safetensors", "task_detection.safetensors"):
+        line = next(li for li in res.stdout.splitlines() if li.strip().startswith(name))
+        assert "(verified)" in line and "parameters" in line and " steps on msrs" in line
+    assert "optional extras:" in res.stdout and "  yolo  ultralytics" in res.stdout and "onnxruntime" in res.stdout
     exe = shutil.which("cldyn")
     if exe is None:
         pytest.skip("cldyn console script not on PATH (package not installed in this environment)")

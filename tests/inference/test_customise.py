@@ -2,8 +2,10 @@
 
 import pytest
 
+from cldyn.cli import main
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.inference.customise import load_customisation
+from cldyn.inference.fuse import Fuser
 from cldyn.model.rsc import RSC, RSCConfig
 from cldyn.model.vfn import VFN, VFNConfig
 from cldyn.tasks import create_task, load_task_for
@@ -39,3 +41,18 @@ def test_weights_of_another_task_or_vfn_are_refused(tmp_path):
         load_customisation("saliency", VFN(VFNConfig(num_blocks=2)))
     with pytest.raises(CldynError, match="unknown task 'nope'"):
         load_customisation("nope", VFN())
+
+
+def test_fuser_by_task_name_matches_the_command_line(pairs_dir, tmp_path):
+    """Issue 17 item 8: ``Fuser(task="saliency")`` loads the shipped RSC and network, as ``fuse --task`` does."""
+    ir, vis = pairs_dir / "ir" / "msrs_00004N_crop.png", pairs_dir / "vi" / "msrs_00004N_crop.png"
+    fuser = Fuser(device="cpu", task="saliency")
+    assert fuser.task.task == "saliency" and len(fuser.cldyns) == 1
+    fuser.fuse_files(ir, vis, tmp_path / "api.png")
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "cli.png"), "--task", "saliency"]) == 0
+    assert (tmp_path / "api.png").read_bytes() == (tmp_path / "cli.png").read_bytes()
+    Fuser(device="cpu").fuse_files(ir, vis, tmp_path / "plain.png")
+    assert (tmp_path / "plain.png").read_bytes() != (tmp_path / "api.png").read_bytes()
+    # an adapter object with no RSC given: the shipped RSC; "none": plain fusion
+    assert len(Fuser(device="cpu", task=fuser.task).cldyns) == 1
+    assert Fuser(device="cpu", task="none").task is None

@@ -8,6 +8,7 @@ import cldyn.weights as W
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.model.rsc import RSC, CLDyN, RSCConfig, rsc_fit_problem
 from cldyn.model.vfn import VFN, VFNConfig
+from cldyn.tasks import load_pretrained_task
 
 
 def test_rsc_fit_problem_names_both_sides():
@@ -55,3 +56,22 @@ def test_registry_builds_each_config():
         W.create_vfn("nope")
     with pytest.raises(ValueError, match="shipped weights exist only"):
         W.create_vfn("vfn_small", pretrained=True)
+
+
+def test_shipped_weights_info_counts_parameters_and_checks_hashes():
+    rows = {r["file"]: r for r in W.shipped_weights_info()}
+    assert set(rows) == set(W.read_manifest())
+    assert all(r["sha256_ok"] for r in rows.values())
+    assert rows[W.SHIPPED_VFN]["parameters"] == sum(p.numel() for p in W.load_pretrained_vfn().parameters())
+    assert rows[W.SHIPPED_RSC]["parameters"] == sum(p.numel() for p in W.load_pretrained_rsc().parameters())
+    saliency = load_pretrained_task("saliency")
+    assert rows["task_saliency.safetensors"]["parameters"] == sum(p.numel() for p in saliency.model.parameters())
+
+
+def test_training_summary_of_a_record():
+    meta = {"global_step": 960, "epoch": 40, "val_score": 1.44921,
+            "train_config": {"data": ["../shared/data/msrs", "/x/roadscene"], "split": "train"}}
+    assert W._training_summary(meta) == "960 steps on msrs+roadscene (train); val score 1.4492"
+    assert W._training_summary({"global_step": 5, "train_config": {"data": {"a": "d/msrs", "b": "d/msrs"}}}) == \
+        "5 steps on msrs"
+    assert W._training_summary({}) == "no training record"

@@ -16,14 +16,58 @@ from cldyn.errors import CldynError
 from cldyn.runtime import tune_malloc
 from cldyn.version import __version__
 
+# The help of options that mean the same in every command that has them (a command may say more itself).
+GENERIC_HELP = {
+    "--quiet": "no progress bar", "--threads": "torch CPU threads (default: torch's choice)",
+    "--device": "cpu, cuda, cuda:N or auto", "--overwrite": "replace existing outputs",
+    "--seed": "random seed (crops, flips, order)", "--epochs": "passes over the training pairs",
+    "--steps": "optimiser steps", "--batch-size": "samples per optimiser step", "--lr": "Adam learning rate",
+    "--crop": "square training crop side", "--num-blocks": "dense blocks per VFN encoder and decoder",
+    "--out": "output folder", "--split": "the split file ROOT/splits/SPLIT.txt", "--val-split": "validation split",
+    "--max-steps": "stop after this many steps", "--checkpoint-every": "steps between checkpoints",
+    "--val-every": "steps between validations", "--task": "detection, segmentation, saliency or module:Class",
+    "--data": "dataset root (e.g. ../shared/data/msrs)", "--tasks": "comma-separated task names",
+    "--opset": "ONNX opset", "--repeats": "timed runs per figure (median)",
+}
+
+EXIT_CODES = """exit codes (every command):
+  0    done
+  1    done in part: some pairs or images of a folder could not be used (each named on stderr, the rest written)
+  2    nothing done: a usage error, an input that stops the command (e.g. the one pair given cannot be read), an
+       output that exists without --overwrite, or a missing optional extra; one line on stderr names the cause
+  130  interrupted (Ctrl-C); files are written atomically, so none is half-written"""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cldyn", description="CLDyN infrared-visible image fusion")
+    p = argparse.ArgumentParser(prog="cldyn", description="CLDyN infrared-visible image fusion", epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"cldyn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for module in (fusion, training, evaluation):
         module.register(sub)
+    summaries = {a.dest: a.help for a in sub._choices_actions}
+    for name, command in sub.choices.items():  # every command's --help: a description, defaults, exit codes
+        command.formatter_class = _HelpFormatter
+        command.description = command.description or f"{summaries[name][0].upper()}{summaries[name][1:]}."
+        for action in command._actions:
+            if action.option_strings and not action.help:
+                action.help = GENERIC_HELP.get(action.option_strings[-1], "")
+        command.epilog = EXIT_CODES if command.epilog is None else f"{command.epilog}\n\n{EXIT_CODES}"
     return p
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (unless unset, a switch, or already said); description and epilog as
+    written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == argparse.SUPPRESS
+        if unset or "default" in text or not action.option_strings:
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})".lstrip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,4 +91,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_CODES", "build_parser", "main"]

@@ -8,14 +8,15 @@ import sys
 from pathlib import Path
 
 from cldyn.cli.common import add_run_args, named_runs, set_threads, task_map, write_json
+from cldyn.data.io import refuse_to_replace
 from cldyn.data.pairs import pair_folders
 from cldyn.errors import CldynError
 from cldyn.evaluation.bench import bench_fuse, bench_tile, demo_pair_tensors
 from cldyn.evaluation.bench_closed_loop import bench_rsc, bench_tasks
 from cldyn.evaluation.compare import evaluate_split
-from cldyn.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate_folders
+from cldyn.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate_folders, evaluation_outputs
 from cldyn.evaluation.experiment import Experiment, ExperimentConfig
-from cldyn.evaluation.report import render_report
+from cldyn.evaluation.report import render_report, report_path
 from cldyn.evaluation.tasks import evaluate_task
 from cldyn.weights import load_vfn_or_shipped
 
@@ -52,9 +53,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scored(args: argparse.Namespace, command: str) -> tuple[Evaluation, list[Path], list[str], list[str]]:
+def _scored(args: argparse.Namespace, command: str, outputs: list[Path]
+            ) -> tuple[Evaluation, list[Path], list[str], list[str]]:
     """The fusion metrics of ``--fused`` folders, ``--vfn`` and ``--baselines``, with what was skipped printed a
-    line each."""
+    line each. ``outputs`` that exist are refused (without ``--overwrite``) after the usage checks, before the
+    minutes-long scoring."""
     baselines = [b for b in (args.baselines or "").split(",") if b]
     metrics = [m for m in (args.metrics or "").split(",") if m] or None
     fused = [Path(d) for d in args.fused or []]
@@ -66,13 +69,14 @@ def _scored(args: argparse.Namespace, command: str) -> tuple[Evaluation, list[Pa
     if bool(data) == bool(args.ir or args.vis):
         raise CldynError("give either --data ROOT [--split SPLIT] or --ir DIR --vis DIR" if hasattr(args, "data")
                          else "give --ir DIR and --vis DIR")
+    if vfns and not data:
+        raise CldynError("--vfn needs --data ROOT (the pairs to fuse)")
+    if not data and not (args.ir and args.vis):
+        raise CldynError("--ir and --vis go together")
+    refuse_to_replace(outputs, args.overwrite)
     if data:
         ev = evaluate_split(data, None if args.split == "all" else args.split, args.out, fused, names, vfns,
                             args.convention, baselines, metrics, args.workers, progress=not args.quiet)
-    elif vfns:
-        raise CldynError("--vfn needs --data ROOT (the pairs to fuse)")
-    elif not (args.ir and args.vis):
-        raise CldynError("--ir and --vis go together")
     else:
         ev = evaluate_folders(args.ir, args.vis, fused, names=names, convention=args.convention, baselines=baselines,
                               workers=args.workers, progress=not args.quiet, metrics=metrics)
@@ -85,10 +89,10 @@ def _scored(args: argparse.Namespace, command: str) -> tuple[Evaluation, list[Pa
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    ev, *_ = _scored(args, "evaluate")
+    ev, *_ = _scored(args, "evaluate", [*evaluation_outputs(args.out), *([Path(args.json)] if args.json else [])])
     print(f"convention: {args.convention}")
     print(ev.table())
-    files = ev.write(Path(args.out))
+    files = ev.write(Path(args.out), overwrite=args.overwrite)
     if args.json:
         write_json(args.json, ev.to_json())
         files.append(Path(args.json))
@@ -100,10 +104,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    ev, fused, names, baselines = _scored(args, "report")
+    ev, fused, names, baselines = _scored(args, "report", [report_path(args.out)])
     pairs, _ = pair_folders(args.ir, args.vis)
     out = render_report(ev, pairs, dict(zip(names, fused, strict=True)), baselines, args.out, samples=args.samples,
-                        convention=args.convention)
+                        convention=args.convention, overwrite=args.overwrite)
     print(ev.table())
     print(f"wrote {out}")
     return 1 if any(ev.failures.values()) else 0
@@ -144,6 +148,7 @@ def _add_scoring_args(s: argparse.ArgumentParser) -> None:
                    help="what is scored and how (see cldyn.evaluation.evaluate)")
     s.add_argument("--metrics", help=f"comma-separated subset (default: all of {','.join(METRIC_KEYS)})")
     s.add_argument("--workers", type=int, default=1, help="processes (one image per process at a time)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--quiet", action="store_true")
 
 
@@ -201,7 +206,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("report", help="self-contained HTML page: sample pairs side by side, metric table, charts")
     _add_scoring_args(s)
     s.add_argument("--samples", type=int, default=6, help="pairs shown side by side")
-    s.add_argument("--out", default="cldyn-report.html")
+    s.add_argument("--out", default="cldyn-report.html", help="the HTML file (.html added when NAME has no extension)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("bench", help="speed benchmarks")

@@ -16,8 +16,9 @@ from cldyn.inference.demo import run_demo
 from cldyn.inference.export import export_cldyn_onnx, export_vfn_onnx
 from cldyn.inference.fuse import Fuser
 from cldyn.model.vfn import count_parameters
+from cldyn.runtime import installed_extras
 from cldyn.version import __version__
-from cldyn.weights import SHIPPED_VFN, load_vfn_or_shipped, shipped_weights_dir
+from cldyn.weights import SHIPPED_VFN, load_vfn_or_shipped, shipped_weights_dir, shipped_weights_info
 
 TASK_HELP = ("customise the fusion for a task: none (plain VFN), detection, segmentation, saliency, or "
              "module:Class")
@@ -30,6 +31,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"VFN config: {model.cfg.to_dict()}")
     print(f"VFN parameters: {count_parameters(model):,}")
     print(f"weights: {args.weights or shipped_weights_dir() / SHIPPED_VFN}")
+    print(f"shipped weights ({shipped_weights_dir()}):")
+    for row in shipped_weights_info():
+        check = "verified" if row["sha256_ok"] else "MISMATCH: reinstall cldyn"
+        print(f"  {row['file']:30s} {row['kind']:5s} {row['parameters']:>10,} parameters  sha256 "
+              f"{row['sha256'][:16]}... ({check})  {row['trained']}")
+    print("optional extras:")
+    for extra, dists in installed_extras().items():
+        found = ", ".join(f"{d} {v}" if v else f"{d} not installed" for d, v in dists.items())
+        hint = "" if all(dists.values()) else f"  (pip install 'cldyn[{extra}]')"
+        print(f"  {extra:5s} {found}{hint}")
     return 0
 
 
@@ -54,6 +65,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         raise CldynError(f"{out_dir}: exists and is not a folder; folder inputs need an output folder")
     report = fuser.fuse_pairs(pairs, out_dir, bits=bits, overwrite=args.overwrite, progress=not args.quiet)
     report.errors[:0] = problems
+    for note in report.notes:
+        print(f"cldyn fuse: warning: {note}", file=sys.stderr)
     for err in report.errors:
         print(f"cldyn fuse: error: {err}", file=sys.stderr)
     print(f"{report.summary().split(' (first')[0]} -> {out_dir}")
@@ -87,7 +100,7 @@ def _add_customisation_args(s: argparse.ArgumentParser, task_help: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("info", help="print version, model configuration and parameter count")
+    s = sub.add_parser("info", help="print versions, the VFN's configuration, the shipped weights and the extras")
     s.add_argument("--weights", help="a VFN checkpoint (default: the shipped weights)")
     s.set_defaults(func=cmd_info)
 
@@ -108,11 +121,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-o", "--output", required=True, help="output file (single pair) or folder")
     s.add_argument("--weights", help="VFN checkpoint (default: the shipped weights)")
     _add_customisation_args(s, TASK_HELP)
-    s.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    s.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="onnxruntime runs a graph from cldyn export (--onnx FILE; extra cldyn[onnx])")
     s.add_argument("--tile", type=int, help="fuse images larger than this in overlapping tiles (bounded memory)")
     s.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels, blended linearly")
     s.add_argument("--onnx", help="the .onnx file for --backend onnxruntime (from cldyn export)")
-    s.add_argument("--batch-size", type=int, default=1, help="pairs per forward pass (same-size pairs)")
+    s.add_argument("--batch-size", type=int, default=1,
+                   help="pairs per forward pass (same-size pairs; lowered to what half the free memory holds; on "
+                        "the CPU 1 is usually fastest)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--threads", type=int, help="torch CPU threads")
     s.add_argument("--workers", type=int, default=2, help="threads decoding/encoding images")

@@ -115,11 +115,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=r.batch_size)
     s.add_argument("--crop", type=int, default=r.crop)
     s.add_argument("--lr", type=float, default=r.lr)
-    s.add_argument("--aggregate", choices=("cagrad", "mean", "pcgrad"), default=r.aggregate)
+    s.add_argument("--aggregate", choices=("cagrad", "mean", "pcgrad"), default=r.aggregate,
+                   help="how the per-task gradients are combined")
     s.add_argument("--penalty", type=float, default=r.penalty, help="reward-penalty weight")
     s.add_argument("--no-penalty", action="store_true", help="ablation: plain task loss")
     s.add_argument("--no-closed-loop", action="store_true", help="ablation: task features replaced by zeros")
-    s.add_argument("--selection", choices=("trainable", "upstream"), default=r.selection)
+    s.add_argument("--selection", choices=("trainable", "upstream"), default=r.selection,
+                   help="trainable: straight-through basis choice; upstream: the public code's (ablation)")
     s.add_argument("--seed", type=int, default=r.seed)
     s.add_argument("--checkpoint-every", type=int, default=r.checkpoint_every)
     s.add_argument("--val-every", type=int, default=r.val_every)

@@ -12,7 +12,7 @@ import functools
 import io
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +140,23 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# Said where an output exists: the same words serve the Python API and the command line.
+OVERWRITE_HINT = "pass overwrite=True (on the command line: --overwrite)"
+
+
+def refuse_to_replace(paths: Iterable[str | Path], overwrite: bool = False) -> None:
+    """One policy for every output: unless ``overwrite``, raise :class:`InputError` naming the first of ``paths``
+    that exists (and how many do), before anything is written."""
+    if overwrite:
+        return
+    paths = [Path(p) for p in paths]
+    existing = [p for p in paths if p.exists()]
+    if existing:
+        count = f" ({len(existing)} of {len(paths)} outputs do)" if len(paths) > 1 else ""
+        raise InputError(existing[0], f"already exists{count}; {OVERWRITE_HINT} to replace "
+                         f"{'them' if len(existing) > 1 else 'it'}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from cldyn.data.labels import (
     TaskSample,
@@ -19,6 +18,7 @@ from cldyn.data.labels import (
     read_yolo_boxes,
 )
 from cldyn.data.pairs import Pair
+from cldyn.runtime import progress_bar
 
 # --- labels ---------------------------------------------------------------------------------------------
 
@@ -128,7 +128,7 @@ def load_task_bank(task: str, root: str | Path, split: str | None, source: Calla
         log(note)
     wanted = None if names is None else set(names)
     keep = found.samples if wanted is None else [s for s in found.samples if s.name in wanted]
-    samples = tqdm(keep, disable=not progress, desc=f"load {split}", leave=False)
+    samples = progress_bar(keep, disable=not progress, desc=f"load {split}", leave=False)
     num_classes = adapter_config.get("num_labels", adapter_config.get("num_classes", 1))
     return TaskBank(task, samples, source, num_classes, adapter_config.get("class_names"))
 

@@ -25,17 +25,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from cldyn.data.io import Image, atomic_write_bytes, check_same_size, read_image, to_single_channel
+from cldyn.data.io import Image, atomic_write_bytes, check_same_size, read_image, refuse_to_replace, to_single_channel
 from cldyn.data.pairs import Pair, list_images, pair_folders
 from cldyn.errors import InputError
 from cldyn.evaluation import metrics as M
 from cldyn.evaluation.baselines import BASELINES
+from cldyn.runtime import progress_bar
 
 METRIC_KEYS = ("en", "sd", "sf", "ag", "mi", "fmi", "scd", "vif", "qabf", "nabf", "ssim", "ms_ssim", "cc", "psnr",
                "qcb", "qcv", "qc")
 CONVENTIONS = ("cldyn", "cddfuse")
+EVALUATION_FILES = ("metrics.csv", "metrics.json", "metrics.md", "per_image.json")
 
 
 def read_gray(path: Path, convention: str) -> np.ndarray:
@@ -215,14 +216,21 @@ class Evaluation:
                 w.writerow([m, k, s["mean"], s["std"], s["n"], s["undefined"], M.DIRECTION[k]])
         return buf.getvalue()
 
-    def write(self, out_dir: Path) -> list[Path]:
+    def write(self, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
+        """Write :data:`EVALUATION_FILES` into ``out_dir``; existing ones are replaced only with ``overwrite``."""
+        out_dir = Path(out_dir)
+        refuse_to_replace(evaluation_outputs(out_dir), overwrite)
         out_dir.mkdir(parents=True, exist_ok=True)
-        files = {"metrics.csv": self.csv_text(), "metrics.json": json.dumps(self.to_json(), indent=2),
-                 "metrics.md": self.table(markdown=True) + "\n",
-                 "per_image.json": json.dumps(self.per_image, indent=1)}
-        for name, text in files.items():
-            atomic_write_bytes(out_dir / name, text.encode())
-        return [out_dir / n for n in files]
+        texts = (self.csv_text(), json.dumps(self.to_json(), indent=2), self.table(markdown=True) + "\n",
+                 json.dumps(self.per_image, indent=1))
+        for path, text in zip(evaluation_outputs(out_dir), texts, strict=True):
+            atomic_write_bytes(path, text.encode())
+        return evaluation_outputs(out_dir)
+
+
+def evaluation_outputs(out_dir: str | Path) -> list[Path]:
+    """The files :meth:`Evaluation.write` writes into ``out_dir``."""
+    return [Path(out_dir) / name for name in EVALUATION_FILES]
 
 
 def evaluate_folders(ir_dir: str | Path, vis_dir: str | Path, fused_dirs: Sequence[str | Path],
@@ -258,7 +266,8 @@ def evaluate_folders(ir_dir: str | Path, vis_dir: str | Path, fused_dirs: Sequen
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         results = pool.map(_evaluate_job, jobs, chunksize=4) if pool else map(_evaluate_job, jobs)
-        for name, per_method in tqdm(results, total=len(jobs), disable=not progress, desc="evaluate", unit="pair"):
+        for name, per_method in progress_bar(results, total=len(jobs), disable=not progress, desc="evaluate",
+                                             unit="pair"):
             for method, res in per_method.items():
                 if isinstance(res, str):
                     ev.failures.setdefault(method, []).append(res)

@@ -219,7 +219,7 @@ class Experiment:
                               baselines=list(BASELINES), workers=self.cfg.workers, progress=self.progress)
         if any(ev.failures.values()):
             raise CldynError(f"fusion metrics failed: {next(iter(v for v in ev.failures.values() if v))[0]}")
-        ev.write(self.out / "fusion")
+        ev.write(self.out / "fusion", overwrite=True)  # the experiment folder is a cache its rerun refreshes
         atomic_write_bytes(cache, json.dumps(ident).encode())
         return json.loads(summary_path.read_text())
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cldyn.data.io import atomic_write_bytes, read_image, to_single_channel
+from cldyn.data.io import atomic_write_bytes, read_image, refuse_to_replace, to_single_channel
 from cldyn.data.pairs import Pair, list_images
+from cldyn.errors import InputError
 from cldyn.evaluation.baselines import BASELINES
 from cldyn.evaluation.evaluate import Evaluation
 from cldyn.evaluation.metrics import DIRECTION
@@ -64,11 +65,29 @@ def _bar_charts(ev: Evaluation) -> list[tuple[str, str]]:
     return charts
 
 
+def report_path(out: str | Path) -> Path:
+    """The report's file: ``out`` itself when it ends in ``.html``/``.htm``, ``out.html`` when it has no extension.
+
+    Raises:
+        InputError: ``out`` has another extension, or is a folder.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(out, "is a folder; the report is one HTML file (e.g. --out report.html)")
+    if out.suffix.lower() in (".html", ".htm"):
+        return out
+    if out.suffix:
+        raise InputError(out, f"the report is one HTML file; give a name ending in .html, not {out.suffix!r}")
+    return out.with_name(out.name + ".html")
+
+
 def render_report(ev: Evaluation, pairs: Sequence[Pair], fused_dirs: dict[str, Path], baselines: Sequence[str],
                   out: str | Path, samples: int = 6, title: str = "cldyn fusion report",
-                  convention: str = "cldyn") -> Path:
-    """Write the HTML report; ``fused_dirs`` maps method names to folders, ``baselines`` are computed on the fly."""
-    out = Path(out)
+                  convention: str = "cldyn", overwrite: bool = False) -> Path:
+    """Write the HTML report to :func:`report_path` of ``out`` (an existing one is replaced only with ``overwrite``)
+    and return its path; ``fused_dirs`` maps method names to folders, ``baselines`` are computed on the fly."""
+    out = report_path(out)
+    refuse_to_replace([out], overwrite)
     # Samples only from pairs every method could score (a broken pair is listed under failures instead).
     scored = set.intersection(*(set(ev.per_image.get(m, {})) for m in ev.methods)) if ev.methods else set()
     pairs = [p for p in pairs if p.name in scored]

@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cldyn.data.io import read_image, write_png
+from cldyn.data.io import read_image, refuse_to_replace, write_png
 from cldyn.data.pairs import Pair, pair_folders
 from cldyn.errors import CldynError
-from cldyn.inference.fuse import OVERWRITE_HINT, Fuser
+from cldyn.inference.fuse import Fuser
 
 
 def demo_dir() -> Path:
@@ -58,8 +58,7 @@ def run_demo(out_dir: str | Path = "cldyn-demo", device: str = "auto", overwrite
     (columns IR | visible | fused, one row per pair). Returns the side-by-side path."""
     out_dir = Path(out_dir)
     sheet = out_dir / "side_by_side.png"
-    if sheet.exists() and not overwrite:
-        raise CldynError(f"{sheet}: already exists; {OVERWRITE_HINT} to replace it")
+    refuse_to_replace([sheet], overwrite)
     pairs = demo_pairs()
     report = Fuser(device=device).fuse_pairs(pairs, out_dir / "fused", overwrite=overwrite, progress=progress)
     if not report.ok:

@@ -16,6 +16,7 @@ from cldyn.data.io import atomic_write_bytes
 from cldyn.model.color import replace_luma, rgb_to_luma
 from cldyn.model.rsc import CLDyN
 from cldyn.model.vfn import VFN, fold_batchnorm
+from cldyn.runtime import require_extra
 
 
 class _FuseLuma(nn.Module):
@@ -34,6 +35,7 @@ def export_vfn_onnx(vfn: VFN, path: str | Path, opset: int = 17) -> Path:
 
     Sides must be at least 2 pixels (the PyTorch model pads smaller inputs itself; the exported graph does not).
     """
+    require_extra("onnx", "onnx", "ONNX export")
     path = Path(path)
     model = _FuseLuma(fold_batchnorm(vfn).eval())
     example = (torch.rand(1, 1, 64, 80), torch.rand(1, 1, 64, 80))
@@ -75,6 +77,7 @@ def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, ex
     h, w = example_size
     if h % 32 or w % 32:
         raise ValueError(f"example_size must be multiples of 32, got {example_size}")
+    require_extra("onnx", "onnx", "ONNX export")
     path = Path(path)
     task.freeze()
     model = _CustomisedFusion(CLDyN(vfn, rsc).eval().requires_grad_(False), task).eval()

@@ -17,21 +17,32 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from cldyn.data.io import Image, check_same_size, read_pair, to_single_channel, write_image
+from cldyn.data.io import (
+    IMAGE_EXTENSIONS,
+    Image,
+    check_same_size,
+    read_pair,
+    refuse_to_replace,
+    to_single_channel,
+    write_image,
+)
 from cldyn.data.pairs import Pair
 from cldyn.errors import CldynError, InputError
+from cldyn.inference.customise import load_customisation
 from cldyn.inference.tiling import fuse_tiled
 from cldyn.model.color import replace_luma, rgb_to_luma
-from cldyn.model.rsc import CLDyN
+from cldyn.model.rsc import RSC, CLDyN
 from cldyn.model.vfn import VFN, check_pair_tensors, fold_batchnorm
-from cldyn.runtime import resolve_device, torch_threads
-from cldyn.weights import load_pretrained_vfn
+from cldyn.runtime import available_memory, progress_bar, require_extra, resolve_device, torch_threads
+from cldyn.weights import load_pretrained_vfn, load_rsc_or_shipped
 
 Bits = Literal["auto", 8, 16]
-# Said where an output exists: the same words serve the Python API and the command line.
-OVERWRITE_HINT = "pass overwrite=True (on the command line: --overwrite)"
+# Peak memory of one fused pair per input pixel: the VFN's float32 activations, measured at about 820 B/px for
+# 640x480 pairs on the CPU (251 MB at batch 1, 786 MB at batch 4), rounded up; a task network in the loop
+# (task-customised fusion) costs several times more.
+BYTES_PER_PIXEL = 1024
+TASK_MEMORY_FACTOR = 4
 
 
 def fuse_tensors(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor, grad: bool = False) -> torch.Tensor:
@@ -85,6 +96,7 @@ class FuseReport:
 
     written: list[Path] = field(default_factory=list)
     errors: list[InputError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings, e.g. a batch size lowered to fit in memory
 
     @property
     def ok(self) -> bool:
@@ -128,6 +140,13 @@ def _prefetch(fn: Callable, items: Iterable, pool: ThreadPoolExecutor, depth: in
         yield fut.result()
 
 
+def _customisation(task, vfn: VFN, rsc: str | Path | None) -> tuple[object, RSC | None]:
+    """``(adapter, rsc)`` from a task name or adapter and an RSC path (``None``: the shipped ones)."""
+    if isinstance(task, str):
+        return load_customisation(task, vfn, rsc_weights=rsc)
+    return task, load_rsc_or_shipped(rsc, vfn)
+
+
 class Fuser:
     """Fuses files and folders with a VFN on CPU or GPU.
 
@@ -136,15 +155,19 @@ class Fuser:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: pairs per forward pass (consecutive pairs of one size are batched together).
         workers: threads that decode and encode images while the network runs.
-        task: a :class:`~cldyn.tasks.base.TaskAdapter` for task-customised (CLDyN) fusion, with ``rsc`` the
-            trained :class:`~cldyn.model.rsc.RSC`; ``None`` fuses with the VFN alone. ``rsc`` may also be a list of RSCs
-            (e.g. seeds or ablations): they share the base fusion and the task features, and
-            :meth:`fuse_pairs` then takes one output folder per RSC.
+        task: task-customised (CLDyN) fusion: a task name (``detection``, ``segmentation``, ``saliency``: the
+            shipped network) or a :class:`~cldyn.tasks.base.TaskAdapter`; ``None`` or ``"none"`` fuses with the VFN
+            alone.
+        rsc: for a task, the trained :class:`~cldyn.model.rsc.RSC` or the path of its checkpoint; ``None`` loads
+            the shipped RSC (it must fit ``model``). A list of RSCs (e.g. seeds or ablations) shares the base fusion
+            and the task features, and :meth:`fuse_pairs` then takes one output folder per RSC.
 
     Example:
         >>> fuser = Fuser(VFN(), device="cpu")
         >>> fuser.fuse_arrays(np.random.rand(8, 8), np.random.rand(8, 8, 3)).shape
         (8, 8, 3)
+        >>> Fuser(device="cpu", task="saliency").task.name  # the shipped VFN, RSC and saliency network
+        'saliency'
     """
 
     def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
@@ -157,10 +180,8 @@ class Fuser:
             if task is not None:
                 raise CldynError("--backend onnxruntime runs the exported graph, which already holds its task network "
                                  "(cldyn export --task T); drop --task")
-            try:
-                import onnxruntime as ort  # optional extra cldyn[onnx]
-            except ImportError:
-                raise CldynError("--backend onnxruntime needs onnxruntime: pip install 'cldyn[onnx]'") from None
+            require_extra("onnxruntime", "onnx", "--backend onnxruntime")
+            import onnxruntime as ort  # optional extra cldyn[onnx]
             try:
                 self.session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
             except Exception as exc:  # onnxruntime raises its own exception types
@@ -171,6 +192,8 @@ class Fuser:
             self._onnx_customised = names[1] == "vis"  # CLDyN with its task network, from export --task T
         if model is None:
             model = load_pretrained_vfn()
+        if isinstance(task, str) or (task is not None and not isinstance(rsc, (RSC, list, tuple))):
+            task, rsc = _customisation(task, model, rsc)
         self.device = resolve_device(device)
         self.model = prepare_for_inference(model, self.device)
         self.batch_size = batch_size
@@ -179,8 +202,8 @@ class Fuser:
         # Task-customised fusion (CLDyN): base fusion -> task features -> compensated fusion.
         self.task, self.cldyns = task, []
         if task is not None:
-            if rsc is None or (isinstance(rsc, (list, tuple)) and not rsc):
-                raise CldynError("task-customised fusion needs RSC weights")
+            if isinstance(rsc, (list, tuple)) and not rsc:
+                raise CldynError("task-customised fusion needs RSC weights; the list given is empty")
             rscs = list(rsc) if isinstance(rsc, (list, tuple)) else [rsc]
             if len(rscs) > 1 and tile:
                 raise CldynError("tiled fusion takes one RSC at a time")
@@ -261,11 +284,21 @@ class Fuser:
         out_path = Path(out_path)
         if out_path.is_dir():
             raise InputError(out_path, "is a folder; give a file name for a single pair")
-        if out_path.exists() and not overwrite:
-            raise InputError(out_path, f"already exists; {OVERWRITE_HINT} to replace it")
+        refuse_to_replace([out_path], overwrite)
         ir, vis = read_pair(ir_path, vis_path)
         write_image(out_path, self.fuse_images(ir, vis), output_bits(ir, vis, bits))
         return out_path
+
+    def _memory_cap(self, size: tuple[int, int], batch_size: int, report: FuseReport) -> int:
+        """``batch_size`` lowered (with a note in ``report``) to what half the free memory holds for ``size``."""
+        free = available_memory(self.device)
+        per_pair = size[0] * size[1] * BYTES_PER_PIXEL * (TASK_MEMORY_FACTOR if self.cldyns else 1)
+        if free is None or batch_size * per_pair <= free // 2:
+            return batch_size
+        cap = max(1, int(free // 2 // per_pair))
+        report.notes.append(f"batch size {self.batch_size} lowered to {cap} for {size[1]}x{size[0]} pairs: "
+                            f"{free / 2**30:.1f} GiB free, about {per_pair / 2**20:.0f} MiB per pair")
+        return cap
 
     def fuse_pairs(self, pairs: Sequence[Pair], out_dir: str | Path | Sequence[str | Path], bits: Bits = "auto",
                    overwrite: bool = False, progress: bool = True, suffix: str = ".png") -> FuseReport:
@@ -276,20 +309,19 @@ class Fuser:
             InputError: some outputs exist already and ``overwrite`` is false (checked before any work).
         """
         out_dirs = [Path(out_dir)] if isinstance(out_dir, (str, Path)) else [Path(d) for d in out_dir]
+        for d in out_dirs:
+            if d.suffix.lower() in IMAGE_EXTENSIONS:
+                raise InputError(d, "is an image file name, but several pairs are fused into an output folder "
+                                 "(one image per pair); give a folder name")
         if len(out_dirs) != self.outputs:
             raise CldynError(f"{self.outputs} fused images per pair need {self.outputs} output folders, "
                              f"got {len(out_dirs)}")
         outputs = [[d / f"{p.name}{suffix}" for p in pairs] for d in out_dirs]  # [folder][pair]
-        if not overwrite:
-            every = [t for ts in outputs for t in ts]
-            existing = [t for t in every if t.exists()]
-            if existing:
-                raise InputError(existing[0], f"already exists ({len(existing)} of {len(every)} outputs do); "
-                                 f"{OVERWRITE_HINT} to replace them")
+        refuse_to_replace([t for ts in outputs for t in ts], overwrite)
         report = FuseReport()
         writes: list[tuple[Future, Path, Pair]] = []
         with ThreadPoolExecutor(self.workers) as pool, \
-                tqdm(total=len(pairs), disable=not progress, desc="fuse", unit="pair") as bar:
+                progress_bar(total=len(pairs), disable=not progress, desc="fuse", unit="pair") as bar:
 
             def flush(batch: list[_Loaded]) -> None:
                 ir = torch.stack([torch.from_numpy(to_single_channel(b.ir))[None] for b in batch])
@@ -304,13 +336,16 @@ class Fuser:
                 bar.update(len(batch))
 
             batch: list[_Loaded] = []
-            depth = 2 * self.workers + self.batch_size
-            for item in _prefetch(_load, enumerate(pairs), pool, depth):
+            size_cap = min(self.batch_size, max(1, len(pairs)))
+            caps: dict[tuple[int, int, bool], int] = {}  # per image size: the batch that fits in memory
+            for item in _prefetch(_load, enumerate(pairs), pool, 2 * self.workers + min(size_cap, 256)):
                 if item.error is not None:
                     report.errors.append(item.error)
                     bar.update(1)
                     continue
-                if batch and (item.key != batch[0].key or len(batch) == self.batch_size):
+                if item.key not in caps:
+                    caps[item.key] = self._memory_cap(item.key[:2], size_cap, report)
+                if batch and (item.key != batch[0].key or len(batch) == caps[batch[0].key]):
                     flush(batch)
                     batch = []
                 batch.append(item)

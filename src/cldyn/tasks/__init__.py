@@ -13,6 +13,7 @@ from typing import Any
 
 from cldyn.errors import CldynError
 from cldyn.model.ops import as_rgb
+from cldyn.runtime import require_extra
 from cldyn.tasks.base import TaskAdapter
 from cldyn.weights import read_manifest, shipped_file, shipped_task_file
 from cldyn.weights.checkpoint import load_checkpoint
@@ -37,8 +38,7 @@ def task_class(spec: str) -> type[TaskAdapter]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        extra = " (install the extra: pip install 'cldyn[yolo]')" if spec == "detection" else ""
-        raise CldynError(f"task {spec!r}: cannot import {module_name} ({exc}){extra}") from None
+        raise CldynError(f"task {spec!r}: cannot import {module_name} ({exc})") from None
     obj = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
@@ -46,6 +46,8 @@ def task_class(spec: str) -> type[TaskAdapter]:
             raise CldynError(f"task {spec!r}: {module_name} has no attribute {attr!r}")
     if not (isinstance(obj, type) and issubclass(obj, TaskAdapter)):
         raise CldynError(f"task {spec!r}: {target} is not a cldyn.tasks.base.TaskAdapter subclass")
+    for dependency, extra in obj.requires.items():
+        require_extra(dependency, extra, f"task {spec!r}")
     return obj
 
 

@@ -48,6 +48,8 @@ class TaskAdapter(ABC):
     """
 
     task: ClassVar[str] = "task"
+    # optional dependencies (module -> the pip extra that installs it), checked before the adapter is built
+    requires: ClassVar[dict[str, str]] = {}
     model: nn.Module
     feature_layer: str
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cldyn.runtime import require_extra
 from cldyn.tasks.base import TaskAdapter
 
 MSRS_DET_CLASSES = ("person", "bicycle", "car")
@@ -92,8 +93,10 @@ class DetectionAdapter(TaskAdapter):
     """
 
     task = "detection"
+    requires = {"ultralytics": "yolo"}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
+        require_extra("ultralytics", "yolo", "the detection adapter")
         _quiet_ultralytics()
         from ultralytics.nn.tasks import DetectionModel  # optional AGPL extra cldyn[yolo]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from cldyn.data.task_bank import TaskBank
 from cldyn.model.ops import as_rgb, pad_to_multiple
 from cldyn.model.rsc import CLDyN
+from cldyn.runtime import progress_bar
 from cldyn.tasks import TaskAdapter
 
 # Metric used to pick the best epoch, and whether higher is better.
@@ -39,7 +39,7 @@ def predict_bank(adapter: TaskAdapter, bank: TaskBank, multiple: int = 32, progr
     """Predictions for every image of a bank at full size (padded to a multiple of 32, cropped back)."""
     adapter.model.eval()
     preds = []
-    for it in tqdm(bank.items, disable=not progress, desc="predict", unit="img", leave=False):
+    for it in progress_bar(bank.items, disable=not progress, desc="predict", unit="img", leave=False):
         x, (h, w) = pad_to_multiple(it.image[None].float() / 255.0, multiple)
         preds.append(unpad_prediction(adapter.predict(x.to(adapter.device))[0], h, w))
     return preds

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from cldyn.data.bank import seeded_generator
 from cldyn.data.io import write_csv
@@ -30,6 +29,7 @@ from cldyn.model.a2si import A2SIConfig
 from cldyn.model.basis_bank import BankConfig
 from cldyn.model.ops import as_rgb
 from cldyn.model.rsc import RSC, CLDyN, RSCConfig
+from cldyn.runtime import progress_bar
 from cldyn.tasks import TaskAdapter, load_task_for
 from cldyn.tasks.evaluation import PRIMARY_METRIC, evaluate_cldyn
 from cldyn.training.cagrad import combine
@@ -171,7 +171,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
         run.save(step, model.rsc, opt, params, {"rsc_config": rsc_cfg.to_dict(), "best": best,
                                                 "train_config": cfg.to_dict()})
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train-rsc", unit="step")
+    bar = progress_bar(total=cfg.steps, initial=step, disable=not progress, desc="train-rsc", unit="step")
     t0 = time.perf_counter()
     while step < cfg.steps:
         torch.manual_seed(int(seeded_generator(cfg.seed, 7, step).initial_seed()))  # Gumbel noise per step

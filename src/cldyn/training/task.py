@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from cldyn.data.bank import seeded_generator
 from cldyn.data.io import atomic_write_bytes, write_csv
 from cldyn.data.task_bank import load_task_bank
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.inference.sources import image_source
+from cldyn.runtime import progress_bar
 from cldyn.tasks import create_task, load_task
 from cldyn.tasks.evaluation import PRIMARY_METRIC, evaluate_bank
 from cldyn.training.distributed import DistContext, convert_batchnorm, local_context
@@ -136,7 +136,7 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
         run.save(step, adapter.model, opt, params, {"task": cfg.task, "config": adapter.config, "best": best,
                                                     "train_config": cfg.to_dict()})
 
-    bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train {cfg.task}", unit="step")
+    bar = progress_bar(total=total, initial=step, disable=not progress, desc=f"train {cfg.task}", unit="step")
     t0, run_loss, n_loss = time.perf_counter(), 0.0, 0
     while step < total:
         epoch, k = divmod(step, steps_per_epoch)

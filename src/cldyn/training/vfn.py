@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from cldyn.data.bank import AugmentConfig, PairBank, seeded_generator
 from cldyn.data.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.data.pairs import discover_pairs
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.model.vfn import VFN, VFNConfig
+from cldyn.runtime import progress_bar
 from cldyn.training.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.training.loop import TrainingRun, average_parts, take_shard
 from cldyn.training.losses import FusionLossConfig, fusion_loss
@@ -222,7 +222,7 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
             save_vfn(run.best, model, {"global_step": global_step, "val": metrics, "val_score": score,
                                        "val_reference": validator.reference, "train_config": cfg.to_dict()})
 
-    bar = tqdm(total=total_steps, initial=global_step, disable=not progress, desc="train-vfn", unit="step")
+    bar = progress_bar(total=total_steps, initial=global_step, disable=not progress, desc="train-vfn", unit="step")
     if validator is not None and meta is None:  # the starting point (random or --init weights) is a candidate too
         validate()
     t0 = time.perf_counter()

@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from safetensors import safe_open
 from torch import nn
 
 from cldyn.data.io import atomic_write_bytes
@@ -20,7 +22,7 @@ from cldyn.errors import CheckpointError, CldynError
 from cldyn.model.rsc import RSC, RSCConfig, rsc_fit_problem
 from cldyn.model.vfn import VFN, VFNConfig
 from cldyn.version import __version__
-from cldyn.weights.checkpoint import load_checkpoint, load_state_strict, save_checkpoint, split_prefix
+from cldyn.weights.checkpoint import load_checkpoint, load_state_strict, save_checkpoint, sha256_file, split_prefix
 
 MANIFEST = "manifest.json"
 SHIPPED_VFN = "vfn.safetensors"
@@ -169,3 +171,42 @@ def load_pretrained_rsc(vfn: VFN | None = None) -> RSC:
 def load_rsc_or_shipped(path: str | Path | None, vfn: VFN | None = None) -> RSC:
     """``load_rsc(path)``, or the shipped RSC when ``path`` is ``None``."""
     return load_pretrained_rsc(vfn) if path is None else load_rsc(path, vfn=vfn)
+
+
+# Stored tensors that are not learned: BatchNorm statistics and the A2SI blocks' fixed prototypes.
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "prototypes")
+
+
+def shipped_weights_info() -> list[dict[str, Any]]:
+    """One row per shipped file, as ``cldyn info`` lists them: ``file``, ``kind``, ``sha256`` (recorded),
+    ``sha256_ok`` (the file on disk has it), ``parameters`` (learnable values, read from the file's header),
+    ``trained`` (steps, epochs, data and validation score from the training record)."""
+    rows = []
+    for name, entry in sorted(read_manifest().items()):
+        path = shipped_weights_dir() / name
+        params = 0
+        if path.is_file():
+            with safe_open(str(path), framework="pt") as f:  # the header and shapes only, no tensor loaded
+                for key in f.keys():  # noqa: SIM118 (a safe_open handle is not a dict)
+                    if not key.endswith(_BUFFER_SUFFIXES) and not key.startswith("optim."):
+                        shape = f.get_slice(key).get_shape()
+                        params += int(np.prod(shape)) if shape else 1
+        rows.append({"file": name, "kind": entry.get("kind", "?"), "sha256": entry["sha256"],
+                     "sha256_ok": path.is_file() and sha256_file(path) == entry["sha256"], "parameters": params,
+                     "trained": _training_summary(entry.get("source_meta") or {})})
+    return rows
+
+
+def _training_summary(meta: dict[str, Any]) -> str:
+    """``"960 steps on msrs+roadscene (train)"``-style summary of a checkpoint's training record."""
+    cfg = meta.get("train_config") or {}
+    parts = [f"{meta['global_step']} steps"] if "global_step" in meta else []
+    data = cfg.get("data")
+    roots = data.values() if isinstance(data, dict) else data if isinstance(data, list) else [data] if data else []
+    names = sorted({Path(str(r)).name for r in roots})
+    text = ", ".join(parts) + (f" on {'+'.join(names)}" if names else "")
+    if cfg.get("split"):
+        text += f" ({cfg['split']})"
+    if meta.get("val_score") is not None:
+        text += f"; val score {float(meta['val_score']):.4f}"
+    return text or "no training record"

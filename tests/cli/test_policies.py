@@ -1,0 +1,102 @@
+"""Issue 17 items 2-5 and 10: one overwrite policy, folder outputs, the batch cap, exit codes, help text."""
+
+import argparse
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cldyn.cli import EXIT_CODES, build_parser, main
+from cldyn.data.pairs import pair_folders
+from cldyn.inference.fuse import Fuser, FuseReport
+
+
+def _evaluate(pairs_dir, out, *extra):
+    return main(["evaluate", "--ir", str(pairs_dir / "ir"), "--vis", str(pairs_dir / "vi"), "--baselines", "average",
+                 "--metrics", "en,sd", "--out", str(out), "--quiet", *extra])
+
+
+def test_evaluate_refuses_to_replace_without_overwrite(pairs_dir, tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert _evaluate(pairs_dir, out) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    assert _evaluate(pairs_dir, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("to replace them") and "metrics.csv: already exists (4 of 4 outputs do)" in err
+    assert "--overwrite" in err and len(err.splitlines()) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing touched
+    assert _evaluate(pairs_dir, out, "--overwrite") == 0
+
+
+def test_report_adds_html_and_refuses_to_replace(pairs_dir, tmp_path, capsys):
+    args = ["report", "--ir", str(pairs_dir / "ir"), "--vis", str(pairs_dir / "vi"), "--baselines", "average",
+            "--metrics", "en", "--samples", "1", "--quiet", "--out"]
+    assert main([*args, str(tmp_path / "rep2")]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["rep2.html"]
+    assert main([*args, str(tmp_path / "rep2")]) == 2
+    assert "rep2.html: already exists" in capsys.readouterr().err
+    assert main([*args, str(tmp_path / "rep2"), "--overwrite"]) == 0
+    assert main([*args, str(tmp_path / "rep.png")]) == 2
+    assert "give a name ending in .html" in capsys.readouterr().err
+    assert not (tmp_path / "rep.png").exists()
+
+
+def test_folder_input_refuses_an_image_file_name_as_output(pairs_dir, tmp_path, capsys):
+    assert main(["fuse", str(pairs_dir), "-o", str(tmp_path / "out.png"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "out.png: is an image file name" in err and "give a folder name" in err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_batch_size_is_clamped_to_the_free_memory(pairs_dir, tmp_path, monkeypatch):
+    pairs, _ = pair_folders(pairs_dir / "ir", pairs_dir / "vi")
+    fuser = Fuser(device="cpu", batch_size=1_000_000)
+    report = FuseReport()
+    assert fuser._memory_cap((72, 96), 2, report) == 2 and not report.notes  # fits: unchanged
+    free = 10 * 72 * 96 * 1024 * 2  # room (at half the free memory) for 10 pairs of 96x72
+    monkeypatch.setattr("cldyn.inference.fuse.available_memory", lambda device: free)
+    assert fuser._memory_cap((72, 96), 1_000_000, report) == 10
+    assert report.notes == ["batch size 1000000 lowered to 10 for 96x72 pairs: 0.1 GiB free, about 7 MiB per pair"]
+    monkeypatch.setattr("cldyn.inference.fuse.available_memory", lambda device: 1)
+    assert fuser._memory_cap((72, 96), 4, FuseReport()) == 1  # never below one pair
+    report = fuser.fuse_pairs(pairs, tmp_path / "o", progress=False)  # a whole run with the cap in force
+    assert report.ok and len(report.written) == 2 and report.notes
+
+
+def test_exit_codes_single_pair_2_folder_1(pairs_dir, tmp_path, capsys):
+    """The documented rule: a problem that stops the command is 2; a folder that is done in part is 1."""
+    root = tmp_path / "data"
+    shutil.copytree(pairs_dir, root)
+    bad = root / "vi" / "msrs_00004N_crop.png"
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated
+    assert main(["fuse", str(root / "ir" / bad.name), str(bad), "-o", str(tmp_path / "one.png")]) == 2
+    assert main(["fuse", str(root), "-o", str(tmp_path / "all"), "--quiet"]) == 1
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["roadscene_FLIR_00006_crop.png"]
+    err = capsys.readouterr().err
+    assert err.count(f"{bad}:") == 2
+    for code in ("0 ", "1 ", "2 ", "130 "):
+        assert f"\n  {code}" in "\n" + EXIT_CODES
+
+
+def test_every_command_help_has_description_defaults_and_exit_codes():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        text = command.format_help()
+        assert command.description, name
+        assert "exit codes (every command):" in text, name
+        undocumented = [a.option_strings[-1] for a in command._actions if a.option_strings and not a.help]
+        assert not undocumented, f"{name}: {undocumented}"
+    report = sub.choices["report"].format_help()
+    assert "(default: cldyn-report.html)" in " ".join(report.split())
+    assert "(default: None)" not in report and "(default: False)" not in report
+    r = subprocess.run([sys.executable, "-m", "cldyn.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "exit codes" in r.stdout
+
+
+@pytest.mark.parametrize("command", ["fuse", "demo", "evaluate", "report"])
+def test_every_writing_command_has_overwrite(command):
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert "--overwrite" in sub.choices[command].format_help()
