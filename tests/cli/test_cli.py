@@ -108,7 +108,10 @@ def test_info_and_console_script():
 def test_demo(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     sheet = read_image(tmp_path / "demo" / "side_by_side.png")
-    assert sheet.pixels.shape[0] == 3 * 244  # three rows of 240 px + 4 px gaps
+    # three rows, each scaled to the widest row (no white strip), each titled with the pair and its dataset
+    last_column_white = (sheet.pixels[:, -1] > 0.99).all(axis=-1)
+    assert last_column_white.sum() == 3 * 4  # only the 4-pixel gaps between rows
+    assert abs(float(sheet.pixels[:26, -20:].mean()) - 32 / 255) < 1e-6  # the first row's title bar
     assert len(list((tmp_path / "demo" / "fused").iterdir())) == 3
     assert "side_by_side.png" in capsys.readouterr().out
 

@@ -1,12 +1,16 @@
+import base64
 import json
 import shutil
+from html.parser import HTMLParser
 
+import cv2
 import numpy as np
 import pytest
 
 from cldyn.cli import main
 from cldyn.data.io import write_png
 from cldyn.evaluation.evaluate import evaluate_folders, fusion_metrics, read_gray
+from cldyn.evaluation.report import axis_range, detail_window
 
 
 @pytest.fixture
@@ -64,16 +68,79 @@ def test_cli_writes_table_files_and_json(pairs_dir, fused_dir, tmp_path, capsys)
                  "--baselines", "nope", "--out", str(tmp_path / "x")]) == 2
 
 
+class _Page(HTMLParser):
+    """The parts of a report page the tests look at."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.cells, self.h3, self.captions, self._in = [], [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.images.append(a)
+        if tag in ("td", "h3", "figcaption"):
+            self._in = tag
+            {"td": self.cells, "h3": self.h3, "figcaption": self.captions}[tag].append("")
+
+    def handle_endtag(self, tag):
+        if tag == self._in:
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in:
+            {"td": self.cells, "h3": self.h3, "figcaption": self.captions}[self._in][-1] += data
+
+
+def _decode(uri):
+    data = base64.b64decode(uri.split(",", 1)[1])
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
 def test_report_is_self_contained(pairs_dir, fused_dir, tmp_path):
     out = tmp_path / "r.html"
     rc = main(["report", "--ir", str(pairs_dir / "ir"), "--vis", str(pairs_dir / "vi"), "--fused", str(fused_dir),
                "--names", "copy", "--baselines", "average,dwt", "--out", str(out), "--quiet", "--samples", "2"])
     assert rc == 0
-    page = out.read_text()
-    assert "http://" not in page and "https://" not in page  # viewable offline
-    assert page.count('<img src="data:image/png;base64,') == 2 * 5  # 2 pairs x (IR, visible, 3 methods)
-    assert page.count('class=chart') >= 10  # one bar chart per defined metric
-    assert 'class="best"' in page and "<th>QCV ↓</th>" in page
+    text = out.read_text()
+    assert "http://" not in text and "https://" not in text  # viewable offline
+    page = _Page()
+    page.feed(text)
+    full = [i for i in page.images if i.get("class") == "zoomable"]
+    crops = [i for i in page.images if i.get("class") == "crop zoomable"]
+    assert len(full) == len(crops) == 2 * 5  # 2 pairs x (IR, visible, 3 methods), each with its zoomed crop
+    assert all(i["src"].startswith("data:image/jpeg;base64,") for i in full)
+    assert sum(i.get("class") == "chart" for i in page.images) >= 10  # one bar chart per defined metric
+    assert 'class="best"' in text and "<th>QCV ↓</th>" in text
+    # item 12: mean on its own line, the std in a smaller second line
+    assert all(c.count("±") == 1 for c in page.cells if "±" in c) and "<small>± " in text
+    # item 15: each pair titled with its dataset; item 14: rows do not wrap, click to enlarge
+    assert [h.split()[:2] for h in page.h3] == [["msrs_00004N_crop", "MSRS"],
+                                                ["roadscene_FLIR_00006_crop", "RoadScene"]]
+    assert "flex-wrap:nowrap" in text and "id=lightbox" in text and "addEventListener('click'" in text
+    # item 14: per-image metrics under each fused image and on hover
+    copy_caption = next(c for c in page.captions if c.startswith("copy"))
+    assert "EN " in copy_caption and "SSIM " in copy_caption
+    assert "QCV " in next(i for i in full if i["alt"] == "copy")["title"]
+    # item 14: baselines in colour, as the fused images (RoadScene's visible image is RGB)
+    average = [i for i in full if i["alt"] == "average"][1]
+    img = _decode(average["src"]).astype(int)
+    assert np.abs(img[..., 0] - img[..., 2]).mean() > 2
+
+
+def test_close_values_get_a_raised_axis():
+    assert axis_range([0.98, 0.99, 0.97], [0.01, 0.01, 0.01]) == pytest.approx((0.9568, 1.0032))
+    assert axis_range([6.5, 1.8], [0.5, 0.3]) is None  # far apart: from 0
+    assert axis_range([0.0, 0.01], [0, 0]) is None and axis_range([0.9], [0.1]) is None
+
+
+def test_detail_window_finds_the_textured_region():
+    flat = np.zeros((40, 80))
+    tex = flat.copy()
+    tex[20:30, 60:80] = np.indices((10, 20)).sum(0) % 2  # a checkerboard in the lower right
+    rows, cols = detail_window(tex, flat)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (10, 20)
+    assert rows.start >= 18 and cols.start >= 58
 
 
 def test_repeated_fused_options(pairs_dir, fused_dir, tmp_path):

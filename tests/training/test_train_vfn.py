@@ -7,7 +7,7 @@ from cldyn.data.bank import AugmentConfig, PairBank, seeded_generator
 from cldyn.data.pairs import discover_pairs
 from cldyn.errors import CheckpointError
 from cldyn.model.vfn import VFN, VFNConfig
-from cldyn.training.vfn import TrainVFNConfig, train_vfn
+from cldyn.training.vfn import TrainVFNConfig, set_train_mode, train_vfn
 from cldyn.weights import load_vfn, save_vfn
 from cldyn.weights.checkpoint import load_checkpoint
 
@@ -72,3 +72,31 @@ def test_init_warm_starts_and_checks_the_config(tmp_path, pairs_dir):
     other.model = VFNConfig(num_blocks=3)
     with pytest.raises(CheckpointError, match="differs from the requested"):
         train_vfn(other, progress=False, log=_quiet)
+
+
+def test_set_train_mode_freezes_only_batchnorm():
+    net = set_train_mode(VFN(VFNConfig(num_blocks=1)), freeze_batchnorm=True)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert net.training and bns and not any(m.training for m in bns)
+    assert all(m.training for m in net.modules() if not isinstance(m, torch.nn.BatchNorm2d))
+    assert all(m.training for m in set_train_mode(net).modules())  # plain train() again
+
+
+def test_frozen_batchnorm_keeps_running_statistics_and_learns_affine(tmp_path, pairs_dir):
+    torch.manual_seed(3)
+    start = VFN(VFNConfig(num_blocks=2))
+    save_vfn(tmp_path / "start.safetensors", start)
+
+    def trained(name, freeze):
+        cfg = _cfg(pairs_dir, tmp_path / name, 3)
+        cfg.init, cfg.freeze_batchnorm = str(tmp_path / "start.safetensors"), freeze
+        return load_vfn(train_vfn(cfg, progress=False, log=_quiet)).state_dict()
+
+    s0 = start.state_dict()
+    frozen, free = trained("frozen", True), trained("free", False)
+    stats = [k for k in s0 if k.endswith(("running_mean", "running_var"))]
+    affine = [k for k in s0 if k.endswith(".weight") and k.replace(".weight", ".running_mean") in s0]
+    assert stats and affine
+    assert all(torch.equal(frozen[k], s0[k]) for k in stats)  # running statistics untouched
+    assert not all(torch.equal(free[k], s0[k]) for k in stats)  # (they move without the switch)
+    assert not all(torch.equal(frozen[k], s0[k]) for k in affine)  # the BN scale still learns

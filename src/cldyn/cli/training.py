@@ -19,7 +19,7 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
         data=args.data, out_dir=args.out, split=None if args.split == "all" else args.split, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
         augment=AugmentConfig(crop_size=args.crop), model=VFNConfig(num_blocks=args.num_blocks),
-        max_steps=args.max_steps, device=args.device, init=args.init,
+        max_steps=args.max_steps, device=args.device, init=args.init, freeze_batchnorm=args.freeze_bn,
         loss=FusionLossConfig(intensity_weight=args.intensity_weight, gradient_weight=args.gradient_weight,
                               ssim_weight=args.ssim_weight, gradient_floor=args.gradient_floor),
         validation=ValidationConfig(data=args.val_data, split=args.val_split, every=args.val_every,
@@ -67,6 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint-every", type=int, default=v.checkpoint_every, help="steps between checkpoints")
     s.add_argument("--max-steps", type=int, help="stop after this many steps")
     s.add_argument("--init", help="start from these VFN weights (same configuration) with a fresh optimiser")
+    s.add_argument("--freeze-bn", action="store_true",
+                   help="train with BatchNorm on its running statistics (for --init warm starts: the loss sees the "
+                        "network as inference runs it)")
     loss = v.loss
     s.add_argument("--intensity-weight", type=float, default=loss.intensity_weight, help="weight of L1(F, max(IR, Y))")
     s.add_argument("--gradient-weight", type=float, default=loss.gradient_weight, help="weight of the gradient L1")

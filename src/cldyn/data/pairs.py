@@ -19,6 +19,32 @@ class Pair:
     vis: Path
 
 
+# Dataset names as the field writes them, by the lower-case word a file stem starts with or a folder is called.
+DATASET_NAMES = {"msrs": "MSRS", "roadscene": "RoadScene", "m3fd": "M3FD", "tno": "TNO", "llvip": "LLVIP",
+                 "fmb": "FMB", "kaist": "KAIST", "vt5000": "VT5000", "mfnet": "MFNet"}
+
+
+def dataset_of(pair: Pair) -> str:
+    """The source dataset of a pair: from a ``dataset_`` prefix of its name (``msrs_00854N`` -> ``MSRS``, as the
+    bundled demo pairs are named), else from the dataset root above its infrared folder (``msrs/ir/x.png`` ->
+    ``MSRS``; an unknown root is given by its folder name).
+
+    Example:
+        >>> dataset_of(Pair("roadscene_FLIR_04514", Path("a/ir/x.jpg"), Path("a/vi/x.jpg")))
+        'RoadScene'
+        >>> dataset_of(Pair("00151D", Path("data/msrs/ir/00151D.png"), Path("data/msrs/vi/00151D.png")))
+        'MSRS'
+    """
+    prefix = pair.name.split("_", 1)[0].lower()
+    if prefix in DATASET_NAMES and "_" in pair.name:
+        return DATASET_NAMES[prefix]
+    root = pair.ir.absolute().parent.parent.name
+    for word, name in DATASET_NAMES.items():
+        if root.lower().startswith(word):
+            return name
+    return root or "?"
+
+
 def list_images(folder: str | Path) -> dict[str, Path]:
     """Images directly inside ``folder`` keyed by stem (sorted). Two files with one stem are an error."""
     folder = Path(folder)

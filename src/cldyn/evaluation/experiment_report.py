@@ -17,7 +17,7 @@ import torch
 from cldyn.data.io import atomic_write_bytes, read_image, to_single_channel
 from cldyn.evaluation.baselines import BASELINES
 from cldyn.evaluation.metrics import DIRECTION
-from cldyn.evaluation.report import _png_data_uri
+from cldyn.evaluation.report import png_data_uri
 from cldyn.evaluation.tables import FUSION_COLUMNS, TASK_COLUMNS, mean_std
 from cldyn.model.ops import pad_to_multiple
 from cldyn.tasks.evaluation import unpad_prediction
@@ -168,7 +168,7 @@ def efficiency_markdown(eff: dict[str, Any]) -> str:
 
 
 def _uri(rgb01: np.ndarray) -> str:
-    return _png_data_uri(rgb01, max_side=240)
+    return png_data_uri(rgb01, max_side=240)
 
 
 def _overlays(adapters: dict, rgb: np.ndarray) -> dict[str, np.ndarray]:
