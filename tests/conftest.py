@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -53,3 +55,12 @@ def labelled(tmp_path, pairs_dir):
     (root / "splits/train.txt").write_text("\n".join(names))
     (root / "splits/val.txt").write_text(names[0])
     return root
+
+
+@pytest.fixture
+def cli():
+    """Run ``cldyn ARGS...`` in a subprocess, as a user does: ``cli(*args, cwd=None) -> CompletedProcess``."""
+    def run(*args, cwd=None):
+        return subprocess.run([sys.executable, "-m", "cldyn.cli", *map(str, args)], capture_output=True, text=True,
+                              timeout=600, cwd=cwd)
+    return run

@@ -1,5 +1,6 @@
-"""Issue 17: screenshots of the report and the demo picture in headless Chromium (Debian's ``chromium``) at 1400 px,
-kept in ``docs/screenshots/``. Slow (two Chromium runs and a demo): ``python -m pytest -m slow tests/test_screenshots.py``.
+"""Issue 17: screenshots of the report and the demo picture in headless Chromium (Debian's ``chromium``) at
+1400 px, kept in ``docs/screenshots/``. Slow (two Chromium runs and a demo):
+``python -m pytest -m slow tests/test_screenshots.py``.
 """
 
 import shutil

@@ -7,46 +7,41 @@ import sys
 
 import pytest
 
-from cldyn.cli import EXIT_CODES, build_parser, main
+from cldyn.cli import EXIT_CODES, build_parser
 from cldyn.data.pairs import pair_folders
 from cldyn.inference.fuse import Fuser, FuseReport
 
 
-def _evaluate(pairs_dir, out, *extra):
-    return main(["evaluate", "--ir", str(pairs_dir / "ir"), "--vis", str(pairs_dir / "vi"), "--baselines", "average",
-                 "--metrics", "en,sd", "--out", str(out), "--quiet", *extra])
-
-
-def test_evaluate_refuses_to_replace_without_overwrite(pairs_dir, tmp_path, capsys):
-    out = tmp_path / "ev"
-    assert _evaluate(pairs_dir, out) == 0
-    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    capsys.readouterr()
-    assert _evaluate(pairs_dir, out) == 2
-    err = capsys.readouterr().err.strip()
+def test_evaluate_refuses_to_replace_without_overwrite(pairs_dir, tmp_path, cli):
+    args = ["evaluate", "--ir", pairs_dir / "ir", "--vis", pairs_dir / "vi", "--baselines", "average",
+            "--metrics", "en,sd", "--out", tmp_path / "ev", "--quiet"]
+    assert cli(*args).returncode == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ev").iterdir()}
+    r = cli(*args)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and len(err.splitlines()) == 1, err
     assert err.endswith("to replace them") and "metrics.csv: already exists (4 of 4 outputs do)" in err
-    assert "--overwrite" in err and len(err.splitlines()) == 1
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing touched
-    assert _evaluate(pairs_dir, out, "--overwrite") == 0
+    assert "--overwrite" in err
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ev").iterdir()} == before  # nothing touched
+    assert cli(*args, "--overwrite").returncode == 0
 
 
-def test_report_adds_html_and_refuses_to_replace(pairs_dir, tmp_path, capsys):
-    args = ["report", "--ir", str(pairs_dir / "ir"), "--vis", str(pairs_dir / "vi"), "--baselines", "average",
+def test_report_adds_html_and_refuses_to_replace(pairs_dir, tmp_path, cli):
+    args = ["report", "--ir", pairs_dir / "ir", "--vis", pairs_dir / "vi", "--baselines", "average",
             "--metrics", "en", "--samples", "1", "--quiet", "--out"]
-    assert main([*args, str(tmp_path / "rep2")]) == 0
+    assert cli(*args, tmp_path / "rep2").returncode == 0
     assert [p.name for p in tmp_path.iterdir()] == ["rep2.html"]
-    assert main([*args, str(tmp_path / "rep2")]) == 2
-    assert "rep2.html: already exists" in capsys.readouterr().err
-    assert main([*args, str(tmp_path / "rep2"), "--overwrite"]) == 0
-    assert main([*args, str(tmp_path / "rep.png")]) == 2
-    assert "give a name ending in .html" in capsys.readouterr().err
+    r = cli(*args, tmp_path / "rep2")
+    assert r.returncode == 2 and "rep2.html: already exists" in r.stderr
+    assert cli(*args, tmp_path / "rep2", "--overwrite").returncode == 0
+    r = cli(*args, tmp_path / "rep.png")
+    assert r.returncode == 2 and "give a name ending in .html" in r.stderr
     assert not (tmp_path / "rep.png").exists()
 
 
-def test_folder_input_refuses_an_image_file_name_as_output(pairs_dir, tmp_path, capsys):
-    assert main(["fuse", str(pairs_dir), "-o", str(tmp_path / "out.png"), "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert "out.png: is an image file name" in err and "give a folder name" in err
+def test_folder_input_refuses_an_image_file_name_as_output(pairs_dir, tmp_path, cli):
+    r = cli("fuse", pairs_dir, "-o", tmp_path / "out.png", "--quiet")
+    assert r.returncode == 2 and "out.png: is an image file name" in r.stderr and "give a folder name" in r.stderr
     assert not (tmp_path / "out.png").exists()
 
 
@@ -65,17 +60,17 @@ def test_batch_size_is_clamped_to_the_free_memory(pairs_dir, tmp_path, monkeypat
     assert report.ok and len(report.written) == 2 and report.notes
 
 
-def test_exit_codes_single_pair_2_folder_1(pairs_dir, tmp_path, capsys):
+def test_exit_codes_single_pair_2_folder_1(pairs_dir, tmp_path, cli):
     """The documented rule: a problem that stops the command is 2; a folder that is done in part is 1."""
     root = tmp_path / "data"
     shutil.copytree(pairs_dir, root)
     bad = root / "vi" / "msrs_00004N_crop.png"
     bad.write_bytes(bad.read_bytes()[:100])  # truncated
-    assert main(["fuse", str(root / "ir" / bad.name), str(bad), "-o", str(tmp_path / "one.png")]) == 2
-    assert main(["fuse", str(root), "-o", str(tmp_path / "all"), "--quiet"]) == 1
+    single = cli("fuse", root / "ir" / bad.name, bad, "-o", tmp_path / "one.png")
+    assert single.returncode == 2 and f"{bad}:" in single.stderr and not (tmp_path / "one.png").exists()
+    folder = cli("fuse", root, "-o", tmp_path / "all", "--quiet")
+    assert folder.returncode == 1 and f"{bad}:" in folder.stderr
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["roadscene_FLIR_00006_crop.png"]
-    err = capsys.readouterr().err
-    assert err.count(f"{bad}:") == 2
     for code in ("0 ", "1 ", "2 ", "130 "):
         assert f"\n  {code}" in "\n" + EXIT_CODES
 
