@@ -1,7 +1,8 @@
 """The package's import graph: layers that import one way, no circles, no hidden imports inside functions.
 
 The layers, lowest first (a module may import its own layer and the layers below it, never one above):
-base (errors, runtime, version) -> model -> weights / data -> tasks -> inference / training / evaluation -> cli.
+base (errors, runtime, version) -> model -> weights / data -> tasks -> inference / training / evaluation -> app
+-> cli.
 The package root ``cldyn`` is the public API on top; it resolves names lazily and imports nothing itself.
 """
 
@@ -22,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("weights/data", ("cldyn.weights", "cldyn.data")),
     ("tasks", ("cldyn.tasks",)),
     ("inference/training/evaluation", ("cldyn.inference", "cldyn.training", "cldyn.evaluation")),
+    ("app", ("cldyn.app",)),
     ("cli", ("cldyn.cli",)),
 ]
 MAX_LINES = 400

@@ -115,7 +115,8 @@ def available_memory(device: torch.device) -> int | None:
 
 
 # pip extra -> the distributions it installs (see pyproject.toml)
-EXTRAS: dict[str, tuple[str, ...]] = {"yolo": ("ultralytics",), "onnx": ("onnx", "onnxruntime")}
+EXTRAS: dict[str, tuple[str, ...]] = {"yolo": ("ultralytics",), "onnx": ("onnx", "onnxruntime"),
+                                      "app": ("fastapi", "uvicorn", "python-multipart")}
 
 
 def installed_extras() -> dict[str, dict[str, str | None]]:

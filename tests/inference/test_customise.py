@@ -1,8 +1,10 @@
 """Loading what task-customised fusion needs: the frozen task network and an RSC that fits the VFN."""
 
+import numpy as np
 import pytest
 
 from cldyn.cli import main
+from cldyn.data.io import read_pair
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.inference.customise import load_customisation
 from cldyn.inference.fuse import Fuser
@@ -56,3 +58,14 @@ def test_fuser_by_task_name_matches_the_command_line(pairs_dir, tmp_path):
     # an adapter object with no RSC given: the shipped RSC; "none": plain fusion
     assert len(Fuser(device="cpu", task=fuser.task).cldyns) == 1
     assert Fuser(device="cpu", task="none").task is None
+
+
+def test_fuse_images_with_base_is_the_vfn_and_the_closed_loop(pairs_dir):
+    ir, vis = read_pair(pairs_dir / "ir" / "roadscene_FLIR_00006_crop.png",
+                        pairs_dir / "vi" / "roadscene_FLIR_00006_crop.png")
+    custom = Fuser(device="cpu", task="saliency")
+    base, fused = custom.fuse_images_with_base(ir, vis)
+    assert np.array_equal(base, Fuser(device="cpu").fuse_images(ir, vis))
+    assert np.array_equal(fused, custom.fuse_images(ir, vis))
+    with pytest.raises(CldynError, match="needs task-customised fusion"):
+        Fuser(device="cpu").fuse_images_with_base(ir, vis)

@@ -10,22 +10,17 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-import torch
 
 from cldyn.data.io import atomic_write_bytes, read_image, to_single_channel
 from cldyn.evaluation.baselines import BASELINES
 from cldyn.evaluation.metrics import DIRECTION
 from cldyn.evaluation.report import png_data_uri
 from cldyn.evaluation.tables import FUSION_COLUMNS, TASK_COLUMNS, mean_std
-from cldyn.model.ops import pad_to_multiple
-from cldyn.tasks.evaluation import unpad_prediction
+from cldyn.tasks.visualise import prediction_overlay
 from cldyn.weights.checkpoint import load_checkpoint
 
 LOWER_BETTER = {"mae"}
-PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                    [145, 30, 180], [70, 240, 240], [240, 50, 230]], dtype=np.float32) / 255.0
 
 
 def _fmt(mean: float, std: float | None = None, runs: int = 1) -> str:
@@ -173,27 +168,7 @@ def _uri(rgb01: np.ndarray) -> str:
 
 def _overlays(adapters: dict, rgb: np.ndarray) -> dict[str, np.ndarray]:
     """The image with each task network's prediction drawn on it: boxes, a class overlay, the saliency map."""
-    x, (h, w) = pad_to_multiple(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), 32)
-    out = {}
-    with torch.no_grad():
-        for t, a in adapters.items():
-            pred = unpad_prediction(a.predict(x.to(a.device))[0], h, w)
-            if t == "detection":
-                img = np.ascontiguousarray((rgb * 255).astype(np.uint8))
-                keep = pred["scores"] >= 0.25
-                for (x1, y1, x2, y2), lab in zip(pred["boxes"][keep].tolist(), pred["labels"][keep].tolist(),
-                                                 strict=True):
-                    colour = tuple(int(c * 255) for c in PALETTE[1 + int(lab) % 8])
-                    cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), colour, 2)
-                out[t] = img.astype(np.float32) / 255
-            elif t == "segmentation":
-                lab = pred.numpy().reshape(h, w)
-                colour = PALETTE[lab % len(PALETTE)]
-                mask = (lab > 0)[:, :, None]
-                out[t] = np.where(mask, 0.45 * rgb + 0.55 * colour, rgb)
-            elif t == "saliency":
-                out[t] = np.repeat(pred.numpy().reshape(h, w)[:, :, None], 3, axis=2)
-    return out
+    return {t: prediction_overlay(a, rgb) for t, a in adapters.items()}
 
 
 def gallery_html(exp, fused: dict[str, Path]) -> str:

@@ -32,6 +32,7 @@ from cldyn.errors import CldynError, InputError
 from cldyn.inference.customise import load_customisation
 from cldyn.inference.tiling import fuse_tiled
 from cldyn.model.color import replace_luma, rgb_to_luma
+from cldyn.model.ops import as_rgb, pad_to_multiple
 from cldyn.model.rsc import RSC, CLDyN
 from cldyn.model.vfn import VFN, check_pair_tensors, fold_batchnorm
 from cldyn.runtime import available_memory, progress_bar, require_extra, resolve_device, torch_threads
@@ -277,6 +278,25 @@ class Fuser:
         """Fuse two decoded images; the result is gray or RGB like ``vis``."""
         check_same_size(ir.path, ir.size, vis.path, vis.size)
         return self.fuse_arrays(to_single_channel(ir), vis.pixels)
+
+    @torch.inference_mode()
+    def fuse_images_with_base(self, ir: Image, vis: Image) -> tuple[np.ndarray, np.ndarray]:
+        """``(vfn, customised)``: the plain VFN fusion and the task-customised fusion of one pair, from one pass of
+        the closed loop (its base fusion is the VFN result), each gray or RGB like ``vis``. Needs a task."""
+        if not self.cldyns:
+            raise CldynError("fuse_images_with_base needs task-customised fusion (Fuser(task=...))")
+        check_same_size(ir.path, ir.size, vis.path, vis.size)
+        vis_t = torch.from_numpy(np.ascontiguousarray(vis.pixels, dtype=np.float32))
+        vis_t = (vis_t[None] if vis_t.dim() == 2 else vis_t.permute(2, 0, 1))[None]
+        ir_t, vis_t = self._to_device(torch.from_numpy(to_single_channel(ir))[None, None], vis_t)
+        loop = self.cldyns[0]
+        base = loop.base(ir_t, vis_t)
+        fused = loop(ir_t, vis_t, self.task.features(pad_to_multiple(as_rgb(base), 32)[0]))
+
+        def array(t: torch.Tensor) -> np.ndarray:
+            t = t[0].float().cpu()
+            return t[0].numpy() if t.shape[0] == 1 else t.permute(1, 2, 0).numpy()
+        return array(base), array(fused)
 
     def fuse_files(self, ir_path: str | Path, vis_path: str | Path, out_path: str | Path, bits: Bits = "auto",
                    overwrite: bool = False) -> Path:

@@ -1,0 +1,228 @@
+"""What the ``cldyn serve`` page asks for: decode an uploaded pair, fuse it with the VFN and with CLDyN customised
+for a task, draw the task's prediction on both, and score both with the fusion metrics, timing every step.
+
+No web framework here, so the same functions run in tests and behind any server. Models are loaded once per
+weights and kept (:class:`ModelCache`); the compute runs one request at a time (a lock), so requests that arrive
+together neither fight over the CPU threads nor share any intermediate result.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cldyn.data.io import Image, check_same_size, encode_png, read_image, to_single_channel
+from cldyn.errors import CldynError, InputError
+from cldyn.evaluation.evaluate import fusion_metrics, gray_of_array
+from cldyn.inference.customise import load_customisation
+from cldyn.inference.fuse import Fuser, output_bits
+from cldyn.tasks.visualise import prediction_overlay
+from cldyn.weights import load_vfn_or_shipped
+from cldyn.weights.checkpoint import sha256_file
+
+TASKS = ("none", "detection", "segmentation", "saliency")
+APP_METRICS = ("en", "sd", "sf", "mi", "scd", "vif", "qabf", "ssim")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Limits and settings of the page.
+
+    Attributes:
+        max_upload_bytes: largest accepted file (each image or weights file).
+        max_pixels: largest accepted image (width x height); 16.8 MP is 4096 x 4096.
+        device: where the networks run (``cpu``, ``cuda``, ``auto``).
+        metrics: fusion metrics shown for both results (the comparison-table eight by default).
+    """
+
+    max_upload_bytes: int = 32 * 2**20
+    max_pixels: int = 4096 * 4096
+    device: str = "cpu"
+    metrics: tuple[str, ...] = APP_METRICS
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: the name the user gave it and its bytes."""
+
+    name: str
+    data: bytes
+
+
+def _safe_name(name: str, default: str) -> str:
+    """A bare file name (no folders, no odd characters) for writing an upload into the temporary folder."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name or default).name)[:100]
+    return base if base.strip("._") else default
+
+
+def check_size(upload: Upload, cfg: AppConfig) -> None:
+    if len(upload.data) > cfg.max_upload_bytes:
+        raise InputError(upload.name, f"{len(upload.data) / 2**20:.1f} MB is over the upload limit of "
+                                      f"{cfg.max_upload_bytes / 2**20:.0f} MB")
+    if not upload.data:
+        raise InputError(upload.name, "empty file")
+
+
+def decode_upload(upload: Upload, cfg: AppConfig, folder: Path) -> Image:
+    """The uploaded image, decoded as the CLI reads files; errors name the user's file name, not the temporary
+    copy."""
+    check_size(upload, cfg)
+    path = folder / _safe_name(upload.name, "image.png")
+    path.write_bytes(upload.data)
+    try:
+        image = read_image(path)
+    except InputError as exc:
+        raise InputError(upload.name, exc.problem) from None
+    h, w = image.pixels.shape[:2]
+    if h * w > cfg.max_pixels:
+        raise InputError(upload.name, f"{w}x{h} is over the size limit of {cfg.max_pixels / 1e6:.1f} megapixels")
+    return Image(pixels=image.pixels, bits=image.bits, path=Path(upload.name))
+
+
+def _uri(rgb01: np.ndarray, max_side: int = 800) -> str:
+    img = np.rint(np.clip(rgb01, 0, 1) * 255).astype(np.uint8)
+    img = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+    scale = max_side / max(img.shape[:2])
+    if scale < 1:
+        img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    return "data:image/png;base64," + base64.b64encode(cv2.imencode(".png", img[:, :, ::-1])[1].tobytes()).decode()
+
+
+def _rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+
+
+def _luma(pixels: np.ndarray) -> np.ndarray:
+    return pixels if pixels.ndim == 2 else pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def difference_map(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """``|luma(a) - luma(b)|`` as an inferno colour map scaled to its own maximum, and that maximum in 8-bit
+    levels (0: the images are equal)."""
+    d = np.abs(_luma(a).astype(np.float64) - _luma(b).astype(np.float64)) * 255
+    peak = float(d.max())
+    scaled = np.zeros(d.shape, np.uint8) if peak == 0 else np.rint(d / peak * 255).astype(np.uint8)
+    return cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)[:, :, ::-1].astype(np.float32) / 255, peak
+
+
+class ModelCache:
+    """Fusers by (task, weights files), built on first use and kept; ``lock`` serialises the compute."""
+
+    def __init__(self, cfg: AppConfig) -> None:
+        self.cfg = cfg
+        self.lock = threading.Lock()
+        self._fusers: dict[tuple, Fuser] = {}
+
+    def fuser(self, task: str, vfn: Path | None, task_weights: Path | None, rsc: Path | None) -> Fuser:
+        """A fuser for ``task`` (``none``: the VFN alone); user weights are keyed by their content's hash."""
+        key = (task, *(None if p is None else sha256_file(p) for p in (vfn, task_weights, rsc)))
+        if key not in self._fusers:
+            model = load_vfn_or_shipped(vfn)
+            if task == "none":
+                self._fusers[key] = Fuser(model, device=self.cfg.device)
+            else:
+                adapter, rsc_model = load_customisation(task, model, task_weights, rsc)
+                self._fusers[key] = Fuser(model, device=self.cfg.device, task=adapter, rsc=rsc_model)
+        return self._fusers[key]
+
+
+@dataclass
+class _Clock:
+    """Milliseconds per named step."""
+
+    steps: dict[str, float]
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        self.steps[name] = round((time.perf_counter() - t0) * 1000, 1)
+        return out
+
+
+def _scores(fused: np.ndarray, ir: np.ndarray, vis: np.ndarray, keys: tuple[str, ...]) -> dict[str, float]:
+    a, b = gray_of_array(_luma(ir)), gray_of_array(_luma(vis))
+    return {k: (None if not np.isfinite(v) else round(v, 4))
+            for k, v in fusion_metrics(gray_of_array(_luma(fused)), a, b, "cldyn", keys).items()}
+
+
+def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCache,
+             weights: dict[str, Upload] | None = None) -> dict[str, Any]:
+    """Everything the page shows for one pair: images (data URIs), per-image metrics of VFN and CLDyN, the
+    prediction of the task network drawn on both, their difference, the full-size fused PNGs and the time of each
+    step.
+
+    Args:
+        ir_upload, vis_upload: the two images as uploaded.
+        task: ``none`` (VFN alone) or a built-in task.
+        weights: optional user files ``vfn``, ``task``, ``rsc`` (default: the shipped ones).
+
+    Raises:
+        CldynError: a one-line problem with the input (the page shows it as the CLI would).
+    """
+    if task not in TASKS:
+        raise CldynError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    clock = _Clock({})
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="cldyn-serve-") as tmp:  # uploads live here and nowhere else
+        folder = Path(tmp)
+        (folder / "ir").mkdir()
+        (folder / "vi").mkdir()
+        ir = decode_upload(ir_upload, models.cfg, folder / "ir")
+        vis = decode_upload(vis_upload, models.cfg, folder / "vi")
+        check_same_size(ir.path, ir.pixels.shape[:2], vis.path, vis.pixels.shape[:2])
+        paths: dict[str, Path | None] = {"vfn": None, "task": None, "rsc": None}
+        for kind, upload in (weights or {}).items():
+            check_size(upload, models.cfg)
+            paths[kind] = folder / f"{kind}_{_safe_name(upload.name, 'weights.safetensors')}"
+            paths[kind].write_bytes(upload.data)
+        with models.lock:
+            if task == "none":
+                plain = clock.run("load VFN", lambda: models.fuser("none", paths["vfn"], None, None))
+                results = {"vfn": clock.run("VFN fusion", lambda: plain.fuse_images(ir, vis))}
+            else:
+                custom = clock.run("load VFN, task network and RSC",
+                                   lambda: models.fuser(task, paths["vfn"], paths["task"], paths["rsc"]))
+                vfn_out, cldyn_out = clock.run("closed loop: VFN fusion, task features, compensated fusion",
+                                               lambda: custom.fuse_images_with_base(ir, vis))
+                results = {"vfn": vfn_out, "cldyn": cldyn_out}
+                for name in ("vfn", "cldyn"):
+                    overlay = clock.run(f"{task} prediction on {name.upper()}",
+                                        lambda name=name: prediction_overlay(custom.task, _rgb(results[name])))
+                    results[f"{task}_on_{name}"] = overlay
+            vfn_out = results["vfn"]
+        ir_l = to_single_channel(ir)
+        metrics = {m: clock.run(f"metrics of {m.upper()}", lambda m=m: _scores(results[m], ir_l, vis.pixels,
+                                                                                models.cfg.metrics))
+                   for m in ("vfn", "cldyn") if m in results}
+    bits = output_bits(ir, vis, "auto")
+    images = {"infrared": _uri(ir_l), "visible": _uri(vis.pixels), "vfn": _uri(vfn_out)}
+    downloads = {"vfn": _png_uri(vfn_out, bits)}
+    difference = None
+    if "cldyn" in results:
+        images["cldyn"] = _uri(results["cldyn"])
+        images[f"{task} on VFN"] = _uri(results[f"{task}_on_vfn"])
+        images[f"{task} on CLDyN"] = _uri(results[f"{task}_on_cldyn"])
+        diff, peak = difference_map(results["cldyn"], vfn_out)
+        images["difference"] = _uri(diff)
+        difference = round(peak, 2)
+        downloads["cldyn"] = _png_uri(results["cldyn"], bits)
+    clock.steps["total"] = round((time.perf_counter() - t_start) * 1000, 1)
+    h, w = ir_l.shape
+    return {"task": task, "size": [w, h], "bits": bits, "images": images, "metrics": metrics,
+            "difference_max_levels": difference, "downloads": downloads, "timings_ms": clock.steps,
+            "names": {"infrared": ir_upload.name, "visible": vis_upload.name}}
+
+
+def _png_uri(pixels: np.ndarray, bits: int) -> str:
+    """The full-size fused image as a PNG data URI, at the bit depth the CLI would write (16 for >8-bit inputs)."""
+    return "data:image/png;base64," + base64.b64encode(encode_png(pixels, bits)).decode()

@@ -1,0 +1,71 @@
+"""cldyn serve's HTTP layer, in-process through FastAPI's test client."""
+
+import threading
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the app extra (pip install 'cldyn[app]') is not installed")
+from fastapi.testclient import TestClient  # noqa: E402 (after the skip)
+
+from cldyn.app.backend import AppConfig  # noqa: E402
+from cldyn.app.server import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    return TestClient(create_app(AppConfig(max_upload_bytes=2 * 2**20)))
+
+
+def _files(pairs_dir, name):
+    return {"ir": (name + ".png", (pairs_dir / "ir" / f"{name}.png").read_bytes(), "image/png"),
+            "vis": (name + ".png", (pairs_dir / "vi" / f"{name}.png").read_bytes(), "image/png")}
+
+
+def test_page_and_demo_list(client):
+    page = client.get("/")
+    assert page.status_code == 200 and '<form id="form">' in page.text and "http" not in page.text.split("<body>")[1]
+    demo = client.get("/api/demo").json()
+    assert [p["name"] for p in demo["pairs"]] == ["msrs_00854N", "msrs_01506D", "roadscene_FLIR_04514"]
+    assert demo["tasks"] == ["none", "detection", "segmentation", "saliency"]
+
+
+def test_upload_a_pair_with_a_task(client, pairs_dir):
+    r = client.post("/api/fuse", data={"task": "saliency"}, files=_files(pairs_dir, "msrs_00004N_crop"))
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["task"] == "saliency" and d["size"] == [96, 72] and "cldyn" in d["images"]
+    assert d["names"] == {"infrared": "msrs_00004N_crop.png", "visible": "msrs_00004N_crop.png"}
+
+
+def test_errors_are_one_line_json(client, pairs_dir):
+    files = _files(pairs_dir, "msrs_00004N_crop")
+    files["vis"] = ("notes.txt", b"not an image", "text/plain")
+    r = client.post("/api/fuse", data={"task": "none"}, files=files)
+    assert r.status_code == 400 and r.json()["error"].startswith("notes.txt: ") and "\n" not in r.json()["error"]
+    r = client.post("/api/fuse", data={"task": "none"})
+    assert r.status_code == 400 and r.json()["error"] == "give an infrared and a visible image, or pick a demo pair"
+    r = client.post("/api/fuse", data={"demo": "nope"})
+    assert r.status_code == 400 and "no demo pair named 'nope'" in r.json()["error"]
+    files["vis"] = ("big.png", b"\x89PNG" + b"0" * (2 * 2**20 + 10), "image/png")
+    r = client.post("/api/fuse", data={"task": "none"}, files=files)
+    assert r.status_code == 400 and "big.png: 2.0 MB is over the upload limit of 2 MB" in r.json()["error"]
+    r = client.post("/api/fuse", content=b"x" * (11 * 2**20 + 1), headers={"content-type": "multipart/form-data"})
+    assert r.status_code == 413 and "over the limit" in r.json()["error"]
+
+
+def test_requests_at_once_keep_their_own_results(client, pairs_dir):
+    jobs = [("msrs_00004N_crop", "saliency"), ("roadscene_FLIR_00006_crop", "none"), ("msrs_00004N_crop", "none"),
+            ("roadscene_FLIR_00006_crop", "saliency")]
+    alone = [client.post("/api/fuse", data={"task": t}, files=_files(pairs_dir, n)).json() for n, t in jobs]
+    together: list = [None] * len(jobs)
+
+    def post(i, name, task):
+        together[i] = client.post("/api/fuse", data={"task": task}, files=_files(pairs_dir, name)).json()
+
+    threads = [threading.Thread(target=post, args=(i, *job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together, strict=True):
+        assert a["downloads"] == b["downloads"] and a["metrics"] == b["metrics"]
