@@ -1,6 +1,11 @@
 """cldyn serve's HTTP layer, in-process through FastAPI's test client."""
 
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 
 import pytest
 
@@ -69,3 +74,26 @@ def test_requests_at_once_keep_their_own_results(client, pairs_dir):
         t.join()
     for a, b in zip(alone, together, strict=True):
         assert a["downloads"] == b["downloads"] and a["metrics"] == b["metrics"]
+
+
+def test_the_command_starts_the_page_on_localhost(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "cldyn.cli", "serve", "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"cldyn serve: http://127.0.0.1:{port}/ (local only;"), line
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    assert r.status == 200 and "cldyn: task-customised fusion" in r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the page did not answer")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

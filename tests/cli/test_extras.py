@@ -74,3 +74,8 @@ def test_the_blocker_hides_the_module(run_hiding, tmp_path):
     env = {**os.environ, "CLDYN_TEST_HIDE": "json", "PYTHONPATH": str(site)}
     r = subprocess.run([sys.executable, "-c", "import json"], capture_output=True, text=True, env=env)
     assert r.returncode == 1 and "hidden by the test" in r.stderr
+
+
+def test_serve_without_the_app_extra(run_hiding):
+    r = run_hiding("fastapi", "serve", "--port", "1")
+    assert "fastapi" in _one_line_naming(r, "app")
