@@ -1,7 +1,7 @@
 """Side-by-side figure of two VFN checkpoints and SeAFusion (issue 15): the RoadScene demo pair's sky (zoomed) and
 an MSRS night pair, columns infrared | visible | old VFN | new VFN | SeAFusion.
 
-    python scripts/vfn_comparison.py OLD.safetensors NEW.safetensors -o docs/figures/vfn_comparison.png
+    python scripts/vfn_comparison.py OLD.safetensors NEW.safetensors -o docs/figures/vfn_comparison.jpg
 
 SeAFusion's fused images exist for the MSRS val pairs only (``../shared/data/peers/seafusion/msrs-val``); its
 RoadScene panel says so.
@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cldyn.data.io import read_image, read_pair, write_png
+from cldyn.data.io import read_image, read_pair, write_image
 from cldyn.evaluation.flatness import ROADSCENE_SKY, window_std
 from cldyn.inference.demo import demo_pairs, pair_title, side_by_side
 from cldyn.inference.fuse import Fuser
@@ -39,7 +39,7 @@ def main() -> None:
     p.add_argument("old", help="the VFN shipped before")
     p.add_argument("new", help="the new VFN")
     p.add_argument("--peer", default="../shared/data/peers/seafusion/msrs-val", help="SeAFusion's MSRS val fusions")
-    p.add_argument("-o", "--output", default="docs/figures/vfn_comparison.png")
+    p.add_argument("-o", "--output", default="docs/figures/vfn_comparison.jpg")
     args = p.parse_args()
     fusers = [Fuser(load_vfn_or_shipped(w), device="cpu") for w in (args.old, args.new)]
     pairs = {q.name: q for q in demo_pairs()}
@@ -68,7 +68,7 @@ def main() -> None:
                          titles=titles)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(out, sheet)
+    write_image(out, sheet)  # format from the extension (.jpg keeps the README light)
     print(f"wrote {out}")
 
 
