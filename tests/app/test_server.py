@@ -8,12 +8,15 @@ import time
 import urllib.request
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi", reason="the app extra (pip install 'cldyn[app]') is not installed")
 from fastapi.testclient import TestClient  # noqa: E402 (after the skip)
 
 from cldyn.app.backend import AppConfig  # noqa: E402
 from cldyn.app.server import create_app  # noqa: E402
+from cldyn.model.vfn import VFN  # noqa: E402
+from cldyn.weights import save_vfn  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +100,19 @@ def test_the_command_starts_the_page_on_localhost(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_own_weights_files(client, pairs_dir, tmp_path):
+    """A user's VFN weights are used (here: another VFN than the shipped one), and a broken file is one line."""
+    torch.manual_seed(0)
+    save_vfn(tmp_path / "mine.safetensors", VFN())
+    files = _files(pairs_dir, "msrs_00004N_crop")
+    shipped = client.post("/api/fuse", data={"task": "none"}, files=files).json()
+    mine = client.post("/api/fuse", data={"task": "none"},
+                       files={**files, "vfn_weights": ("mine.safetensors", (tmp_path / "mine.safetensors").read_bytes(),
+                                                       "application/octet-stream")}).json()
+    assert mine["downloads"]["vfn"] != shipped["downloads"]["vfn"]
+    r = client.post("/api/fuse", data={"task": "none"},
+                    files={**files, "vfn_weights": ("bad.safetensors", b"garbage", "application/octet-stream")})
+    err = r.json()["error"]
+    assert r.status_code == 400 and "\n" not in err and err.startswith("bad.safetensors: ") and "/tmp" not in err

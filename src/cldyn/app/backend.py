@@ -9,11 +9,12 @@ together neither fight over the CPU threads nor share any intermediate result.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,18 @@ class ModelCache:
         return self._fusers[key]
 
 
+@contextlib.contextmanager
+def _named_as_uploaded(paths: dict[str, Path | None], uploads: dict[str, Upload]) -> Iterator[None]:
+    """Errors about a weights file name the file as the user uploaded it, not its temporary copy."""
+    try:
+        yield
+    except InputError as exc:
+        for kind, path in paths.items():
+            if path is not None and exc.path is not None and exc.path == path:
+                raise InputError(uploads[kind].name, exc.problem) from None
+        raise
+
+
 @dataclass
 class _Clock:
     """Milliseconds per named step."""
@@ -185,7 +198,7 @@ def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCach
             check_size(upload, models.cfg)
             paths[kind] = folder / f"{kind}_{_safe_name(upload.name, 'weights.safetensors')}"
             paths[kind].write_bytes(upload.data)
-        with models.lock:
+        with models.lock, _named_as_uploaded(paths, weights or {}):
             if task == "none":
                 plain = clock.run("load VFN", lambda: models.fuser("none", paths["vfn"], None, None))
                 results = {"vfn": clock.run("VFN fusion", lambda: plain.fuse_images(ir, vis))}
