@@ -22,9 +22,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cldyn.data.io import Image, check_same_size, encode_png, read_image, to_single_channel
+from cldyn.data.io import Image, check_same_size, encode_png, luma, read_image, three_channels, to_single_channel
 from cldyn.errors import CldynError, InputError
 from cldyn.evaluation.evaluate import fusion_metrics, gray_of_array
+from cldyn.evaluation.report import png_data_uri
 from cldyn.inference.customise import load_customisation
 from cldyn.inference.fuse import Fuser, output_bits
 from cldyn.tasks.visualise import prediction_overlay
@@ -90,27 +91,14 @@ def decode_upload(upload: Upload, cfg: AppConfig, folder: Path) -> Image:
     return Image(pixels=image.pixels, bits=image.bits, path=Path(upload.name))
 
 
-def _uri(rgb01: np.ndarray, max_side: int = 800) -> str:
-    img = np.rint(np.clip(rgb01, 0, 1) * 255).astype(np.uint8)
-    img = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
-    scale = max_side / max(img.shape[:2])
-    if scale < 1:
-        img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    return "data:image/png;base64," + base64.b64encode(cv2.imencode(".png", img[:, :, ::-1])[1].tobytes()).decode()
-
-
-def _rgb(pixels: np.ndarray) -> np.ndarray:
-    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
-
-
-def _luma(pixels: np.ndarray) -> np.ndarray:
-    return pixels if pixels.ndim == 2 else pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+def _uri(rgb01: np.ndarray) -> str:
+    return png_data_uri(rgb01, max_side=800)
 
 
 def difference_map(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
     """``|luma(a) - luma(b)|`` as an inferno colour map scaled to its own maximum, and that maximum in 8-bit
     levels (0: the images are equal)."""
-    d = np.abs(_luma(a).astype(np.float64) - _luma(b).astype(np.float64)) * 255
+    d = np.abs(luma(a).astype(np.float64) - luma(b).astype(np.float64)) * 255
     peak = float(d.max())
     scaled = np.zeros(d.shape, np.uint8) if peak == 0 else np.rint(d / peak * 255).astype(np.uint8)
     return cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)[:, :, ::-1].astype(np.float32) / 255, peak
@@ -163,9 +151,9 @@ class _Clock:
 
 
 def _scores(fused: np.ndarray, ir: np.ndarray, vis: np.ndarray, keys: tuple[str, ...]) -> dict[str, float]:
-    a, b = gray_of_array(_luma(ir)), gray_of_array(_luma(vis))
+    a, b = gray_of_array(luma(ir)), gray_of_array(luma(vis))
     return {k: (None if not np.isfinite(v) else round(v, 4))
-            for k, v in fusion_metrics(gray_of_array(_luma(fused)), a, b, "cldyn", keys).items()}
+            for k, v in fusion_metrics(gray_of_array(luma(fused)), a, b, "cldyn", keys).items()}
 
 
 def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCache,
@@ -209,8 +197,8 @@ def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCach
                                                lambda: custom.fuse_images_with_base(ir, vis))
                 results = {"vfn": vfn_out, "cldyn": cldyn_out}
                 for name in ("vfn", "cldyn"):
-                    overlay = clock.run(f"{task} prediction on {name.upper()}",
-                                        lambda name=name: prediction_overlay(custom.task, _rgb(results[name])))
+                    overlay = clock.run(f"{task} prediction on {name.upper()}", lambda name=name: prediction_overlay(
+                        custom.task, three_channels(results[name])))
                     results[f"{task}_on_{name}"] = overlay
             vfn_out = results["vfn"]
         ir_l = to_single_channel(ir)

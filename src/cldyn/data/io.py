@@ -111,11 +111,19 @@ def read_pair(ir_path: str | Path, vis_path: str | Path) -> tuple[Image, Image]:
     return ir, vis
 
 
+def luma(pixels: np.ndarray) -> np.ndarray:
+    """BT.601 luma of RGB ``(H, W, 3)`` pixels; gray ``(H, W)`` is returned as it is."""
+    return pixels if pixels.ndim == 2 else pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def three_channels(pixels: np.ndarray) -> np.ndarray:
+    """Gray ``(H, W)`` pixels repeated to ``(H, W, 3)``; RGB is returned as it is."""
+    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
+
+
 def to_single_channel(image: Image) -> np.ndarray:
     """Infrared given as RGB is reduced to one channel with BT.601 luma (exact when the channels are equal)."""
-    if image.is_gray:
-        return image.pixels
-    return image.pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return luma(image.pixels)
 
 
 @functools.lru_cache(maxsize=1)

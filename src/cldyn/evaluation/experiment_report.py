@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cldyn.data.io import atomic_write_bytes, read_image, to_single_channel
+from cldyn.data.io import atomic_write_bytes, read_image, three_channels, to_single_channel
 from cldyn.evaluation.baselines import BASELINES
 from cldyn.evaluation.metrics import DIRECTION
 from cldyn.evaluation.report import png_data_uri
@@ -181,12 +181,11 @@ def gallery_html(exp, fused: dict[str, Path]) -> str:
     for p in picks:
         ir = to_single_channel(read_image(p.ir))
         vis = read_image(p.vis).pixels
-        vis = np.repeat(vis[:, :, None], 3, axis=2) if vis.ndim == 2 else vis
-        images = {"infrared": np.repeat(ir[:, :, None], 3, axis=2), "visible": vis}
+        images = {"infrared": three_channels(ir), "visible": three_channels(vis)}
         for c in columns:
             folder = fused.get(c) or fused[f"{c}_s0"]
             f = read_image(folder / f"{p.name}.png").pixels
-            images[c] = np.repeat(f[:, :, None], 3, axis=2) if f.ndim == 2 else f
+            images[c] = three_channels(f)
         drawn = {name: _overlays(exp.adapters, img) for name, img in images.items()}
         rows = []
         for t in exp.adapters:

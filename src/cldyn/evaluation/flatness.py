@@ -5,11 +5,10 @@ infrared image shows as a ratio well above 1."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from cldyn.data.io import Image, to_single_channel
+from cldyn.data.io import luma
 
 # RoadScene FLIR_04514 (the demo pair): clear sky between the tree on the left and the lamp post, rows x columns.
 ROADSCENE_SKY = (slice(5, 45), slice(160, 300))
@@ -30,8 +29,7 @@ class WindowStd:
 
 
 def _luma255(pixels: np.ndarray) -> np.ndarray:
-    image = Image(pixels=np.asarray(pixels, dtype=np.float32), bits=8, path=Path("<memory>"))
-    return to_single_channel(image).astype(np.float64) * 255.0
+    return luma(np.asarray(pixels, dtype=np.float32)).astype(np.float64) * 255.0
 
 
 def window_std(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray,

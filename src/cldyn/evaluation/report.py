@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from cldyn.data.io import atomic_write_bytes, read_image, refuse_to_replace, to_single_channel
+from cldyn.data.io import atomic_write_bytes, read_image, refuse_to_replace, three_channels, to_single_channel
 from cldyn.data.pairs import Pair, dataset_of, list_images
 from cldyn.errors import InputError
 from cldyn.evaluation.baselines import BASELINES
@@ -38,8 +38,7 @@ BEST_COLOUR, OTHER_COLOUR = "#d62728", "#1f77b4"
 
 
 def _as_uint8_rgb(rgb01: np.ndarray) -> np.ndarray:
-    img = np.rint(np.clip(rgb01, 0, 1) * 255).astype(np.uint8)
-    return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+    return three_channels(np.rint(np.clip(rgb01, 0, 1) * 255).astype(np.uint8))
 
 
 def png_data_uri(rgb01: np.ndarray, max_side: int = 320) -> str:

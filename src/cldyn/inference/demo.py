@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cldyn.data.io import read_image, refuse_to_replace, write_png
+from cldyn.data.io import read_image, refuse_to_replace, three_channels, write_png
 from cldyn.data.pairs import Pair, dataset_of, pair_folders
 from cldyn.errors import CldynError
 from cldyn.inference.fuse import Fuser
@@ -26,9 +26,6 @@ def demo_pairs() -> list[Pair]:
     return pairs
 
 
-def _as_rgb(pixels: np.ndarray) -> np.ndarray:
-    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
-
 
 def side_by_side(rows: list[list[np.ndarray]], labels: list[str], height: int = 240,
                  titles: list[str] | None = None) -> np.ndarray:
@@ -42,7 +39,7 @@ def side_by_side(rows: list[list[np.ndarray]], labels: list[str], height: int = 
     for panels in rows:
         scaled = []
         for i, p in enumerate(panels):
-            rgb = _as_rgb(p)
+            rgb = three_channels(p)
             w = max(1, round(rgb.shape[1] * height / rgb.shape[0]))
             img = cv2.resize(np.rint(rgb * 255).astype(np.uint8), (w, height), interpolation=cv2.INTER_AREA)
             if i < len(labels):

@@ -32,7 +32,6 @@ from cldyn.errors import CldynError, InputError
 from cldyn.inference.customise import load_customisation
 from cldyn.inference.tiling import fuse_tiled
 from cldyn.model.color import replace_luma, rgb_to_luma
-from cldyn.model.ops import as_rgb, pad_to_multiple
 from cldyn.model.rsc import RSC, CLDyN
 from cldyn.model.vfn import VFN, check_pair_tensors, fold_batchnorm
 from cldyn.runtime import available_memory, progress_bar, require_extra, resolve_device, torch_threads
@@ -139,6 +138,17 @@ def _prefetch(fn: Callable, items: Iterable, pool: ThreadPoolExecutor, depth: in
             yield pending.pop(0).result()
     for fut in pending:
         yield fut.result()
+
+
+def _chw(pixels: np.ndarray) -> torch.Tensor:
+    """``(H, W)`` gray or ``(H, W, 3)`` RGB float pixels as a ``(C, H, W)`` float32 tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+    return t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+
+
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    """A ``(C, H, W)`` CPU tensor as ``(H, W)`` gray or ``(H, W, C)`` pixels: the inverse of :func:`_chw`."""
+    return t[0].numpy() if t.shape[0] == 1 else t.permute(1, 2, 0).numpy()
 
 
 def _customisation(task, vfn: VFN, rsc: str | Path | None) -> tuple[object, RSC | None]:
@@ -269,10 +279,7 @@ class Fuser:
         ir_t = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32))
         if ir_t.dim() == 3:
             ir_t = rgb_to_luma(ir_t.permute(2, 0, 1))[0]
-        vis_t = torch.from_numpy(np.ascontiguousarray(vis, dtype=np.float32))
-        vis_t = vis_t[None] if vis_t.dim() == 2 else vis_t.permute(2, 0, 1)
-        out = self.fuse_batch(ir_t[None, None], vis_t[None])[0]
-        return out[0].numpy() if out.shape[0] == 1 else out.permute(1, 2, 0).numpy()
+        return _hwc(self.fuse_batch(ir_t[None, None], _chw(vis)[None])[0])
 
     def fuse_images(self, ir: Image, vis: Image) -> np.ndarray:
         """Fuse two decoded images; the result is gray or RGB like ``vis``."""
@@ -286,17 +293,11 @@ class Fuser:
         if not self.cldyns:
             raise CldynError("fuse_images_with_base needs task-customised fusion (Fuser(task=...))")
         check_same_size(ir.path, ir.size, vis.path, vis.size)
-        vis_t = torch.from_numpy(np.ascontiguousarray(vis.pixels, dtype=np.float32))
-        vis_t = (vis_t[None] if vis_t.dim() == 2 else vis_t.permute(2, 0, 1))[None]
-        ir_t, vis_t = self._to_device(torch.from_numpy(to_single_channel(ir))[None, None], vis_t)
+        ir_t, vis_t = self._to_device(_chw(to_single_channel(ir))[None], _chw(vis.pixels)[None])
         loop = self.cldyns[0]
         base = loop.base(ir_t, vis_t)
-        fused = loop(ir_t, vis_t, self.task.features(pad_to_multiple(as_rgb(base), 32)[0]))
-
-        def array(t: torch.Tensor) -> np.ndarray:
-            t = t[0].float().cpu()
-            return t[0].numpy() if t.shape[0] == 1 else t.permute(1, 2, 0).numpy()
-        return array(base), array(fused)
+        fused = loop(ir_t, vis_t, loop.features_of_base(base, self.task))
+        return _hwc(base[0].float().cpu()), _hwc(fused[0].float().cpu())
 
     def fuse_files(self, ir_path: str | Path, vis_path: str | Path, out_path: str | Path, bits: Bits = "auto",
                    overwrite: bool = False) -> Path:
@@ -344,14 +345,12 @@ class Fuser:
                 progress_bar(total=len(pairs), disable=not progress, desc="fuse", unit="pair") as bar:
 
             def flush(batch: list[_Loaded]) -> None:
-                ir = torch.stack([torch.from_numpy(to_single_channel(b.ir))[None] for b in batch])
-                vis = torch.stack([torch.from_numpy(b.vis.pixels)[None] if b.vis.is_gray
-                                   else torch.from_numpy(b.vis.pixels).permute(2, 0, 1) for b in batch])
+                ir = torch.stack([_chw(to_single_channel(b.ir)) for b in batch])
+                vis = torch.stack([_chw(b.vis.pixels) for b in batch])
                 for k, fused in enumerate(self.fuse_batch_all(ir, vis)):
                     for b, f in zip(batch, fused, strict=True):
                         out = outputs[k][b.index]
-                        pixels = f[0].numpy() if f.shape[0] == 1 else f.permute(1, 2, 0).numpy()
-                        fut = pool.submit(write_image, out, pixels, output_bits(b.ir, b.vis, bits))
+                        fut = pool.submit(write_image, out, _hwc(f), output_bits(b.ir, b.vis, bits))
                         writes.append((fut, out, b.pair))
                 bar.update(len(batch))
 

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cldyn.data.io import read_image, read_pair, to_single_channel
+from cldyn.data.io import read_image, read_pair, three_channels, to_single_channel
 from cldyn.data.pairs import Pair, list_images
 from cldyn.errors import InputError
 from cldyn.inference.fuse import Fuser
 from cldyn.weights import load_vfn_or_shipped
-
-
-def _rgb(pixels: np.ndarray) -> np.ndarray:
-    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels
 
 
 def image_source(spec: str, vfn_weights: str | None = None, device: str = "cpu") -> Callable[[Pair], np.ndarray]:
@@ -26,25 +22,25 @@ def image_source(spec: str, vfn_weights: str | None = None, device: str = "cpu")
     ``vfn_weights``); any other value is a folder of fused images named by the pair's stem.
     """
     if spec == "visible":
-        return lambda pair: _rgb(read_image(pair.vis).pixels)
+        return lambda pair: three_channels(read_image(pair.vis).pixels)
     if spec == "pair":  # for the closed loop: infrared in channel 0, visible RGB in channels 1..3
 
         def pair_source(pair: Pair) -> np.ndarray:
             ir, vis = read_pair(pair.ir, pair.vis)
-            return np.dstack((to_single_channel(ir), _rgb(vis.pixels)))
+            return np.dstack((to_single_channel(ir), three_channels(vis.pixels)))
 
         return pair_source
     if spec == "infrared":
-        return lambda pair: _rgb(to_single_channel(read_image(pair.ir)))
+        return lambda pair: three_channels(to_single_channel(read_image(pair.ir)))
     if spec in ("vfn", "fused"):
         fuser = Fuser(load_vfn_or_shipped(vfn_weights), device=device)
-        return lambda pair: _rgb(fuser.fuse_images(read_image(pair.ir), read_image(pair.vis)))
+        return lambda pair: three_channels(fuser.fuse_images(read_image(pair.ir), read_image(pair.vis)))
     folder = Path(spec)
     images = list_images(folder)  # raises a one-line error for a missing folder
 
     def from_folder(pair: Pair) -> np.ndarray:
         if pair.name not in images:
             raise InputError(folder, f"no fused image named {pair.name}.* for pair {pair.name}")
-        return _rgb(read_image(images[pair.name]).pixels)
+        return three_channels(read_image(images[pair.name]).pixels)
 
     return from_folder

@@ -122,4 +122,10 @@ class CLDyN(nn.Module):
     def task_features(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32) -> torch.Tensor:
         """The closed loop's first half: the task network's features of the base fused image (replicate-padded to
         multiples of ``multiple``). They depend on the VFN and the task only, so several RSCs can share them."""
-        return task.features(pad_to_multiple(as_rgb(self.base(ir, vis)), multiple)[0])
+        return self.features_of_base(self.base(ir, vis), task, multiple)
+
+    @staticmethod
+    def features_of_base(base: torch.Tensor, task, multiple: int = 32) -> torch.Tensor:
+        """The task network's features of an already computed base fusion (replicate-padded to multiples of
+        ``multiple``), for a caller that also keeps the base fusion itself."""
+        return task.features(pad_to_multiple(as_rgb(base), multiple)[0])

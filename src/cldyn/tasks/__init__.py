@@ -13,7 +13,6 @@ from typing import Any
 
 from cldyn.errors import CldynError
 from cldyn.model.ops import as_rgb
-from cldyn.runtime import require_extra
 from cldyn.tasks.base import TaskAdapter
 from cldyn.weights import read_manifest, shipped_file, shipped_task_file
 from cldyn.weights.checkpoint import load_checkpoint
@@ -46,8 +45,7 @@ def task_class(spec: str) -> type[TaskAdapter]:
             raise CldynError(f"task {spec!r}: {module_name} has no attribute {attr!r}")
     if not (isinstance(obj, type) and issubclass(obj, TaskAdapter)):
         raise CldynError(f"task {spec!r}: {target} is not a cldyn.tasks.base.TaskAdapter subclass")
-    for dependency, extra in obj.requires.items():
-        require_extra(dependency, extra, f"task {spec!r}")
+    obj.check_requires(f"task {spec!r}")
     return obj
 
 

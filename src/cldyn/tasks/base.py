@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from cldyn.errors import CheckpointError
+from cldyn.runtime import require_extra
 from cldyn.weights.checkpoint import load_checkpoint, load_state_strict, save_checkpoint, split_prefix
 
 # ImageNet statistics, used by the ResNet and SegFormer adapters (their usual input normalisation).
@@ -55,6 +56,13 @@ class TaskAdapter(ABC):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self.config: dict[str, Any] = dict(config or {})
+
+    @classmethod
+    def check_requires(cls, what: str) -> None:
+        """Raise :class:`~cldyn.errors.MissingExtraError` (one line naming the pip extra) when a module of
+        :attr:`requires` is not installed; ``what`` names the caller in the message."""
+        for module, extra in cls.requires.items():
+            require_extra(module, extra, what)
 
     # -- the protocol --------------------------------------------------------------------------------------
 

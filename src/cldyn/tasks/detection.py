@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cldyn.runtime import require_extra
 from cldyn.tasks.base import TaskAdapter
 
 MSRS_DET_CLASSES = ("person", "bicycle", "car")
@@ -96,7 +95,7 @@ class DetectionAdapter(TaskAdapter):
     requires = {"ultralytics": "yolo"}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
-        require_extra("ultralytics", "yolo", "the detection adapter")
+        self.check_requires("the detection adapter")
         _quiet_ultralytics()
         from ultralytics.nn.tasks import DetectionModel  # optional AGPL extra cldyn[yolo]
 
