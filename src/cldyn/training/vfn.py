@@ -11,6 +11,7 @@ best by :func:`~cldyn.training.validation.selection_score` as ``best.safetensors
 from __future__ import annotations
 
 import io
+import math
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,25 @@ from cldyn.version import __version__
 from cldyn.weights import load_vfn, save_vfn
 
 CSV_FIELDS = ("step", "epoch", "loss", "intensity", "gradient", "ssim", "lr", "seconds")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_lr(lr: float, step: int, total_steps: int, schedule: str = "constant", final: float = 0.01) -> float:
+    """Learning rate of the update that follows ``step`` (0-based) of ``total_steps``.
+
+    ``cosine``: ``lr * (final + (1 - final) * (1 + cos(pi * step / total_steps)) / 2)``, from ``lr`` at step 0 to
+    ``lr * final`` at the end; ``constant``: ``lr``.
+
+    Example:
+        >>> scheduled_lr(1e-3, 50, 100, "cosine", 0.0)
+        0.0005
+    """
+    if schedule == "constant":
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"unknown lr schedule {schedule!r}; known: {', '.join(LR_SCHEDULES)}")
+    t = min(max(step / max(total_steps, 1), 0.0), 1.0)
+    return lr * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 @dataclass
@@ -65,6 +85,18 @@ class TrainVFNConfig:
     # batch-dependent offset (-0.05 to +0.04 on three batches for the shipped VFN, -0.02 steadily in eval mode),
     # which the intensity loss cannot learn away; meant for warm starts (--init), whose statistics are trained.
     freeze_batchnorm: bool = False
+    # "constant" (the paper's) or "cosine": lr decays from ``lr`` to ``lr * lr_final`` over all ``epochs`` (not
+    # ``max_steps``, which only ends a sitting early), a function of the global step alone, so a run continued with
+    # ``--resume`` follows the same curve.
+    lr_schedule: str = "constant"
+    lr_final: float = 0.01
+    # also keep every validated model as ``out_dir/validated/step_N.safetensors`` (a VFN is about 120 kB), so a
+    # checkpoint can be chosen afterwards on more pairs than the run validates on
+    keep_validated: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise CldynError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -231,13 +263,16 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
         val_rows.append({"step": global_step, **{k: round(v, 5) for k, v in metrics.items()}, "score": round(score, 5)})
         write_csv(val_csv, val_rows)
         plot_val_curves(val_rows, run.out / "val.png")
+        info = {"global_step": global_step, "val": metrics, "val_score": score,
+                "val_reference": validator.reference, "train_config": cfg.to_dict()}
+        if cfg.keep_validated:
+            save_vfn(run.out / "validated" / f"step_{global_step}.safetensors", model, info)
         is_best = best is None or score > best
         log(f"step {global_step}: val score {score:.4f}{' (best)' if is_best else ''} " +
             " ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
         if is_best:
             best = score
-            save_vfn(run.best, model, {"global_step": global_step, "val": metrics, "val_score": score,
-                                       "val_reference": validator.reference, "train_config": cfg.to_dict()})
+            save_vfn(run.best, model, info)
 
     bar = progress_bar(total=total_steps, initial=global_step, disable=not progress, desc="train-vfn", unit="step")
     if validator is not None and meta is None:  # the starting point (random or --init weights) is a candidate too
@@ -254,6 +289,9 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
             batch = batch.contiguous(memory_format=torch.channels_last)
         ir, vis_y = batch[:, :1], batch[:, 1:]
         set_train_mode(model, cfg.freeze_batchnorm)  # again after each validation, which switches to eval
+        lr = scheduled_lr(cfg.lr, global_step, cfg.epochs * steps_per_epoch, cfg.lr_schedule, cfg.lr_final)
+        for group in opt.param_groups:
+            group["lr"] = lr
         fused = model(ir, vis_y)
         loss, parts = fusion_loss(fused, ir, vis_y, cfg.loss)
         if not torch.isfinite(loss):
@@ -265,7 +303,7 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
         global_step += 1
         parts = average_parts(ctx, parts)  # log the global batch's loss
         rows.append({"step": global_step, "epoch": epoch, **{k: f"{v:.6f}" for k, v in parts.items()},
-                     "lr": cfg.lr, "seconds": f"{time.perf_counter() - t0:.2f}"})
+                     "lr": f"{lr:.3g}", "seconds": f"{time.perf_counter() - t0:.2f}"})
         bar.update(1)
         bar.set_postfix(loss=f"{parts['loss']:.4f}", epoch=epoch)
         validates = bool(val.data) and (global_step % val.every == 0 or global_step == total_steps)
