@@ -10,7 +10,8 @@ from cldyn.tasks.segmentation import confusion_matrix, segmentation_metrics
 
 
 def _adapters():
-    out = [("saliency", {"stages": 2, "width": 16}), ("segmentation", {})]
+    out = [("saliency", {"stages": 2, "width": 16}), ("segmentation", {}), ("saliency", {"arch": "u2netp"}),
+           ("segmentation", {"arch": "lite0-fpn"}), ("cldyn.tasks.detection_fcos:FCOSDetectionAdapter", {})]
     try:
         import ultralytics  # noqa: F401
 
@@ -37,7 +38,7 @@ def test_gradient_reaches_image_and_frozen_state_unchanged(task, config):
     before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
     x = torch.rand(2, 3, 64, 64, requires_grad=True)
     feats, out = adapter.features_and_output(x)
-    loss = adapter.loss_from_output(out, _targets(task, 2, 64, 64))
+    loss = adapter.loss_from_output(out, _targets(adapter.task, 2, 64, 64))
     loss.backward()
     assert feats.dim() == 4 and feats.shape[0] == 2
     assert torch.isfinite(loss) and x.grad is not None and x.grad.abs().sum() > 0
@@ -147,3 +148,34 @@ def test_detection_map_perfect_and_miss():
     m2 = coco_map(shifted, [t[0][:1]], ["person", "bicycle", "car"])
     assert m2["map50"] == pytest.approx(1.0)
     assert m2["map50_95"] == pytest.approx(0.4)  # 4 of the 10 thresholds
+
+
+@pytest.mark.parametrize("spec,config", [("saliency", {"arch": "u2netp"}), ("segmentation", {"arch": "lite0-fpn"}),
+                                         ("cldyn.tasks.detection_fcos:FCOSDetectionAdapter", {})])
+def test_pretrained_architectures_predict_at_any_size(spec, config):
+    adapter = create_task(spec, config).freeze()
+    x = torch.rand(1, 3, 72, 100)  # sides that are no multiple of 32
+    pred = adapter.predict(x)
+    if adapter.task == "detection":
+        assert pred[0]["size"] == (72, 100) and pred[0]["boxes"].shape[1] == 4
+        assert (pred[0]["boxes"][:, 2] <= 100).all() and (pred[0]["boxes"][:, 3] <= 72).all()
+    else:
+        assert pred.shape[-2:] == (72, 100)
+
+
+def test_pretrained_start_is_refused_where_there_is_none(tmp_path):
+    with pytest.raises(CldynError, match="has no pretrained start"):
+        create_task("saliency", {"stages": 2, "width": 16}).load_pretrained(str(tmp_path / "x.safetensors"))
+    with pytest.raises(ValueError, match="unknown saliency arch"):
+        create_task("saliency", {"arch": "u3net"})
+    with pytest.raises(ValueError, match="unknown segmentation arch"):
+        create_task("segmentation", {"arch": "unet"})
+
+
+def test_fcos_targets_in_pixels_and_degenerate_boxes_dropped():
+    from cldyn.tasks.detection_fcos import targets_to_torchvision
+
+    t = torch.tensor([[0, 0.5, 0.5, 0.5, 0.5], [1, 0.1, 0.1, 0.001, 0.2]])  # the second is 0.1 px wide
+    (out,) = targets_to_torchvision([t], (40, 80), torch.device("cpu"))
+    assert out["labels"].tolist() == [0]
+    assert out["boxes"].tolist() == [[20.0, 10.0, 60.0, 30.0]]

@@ -35,7 +35,7 @@ def cmd_train_task(args: argparse.Namespace) -> int:
         task=args.task, data=args.data, out_dir=args.out, input=args.input, train_split=args.split,
         val_split=args.val_split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop=args.crop,
         seed=args.seed, adapter=key_values(args.set), vfn_weights=args.vfn_weights, max_steps=args.max_steps,
-        val_every=args.val_every, init=args.init, device=args.device,
+        val_every=args.val_every, init=args.init, pretrained=args.pretrained, device=args.device,
     )
     return run_training(args, train_task, cfg, "best checkpoint")
 
@@ -123,6 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-steps", type=int)
     s.add_argument("--val-every", type=int, default=t.val_every, help="epochs between validations")
     s.add_argument("--init", help="start from these task weights with a fresh optimiser (warm start)")
+    s.add_argument("--pretrained", help="start from converted pretrained weights (cldyn convert-pretrained)")
     add_run_args(s, resume=True)
     s.set_defaults(func=cmd_train_task)
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from cldyn.errors import CheckpointError
+from cldyn.errors import CheckpointError, CldynError
 from cldyn.runtime import require_extra
 from cldyn.weights.checkpoint import load_checkpoint, load_state_strict, save_checkpoint, split_prefix
 
@@ -124,6 +124,12 @@ class TaskAdapter(ABC):
             yield grabbed
         finally:
             handle.remove()
+
+    def load_pretrained(self, path: str) -> None:
+        """Load starting weights converted by ``cldyn convert-pretrained`` (an ImageNet backbone or a whole network)
+        before training; adapters without a pretrained start raise."""
+        raise CldynError(f"{self.name} ({self.config.get('arch', type(self.model).__name__)}) has no pretrained "
+                         f"start; {path} cannot be used")
 
     # -- state ---------------------------------------------------------------------------------------------
 

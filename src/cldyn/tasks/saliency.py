@@ -1,9 +1,15 @@
-"""Salient-object detection: a compact network on a torchvision ResNet-18 backbone, and its adapter.
+"""Salient-object detection networks and their adapter.
 
-The network follows the spirit of CTDNet-18 (Zhao et al., ACM MM 2021): a ResNet-18 encoder, a top-down path that
-fuses deep context into shallow detail, a saliency head and an auxiliary edge head supervised with the mask's
-boundary. It is deliberately small (the default keeps ResNet-18's first three stages) so it trains from scratch on
-a CPU and ships inside the package. Metrics come from ``pysodmetrics``.
+Two architectures (config ``arch``):
+
+- ``ctd-resnet18``: in the spirit of CTDNet-18 (Zhao et al., ACM MM 2021): a ResNet-18 encoder, a top-down path that
+  fuses deep context into shallow detail, a saliency head and an auxiliary edge head supervised with the mask's
+  boundary; small enough to train from scratch on a CPU.
+- ``u2netp``: U²-Net-P (:mod:`cldyn.tasks.u2net`), which starts from weights trained for salient-object detection on
+  DUTS-TR (``cldyn convert-pretrained u2netp``; :meth:`SaliencyAdapter.load_pretrained`); its loss is U²-Net's deep
+  supervision (BCE on the fused map and the six side maps) plus an IoU term on the fused map.
+
+Metrics come from ``pysodmetrics``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from torch import nn
 from torchvision.models import resnet18
 
 from cldyn.tasks.base import IMAGENET_MEAN, IMAGENET_STD, TaskAdapter, normalize
+from cldyn.tasks.pretrained import load_pretrained_weights
+from cldyn.tasks.u2net import U2NetP
+
+SALIENCY_ARCHS = ("ctd-resnet18", "u2netp")
 
 
 def _cbr(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -102,6 +112,13 @@ def saliency_loss(sal: torch.Tensor, edge: torch.Tensor, mask: torch.Tensor, edg
     return loss
 
 
+def deep_supervision_loss(outputs: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """U²-Net's loss: BCE of every output map (fused first, then the sides) against the mask, summed, plus the
+    soft IoU of the fused map (which sharpens its boundary on small objects)."""
+    bce = sum(F.binary_cross_entropy_with_logits(o, mask) for o in outputs)
+    return bce + iou_loss(outputs[0], mask)
+
+
 def saliency_metrics(predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> dict[str, float]:
     """pysodmetrics on uint8 maps (prediction 0..255, mask 0/255), both ``(H, W)``.
 
@@ -131,27 +148,49 @@ class SaliencyAdapter(TaskAdapter):
     """Salient-object detection adapter.
 
     Targets: masks ``(B, 1, H, W)`` float in {0, 1}. Predictions: saliency probabilities ``(B, 1, H, W)``.
-    Config keys: ``stages`` (3), ``width`` (64), ``edge_weight`` (1.0), ``feature_layer`` (deepest backbone stage).
+    Config keys: ``arch`` (``ctd-resnet18``, or ``u2netp``), ``feature_layer`` (``ctd-resnet18``: the deepest
+    backbone stage; ``u2netp``: ``encoders.4``, the stride-16 encoder stage); ``ctd-resnet18`` also ``stages`` (3),
+    ``width`` (64), ``edge_weight`` (1.0).
     """
 
     task = "saliency"
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
-        cfg = {"stages": 3, "width": 64, "edge_weight": 1.0, **(config or {})}
-        cfg.setdefault("feature_layer", f"backbone.{cfg['stages'] - 1}")
-        super().__init__(cfg)
-        self.model = SaliencyNet(cfg["stages"], cfg["width"])
+        arch = (config or {}).get("arch", "ctd-resnet18")
+        if arch not in SALIENCY_ARCHS:
+            raise ValueError(f"unknown saliency arch {arch!r}; choose from {', '.join(SALIENCY_ARCHS)}")
+        if arch == "u2netp":
+            cfg = {"arch": arch, "feature_layer": "encoders.4", **(config or {})}
+            super().__init__(cfg)
+            self.model: nn.Module = U2NetP()
+        else:
+            cfg = {"stages": 3, "width": 64, "edge_weight": 1.0, **(config or {})}
+            cfg.setdefault("feature_layer", f"backbone.{cfg['stages'] - 1}")
+            super().__init__(cfg)
+            self.model = SaliencyNet(cfg["stages"], cfg["width"])
+        self.arch = arch
         self.feature_layer = cfg["feature_layer"]
+
+    def load_pretrained(self, path: str) -> None:
+        """Start ``u2netp`` from the converted DUTS-TR weights (``cldyn convert-pretrained u2netp``)."""
+        if self.arch != "u2netp":
+            super().load_pretrained(path)
+        self.model.load_state_dict(load_pretrained_weights(path, "u2netp"))
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> Sequence[torch.Tensor]:
+        """Logit maps at the input size: ``(saliency, edge)`` (``ctd-resnet18``) or ``(fused, side1, ..., side6)``
+        (``u2netp``); the first is always the saliency map."""
         return self.model(self.preprocess(image))
 
-    def loss_from_output(self, output: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    def loss_from_output(self, output: Sequence[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        mask = targets.to(output[0].dtype)
+        if self.arch == "u2netp":
+            return deep_supervision_loss(output, mask)
         sal, edge = output
-        return saliency_loss(sal, edge, targets.to(sal.dtype), self.config["edge_weight"])
+        return saliency_loss(sal, edge, mask, self.config["edge_weight"])
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,6 @@
-"""Semantic segmentation with a SegFormer (Hugging Face ``transformers``) built from a config, never downloaded."""
+"""Semantic segmentation: a SegFormer (Hugging Face ``transformers``) built from a config, never downloaded, or a
+semantic FPN (Kirillov et al., "Panoptic Feature Pyramid Networks", CVPR 2019) on an EfficientNet-Lite0 that starts
+from ImageNet weights (``cldyn convert-pretrained efficientnet_lite0``)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from cldyn.tasks.base import IMAGENET_MEAN, IMAGENET_STD, TaskAdapter, normalize
+from cldyn.tasks.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLite
+from cldyn.tasks.pretrained import load_pretrained_weights
 
 IGNORE_INDEX = 255
 
@@ -58,32 +64,85 @@ def segmentation_metrics(conf: np.ndarray, class_names: Sequence[str] | None = N
     }
 
 
+class LiteSemanticFPN(nn.Module):
+    """EfficientNet-Lite0 + semantic FPN: lateral 1x1 convs to ``fpn`` channels, a top-down sum, one 3x3
+    conv-BN-ReLU per level to ``head`` channels, all upsampled to stride 4 and summed, a 1x1 classifier.
+
+    ``forward`` gives logits ``(B, num_labels, H/4, W/4)`` (as SegFormer's).
+    """
+
+    def __init__(self, num_labels: int, fpn: int = 96, head: int = 64) -> None:
+        super().__init__()
+        self.backbone = EfficientNetLite("lite0", num_classes=0)
+        chans = self.backbone.feature_channels
+        self.lateral = nn.ModuleList(nn.Conv2d(c, fpn, 1) for c in chans)
+        self.smooth = nn.ModuleList(nn.Sequential(nn.Conv2d(fpn, head, 3, padding=1, bias=False),
+                                                  nn.BatchNorm2d(head), nn.ReLU(inplace=True)) for _ in chans)
+        self.classifier = nn.Conv2d(head, num_labels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone.forward_features(x)
+        p = self.lateral[-1](feats[-1])
+        pyramid = [p]
+        for lateral, f in zip(self.lateral[-2::-1], feats[-2::-1], strict=True):
+            p = lateral(f) + F.interpolate(p, size=f.shape[-2:], mode="bilinear", align_corners=False)
+            pyramid.append(p)
+        size = feats[0].shape[-2:]
+        out = sum(F.interpolate(smooth(q), size=size, mode="bilinear", align_corners=False)
+                  for smooth, q in zip(self.smooth[::-1], pyramid, strict=True))
+        return self.classifier(out)
+
+
+SEGMENTATION_ARCHS = ("segformer", "lite0-fpn")
+
+
 class SegmentationAdapter(TaskAdapter):
-    """SegFormer adapter.
+    """Semantic segmentation adapter: SegFormer or EfficientNet-Lite0 + semantic FPN.
 
     Targets: label maps ``(B, H, W)`` int64 (``255`` = ignore). Predictions: label maps ``(B, H, W)``.
-    Config keys: ``size`` (``b0``), ``num_labels`` (9, the MSRS classes), ``class_names``, ``feature_layer``
-    (``segformer.stages.3``, the last encoder stage), ``class_weights`` (``None``: plain cross-entropy, as
-    SegFormer; a list of ``num_labels`` floats, e.g. from :func:`enet_class_weights`, weights the loss per class).
+    Config keys: ``arch`` (``segformer``, or ``lite0-fpn``), ``size`` (SegFormer: ``b0``), ``num_labels`` (9, the
+    MSRS classes), ``class_names``, ``feature_layer`` (SegFormer: ``segformer.stages.3``, the last encoder stage;
+    ``lite0-fpn``: ``backbone.blocks.15``, the stride-32 end of the backbone), ``class_weights`` (``None``: plain
+    cross-entropy; a list of ``num_labels`` floats, e.g. from :func:`enet_class_weights`, weights the loss per class).
     """
 
     task = "segmentation"
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
-        # transformers is heavy (seconds to import): loaded only when a SegFormer is built
-        from transformers import SegformerConfig, SegformerForSemanticSegmentation
+        arch = (config or {}).get("arch", "segformer")
+        if arch not in SEGMENTATION_ARCHS:
+            raise ValueError(f"unknown segmentation arch {arch!r}; choose from {', '.join(SEGMENTATION_ARCHS)}")
+        base = {"num_labels": len(MSRS_SEG_CLASSES), "class_names": list(MSRS_SEG_CLASSES)}
+        if arch == "lite0-fpn":
+            cfg = {"arch": arch, **base, "feature_layer": "backbone.blocks.15", **(config or {})}
+            cfg.setdefault("class_weights", None)
+            super().__init__(cfg)
+            self.model: nn.Module = LiteSemanticFPN(cfg["num_labels"])
+            self._mean, self._std = LITE_MEAN, LITE_STD
+        else:
+            # transformers is heavy (seconds to import): loaded only when a SegFormer is built
+            from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-        cfg = {"size": "b0", "num_labels": len(MSRS_SEG_CLASSES), "class_names": list(MSRS_SEG_CLASSES),
-               "feature_layer": "segformer.stages.3", **(config or {})}
-        cfg.setdefault("class_weights", None)
-        if cfg["size"] not in SEGFORMER_SIZES:
-            raise ValueError(f"unknown SegFormer size {cfg['size']!r}; choose from {sorted(SEGFORMER_SIZES)}")
-        super().__init__(cfg)
-        hf = SegformerConfig(num_labels=cfg["num_labels"], semantic_loss_ignore_index=IGNORE_INDEX,
-                             **SEGFORMER_SIZES[cfg["size"]])
-        self.model = SegformerForSemanticSegmentation(hf)
+            cfg = {"size": "b0", **base, "feature_layer": "segformer.stages.3", **(config or {})}
+            cfg.setdefault("class_weights", None)
+            if cfg["size"] not in SEGFORMER_SIZES:
+                raise ValueError(f"unknown SegFormer size {cfg['size']!r}; choose from {sorted(SEGFORMER_SIZES)}")
+            super().__init__(cfg)
+            hf = SegformerConfig(num_labels=cfg["num_labels"], semantic_loss_ignore_index=IGNORE_INDEX,
+                                 **SEGFORMER_SIZES[cfg["size"]])
+            self.model = SegformerForSemanticSegmentation(hf)
+            self._mean, self._std = IMAGENET_MEAN, IMAGENET_STD
+        self.arch = arch
         self.feature_layer = cfg["feature_layer"]
         self.set_class_weights(cfg["class_weights"])
+
+    def load_pretrained(self, path: str) -> None:
+        """Start the ``lite0-fpn`` backbone from the converted ImageNet EfficientNet-Lite0."""
+        if self.arch != "lite0-fpn":
+            super().load_pretrained(path)
+        state = {k: v for k, v in load_pretrained_weights(path, "efficientnet_lite0").items()
+                 if not k.startswith(("head.", "classifier."))}
+        self.model.backbone.load_state_dict(state)
 
     def set_class_weights(self, weights: Sequence[float] | str | None) -> None:
         """Per-class loss weights: ``None``, ``num_labels`` floats, or ``"enet"`` (to be computed from the training
@@ -112,10 +171,12 @@ class SegmentationAdapter(TaskAdapter):
         self.set_class_weights([round(w, 4) for w in enet_class_weights(counts.numpy())])
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+        return normalize(image, self._mean, self._std)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, K, H/4, W/4)``."""
+        if self.arch == "lite0-fpn":
+            return self.model(self.preprocess(image))
         return self.model(pixel_values=self.preprocess(image)).logits
 
     def loss_from_output(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

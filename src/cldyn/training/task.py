@@ -50,6 +50,8 @@ class TrainTaskConfig:
     max_steps: int | None = None
     val_every: int = 1  # epochs between validations (the last epoch is always validated)
     init: str | None = None  # start from these weights (a task checkpoint) with a fresh optimiser
+    # start from converted pretrained weights (cldyn convert-pretrained: an ImageNet backbone or a whole network)
+    pretrained: str | None = None
     device: str = "cpu"  # cpu, cuda, cuda:N or auto (under torchrun: each process's own GPU)
 
     def to_dict(self) -> dict:
@@ -97,7 +99,11 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     log(f"{adapter.describe()}")
     log(f"{len(train)} train / {len(val)} val samples, input {cfg.input}, {steps_per_epoch} steps/epoch")
 
-    if cfg.init and not (resume and (out / LAST).is_file()):
+    fresh = not (resume and (out / LAST).is_file())
+    if cfg.pretrained and fresh and not cfg.init:
+        adapter.load_pretrained(cfg.pretrained)
+        log(f"pretrained start: {cfg.pretrained}")
+    if cfg.init and fresh:
         start = load_task(cfg.init)
         # Only the architecture must match: loss settings (e.g. class weights) may change on a warm start.
         try:

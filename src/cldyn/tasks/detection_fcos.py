@@ -1,0 +1,129 @@
+"""Object detection with torchvision's FCOS (Tian et al., ICCV 2019) on an EfficientNet-Lite0 + FPN backbone.
+
+Everything here is core cldyn (torchvision, Apache-2.0 weights), unlike the YOLO adapter's AGPL extra. The backbone
+starts from ImageNet weights (``cldyn convert-pretrained efficientnet_lite0``; :meth:`FCOSDetectionAdapter.
+load_pretrained`); the FPN takes its stride-8/16/32 maps and adds P6/P7, as FCOS does. Images are never resized
+(torchvision's detection transform normally rescales to ``min_size``): boxes stay in the input's pixels, and the
+closed loop's gradient reaches every input pixel. mAP comes from pycocotools' COCOeval
+(:func:`cldyn.tasks.detection.coco_map`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.detection import FCOS
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
+
+from cldyn.tasks.base import TaskAdapter
+from cldyn.tasks.detection import MSRS_DET_CLASSES, coco_map
+from cldyn.tasks.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLite
+from cldyn.tasks.pretrained import load_pretrained_weights
+
+
+class LiteFPN(nn.Module):
+    """EfficientNet-Lite0 body and an FPN over its stride-8/16/32 maps, with P6/P7: five levels of ``out_channels``."""
+
+    def __init__(self, out_channels: int = 96) -> None:
+        super().__init__()
+        self.body = EfficientNetLite("lite0", num_classes=0)
+        self.fpn = FeaturePyramidNetwork(self.body.feature_channels[1:], out_channels,
+                                         extra_blocks=LastLevelP6P7(out_channels, out_channels))
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        feats = self.body.forward_features(x)[1:]
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+
+
+class NoResizeTransform(GeneralizedRCNNTransform):
+    """torchvision's detection transform (normalise, pad to a multiple of 32) without its rescaling."""
+
+    def resize(self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        return image, target
+
+
+def targets_to_torchvision(targets: Sequence[torch.Tensor], size: tuple[int, int], device: torch.device,
+                           min_side: float = 1.0) -> list[dict[str, torch.Tensor]]:
+    """``(N, 5)`` rows ``class cx cy w h`` (normalised) -> torchvision targets (pixel ``xyxy`` boxes, labels),
+    dropping boxes narrower or lower than ``min_side`` pixels (what a crop leaves of a cut-off object).
+
+    Example:
+        >>> targets_to_torchvision([torch.tensor([[2, 0.5, 0.5, 0.5, 0.25]])], (100, 200), torch.device("cpu"))
+        [{'boxes': tensor([[ 50.0000,  37.5000, 150.0000,  62.5000]]), 'labels': tensor([2])}]
+    """
+    h, w = size
+    out = []
+    for t in targets:
+        t = torch.as_tensor(t, dtype=torch.float32, device=device).reshape(-1, 5)
+        cx, cy, bw, bh = t[:, 1] * w, t[:, 2] * h, t[:, 3] * w, t[:, 4] * h
+        boxes = torch.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), dim=1)
+        keep = (bw >= min_side) & (bh >= min_side)
+        out.append({"boxes": boxes[keep], "labels": t[keep, 0].long()})
+    return out
+
+
+class FCOSDetectionAdapter(TaskAdapter):
+    """FCOS detection adapter (torchvision, no optional extra).
+
+    Targets: a list of ``(N, 5)`` tensors ``class cx cy w h`` normalised to the image. Predictions: per image
+    ``{"boxes", "scores", "labels", "size"}`` after FCOS's own post-processing (score 0.05 before NMS, NMS IoU 0.6,
+    at most ``detections`` boxes). Config keys: ``num_classes`` (3), ``class_names``, ``fpn_channels`` (96),
+    ``detections`` (100), ``feature_layer`` (``backbone.body.blocks.15``, the stride-32 end of the backbone).
+    """
+
+    task = "detection"
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        cfg = {"arch": "fcos-lite0", "num_classes": len(MSRS_DET_CLASSES), "class_names": list(MSRS_DET_CLASSES),
+               "fpn_channels": 96, "detections": 100, "feature_layer": "backbone.body.blocks.15", **(config or {})}
+        super().__init__(cfg)
+        # FCOS's sigmoid classifier has one output per class (no background column): labels index it directly
+        self.model = FCOS(LiteFPN(cfg["fpn_channels"]), num_classes=cfg["num_classes"],
+                          detections_per_img=cfg["detections"], score_thresh=0.05)
+        self.model.transform = NoResizeTransform(1, 1, list(LITE_MEAN), list(LITE_STD), size_divisible=32)
+        self.feature_layer = cfg["feature_layer"]
+
+    def load_pretrained(self, path: str) -> None:
+        """Start the backbone from the converted ImageNet EfficientNet-Lite0 (its classifier is not used)."""
+        state = {k: v for k, v in load_pretrained_weights(path, "efficientnet_lite0").items()
+                 if not k.startswith(("head.", "classifier."))}
+        self.model.backbone.body.load_state_dict(state)
+
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        return image  # the detector's transform normalises and pads
+
+    def forward(self, image: torch.Tensor) -> dict[str, Any]:
+        """Head outputs, anchors and sizes of one pass (what both the loss and the post-processing need)."""
+        m = self.model
+        images, _ = m.transform(list(image))
+        features = list(m.backbone(images.tensors).values())
+        head = m.head(features)
+        return {"images": images, "head": head, "anchors": m.anchor_generator(images, features),
+                "per_level": [f.shape[2] * f.shape[3] for f in features]}
+
+    def loss_from_output(self, output: dict[str, Any], targets: Sequence[torch.Tensor]) -> torch.Tensor:
+        size = output["images"].image_sizes[0]
+        tv_targets = targets_to_torchvision(targets, size, output["anchors"][0].device)
+        losses = self.model.compute_loss(tv_targets, output["head"], output["anchors"], output["per_level"])
+        return sum(losses.values())
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor) -> list[dict[str, Any]]:
+        out = self.forward(image)
+        n = out["per_level"]
+        split_head = {k: list(v.split(n, dim=1)) for k, v in out["head"].items()}
+        split_anchors = [list(a.split(n)) for a in out["anchors"]]
+        sizes = out["images"].image_sizes
+        dets = self.model.postprocess_detections(split_head, split_anchors, sizes)
+        return [{"boxes": d["boxes"].cpu(), "scores": d["scores"].cpu(), "labels": d["labels"].cpu(), "size": s}
+                for d, s in zip(dets, sizes, strict=True)]
+
+    def evaluate(self, predictions: Sequence[dict[str, Any]], targets: Sequence[torch.Tensor]) -> dict[str, Any]:
+        return coco_map(predictions, targets, self.config["class_names"])
