@@ -70,3 +70,12 @@ def test_bench_rsc_keys_small():
         assert key in res
     assert res["a2si_speedup_bound"] == pytest.approx(res["a2si_loop_ms"] / res["a2si_no_conv_ms"], rel=0.02)
     assert res["a2si_max_abs_diff"] < 1e-4
+
+
+def test_bench_tasks_times_and_counts_each_network():
+    from cldyn.evaluation.bench_closed_loop import bench_tasks
+
+    res = bench_tasks(batch=1, size=64, repeats=1, log=lambda _: None)
+    assert res["parameters"]["saliency: U2-Net-P"] == 1_125_485
+    assert res["parameters"]["detection: FCOS EfficientNet-Lite0"] == 4_092_424
+    assert res["ms"].keys() == res["parameters"].keys() and all(v > 0 for v in res["ms"].values())

@@ -14,7 +14,7 @@ from cldyn.model.reference import reference_compensate
 from cldyn.model.rsc import CLDyN
 from cldyn.model.vfn import VFN
 from cldyn.runtime import resolve_device
-from cldyn.tasks import create_task, list_tasks
+from cldyn.tasks import create_task
 from cldyn.training.cagrad import combine
 from cldyn.training.rsc import closed_loop_losses
 
@@ -139,25 +139,40 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
     return statistics.median(time_ms(step, 2, warmup=1)) / 1e3, tasks
 
 
+# (label, adapter spec, config): the networks the closed loop can be given, the current built-ins and the pretrained
+# architectures (cldyn convert-pretrained) side by side
+BENCH_TASK_NETWORKS: tuple[tuple[str, str, dict], ...] = (
+    ("detection: YOLO11n", "cldyn.tasks.detection:DetectionAdapter", {}),
+    ("detection: FCOS EfficientNet-Lite0", "cldyn.tasks.detection_fcos:FCOSDetectionAdapter", {}),
+    ("segmentation: SegFormer-B0", "segmentation", {}),
+    ("segmentation: EfficientNet-Lite0 FPN", "segmentation", {"arch": "lite0-fpn"}),
+    ("saliency: CTD ResNet-18", "saliency", {}),
+    ("saliency: U2-Net-P", "saliency", {"arch": "u2netp"}),
+)
+
+
 def bench_tasks(batch: int = 4, size: int = 320, repeats: int = 3, log: Callable[[str], None] = print) -> dict:
-    """Forward + backward to the input image for each built-in adapter (frozen, as in the closed loop), on CPU."""
+    """Forward + backward to the input image for each task network (frozen, as in the closed loop), on CPU, and its
+    parameter count."""
     targets = {
         "detection": [torch.tensor([[0, 0.5, 0.5, 0.2, 0.4], [2, 0.3, 0.6, 0.1, 0.1]])] * batch,
         "segmentation": torch.randint(0, 9, (batch, size, size)),
         "saliency": (torch.rand(batch, 1, size, size) > 0.9).float(),
     }
-    res: dict = {"batch": batch, "size": size, "threads": torch.get_num_threads(), "ms": {}}
-    for name in list_tasks():
+    res: dict = {"batch": batch, "size": size, "threads": torch.get_num_threads(), "ms": {}, "parameters": {}}
+    for label, spec, config in BENCH_TASK_NETWORKS:
         try:
-            adapter = create_task(name).freeze()
+            adapter = create_task(spec, config).freeze()
         except Exception as exc:  # the optional YOLO extra may be missing
-            log(f"{name}: skipped ({str(exc).splitlines()[0]})")
+            log(f"{label}: skipped ({str(exc).splitlines()[0]})")
             continue
         image = torch.rand(batch, 3, size, size, requires_grad=True)
 
-        def step(adapter=adapter, name=name, image=image) -> None:
-            adapter.loss(image, targets[name]).backward()
+        def step(adapter=adapter, image=image) -> None:
+            adapter.loss(image, targets[adapter.task]).backward()
 
-        res["ms"][name] = round(statistics.median(time_ms(step, repeats, warmup=1)), 1)
-        log(f"{name}: {res['ms'][name]:.1f} ms forward+backward to the image (batch {batch}, {size}x{size})")
+        res["ms"][label] = round(statistics.median(time_ms(step, repeats, warmup=1)), 1)
+        res["parameters"][label] = sum(p.numel() for p in adapter.model.parameters())
+        log(f"{label}: {res['ms'][label]:.1f} ms forward+backward to the image (batch {batch}, {size}x{size}), "
+            f"{res['parameters'][label] / 1e6:.2f} M parameters")
     return res
