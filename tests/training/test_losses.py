@@ -89,3 +89,23 @@ def test_gradient_floor_drops_noise_level_targets():
     assert float(gradient_loss(flat, step, flat, floor=0.05)) == 0.0  # below it: no target
     # A fused image that copies the noise-level step is penalised by exactly its own gradient.
     assert float(gradient_loss(step, step, flat, floor=0.05)) == pytest.approx(0.01)
+
+
+def test_ssim_towards_the_stronger_source_hand_cases():
+    torch.manual_seed(0)
+    flat = torch.full((1, 1, 32, 32), 0.4)
+    texture = torch.rand(1, 1, 32, 32)
+    # the visible image carries all the structure: the loss is 1 - SSIM(F, Y) in every window
+    f = 0.5 * texture + 0.2
+    assert float(ssim_loss(f, flat, texture, "stronger")) == pytest.approx(1 - float(ssim(f, texture)), abs=1e-6)
+    # swapped roles: the infrared image is the stronger source
+    assert float(ssim_loss(f, texture, flat, "stronger")) == pytest.approx(1 - float(ssim(f, texture)), abs=1e-6)
+    # keeping the stronger source exactly costs nothing, while "both" still pays for the flat one
+    assert float(ssim_loss(texture, flat, texture, "stronger")) == pytest.approx(0.0, abs=1e-6)
+    assert float(ssim_loss(texture, flat, texture, "both")) > 0.1
+    # left half textured in IR, right half in Y: each half is judged against its own source
+    ir, vis = flat.clone(), flat.clone()
+    ir[..., :16], vis[..., 16:] = texture[..., :16], texture[..., 16:]
+    assert float(ssim_loss(texture, ir, vis, "stronger")) < 0.25 * float(ssim_loss(texture, ir, vis, "both"))
+    with pytest.raises(ValueError, match="unknown SSIM target"):
+        ssim_loss(f, flat, texture, "mean")

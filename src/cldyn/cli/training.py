@@ -8,7 +8,7 @@ from cldyn.cli.common import add_run_args, key_values, run_training, task_map
 from cldyn.data.bank import AugmentConfig
 from cldyn.model.vfn import VFNConfig
 from cldyn.tasks.pretrained import PRETRAINED, convert_pretrained
-from cldyn.training.losses import FusionLossConfig
+from cldyn.training.losses import SSIM_TARGETS, FusionLossConfig
 from cldyn.training.rsc import TrainRSCConfig, train_rsc
 from cldyn.training.task import TrainTaskConfig, train_task
 from cldyn.training.validation import ValidationConfig
@@ -23,7 +23,8 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, device=args.device, init=args.init, freeze_batchnorm=args.freeze_bn,
         lr_schedule=args.lr_schedule, lr_final=args.lr_final, keep_validated=args.keep_validated,
         loss=FusionLossConfig(intensity_weight=args.intensity_weight, gradient_weight=args.gradient_weight,
-                              ssim_weight=args.ssim_weight, gradient_floor=args.gradient_floor),
+                              ssim_weight=args.ssim_weight, gradient_floor=args.gradient_floor,
+                              ssim_target=args.ssim_target),
         validation=ValidationConfig(data=args.val_data, split=args.val_split, every=args.val_every,
                                     limit=args.val_limit or None),
     )
@@ -86,6 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gradient-weight", type=float, default=loss.gradient_weight, help="weight of the gradient L1")
     s.add_argument("--ssim-weight", type=float, default=loss.ssim_weight,
                    help="weight of 1 - mean SSIM towards both sources (0: the paper's loss)")
+    s.add_argument("--ssim-target", choices=SSIM_TARGETS, default=loss.ssim_target,
+                   help="SSIM term towards both sources, or per window the one of larger local variance")
     s.add_argument("--gradient-floor", type=float, default=loss.gradient_floor,
                    help="source gradients (Sobel |gx|+|gy|) at or below this are no target (0: all are)")
     val = v.validation

@@ -38,6 +38,19 @@ def _gaussian_kernel(window: int, sigma: float, dtype: torch.dtype, device: torc
     return (g[:, None] * g[None, :])[None, None]
 
 
+def _ssim_and_variance_maps(x: torch.Tensor, y: torch.Tensor, window: int, sigma: float, data_range: float
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SSIM map of ``x`` and ``y`` and the local variance map of ``y`` (valid windows only)."""
+    k = _gaussian_kernel(window, sigma, x.dtype, x.device)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = F.conv2d(x, k), F.conv2d(y, k)
+    sxx = F.conv2d(x * x, k) - mx * mx
+    syy = F.conv2d(y * y, k) - my * my
+    sxy = F.conv2d(x * y, k) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s, syy
+
+
 def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0
          ) -> torch.Tensor:
     """Mean SSIM (Wang et al. 2004) of ``(B, 1, H, W)`` images per sample, ``(B,)``: Gaussian window, population
@@ -51,19 +64,26 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5,
     """
     if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 1:
         raise ValueError(f"ssim takes two (B, 1, H, W) images of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
-    k = _gaussian_kernel(window, sigma, x.dtype, x.device)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = F.conv2d(x, k), F.conv2d(y, k)
-    sxx = F.conv2d(x * x, k) - mx * mx
-    syy = F.conv2d(y * y, k) - my * my
-    sxy = F.conv2d(x * y, k) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.mean(dim=(1, 2, 3))
+    return _ssim_and_variance_maps(x, y, window, sigma, data_range)[0].mean(dim=(1, 2, 3))
 
 
-def ssim_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
-    """``1 - (SSIM(F, IR) + SSIM(F, Y)) / 2``, mean over the batch: structure kept from both sources."""
-    return 1 - 0.5 * (ssim(fused, ir) + ssim(fused, vis_y)).mean()
+SSIM_TARGETS = ("both", "stronger")
+
+
+def ssim_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, target: str = "both") -> torch.Tensor:
+    """Structure kept from the sources, mean over the batch.
+
+    ``both``: ``1 - (SSIM(F, IR) + SSIM(F, Y)) / 2``. ``stronger``: ``1 - mean SSIM`` where each window is compared
+    with the source of larger local variance there (the one that carries the structure), so two disagreeing sources
+    do not pull the fused window half-way between them.
+    """
+    if target == "both":
+        return 1 - 0.5 * (ssim(fused, ir) + ssim(fused, vis_y)).mean()
+    if target != "stronger":
+        raise ValueError(f"unknown SSIM target {target!r}; known: {', '.join(SSIM_TARGETS)}")
+    s_ir, var_ir = _ssim_and_variance_maps(fused, ir, 11, 1.5, 1.0)
+    s_vis, var_vis = _ssim_and_variance_maps(fused, vis_y, 11, 1.5, 1.0)
+    return 1 - torch.where(var_ir >= var_vis, s_ir, s_vis).mean()
 
 
 @dataclass(frozen=True)
@@ -75,12 +95,14 @@ class FusionLossConfig:
         gradient_weight: weight of the Sobel-gradient L1 towards :func:`gradient_target`.
         ssim_weight: weight of :func:`ssim_loss` (structure kept from both sources).
         gradient_floor: source gradients at or below this Sobel L1 magnitude are no target (0: all are).
+        ssim_target: ``both`` sources, or in each window the ``stronger`` one (see :func:`ssim_loss`).
     """
 
     intensity_weight: float = 0.2
     gradient_weight: float = 1.0
     ssim_weight: float = 0.0
     gradient_floor: float = 0.0
+    ssim_target: str = "both"
 
 
 def fusion_loss(
@@ -97,7 +119,7 @@ def fusion_loss(
     li = intensity_loss(fused, ir, vis_y)
     lg = gradient_loss(fused, ir, vis_y, cfg.gradient_floor)
     total = cfg.intensity_weight * li + cfg.gradient_weight * lg
-    ls = ssim_loss(fused, ir, vis_y) if cfg.ssim_weight else torch.zeros(())
+    ls = ssim_loss(fused, ir, vis_y, cfg.ssim_target) if cfg.ssim_weight else torch.zeros(())
     total = total + cfg.ssim_weight * ls
     return total, {"loss": float(total.detach()), "intensity": float(li.detach()), "gradient": float(lg.detach()),
                    "ssim": float(ls.detach())}
