@@ -50,7 +50,7 @@ def test_features_head_split():
     with torch.no_grad():
         feats = net.forward_features(ir, vis)
         assert feats.shape == (1, 16, 20, 24)
-        assert torch.equal(net.forward_head(feats), net(ir, vis))
+        assert torch.equal(net.forward_head(feats, ir, vis), net(ir, vis))
 
 
 def test_fold_batchnorm_matches_eval():
@@ -67,7 +67,8 @@ def test_fold_batchnorm_matches_eval():
 
 
 def test_registry_and_params():
-    assert list_models() == ["vfn", "vfn_small"]
+    assert list_models() == ["vfn", "vfn_maxskip", "vfn_small"]
+    assert count_parameters(create_vfn("vfn_maxskip")) == 46617  # the same layers, another output form
     assert create_vfn("vfn_small").cfg.num_blocks == 2
     assert create_vfn("vfn", num_blocks=5).num_stages == 5
     # Hand count of the default model (weights + biases; BN affine included).
@@ -93,3 +94,17 @@ def test_deterministic_with_seed():
     b = VFN()
     for (ka, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(va, vb), ka
+
+
+def test_max_skip_starts_at_the_pixelwise_max_and_stays_in_range():
+    net = VFN(VFNConfig(skip="max")).eval()
+    ir, vis = torch.rand(2, 1, 23, 17), torch.rand(2, 1, 23, 17)
+    with torch.no_grad():
+        assert torch.equal(net(ir, vis), torch.maximum(ir, vis))  # the last conv starts at zero
+        net.decoder.head[-1].bias.fill_(10.0)  # a correction of +0.5 everywhere: clipped to 1
+        out = net(ir, vis)
+    assert torch.equal(out, (torch.maximum(ir, vis) + 0.5).clamp(max=1.0))
+    assert VFNConfig.from_dict(VFNConfig(skip="max").to_dict()).skip == "max"
+    assert VFNConfig.from_dict({"num_blocks": 4}).skip == "none"  # files written before the option
+    with pytest.raises(ValueError, match="skip"):
+        VFNConfig(skip="mean")

@@ -132,3 +132,25 @@ def test_cosine_schedule_reaches_the_optimiser_and_survives_resume(tmp_path, pai
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(CldynError, match="lr_schedule"):
         TrainVFNConfig(lr_schedule="linear")
+
+
+def test_init_from_a_plain_vfn_into_max_skip_keeps_all_but_the_last_conv(tmp_path, pairs_dir):
+    torch.manual_seed(1)
+    plain = VFN(VFNConfig(num_blocks=2))
+    save_vfn(tmp_path / "plain.safetensors", plain)
+    cfg = _cfg(pairs_dir, tmp_path / "r", 0)
+    cfg.init, cfg.model = str(tmp_path / "plain.safetensors"), VFNConfig(num_blocks=2, skip="max")
+    cfg.max_steps = 0
+    out = train_vfn(cfg, progress=False, log=_quiet)
+    got = load_vfn(out)
+    assert got.cfg.skip == "max"
+    last = f"decoder.head.{len(got.decoder.head) - 1}."
+    for k, v in got.state_dict().items():
+        if k.startswith(last):
+            assert not v.any(), k  # zero: the run starts from max(IR, Y)
+        else:
+            assert torch.equal(v, plain.state_dict()[k]), k
+    cfg2 = _cfg(pairs_dir, tmp_path / "r2", 0)
+    cfg2.init, cfg2.model = str(tmp_path / "plain.safetensors"), VFNConfig(num_blocks=3, skip="max")
+    with pytest.raises(CheckpointError, match="differs"):
+        train_vfn(cfg2, progress=False, log=_quiet)

@@ -6,7 +6,7 @@ import argparse
 
 from cldyn.cli.common import add_run_args, key_values, run_training, task_map
 from cldyn.data.bank import AugmentConfig
-from cldyn.model.vfn import VFNConfig
+from cldyn.model.vfn import VFN_SKIPS, VFNConfig
 from cldyn.tasks.pretrained import PRETRAINED, convert_pretrained
 from cldyn.training.losses import SSIM_TARGETS, FusionLossConfig
 from cldyn.training.rsc import TrainRSCConfig, train_rsc
@@ -19,7 +19,7 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
     cfg = TrainVFNConfig(
         data=args.data, out_dir=args.out, split=None if args.split == "all" else args.split, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        augment=AugmentConfig(crop_size=args.crop), model=VFNConfig(num_blocks=args.num_blocks),
+        augment=AugmentConfig(crop_size=args.crop), model=VFNConfig(num_blocks=args.num_blocks, skip=args.skip),
         max_steps=args.max_steps, device=args.device, init=args.init, freeze_batchnorm=args.freeze_bn,
         lr_schedule=args.lr_schedule, lr_final=args.lr_final, keep_validated=args.keep_validated,
         loss=FusionLossConfig(intensity_weight=args.intensity_weight, gradient_weight=args.gradient_weight,
@@ -75,6 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--lr-final", type=float, default=v.lr_final, help="cosine: the last lr as a fraction of --lr")
     s.add_argument("--crop", type=int, default=a.crop_size, help="square training crop side")
     s.add_argument("--num-blocks", type=int, default=v.model.num_blocks)
+    s.add_argument("--skip", choices=VFN_SKIPS, default=v.model.skip,
+                   help="none (the paper's VFN) or max: the decoder corrects max(IR, Y); with --init from a 'none' "
+                        "VFN, all but its last conv are taken over and the run starts from max(IR, Y)")
     s.add_argument("--seed", type=int, default=v.seed)
     s.add_argument("--checkpoint-every", type=int, default=v.checkpoint_every, help="steps between checkpoints")
     s.add_argument("--max-steps", type=int, help="stop after this many steps")

@@ -27,7 +27,7 @@ class _FuseLuma(nn.Module):
         self.vfn = vfn
 
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
-        return self.vfn.forward_head(self.vfn.forward_features(ir, vis_y))
+        return self.vfn.forward_head(self.vfn.forward_features(ir, vis_y), ir, vis_y)
 
 
 def export_vfn_onnx(vfn: VFN, path: str | Path, opset: int = 17) -> Path:

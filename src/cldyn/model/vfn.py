@@ -23,6 +23,9 @@ from cldyn.model.ops import sobel_kernels, sobel_l1_magnitude
 StageHook = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
+VFN_SKIPS = ("none", "max")
+
+
 @dataclass(frozen=True)
 class VFNConfig:
     """VFN hyper-parameters; defaults are the paper's.
@@ -32,14 +35,20 @@ class VFNConfig:
         stem_channels: channel widths of the encoder stem, from the 1-channel input to the feature width.
         negative_slope: LeakyReLU slope.
         dilation: dilation of the 3x3 convs inside the dense blocks.
+        skip: ``none`` (the paper's: the decoder outputs the fused image) or ``max``: the decoder outputs a
+            correction in (-0.5, 0.5) added to ``max(IR, Y)``, the intensity loss's own target, and the sum is
+            clipped to [0, 1]; with a zero last conv the network starts as the pixel-wise maximum.
     """
 
     num_blocks: int = 4
     stem_channels: tuple[int, ...] = field(default=(1, 4, 8))
     negative_slope: float = 0.2
     dilation: int = 2
+    skip: str = "none"
 
     def __post_init__(self) -> None:
+        if self.skip not in VFN_SKIPS:
+            raise ValueError(f"skip must be one of {VFN_SKIPS}, got {self.skip!r}")
         if self.num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
         if len(self.stem_channels) < 2 or self.stem_channels[0] != 1:
@@ -184,11 +193,18 @@ class Decoder(nn.Module):
                                    for i in range(len(chans) - 2)]
         layers.append(nn.Conv2d(chans[-2], 1, 3, padding=1, padding_mode="reflect"))
         self.head = nn.Sequential(*layers)
+        self.skip = cfg.skip
+        if cfg.skip == "max":  # start as max(IR, Y) exactly: the correction begins at zero
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused luminance in [0, 1] (``skip="none"``), or the correction in (-0.5, 0.5) (``skip="max"``)."""
         x = self.reduce(x)
         for block in self.blocks:
             x = block(x)
+        if self.skip == "max":
+            return 0.5 * torch.tanh(self.head(x))
         return (torch.tanh(self.head(x)) + 1.0) * 0.5
 
 
@@ -232,9 +248,13 @@ class VFN(nn.Module):
                 ir_f, vis_f = stage_hook(i, ir_f, vis_f)
         return self.fusion(ir_f, vis_f)
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Decode fused features into the fused luminance ``(B, 1, H, W)`` in [0, 1]."""
-        return self.decoder(features)
+    def forward_head(self, features: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        """Decode fused features into the fused luminance ``(B, 1, H, W)`` in [0, 1] (``skip="max"``: the decoder's
+        correction added to ``max(ir, vis_y)``, clipped)."""
+        out = self.decoder(features)
+        if self.cfg.skip == "max":
+            out = (torch.maximum(ir, vis_y) + out).clamp(0.0, 1.0)
+        return out
 
     def forward(
         self, ir: torch.Tensor, vis_y: torch.Tensor, stage_hook: StageHook | None = None
@@ -245,7 +265,7 @@ class VFN(nn.Module):
         if ph or pw:
             ir = F.pad(ir, (0, pw, 0, ph), mode="replicate")
             vis_y = F.pad(vis_y, (0, pw, 0, ph), mode="replicate")
-        out = self.forward_head(self.forward_features(ir, vis_y, stage_hook))
+        out = self.forward_head(self.forward_features(ir, vis_y, stage_hook), ir, vis_y)
         return out[..., :h, :w]
 
 

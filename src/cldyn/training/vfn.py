@@ -15,7 +15,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -224,10 +224,16 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     meta = run.start(resume, model, opt, check, log)
     if cfg.init and meta is None:  # a warm start; a resumed run already holds its own weights
         start = load_vfn(cfg.init)
+        state = start.state_dict()
         if start.cfg != cfg.model:
-            raise CheckpointError(Path(cfg.init), f"VFN config {start.cfg.to_dict()} differs from the requested "
-                                                  f"{cfg.model.to_dict()}")
-        model.load_state_dict(start.state_dict())  # in place: the optimiser keeps the same parameters
+            if replace(start.cfg, skip=cfg.model.skip) != cfg.model:
+                raise CheckpointError(Path(cfg.init), f"VFN config {start.cfg.to_dict()} differs from the requested "
+                                                      f"{cfg.model.to_dict()}")
+            # another output form (skip): every layer but the decoder's last conv, which stays as built (for
+            # skip="max": zero, so the run starts from max(IR, Y) with the source network's features)
+            last = f"decoder.head.{len(model.decoder.head) - 1}."
+            state = {**state, **{k: v for k, v in model.state_dict().items() if k.startswith(last)}}
+        model.load_state_dict(state)  # in place: the optimiser keeps the same parameters
     global_step = int(meta["global_step"]) if meta else 0
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -32,6 +32,8 @@ SHIPPED_RSC = "rsc.safetensors"
 MODEL_CONFIGS: dict[str, VFNConfig] = {
     "vfn": VFNConfig(),
     "vfn_small": VFNConfig(num_blocks=2),
+    # the paper's VFN whose decoder corrects max(IR, Y) instead of drawing the image itself (same parameters)
+    "vfn_maxskip": VFNConfig(skip="max"),
 }
 PRETRAINED_FILES: dict[str, str] = {"vfn": SHIPPED_VFN}
 
