@@ -18,7 +18,8 @@ def main() -> None:
     p.add_argument("metrics_json", help="metrics.json written by cldyn evaluate")
     p.add_argument("--peer", default="SeAFusion", help="the method to compare against")
     args = p.parse_args()
-    table = json.load(open(args.metrics_json))
+    with open(args.metrics_json) as fh:
+        table = json.load(fh)
     peer = table[args.peer]
     keys = [k for k in peer if k in DIRECTION]
     for name, row in table.items():
