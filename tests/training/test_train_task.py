@@ -72,3 +72,14 @@ def test_eval_task_cldyn_source_equals_vfn_with_untrained_rsc(labelled, tmp_path
         out[source] = json.loads(path.read_text())["metrics"]
     # The vfn source is stored as 8-bit images, the closed loop works in float: equal up to that rounding.
     assert out["cldyn"]["mae"] == pytest.approx(out["vfn"]["mae"], abs=2e-3)
+
+
+def test_a_module_class_spec_trains_on_its_tasks_labels(labelled, tmp_path):
+    # FCOS (torchvision, no extra) named by module:Class: labels and metric follow the adapter's task, "detection"
+    cfg = TrainTaskConfig(task="cldyn.tasks.detection_fcos:FCOSDetectionAdapter", data=str(labelled),
+                          out_dir=str(tmp_path / "fcos"), input="visible", epochs=1, batch_size=2, crop=64,
+                          max_steps=1)
+    best = train_task(cfg, progress=False, log=lambda m: None)
+    adapter = load_task(best)
+    assert adapter.task == "detection" and type(adapter).__name__ == "FCOSDetectionAdapter"
+    assert "map50" in (tmp_path / "fcos" / "metrics.csv").read_text()

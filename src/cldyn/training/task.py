@@ -85,8 +85,9 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     out = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)
     adapter = create_task(cfg.task, cfg.adapter)
+    task = adapter.task  # the task's name (labels, metric) also when cfg.task is a module:Class spec
     source = image_source(cfg.input, cfg.vfn_weights)
-    train, val = (load_task_bank(cfg.task, cfg.data, split, source, adapter.config, log, progress)
+    train, val = (load_task_bank(task, cfg.data, split, source, adapter.config, log, progress)
                   for split in (cfg.train_split, cfg.val_split))
     if hasattr(adapter, "fit_class_weights"):  # e.g. segmentation class_weights="enet": from the train labels
         adapter.fit_class_weights([it.label for it in train.items])
@@ -107,8 +108,8 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
         start = load_task(cfg.init)
         # Only the architecture must match: loss settings (e.g. class weights) may change on a warm start.
         try:
-            if start.task != cfg.task:
-                raise RuntimeError(f"holds a {start.task!r} network, not {cfg.task!r}")
+            if start.task != task:
+                raise RuntimeError(f"holds a {start.task!r} network, not {task!r}")
             adapter.model.load_state_dict(start.model.state_dict())
         except RuntimeError as exc:
             msg = str(exc).splitlines()[0]
@@ -123,11 +124,11 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     def write_log(csv_path: Path, rows: list[dict]) -> None:
         if rows:
             write_csv(csv_path, rows)
-        plot_task_curves(rows, csv_path.with_suffix(".png"), cfg.task)
+        plot_task_curves(rows, csv_path.with_suffix(".png"), task)
 
     def check(meta: dict) -> str | None:
-        if meta.get("task") != cfg.task:
-            return f"is a checkpoint for {meta.get('task')!r}, not {cfg.task!r}"
+        if meta.get("task") != task:
+            return f"is a checkpoint for {meta.get('task')!r}, not {task!r}"
         if meta.get("config") != adapter.config:
             return f"adapter config {meta.get('config')} differs from {adapter.config}"
         return None
@@ -136,13 +137,13 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     meta = run.start(resume, adapter.model, opt, check, log)
     step, best = (int(meta["global_step"]), meta.get("best")) if meta else (0, None)
     rows = run.rows
-    metric_name, higher = PRIMARY_METRIC.get(cfg.task, ("loss", False))
+    metric_name, higher = PRIMARY_METRIC.get(task, ("loss", False))
 
     def save_last() -> None:
-        run.save(step, adapter.model, opt, params, {"task": cfg.task, "config": adapter.config, "best": best,
+        run.save(step, adapter.model, opt, params, {"task": task, "config": adapter.config, "best": best,
                                                     "train_config": cfg.to_dict()})
 
-    bar = progress_bar(total=total, initial=step, disable=not progress, desc=f"train {cfg.task}", unit="step")
+    bar = progress_bar(total=total, initial=step, disable=not progress, desc=f"train {task}", unit="step")
     t0, run_loss, n_loss = time.perf_counter(), 0.0, 0
     while step < total:
         epoch, k = divmod(step, steps_per_epoch)
