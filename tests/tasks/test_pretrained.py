@@ -131,3 +131,23 @@ def test_u2netp_conversion_reproduces_onnxruntime(tmp_path):
     for e, g in zip(expected, got, strict=True):
         assert np.abs(e - g).max() <= 1e-4
     assert float(expected[0].max()) > 0.5  # a real saliency map, not a blank one
+
+
+def test_lite0_backbone_start_reaches_both_adapters(tmp_path):
+    from cldyn.tasks import create_task
+    from cldyn.weights.checkpoint import save_checkpoint
+
+    torch.manual_seed(5)
+    imagenet = EfficientNetLite("lite0")  # stands in for the converted file: same names, random weights
+    path = tmp_path / "efficientnet_lite0.safetensors"
+    save_checkpoint(path, {f"model/{k}": v for k, v in imagenet.state_dict().items()},
+                    {"kind": "pretrained", "name": "efficientnet_lite0"})
+    seg = create_task("segmentation", {"arch": "lite0-fpn"})
+    det = create_task("cldyn.tasks.detection_fcos:FCOSDetectionAdapter")
+    seg.load_pretrained(str(path))
+    det.load_pretrained(str(path))
+    want = imagenet.state_dict()
+    for backbone in (seg.model.backbone, det.model.backbone.body):
+        got = backbone.state_dict()
+        assert got.keys() == {k for k in want if not k.startswith(("head.", "classifier."))}
+        assert all(torch.equal(v, want[k]) for k, v in got.items())

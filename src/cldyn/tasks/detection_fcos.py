@@ -23,7 +23,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 from cldyn.tasks.base import TaskAdapter
 from cldyn.tasks.detection import MSRS_DET_CLASSES, coco_map
 from cldyn.tasks.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLite
-from cldyn.tasks.pretrained import load_pretrained_weights
+from cldyn.tasks.pretrained import load_lite0_backbone
 
 
 class LiteFPN(nn.Module):
@@ -92,9 +92,7 @@ class FCOSDetectionAdapter(TaskAdapter):
 
     def load_pretrained(self, path: str) -> None:
         """Start the backbone from the converted ImageNet EfficientNet-Lite0 (its classifier is not used)."""
-        state = {k: v for k, v in load_pretrained_weights(path, "efficientnet_lite0").items()
-                 if not k.startswith(("head.", "classifier."))}
-        self.model.backbone.body.load_state_dict(state)
+        load_lite0_backbone(self.model.backbone.body, path)
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         return image  # the detector's transform normalises and pads

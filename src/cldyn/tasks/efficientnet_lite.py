@@ -29,8 +29,8 @@ BN_EPS = 1e-3  # TF's batch_norm_epsilon
 # Input normalisation the Lite weights were trained with (TF: (x - 127) / 128 on 0..255), for RGB in [0, 1].
 LITE_MEAN = (127.0 / 255,) * 3
 LITE_STD = (128.0 / 255,) * 3
-# Output strides of forward_features and the blocks whose outputs they are (end of the stages of stride 4..32).
-FEATURE_STRIDES = (4, 8, 16, 32)
+# The stages whose last blocks forward_features returns: the ends of strides 4, 8, 16 and 32.
+_FEATURE_STAGES = (1, 2, 4, 6)
 
 
 def _round_channels(c: int, width: float, divisor: int = 8) -> int:
@@ -108,7 +108,7 @@ class EfficientNetLite(nn.Module):
         self.variant = variant
         self.stem = conv_bn(3, 32, 3, 2)
         blocks: list[nn.Module] = []
-        self.stage_ends: list[int] = []  # index of the last block of each stage
+        stage_ends: list[int] = []  # index of the last block of each stage
         cin = 32
         for i, (repeats, kernel, stride, expand, cout) in enumerate(_STAGES):
             cout = _round_channels(cout, width)
@@ -117,11 +117,11 @@ class EfficientNetLite(nn.Module):
             for j in range(n):
                 blocks.append(MBConv(cin, cout, kernel, stride if j == 0 else 1, expand))
                 cin = cout
-            self.stage_ends.append(len(blocks) - 1)
+            stage_ends.append(len(blocks) - 1)
         self.blocks = nn.Sequential(*blocks)
-        # the stage that ends each stride: 24 ch (stride 4), 40 (8), 112 (16), 320 (32)
-        self.feature_blocks = [self.stage_ends[i] for i in (1, 2, 4, 6)]
-        self.feature_channels = [_round_channels(_STAGES[i][4], width) for i in (1, 2, 4, 6)]
+        # lite0: 24 channels (stride 4), 40 (8), 112 (16), 320 (32)
+        self.feature_blocks = [stage_ends[i] for i in _FEATURE_STAGES]
+        self.feature_channels = [_round_channels(_STAGES[i][4], width) for i in _FEATURE_STAGES]
         self.num_classes = num_classes
         if num_classes:
             self.head = conv_bn(cin, 1280)

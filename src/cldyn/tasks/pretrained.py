@@ -26,7 +26,7 @@ from cldyn.errors import CheckpointError, CldynError
 from cldyn.runtime import require_extra
 from cldyn.tasks.efficientnet_lite import EfficientNetLite, convert_tf_port_state
 from cldyn.tasks.u2net import U2NetP
-from cldyn.weights.checkpoint import load_checkpoint, save_checkpoint, sha256_bytes
+from cldyn.weights.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def source_file(name: str) -> Path:
     if not path.is_file():
         raise CheckpointError(path, f"not found in the installed {src.distribution}; reinstall "
                                     f"{src.distribution}=={src.version}")
-    digest = sha256_bytes(path.read_bytes())
+    digest = sha256_file(path)
     if digest != src.sha256:
         raise CheckpointError(path, f"SHA-256 {digest[:16]}... is not that of {src.distribution} {src.version} "
                                     f"({src.sha256[:16]}...); install {src.distribution}=={src.version}")
@@ -147,3 +147,12 @@ def load_pretrained_weights(path: str | Path, name: str) -> dict[str, torch.Tens
         raise CheckpointError(Path(path), f"holds {meta.get('kind')!r} {meta.get('name')!r}, not the pretrained "
                                           f"{name!r} (make it with: cldyn convert-pretrained {name})")
     return {k.removeprefix("model/"): v for k, v in tensors.items()}
+
+
+def load_lite0_backbone(backbone: EfficientNetLite, path: str | Path) -> None:
+    """Load the converted ImageNet EfficientNet-Lite0 into a classifier-less ``EfficientNetLite("lite0",
+    num_classes=0)``, the start of the detection and segmentation backbones (the conv head and classifier of the
+    ImageNet model are not used)."""
+    state = {k: v for k, v in load_pretrained_weights(path, "efficientnet_lite0").items()
+             if not k.startswith(("head.", "classifier."))}
+    backbone.load_state_dict(state)

@@ -14,7 +14,7 @@ from torch import nn
 
 from cldyn.tasks.base import IMAGENET_MEAN, IMAGENET_STD, TaskAdapter, normalize
 from cldyn.tasks.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLite
-from cldyn.tasks.pretrained import load_pretrained_weights
+from cldyn.tasks.pretrained import load_lite0_backbone
 
 IGNORE_INDEX = 255
 
@@ -139,9 +139,7 @@ class SegmentationAdapter(TaskAdapter):
         """Start the ``lite0-fpn`` backbone from the converted ImageNet EfficientNet-Lite0."""
         if self.arch != "lite0-fpn":
             super().load_pretrained(path)
-        state = {k: v for k, v in load_pretrained_weights(path, "efficientnet_lite0").items()
-                 if not k.startswith(("head.", "classifier."))}
-        self.model.backbone.load_state_dict(state)
+        load_lite0_backbone(self.model.backbone, path)
 
     def set_class_weights(self, weights: Sequence[float] | str | None) -> None:
         """Per-class loss weights: ``None``, ``num_labels`` floats, or ``"enet"`` (to be computed from the training
