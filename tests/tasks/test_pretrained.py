@@ -133,7 +133,7 @@ def test_u2netp_conversion_reproduces_onnxruntime(tmp_path):
     assert float(expected[0].max()) > 0.5  # a real saliency map, not a blank one
 
 
-def test_lite0_backbone_start_reaches_both_adapters(tmp_path):
+def test_lite0_backbone_start_reaches_all_three_adapters(tmp_path):
     from cldyn.tasks import create_task
     from cldyn.weights.checkpoint import save_checkpoint
 
@@ -144,10 +144,11 @@ def test_lite0_backbone_start_reaches_both_adapters(tmp_path):
                     {"kind": "pretrained", "name": "efficientnet_lite0"})
     seg = create_task("segmentation", {"arch": "lite0-fpn"})
     det = create_task("cldyn.tasks.detection_fcos:FCOSDetectionAdapter")
-    seg.load_pretrained(str(path))
-    det.load_pretrained(str(path))
+    sal = create_task("saliency", {"arch": "lite0-fpn"})
+    for adapter in (seg, det, sal):
+        adapter.load_pretrained(str(path))
     want = imagenet.state_dict()
-    for backbone in (seg.model.backbone, det.model.backbone.body):
+    for backbone in (seg.model.backbone, det.model.backbone.body, sal.model.backbone):
         got = backbone.state_dict()
         assert got.keys() == {k for k in want if not k.startswith(("head.", "classifier."))}
         assert all(torch.equal(v, want[k]) for k, v in got.items())

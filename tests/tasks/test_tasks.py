@@ -11,7 +11,8 @@ from cldyn.tasks.segmentation import confusion_matrix, segmentation_metrics
 
 def _adapters():
     out = [("saliency", {"stages": 2, "width": 16}), ("segmentation", {}), ("saliency", {"arch": "u2netp"}),
-           ("segmentation", {"arch": "lite0-fpn"}), ("cldyn.tasks.detection_fcos:FCOSDetectionAdapter", {})]
+           ("segmentation", {"arch": "lite0-fpn"}), ("cldyn.tasks.detection_fcos:FCOSDetectionAdapter", {}),
+           ("saliency", {"arch": "lite0-fpn"})]
     try:
         import ultralytics  # noqa: F401
 
@@ -151,7 +152,8 @@ def test_detection_map_perfect_and_miss():
 
 
 @pytest.mark.parametrize("spec,config", [("saliency", {"arch": "u2netp"}), ("segmentation", {"arch": "lite0-fpn"}),
-                                         ("cldyn.tasks.detection_fcos:FCOSDetectionAdapter", {})])
+                                         ("cldyn.tasks.detection_fcos:FCOSDetectionAdapter", {}),
+                                         ("saliency", {"arch": "lite0-fpn"})])
 def test_pretrained_architectures_predict_at_any_size(spec, config):
     adapter = create_task(spec, config).freeze()
     x = torch.rand(1, 3, 72, 100)  # sides that are no multiple of 32

@@ -8,6 +8,8 @@ Two architectures (config ``arch``):
 - ``u2netp``: U²-Net-P (:mod:`cldyn.tasks.u2net`), which starts from weights trained for salient-object detection on
   DUTS-TR (``cldyn convert-pretrained u2netp``; :meth:`SaliencyAdapter.load_pretrained`); its loss is U²-Net's deep
   supervision (BCE on the fused map and the six side maps) plus an IoU term on the fused map.
+- ``lite0-fpn``: the semantic FPN on EfficientNet-Lite0 of :mod:`cldyn.tasks.segmentation` with one output map,
+  whose backbone starts from ImageNet (``cldyn convert-pretrained efficientnet_lite0``); BCE + IoU loss.
 
 Metrics come from ``pysodmetrics``.
 """
@@ -25,10 +27,12 @@ from torch import nn
 from torchvision.models import resnet18
 
 from cldyn.tasks.base import IMAGENET_MEAN, IMAGENET_STD, TaskAdapter, normalize
-from cldyn.tasks.pretrained import load_pretrained_weights
+from cldyn.tasks.efficientnet_lite import LITE_MEAN, LITE_STD
+from cldyn.tasks.pretrained import load_lite0_backbone, load_pretrained_weights
+from cldyn.tasks.segmentation import LiteSemanticFPN
 from cldyn.tasks.u2net import U2NetP
 
-SALIENCY_ARCHS = ("ctd-resnet18", "u2netp")
+SALIENCY_ARCHS = ("ctd-resnet18", "u2netp", "lite0-fpn")
 
 
 def _cbr(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -148,9 +152,10 @@ class SaliencyAdapter(TaskAdapter):
     """Salient-object detection adapter.
 
     Targets: masks ``(B, 1, H, W)`` float in {0, 1}. Predictions: saliency probabilities ``(B, 1, H, W)``.
-    Config keys: ``arch`` (``ctd-resnet18``, or ``u2netp``), ``feature_layer`` (``ctd-resnet18``: the deepest
-    backbone stage; ``u2netp``: ``encoders.4``, the stride-16 encoder stage); ``ctd-resnet18`` also ``stages`` (3),
-    ``width`` (64), ``edge_weight`` (1.0).
+    Config keys: ``arch`` (``ctd-resnet18``, ``u2netp`` or ``lite0-fpn``), ``feature_layer`` (``ctd-resnet18``: the
+    deepest backbone stage; ``u2netp``: ``encoders.4``, the stride-16 encoder stage; ``lite0-fpn``:
+    ``backbone.blocks.15``, the stride-32 end of the backbone); ``ctd-resnet18`` also ``stages`` (3), ``width`` (64),
+    ``edge_weight`` (1.0).
     """
 
     task = "saliency"
@@ -163,6 +168,10 @@ class SaliencyAdapter(TaskAdapter):
             cfg = {"arch": arch, "feature_layer": "encoders.4", **(config or {})}
             super().__init__(cfg)
             self.model: nn.Module = U2NetP()
+        elif arch == "lite0-fpn":
+            cfg = {"arch": arch, "feature_layer": "backbone.blocks.15", **(config or {})}
+            super().__init__(cfg)
+            self.model = LiteSemanticFPN(1)
         else:
             cfg = {"stages": 3, "width": 64, "edge_weight": 1.0, **(config or {})}
             cfg.setdefault("feature_layer", f"backbone.{cfg['stages'] - 1}")
@@ -170,25 +179,35 @@ class SaliencyAdapter(TaskAdapter):
             self.model = SaliencyNet(cfg["stages"], cfg["width"])
         self.arch = arch
         self.feature_layer = cfg["feature_layer"]
+        self._mean, self._std = (LITE_MEAN, LITE_STD) if arch == "lite0-fpn" else (IMAGENET_MEAN, IMAGENET_STD)
 
     def load_pretrained(self, path: str) -> None:
-        """Start ``u2netp`` from the converted DUTS-TR weights (``cldyn convert-pretrained u2netp``)."""
-        if self.arch != "u2netp":
+        """Start ``u2netp`` from the converted DUTS-TR weights (``cldyn convert-pretrained u2netp``), or the
+        ``lite0-fpn`` backbone from the converted ImageNet EfficientNet-Lite0."""
+        if self.arch == "u2netp":
+            self.model.load_state_dict(load_pretrained_weights(path, "u2netp"))
+        elif self.arch == "lite0-fpn":
+            load_lite0_backbone(self.model.backbone, path)
+        else:
             super().load_pretrained(path)
-        self.model.load_state_dict(load_pretrained_weights(path, "u2netp"))
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+        return normalize(image, self._mean, self._std)
 
     def forward(self, image: torch.Tensor) -> Sequence[torch.Tensor]:
-        """Logit maps at the input size: ``(saliency, edge)`` (``ctd-resnet18``) or ``(fused, side1, ..., side6)``
-        (``u2netp``); the first is always the saliency map."""
-        return self.model(self.preprocess(image))
+        """Logit maps at the input size: ``(saliency, edge)`` (``ctd-resnet18``), ``(fused, side1, ..., side6)``
+        (``u2netp``) or ``(saliency,)`` (``lite0-fpn``); the first is always the saliency map."""
+        out = self.model(self.preprocess(image))
+        if self.arch == "lite0-fpn":
+            return (F.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=False),)
+        return out
 
     def loss_from_output(self, output: Sequence[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         mask = targets.to(output[0].dtype)
         if self.arch == "u2netp":
             return deep_supervision_loss(output, mask)
+        if self.arch == "lite0-fpn":
+            return F.binary_cross_entropy_with_logits(output[0], mask) + iou_loss(output[0], mask)
         sal, edge = output
         return saliency_loss(sal, edge, mask, self.config["edge_weight"])
 
