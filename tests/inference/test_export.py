@@ -47,13 +47,16 @@ def test_fuse_with_onnxruntime_backend_matches_torch(tmp_path, pairs_dir):
 
 
 def _live_rsc(vfn: VFN, seed: int = 0):
-    """An RSC whose output convs are non-zero, so that compensation changes the fused image."""
+    """An RSC whose output convs (and task FiLMs) are non-zero, so that compensation changes the fused image and
+    depends on where the task responds."""
     from cldyn.model.rsc import CLDyN
 
     torch.manual_seed(seed)
     rsc = CLDyN(vfn).rsc
     for block in [*rsc.ir_blocks, *rsc.vis_blocks]:
         torch.nn.init.normal_(block.out_conv.weight, std=0.2)
+        for last in (block.task_encoder.film_global[-1], block.task_encoder.film_spatial[-1]):
+            torch.nn.init.normal_(last.weight, std=0.1)
     return rsc.eval()
 
 

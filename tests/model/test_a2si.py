@@ -2,9 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cldyn.model.a2si import A2SI, A2SIConfig, adaptive_avg_pool2d_traceable, conv3_mean
+from cldyn.model.a2si import A2SI, A2SIConfig, adaptive_avg_pool2d_traceable
 from cldyn.model.basis_bank import BankConfig, BasisVectorBank
 from cldyn.model.reference import reference_compensate, reference_dynamic_conv, reference_vector_index
+from cldyn.model.task_encoder import conv3_mean
 
 SMALL_BANK = BankConfig(vector_num=8, embed_dim=32)
 
@@ -12,8 +13,11 @@ SMALL_BANK = BankConfig(vector_num=8, embed_dim=32)
 def _block(selection="trainable", live=True, **kw):
     torch.manual_seed(0)
     block = A2SI(A2SIConfig(selection=selection, **kw), SMALL_BANK)
-    if live:  # a non-zero output conv, so the compensation is visible
+    if live:  # a non-zero output conv (and task FiLM), so the compensation and its modulation are visible
         torch.nn.init.normal_(block.out_conv.weight, std=0.5)
+        if block.cfg.task_encoder == "semantic":
+            for last in (block.task_encoder.film_global[-1], block.task_encoder.film_spatial[-1]):
+                torch.nn.init.normal_(last.weight, std=0.2)
     return block, BasisVectorBank(SMALL_BANK)
 
 
@@ -55,7 +59,8 @@ def test_selection_distinct_within_set_and_matches_loop():
     rows = bank.weight[sel.types, sel.vector_index]
     assert torch.allclose(sel.vectors, rows, atol=1e-6)
     # Same rule as a loop over samples and types.
-    r = block.basis_query(torch.cat((block.basis_task(task.flatten(1)), block.basis_image(block._embed_input(x))), 1))
+    basis_emb = sel.task_embedding[:, block.cfg.proto_dim // 2:]  # the basis half of the task embeddings
+    r = block.basis_query(torch.cat((basis_emb, block.basis_image(block._embed_input(x))), 1))
     sims = F.normalize(r, dim=-1) @ F.normalize(bank.weight, dim=-1).transpose(1, 2)  # (S, B, V)
     sims = sims.permute(1, 0, 2)[torch.arange(6)[:, None], sel.types]  # (B, F, V): each filter's set
     assert torch.equal(sel.vector_index, reference_vector_index(sims, sel.types))
@@ -93,13 +98,15 @@ def test_traceable_adaptive_pool_matches_torch(size):
     assert (adaptive_avg_pool2d_traceable(x, size) - F.adaptive_avg_pool2d(x, size)).abs().max() < 1e-5
 
 
-def test_gradients_reach_bank_queries_and_kernel_mlps():
-    block, bank = _block()
+@pytest.mark.parametrize("encoder", ["semantic", "upstream"])
+def test_gradients_reach_bank_queries_and_kernel_mlps(encoder):
+    block, bank = _block(task_encoder=encoder)
     block.train()
     x, task = torch.randn(4, 8, 10, 10), torch.randn(4, 6, 5, 5)
     block(bank.weight, task, x).pow(2).mean().backward()
     assert bank.weight.grad is not None and bank.weight.grad.abs().sum() > 0
-    for name in ("type_query", "type_task", "type_image", "basis_query", "basis_task", "basis_image"):
+    pathway = ("type_task", "basis_task") if encoder == "upstream" else ("task_encoder",)
+    for name in ("type_query", "type_image", "basis_query", "basis_image", *pathway):
         grads = [p.grad for p in getattr(block, name).parameters()]
         assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, name
     k_grads = [p.grad for p in block.kernel_3x3.parameters()] + [p.grad for p in block.kernel_1x1.parameters()]

@@ -64,3 +64,47 @@ def test_one_step_changes_only_rsc(labelled, tmp_path):
         for r in rows:  # logged values are rounded to 6 decimals
             gap = float(r[f"{t}_loss"]) - float(r[f"{t}_base_loss"])
             assert abs(float(r[f"{t}_penalty"]) - 5.0 * max(0.0, gap)) < 1e-4
+
+
+def test_fusion_term_is_the_vfn_loss_of_the_compensated_luminance():
+    from cldyn.model.color import rgb_to_luma
+    from cldyn.training.losses import fusion_loss
+
+    vfn, adapters = _setup()
+    model = CLDyN(vfn)
+    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
+    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    plain, p0 = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0)
+    total, p1 = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, fusion_weight=0.5)
+    y = rgb_to_luma(vis)
+    want = fusion_loss(vfn(ir, y), ir, y)[0]  # a fresh RSC: the compensated luminance is the VFN's
+    assert abs(p1["fusion"] - float(want)) < 1e-6 and "fusion" not in p0
+    assert torch.isclose(total, plain + 0.5 * want, atol=1e-6)
+
+
+def test_task_pathway_is_kept_out_of_weight_decay_and_its_gradient_logged(labelled, tmp_path):
+    vfn, adapters = _setup()
+    cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+                         "segmentation": str(labelled)}, out_dir=str(tmp_path / "rsc"), steps=2, batch_size=2,
+                         crop=48, val_every=100, val_limit=1, weight_decay=0.5)
+    train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
+    from cldyn.data.io import read_csv
+    from cldyn.weights.checkpoint import load_checkpoint
+
+    first, row = read_csv(tmp_path / "rsc" / "log.csv")
+    for t in ("saliency", "segmentation"):
+        # step 1: the zero output convs pass no gradient to anything before them
+        assert float(first[f"{t}_pathway_grad_norm"]) == 0
+        assert 0.0 < float(row[f"{t}_pathway_grad_share"]) < 1.0 and float(row[f"{t}_pathway_grad_norm"]) > 0
+        assert float(row[f"{t}_fusion"]) > 0  # the default fusion_weight is on
+    # The hidden layer of the global FiLM gets no gradient while the FiLM's last layer is still zero (both steps).
+    state, _ = load_checkpoint(tmp_path / "rsc" / "last.safetensors")
+    torch.manual_seed(0)
+    from cldyn.model.rsc import RSC, RSCConfig
+
+    init = RSC(RSCConfig()).state_dict()
+    key = "ir_blocks.0.task_encoder.film_global.0.weight"
+    saved = next(v for k, v in state.items() if k.endswith(key))
+    # Adam's coupled decay of 0.5 would add 0.5 * w to its gradient and move it by about lr per step; kept out of
+    # the decay, it does not move.
+    assert torch.equal(saved, init[key])

@@ -6,6 +6,7 @@ import argparse
 
 from cldyn.cli.common import add_run_args, key_values, run_training, task_map
 from cldyn.data.bank import AugmentConfig
+from cldyn.model.task_encoder import TASK_ENCODERS
 from cldyn.model.vfn import VFN_SKIPS, VFNConfig
 from cldyn.tasks.pretrained import PRETRAINED, convert_pretrained
 from cldyn.training.losses import SSIM_TARGETS, FusionLossConfig
@@ -48,7 +49,8 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
         task_weights=task_map(args.task_weights, tasks, "--task-weights"), vfn_weights=args.vfn_weights,
         out_dir=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
         aggregate=args.aggregate, penalty=0.0 if args.no_penalty else args.penalty,
-        closed_loop=not args.no_closed_loop, selection=args.selection, seed=args.seed,
+        closed_loop=not args.no_closed_loop, selection=args.selection, task_encoder=args.task_encoder,
+        fusion_weight=args.fusion_weight, seed=args.seed,
         checkpoint_every=args.checkpoint_every, val_every=args.val_every, val_limit=args.val_limit,
         device=args.device,
     )
@@ -152,6 +154,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-closed-loop", action="store_true", help="ablation: task features replaced by zeros")
     s.add_argument("--selection", choices=("trainable", "upstream"), default=r.selection,
                    help="trainable: straight-through basis choice; upstream: the public code's (ablation)")
+    s.add_argument("--task-encoder", choices=TASK_ENCODERS, default=r.task_encoder,
+                   help="semantic: quantile signature + spatial FiLM of the task features; upstream: the public "
+                        "code's flattened-sequence embedding (ablation)")
+    s.add_argument("--fusion-weight", type=float, default=r.fusion_weight,
+                   help="weight of the VFN fusion loss on the compensated image (0: the paper's loss)")
     s.add_argument("--seed", type=int, default=r.seed)
     s.add_argument("--checkpoint-every", type=int, default=r.checkpoint_every)
     s.add_argument("--val-every", type=int, default=r.val_every)

@@ -3,16 +3,17 @@
 Given a frozen task network's features ``T`` (any ``(B, Ct, h, w)``) and one encoder's image features ``X``
 ``(B, C, H, W)``, an A2SI block
 
-1. embeds the task (``T`` flattened, RMS-normalised, two 1-D convs, mean) and the image (conv, BN, LeakyReLU,
-   global pool), and turns both into ``filter_num`` queries;
+1. embeds the task (:mod:`cldyn.model.task_encoder`: ``semantic`` by default, or the public code's ``upstream``
+   pathway) and the image (conv, BN, LeakyReLU, global pool), and turns both into ``filter_num`` queries;
 2. picks each filter's kernel type (1x1, or 3x3 with dilation 1/2/3) by the cosine similarity of its query with fixed
    orthonormal prototypes of the types, through a hard Gumbel-softmax (tau 0.5, straight-through);
 3. picks, for each filter, a basis vector of the chosen type's set in the
    :class:`~cldyn.model.basis_bank.BasisVectorBank` by cosine similarity with a second task+image query (the ``k``
    filters of one type in a sample take the top-``k`` vectors, distinct);
 4. maps each chosen vector through an MLP to a ``C x C`` 1x1 or 3x3 kernel, convolves ``X`` with it (per sample and
-   filter), applies BN + LeakyReLU, averages over filters, and adds the result to ``X`` through a zero-initialised
-   1x1 conv, so a fresh block is the identity.
+   filter), applies BN + LeakyReLU, averages over filters, modulates the mean with the task's FiLM (``semantic``
+   only: a per-channel and a spatial scale and shift from the task features), and adds the result to ``X`` through
+   a zero-initialised 1x1 conv, so a fresh block is the identity.
 
 Vectorised: the dynamic convolutions of all samples and filters of one kernel type run as one grouped convolution
 (a loop over the 4 kernel types only). The query networks are trainable: the basis choice passes gradient by a
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldyn.model.basis_bank import KERNEL_TYPES, BankConfig, orthonormal_rows
+from cldyn.model.task_encoder import TASK_ENCODERS, SemanticTaskEncoder, UpstreamTaskEmbedding
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class A2SIConfig:
         select_tau: temperature of the softmax that carries the basis choice's straight-through gradient.
         selection: ``trainable`` (straight-through basis choice, type weights on the outputs) or ``upstream``.
         negative_slope: LeakyReLU slope (0.2).
+        task_encoder: the task-requirement pathway, ``semantic`` (quantile signature + spatial FiLM) or
+            ``upstream`` (the public code's flattened-sequence embedding, for ablations and older weights).
+        quantiles: ``k`` of the ``semantic`` signature (16).
         embed_size: the image features are average-pooled to at most this many pixels a side before the image
             embeddings (which end in a global pool anyway). The upstream code runs its 64- and 128-channel
             embedding convs at full resolution: about 60 GFLOP per block for a 320x320 batch of 4, most of a
@@ -59,10 +64,14 @@ class A2SIConfig:
     selection: str = "trainable"
     negative_slope: float = 0.2
     embed_size: int | None = 32
+    task_encoder: str = "semantic"
+    quantiles: int = 16
 
     def __post_init__(self) -> None:
         if self.selection not in ("trainable", "upstream"):
             raise ValueError(f"selection must be 'trainable' or 'upstream', got {self.selection!r}")
+        if self.task_encoder not in TASK_ENCODERS:
+            raise ValueError(f"task_encoder must be one of {', '.join(TASK_ENCODERS)}, got {self.task_encoder!r}")
 
 
 def _exporting() -> bool:
@@ -86,37 +95,12 @@ def adaptive_avg_pool2d_traceable(x: torch.Tensor, size: tuple[int, int]) -> tor
     return pool(pool(x, size[0], x.dim() - 2), size[1], x.dim() - 1)
 
 
-def rms_normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Divide each sample of ``(B, ...)`` by its root-mean-square value."""
-    rms = x.pow(2).flatten(1).mean(1).sqrt()
-    return x / (rms.view(-1, *([1] * (x.dim() - 1))) + eps)
-
-
-def conv3_mean(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean over length of ``conv1d(h, weight, padding=1)`` for a bias-free kernel of size 3, without running it.
-
-    Because the conv is linear, the mean of its output only needs the channel sums of ``h`` and its two end
-    samples (what zero padding drops at each end). ``h``: ``(B, Cin, L)``, ``weight``: ``(Cout, Cin, 3)`` ->
-    ``(B, Cout)``. Saves the ``Cout``-wide pass over long flattened task features.
-    """
-    s = h.sum(-1)
-    length = h.shape[-1]
-    taps = torch.stack((s - h[..., -1], s, s - h[..., 0]), dim=-1)  # (B, Cin, 3)
-    return torch.einsum("bck,ock->bo", taps, weight) / length
-
-
-class TaskEmbedding(nn.Module):
-    """Flattened task features ``(B, L)`` -> ``(B, out)``: conv1d(1 -> out/2), LeakyReLU, conv1d(-> out), mean."""
-
-    def __init__(self, out: int, slope: float) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv1d(1, max(1, out // 2), 3, padding=1, bias=False)
-        self.conv2 = nn.Conv1d(max(1, out // 2), out, 3, padding=1, bias=False)
-        self.slope = slope
-
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.conv1(rms_normalize(seq)[:, None]), self.slope)
-        return conv3_mean(h, self.conv2.weight)
+def apply_film(y: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """``y * (1 + gamma) + beta`` (``y`` unchanged without a FiLM)."""
+    if film is None:
+        return y
+    gamma, beta = film
+    return y * (1 + gamma) + beta
 
 
 def _image_embedding(cin: int, widths: tuple[int, ...], slope: float) -> nn.Sequential:
@@ -135,12 +119,16 @@ def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
 class Selection:
     """What an A2SI block chose for a batch: ``types`` ``(B, F)`` kernel-type indices, ``type_weights``
     ``(B, F, S)`` hard one-hot (with straight-through gradient), ``vector_index`` ``(B, F)`` basis indices within
-    the chosen set, ``vectors`` ``(B, F, D)`` the chosen basis vectors."""
+    the chosen set, ``vectors`` ``(B, F, D)`` the chosen basis vectors, ``film`` the task's ``(gamma, beta)``
+    ``(B, C, H, W)`` (``semantic`` task encoder; ``None`` for ``upstream``), ``task_embedding`` ``(B, E)`` the task
+    halves of the two queries, side by side (for diagnostics)."""
 
     types: torch.Tensor
     type_weights: torch.Tensor
     vector_index: torch.Tensor
     vectors: torch.Tensor
+    film: tuple[torch.Tensor, torch.Tensor] | None = None
+    task_embedding: torch.Tensor | None = None
 
 
 class A2SI(nn.Module):
@@ -160,13 +148,16 @@ class A2SI(nn.Module):
         self.bank_cfg = bank = bank or BankConfig()
         c, p, d, s = cfg.channels, cfg.proto_dim, bank.embed_dim, bank.set_num
         slope = cfg.negative_slope
+        if cfg.task_encoder == "upstream":
+            self.type_task = UpstreamTaskEmbedding(p // 2, slope)
+            self.basis_task = UpstreamTaskEmbedding(d // 2, slope)
+        else:
+            self.task_encoder = SemanticTaskEncoder(c, p // 2, d // 2, cfg.quantiles, slope=slope)
         # Kernel-type choice.
-        self.type_task = TaskEmbedding(p // 2, slope)
         self.type_image = _image_embedding(c, (p // 2,), slope)
         self.type_query = _mlp(p, cfg.filter_num * p // 2, cfg.filter_num * p)
         self.register_buffer("prototypes", orthonormal_rows(s, p, torch.Generator().manual_seed(s * 1000 + p)))
         # Basis-vector choice.
-        self.basis_task = TaskEmbedding(d // 2, slope)
         self.basis_image = _image_embedding(c, (d // 4, d // 2), slope)
         self.basis_query = _mlp(d, d // 4, d)
         # Basis vector -> kernel.
@@ -176,6 +167,12 @@ class A2SI(nn.Module):
         self.out_conv = nn.Conv2d(c, c, 1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
+
+    def task_pathway_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the task encoder (``semantic``) or the two task embeddings (``upstream``)."""
+        if self.cfg.task_encoder == "upstream":
+            return [*self.type_task.parameters(), *self.basis_task.parameters()]
+        return list(self.task_encoder.parameters())
 
     # -- choices -----------------------------------------------------------------------------------------------
 
@@ -200,9 +197,15 @@ class A2SI(nn.Module):
         b, f = image_features.shape[0], self.cfg.filter_num
         if task_features.shape[0] != b:
             raise ValueError(f"A2SI: task features batch {task_features.shape[0]} != image batch {b}")
-        seq = task_features.flatten(1)
         small = self._embed_input(image_features)
-        q = self.type_query(torch.cat((self.type_task(seq), self.type_image(small)), 1)).view(b, f, -1)
+        film = None
+        if self.cfg.task_encoder == "upstream":
+            seq = task_features.flatten(1)
+            type_emb, basis_emb = self.type_task(seq), self.basis_task(seq)
+        else:
+            type_emb, basis_emb, signature = self.task_encoder.embed(task_features)
+            film = self.task_encoder.modulation(task_features, signature, image_features.shape[-2:])
+        q = self.type_query(torch.cat((type_emb, self.type_image(small)), 1)).view(b, f, -1)
         logits = F.normalize(q, dim=-1) @ F.normalize(self.prototypes, dim=-1).t()  # (B, F, S) cosine
         if self.training:
             if gumbel is None:
@@ -217,7 +220,7 @@ class A2SI(nn.Module):
         types = type_w.detach().argmax(-1)  # (B, F)
 
         set_bank = torch.einsum("bfs,svd->bfvd", type_w, bank)  # the chosen set's vectors, per filter
-        r = self.basis_query(torch.cat((self.basis_task(seq), self.basis_image(small)), 1))  # (B, D)
+        r = self.basis_query(torch.cat((basis_emb, self.basis_image(small)), 1))  # (B, D)
         sims = torch.einsum("bd,bfvd->bfv", F.normalize(r, dim=-1), F.normalize(set_bank, dim=-1))
         # The k-th filter of a type in a sample takes that set's k-th most similar vector: distinct within a set.
         # In integers: the straight-through weights are 1 only up to rounding (hard + soft - soft), and a rank
@@ -233,7 +236,7 @@ class A2SI(nn.Module):
             soft = F.softmax((sims / self.cfg.select_tau).masked_fill(taken, float("-inf")), dim=-1)
             surrogate = torch.einsum("bfv,bfvd->bfd", soft, set_bank)
             vectors = vectors + surrogate - surrogate.detach()
-        return Selection(types, type_w, index, vectors)
+        return Selection(types, type_w, index, vectors, film, torch.cat((type_emb, basis_emb), 1))
 
     def kernels(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """1x1 kernels ``(B, F, C, C, 1, 1)`` and 3x3 kernels ``(B, F, C, C, 3, 3)`` for every filter's vector."""
@@ -272,7 +275,7 @@ class A2SI(nn.Module):
         return out.view(b, -1, c, h, w)
 
     def compensate(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
-        """``X + out_conv(mean over filters of LeakyReLU(BN(dynamic conv)))``.
+        """``X + out_conv(film(mean over filters of LeakyReLU(BN(dynamic conv))))``.
 
         Same result as running :meth:`dynamic_conv` and then BN, LeakyReLU and the filter mean, with fewer passes
         over the ``(B*F, C, H, W)`` intermediate (the costly part on a CPU): the filters' outputs stay in kernel-type
@@ -283,7 +286,7 @@ class A2SI(nn.Module):
         owners = torch.cat([idx for idx, _ in groups]) // self.cfg.filter_num
         y = self.post(torch.cat([y for _, y in groups]) if len(groups) > 1 else groups[0][1])
         total = y.new_zeros(b, c, h, w).index_add_(0, owners, y)
-        return image_features + self.out_conv(total / self.cfg.filter_num)
+        return image_features + self.out_conv(apply_film(total / self.cfg.filter_num, sel.film))
 
     def compensate_static(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
         """:meth:`compensate` without data-dependent shapes, for ONNX export: every filter runs all four kernel
@@ -307,7 +310,7 @@ class A2SI(nn.Module):
             yt = torch.einsum("bfoik,bikhw->bfohw", k * sel.type_weights[..., t, None, None, None], taps)
             y = yt if y is None else y + yt
         y = self.post(y.reshape(-1, c, h, w)).reshape(b, f, c, h, w).mean(1)
-        return image_features + self.out_conv(y)
+        return image_features + self.out_conv(apply_film(y, sel.film))
 
     def forward(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor,
                 gumbel: torch.Tensor | None = None) -> torch.Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cldyn.model.a2si import A2SI, Selection
+from cldyn.model.a2si import A2SI, Selection, apply_film
 from cldyn.model.basis_bank import KERNEL_TYPES
 
 
@@ -33,7 +33,8 @@ def reference_compensate(block: A2SI, x: torch.Tensor, sel: Selection) -> torch.
     """:meth:`A2SI.compensate` built on :func:`reference_dynamic_conv`."""
     dyn = reference_dynamic_conv(block, x, sel)
     b, f, c, h, w = dyn.shape
-    return x + block.out_conv(block.post(dyn.reshape(b * f, c, h, w)).view(b, f, c, h, w).mean(1))
+    y = block.post(dyn.reshape(b * f, c, h, w)).view(b, f, c, h, w).mean(1)
+    return x + block.out_conv(apply_film(y, sel.film))
 
 
 def reference_vector_index(sims: torch.Tensor, types: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,9 @@ class RSCConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RSCConfig:
-        return cls(num_stages=d["num_stages"], a2si=A2SIConfig(**d["a2si"]), bank=BankConfig(**d["bank"]))
+        # Weights saved before the task encoder was a setting have the upstream pathway.
+        a2si = {"task_encoder": "upstream", **d["a2si"]}
+        return cls(num_stages=d["num_stages"], a2si=A2SIConfig(**a2si), bank=BankConfig(**d["bank"]))
 
 
 def rsc_fit_problem(cfg: RSCConfig, vfn: VFN) -> str | None:
@@ -53,6 +55,11 @@ class RSC(nn.Module):
         self.bank = BasisVectorBank(cfg.bank)
         self.ir_blocks = nn.ModuleList(A2SI(cfg.a2si, cfg.bank) for _ in range(cfg.num_stages))
         self.vis_blocks = nn.ModuleList(A2SI(cfg.a2si, cfg.bank) for _ in range(cfg.num_stages))
+
+    def task_pathway_parameters(self) -> list[nn.Parameter]:
+        """The parameters that read the task features (every block's task encoder), e.g. to keep them out of
+        weight decay."""
+        return [p for block in [*self.ir_blocks, *self.vis_blocks] for p in block.task_pathway_parameters()]
 
     def gumbel_shape(self, batch: int) -> tuple[int, int, int, int]:
         """Shape of the Gumbel noise of one training forward pass: (blocks, batch, filters, kernel types); blocks
@@ -98,6 +105,11 @@ class CLDyN(nn.Module):
         colour = vis.shape[1] == 3
         y = self.vfn(ir, rgb_to_luma(vis) if colour else vis, stage_hook=hook)
         return replace_luma(vis, y) if colour else y
+
+    def compensated_luma(self, ir: torch.Tensor, vis_y: torch.Tensor, task_features: torch.Tensor,
+                         gumbel: torch.Tensor | None = None) -> torch.Tensor:
+        """The compensated fusion of ``ir`` and the visible luminance ``vis_y`` (both ``(B, 1, H, W)``)."""
+        return self.vfn(ir, vis_y, stage_hook=self.rsc.stage_hook(task_features, gumbel))
 
     def base(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """Plain VFN fusion (the closed loop's first pass)."""

@@ -2,8 +2,11 @@
 
 Per step and task: base fusion by the frozen VFN (no gradient) -> the frozen task network's features and loss
 ``L_base`` on the base fused image -> compensated fusion with those features -> task loss ``L`` -> reward-penalty
-loss ``L + penalty * max(0, L - L_base)``. The per-task gradients over the RSC parameters (bank included) are combined
-with CAGrad (or the mean / PCGrad for ablations), clipped to norm 1 and applied with Adam.
+loss ``L + penalty * max(0, L - L_base)``, plus ``fusion_weight`` times the VFN's own fusion loss on the compensated
+luminance (what keeps fusion quality; 0 is the paper's loss). The per-task gradients over the RSC parameters (bank
+included) are combined with CAGrad (or the mean / PCGrad for ablations), clipped to norm 1 and applied with Adam.
+The task-requirement pathway (:mod:`cldyn.model.task_encoder`) gets no weight decay: decay erased the upstream
+pathway, whose gradient is small, in the first shipped weights.
 
 Each task has its own data stream (dataset root and split), as in the paper. Batches are pure functions of
 (seed, task, epoch, step), so a resumed run sees the same data. Gumbel noise in A2SI uses torch's global generator,
@@ -27,6 +30,7 @@ from cldyn.errors import CldynError
 from cldyn.inference.sources import image_source
 from cldyn.model.a2si import A2SIConfig
 from cldyn.model.basis_bank import BankConfig
+from cldyn.model.color import replace_luma, rgb_to_luma
 from cldyn.model.ops import as_rgb
 from cldyn.model.rsc import RSC, CLDyN, RSCConfig
 from cldyn.runtime import progress_bar
@@ -35,6 +39,7 @@ from cldyn.tasks.evaluation import PRIMARY_METRIC, evaluate_cldyn
 from cldyn.training.cagrad import combine
 from cldyn.training.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.training.loop import TrainingRun, average_parts, take_shard
+from cldyn.training.losses import fusion_loss
 from cldyn.weights import load_vfn_or_shipped, save_rsc
 
 
@@ -44,7 +49,8 @@ class TrainRSCConfig:
     weight 5, clipping 1.0; bank 4 x 32 x 256; 4 filters).
 
     ``data`` maps each task to its dataset root. Ablations: ``penalty=0`` (no penalty), ``closed_loop=False``
-    (task features replaced by zeros), ``aggregate="mean"``, ``selection="upstream"``.
+    (task features replaced by zeros), ``aggregate="mean"``, ``selection="upstream"``, ``task_encoder="upstream"``
+    (the public code's task pathway), ``fusion_weight=0`` (the paper's loss, no fusion-quality term).
     """
 
     tasks: list[str] = field(default_factory=lambda: ["detection", "segmentation", "saliency"])
@@ -65,6 +71,8 @@ class TrainRSCConfig:
     clip: float = 1.0
     closed_loop: bool = True
     selection: str = "trainable"
+    task_encoder: str = "semantic"
+    fusion_weight: float = 1.0  # weight of the VFN fusion loss on the compensated image (0: the paper's loss)
     filter_num: int = 4
     bank: BankConfig = field(default_factory=BankConfig)
     seed: int = 0
@@ -84,22 +92,34 @@ def reward_penalty(loss: torch.Tensor, base_loss: torch.Tensor, weight: float = 
 
 
 def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any,
-                       penalty: float, closed_loop: bool = True, gumbel: torch.Tensor | None = None
-                       ) -> tuple[torch.Tensor, dict[str, float]]:
-    """One task's reward-penalty loss for a batch, and its parts for logging (``gumbel``: see
-    :meth:`cldyn.model.rsc.RSC.gumbel_shape`)."""
+                       penalty: float, closed_loop: bool = True, gumbel: torch.Tensor | None = None,
+                       fusion_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """One task's loss for a batch, reward-penalty plus ``fusion_weight`` times the VFN fusion loss of the
+    compensated luminance, and its parts for logging (``gumbel``: see :meth:`cldyn.model.rsc.RSC.gumbel_shape`)."""
     with torch.no_grad():
         base = model.base(ir, vis)
         feats, out = adapter.features_and_output(as_rgb(base))
         base_loss = adapter.loss_from_output(out, targets)
     if not closed_loop:
         feats = torch.zeros_like(feats)
-    comp = model(ir, vis, feats, gumbel)
+    vis_y = rgb_to_luma(vis) if vis.shape[1] == 3 else vis
+    comp_y = model.compensated_luma(ir, vis_y, feats, gumbel)
+    comp = replace_luma(vis, comp_y) if vis.shape[1] == 3 else comp_y
     loss = adapter.loss(as_rgb(comp), targets)
     total = reward_penalty(loss, base_loss, penalty)
-    return total, {"loss": loss.item(), "base_loss": base_loss.item(), "penalty": (total - loss).item(),
-                   "penalty_active": float(loss > base_loss),
-                   "total": total.item()}
+    parts = {"loss": loss.item(), "base_loss": base_loss.item(), "penalty": (total - loss).item(),
+             "penalty_active": float(loss > base_loss)}
+    if fusion_weight:
+        fusion = fusion_loss(comp_y, ir, vis_y)[0]
+        total = total + fusion_weight * fusion
+        parts["fusion"] = fusion.item()
+    return total, {**parts, "total": total.item()}
+
+
+def pathway_mask(rsc: RSC, params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """Which entries of the flattened ``params`` belong to the task-requirement pathway (bool, one per scalar)."""
+    ids = {id(p) for p in rsc.task_pathway_parameters()}
+    return torch.cat([torch.full((p.numel(),), id(p) in ids, dtype=torch.bool) for p in params])
 
 
 def _score(metrics: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> float:
@@ -136,7 +156,8 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
         a.freeze()
     torch.manual_seed(cfg.seed)
     rsc_cfg = RSCConfig(num_stages=vfn.num_stages - 1,
-                        a2si=A2SIConfig(channels=vfn.cfg.width, filter_num=cfg.filter_num, selection=cfg.selection),
+                        a2si=A2SIConfig(channels=vfn.cfg.width, filter_num=cfg.filter_num, selection=cfg.selection,
+                                        task_encoder=cfg.task_encoder),
                         bank=cfg.bank)
     model = CLDyN(vfn, RSC(rsc_cfg)).to(device)
     for a in adapters.values():
@@ -151,7 +172,11 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
             banks[task] = load_task_bank(task, cfg.data[task], split, source, adapters[task].config, log)
         log(f"{task}: {len(train_banks[task])} train / {len(val_banks[task])} val pairs from {cfg.data[task]}")
     params = [p for p in model.rsc.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    pathway = {id(p) for p in model.rsc.task_pathway_parameters()}
+    opt = torch.optim.Adam([{"params": [p for p in params if id(p) not in pathway]},
+                            {"params": [p for p in params if id(p) in pathway], "weight_decay": 0.0}],
+                           lr=cfg.lr, weight_decay=cfg.weight_decay)
+    in_pathway = pathway_mask(model.rsc, params).to(device)
 
     def write_log(csv_path: Path, rows: list[dict]) -> None:
         if rows:
@@ -192,11 +217,15 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
             x, gumbel = x.to(device), gumbel.to(device)
             y = y.to(device) if isinstance(y, torch.Tensor) else y  # box lists: the adapter moves them
             total, parts = closed_loop_losses(model, adapters[task], x[:, :1], x[:, 1:], y, cfg.penalty,
-                                              cfg.closed_loop, gumbel)
+                                              cfg.closed_loop, gumbel, cfg.fusion_weight)
             g = torch.autograd.grad(total, params, allow_unused=True)
-            grads.append(ctx.average_(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
-                                                 for gi, p in zip(g, params, strict=True)])))
+            flat = ctx.average_(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
+                                           for gi, p in zip(g, params, strict=True)]))
+            grads.append(flat)
             parts = average_parts(ctx, parts)  # log the global batch's values
+            # How much of this task's gradient reaches the task pathway (the upstream pathway's got ~none).
+            parts["pathway_grad_norm"] = float(flat[in_pathway].norm())
+            parts["pathway_grad_share"] = float(flat[in_pathway].norm() / flat.norm().clamp_min(1e-12))
             row.update({f"{task}_{key}": round(v, 6) for key, v in parts.items()})
         direction = combine(torch.stack(grads), cfg.aggregate, cfg.cagrad_c, seeded_generator(cfg.seed, 9, step))
         offset = 0

@@ -1,0 +1,147 @@
+"""Task-requirement pathways: what an A2SI block reads from a frozen task network's features ``T``.
+
+Two encoders (``A2SIConfig.task_encoder``):
+
+- ``upstream`` (the public code's, kept as an ablation): ``T`` flattened to one sequence, RMS-normalised, two 1-D
+  convs and a mean (:class:`UpstreamTaskEmbedding`). What survives the mean is a few marginal statistics of the
+  feature values; measured on the shipped weights, nothing in them told the tasks apart.
+- ``semantic`` (default): :class:`SemanticTaskEncoder`, width- and resolution-agnostic, so it reads any adapter
+  (``module:Class`` too):
+
+  * a **signature** (:func:`channel_quantiles`): the per-channel mean and standard deviation of ``T`` over the image,
+    each sorted over channels and resampled to ``k`` quantiles, after scaling ``T`` to unit RMS. Different networks
+    give different quantile functions (their activation statistics differ), and it has a fixed size whatever the
+    width. Small MLPs turn it into the type and basis queries' task halves and into a per-channel FiLM of the
+    compensation (so the task acts on the output continuously, not only through the discrete kernel choice);
+  * **where the task responds** (:func:`response_maps`): per pixel, the channel RMS and channel maximum of the
+    unit-RMS features, resized to the encoder stage; two small convs turn them into a spatial FiLM (SPADE-like), so
+    the compensation can act where the task's objects are instead of applying one global kernel per image.
+
+  Both FiLM outputs start at zero (and the A2SI output conv is zero-initialised), so a fresh block is the identity.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TASK_ENCODERS = ("semantic", "upstream")
+
+
+def rms_normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Divide each sample of ``(B, ...)`` by its root-mean-square value."""
+    rms = x.pow(2).flatten(1).mean(1).sqrt()
+    return x / (rms.view(-1, *([1] * (x.dim() - 1))) + eps)
+
+
+def conv3_mean(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean over length of ``conv1d(h, weight, padding=1)`` for a bias-free kernel of size 3, without running it.
+
+    Because the conv is linear, the mean of its output only needs the channel sums of ``h`` and its two end
+    samples (what zero padding drops at each end). ``h``: ``(B, Cin, L)``, ``weight``: ``(Cout, Cin, 3)`` ->
+    ``(B, Cout)``. Saves the ``Cout``-wide pass over long flattened task features.
+    """
+    s = h.sum(-1)
+    length = h.shape[-1]
+    taps = torch.stack((s - h[..., -1], s, s - h[..., 0]), dim=-1)  # (B, Cin, 3)
+    return torch.einsum("bck,ock->bo", taps, weight) / length
+
+
+class UpstreamTaskEmbedding(nn.Module):
+    """Flattened task features ``(B, L)`` -> ``(B, out)``: conv1d(1 -> out/2), LeakyReLU, conv1d(-> out), mean."""
+
+    def __init__(self, out: int, slope: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, max(1, out // 2), 3, padding=1, bias=False)
+        self.conv2 = nn.Conv1d(max(1, out // 2), out, 3, padding=1, bias=False)
+        self.slope = slope
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.conv1(rms_normalize(seq)[:, None]), self.slope)
+        return conv3_mean(h, self.conv2.weight)
+
+
+def _as_maps(task_features: torch.Tensor) -> torch.Tensor:
+    """``(B, C)``, ``(B, C, L)`` or ``(B, C, h, w)`` -> ``(B, C, h, w)`` (vectors are 1x1 maps, sequences 1xL)."""
+    if task_features.dim() < 2 or task_features.dim() > 4:
+        raise ValueError(f"task features must be (B, C[, h[, w]]), got {tuple(task_features.shape)}")
+    if task_features.dim() == 2:
+        return task_features[..., None, None]
+    return task_features.unsqueeze(-2) if task_features.dim() == 3 else task_features
+
+
+def channel_quantiles(task_features: torch.Tensor, k: int = 16) -> torch.Tensor:
+    """Width-agnostic signature of task features: ``(B, C[, h, w])`` -> ``(B, 2k)``.
+
+    The features are scaled to unit RMS per sample; the per-channel spatial mean and standard deviation are each
+    sorted over channels and resampled (linear interpolation) to ``k`` values: two quantile functions.
+
+    Example:
+        >>> t = torch.arange(4.0).view(1, 4, 1, 1)  # channel means 0, 1, 2, 3; no spatial spread
+        >>> channel_quantiles(t, 4)[0, :4] * (14 / 4) ** 0.5  # undo the unit-RMS scaling (RMS = sqrt(14 / 4))
+        tensor([0., 1., 2., 3.])
+    """
+    t = rms_normalize(_as_maps(task_features).float()).flatten(2)  # (B, C, hw)
+    mean, std = t.mean(-1), t.std(-1, unbiased=False)
+    stats = torch.stack((mean, std), 1).sort(-1).values  # (B, 2, C) ascending
+    return F.interpolate(stats, size=k, mode="linear", align_corners=True).flatten(1)
+
+
+def response_maps(task_features: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Where a task network responds: ``(B, C[, h, w])`` -> ``(B, 2, h, w)``, the channel RMS and the channel
+    maximum of the features scaled to unit RMS per sample.
+
+    Example:
+        >>> t = torch.zeros(1, 2, 1, 2); t[0, 0, 0, 0] = 2.0  # all energy in one pixel of one channel
+        >>> response_maps(t)[0, :, 0]  # unit RMS: the value 2 becomes 2 / sqrt(4 / 4) = 2
+        tensor([[1.4142, 0.0000],
+                [2.0000, 0.0000]])
+    """
+    t = rms_normalize(_as_maps(task_features).float(), eps)
+    return torch.cat((t.pow(2).mean(1, keepdim=True).sqrt(), t.amax(1, keepdim=True)), 1)
+
+
+class SemanticTaskEncoder(nn.Module):
+    """The ``semantic`` task pathway of one A2SI block (see the module docstring).
+
+    Args:
+        channels: image feature channels ``C`` of the block.
+        type_dim, basis_dim: sizes of the task halves of the kernel-type and basis queries.
+        quantiles: ``k`` of :func:`channel_quantiles`.
+        hidden: channels of the spatial FiLM's hidden conv.
+        slope: LeakyReLU slope.
+    """
+
+    def __init__(self, channels: int, type_dim: int, basis_dim: int, quantiles: int = 16, hidden: int = 8,
+                 slope: float = 0.2) -> None:
+        super().__init__()
+        sig = 2 * quantiles
+        self.quantiles = quantiles
+        self.type_head = nn.Sequential(nn.Linear(sig, sig), nn.LeakyReLU(slope), nn.Linear(sig, type_dim))
+        self.basis_head = nn.Sequential(nn.Linear(sig, sig), nn.LeakyReLU(slope), nn.Linear(sig, basis_dim))
+        self.film_global = nn.Sequential(nn.Linear(sig, sig), nn.LeakyReLU(slope), nn.Linear(sig, 2 * channels))
+        self.film_spatial = nn.Sequential(nn.Conv2d(2, hidden, 3, padding=1), nn.LeakyReLU(slope),
+                                          nn.Conv2d(hidden, 2 * channels, 3, padding=1))
+        for last in (self.film_global[-1], self.film_spatial[-1]):  # no modulation at initialisation
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def embed(self, task_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(type_embedding (B, type_dim), basis_embedding (B, basis_dim), signature (B, 2k))``."""
+        sig = channel_quantiles(task_features, self.quantiles)
+        return self.type_head(sig), self.basis_head(sig), sig
+
+    def modulation(self, task_features: torch.Tensor, signature: torch.Tensor, size: tuple[int, int]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """FiLM ``(gamma, beta)``, each ``(B, C, H, W)`` at the encoder stage's ``size``: global (from the
+        signature) plus spatial (from the response maps, bilinearly resized to ``size``)."""
+        maps = F.interpolate(response_maps(task_features), size=size, mode="bilinear", align_corners=False)
+        spatial = self.film_spatial(maps)
+        glob = self.film_global(signature)[..., None, None]
+        gamma, beta = (spatial + glob).chunk(2, dim=1)
+        return gamma, beta
+
+
+__all__ = ["TASK_ENCODERS", "SemanticTaskEncoder", "UpstreamTaskEmbedding", "channel_quantiles", "conv3_mean",
+           "response_maps", "rms_normalize"]

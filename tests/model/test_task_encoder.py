@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from cldyn.model.task_encoder import SemanticTaskEncoder, channel_quantiles, response_maps, rms_normalize
+
+
+def test_channel_quantiles_hand_computed():
+    # Two channels, two pixels: channel 0 = (1, 3), channel 1 = (0, 0). RMS over all = sqrt(10 / 4).
+    t = torch.tensor([[[[1.0, 3.0]], [[0.0, 0.0]]]])
+    rms = (10 / 4) ** 0.5
+    q = channel_quantiles(t, 3)
+    # means (2, 0) sorted -> (0, 2), resampled to 3 points -> (0, 1, 2); stds (1, 0) -> (0, 0.5, 1)
+    assert torch.allclose(q * rms, torch.tensor([[0.0, 1.0, 2.0, 0.0, 0.5, 1.0]]), atol=1e-6)
+
+
+def test_channel_quantiles_ignore_width_order_and_scale():
+    torch.manual_seed(0)
+    t = torch.randn(2, 64, 5, 7)
+    q = channel_quantiles(t, 16)
+    assert q.shape == (2, 32)
+    assert torch.allclose(channel_quantiles(t[:, torch.randperm(64)], 16), q, atol=1e-6)  # channel order
+    assert torch.allclose(channel_quantiles(3.5 * t, 16), q, atol=1e-5)  # scale
+    # a network of another width gives a signature of the same size
+    assert channel_quantiles(torch.randn(2, 320, 3, 3), 16).shape == (2, 32)
+    # and the signatures of differently distributed features are far apart
+    other = channel_quantiles(torch.relu(torch.randn(2, 64, 5, 7)) + torch.linspace(0, 3, 64).view(1, 64, 1, 1), 16)
+    assert (other - q).norm(dim=1).min() > 5 * (q[0] - q[1]).norm()
+
+
+def test_response_maps_hand_computed_and_shapes():
+    t = torch.zeros(1, 2, 2, 2)
+    t[0, 1, 1, 0] = 4.0  # RMS over the 8 values = sqrt(16 / 8)
+    m = response_maps(t)
+    s = 4.0 / 2 ** 0.5
+    want_rms = torch.tensor([[0.0, 0.0], [s / 2 ** 0.5, 0.0]])
+    want_max = torch.tensor([[0.0, 0.0], [s, 0.0]])
+    assert torch.allclose(m[0, 0], want_rms, atol=1e-5) and torch.allclose(m[0, 1], want_max, atol=1e-5)
+    assert response_maps(torch.randn(3, 7)).shape == (3, 2, 1, 1)
+    assert response_maps(torch.randn(3, 7, 9)).shape == (3, 2, 1, 9)
+    with pytest.raises(ValueError, match="task features"):
+        response_maps(torch.randn(3))
+
+
+def test_rms_normalize():
+    x = torch.tensor([[3.0, 4.0]])
+    assert torch.allclose(rms_normalize(x), x / (12.5 ** 0.5))
+
+
+def test_semantic_encoder_starts_without_modulation_and_modulates_where_the_task_responds():
+    torch.manual_seed(0)
+    enc = SemanticTaskEncoder(channels=8, type_dim=8, basis_dim=128)
+    t = torch.randn(2, 40, 4, 4)
+    type_emb, basis_emb, sig = enc.embed(t)
+    assert type_emb.shape == (2, 8) and basis_emb.shape == (2, 128) and sig.shape == (2, 32)
+    gamma, beta = enc.modulation(t, sig, (16, 20))
+    assert gamma.shape == beta.shape == (2, 8, 16, 20)
+    assert gamma.abs().max() == 0 and beta.abs().max() == 0  # identity at initialisation
+    torch.nn.init.normal_(enc.film_spatial[-1].weight)
+    # A task that responds in one corner only: the spatial FiLM varies over the image, and is the same
+    # (bias only) far from the response.
+    corner = torch.zeros(1, 40, 4, 4)
+    corner[0, :, 0, 0] = 1.0
+    gamma, _ = enc.modulation(corner, enc.embed(corner)[2], (16, 16))
+    assert gamma[0, :, :3, :3].std() > 0
+    assert torch.allclose(gamma[0, :, 9:13, 9:13], gamma[0, :, 10:11, 10:11].expand(-1, 4, 4), atol=1e-6)
