@@ -16,9 +16,12 @@ from cldyn.evaluation.bench_closed_loop import bench_rsc, bench_tasks
 from cldyn.evaluation.compare import evaluate_split
 from cldyn.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate_folders, evaluation_outputs
 from cldyn.evaluation.experiment import Experiment, ExperimentConfig
+from cldyn.evaluation.inspect_rsc import format_inspection, inspect_rsc, load_pairs
 from cldyn.evaluation.report import render_report, report_path
 from cldyn.evaluation.tasks import evaluate_task
-from cldyn.weights import load_vfn_or_shipped
+from cldyn.model.rsc import CLDyN
+from cldyn.tasks import load_task_for
+from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
 
 
 def _stderr(msg: str) -> None:
@@ -31,6 +34,22 @@ def cmd_eval_task(args: argparse.Namespace) -> int:
                            vfn_weights=args.vfn_weights, rsc_weights=args.rsc_weights, log=_stderr,
                            progress=not args.quiet)
     print(json.dumps(result, indent=2))
+    write_json(args.json, result)
+    return 0
+
+
+def cmd_inspect_rsc(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    tasks = [t for t in args.tasks.split(",") if t]
+    weights = task_map(args.task_weights, tasks, "--task-weights")
+    adapters = {t: load_task_for(t, weights.get(t)) for t in tasks}
+    vfn = load_vfn_or_shipped(args.vfn_weights)
+    model = CLDyN(vfn, load_rsc_or_shipped(args.rsc_weights, vfn))
+    pairs = load_pairs(args.data, args.split, args.limit)
+    if not pairs:
+        raise CldynError(f"{args.data}: no pairs in split {args.split!r}")
+    result = inspect_rsc(model, adapters, pairs, args.log, progress=not args.quiet)
+    print(format_inspection(result))
     write_json(args.json, result)
     return 0
 
@@ -167,6 +186,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=int)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_eval_task)
+
+    s = sub.add_parser("inspect-rsc", help="does the RSC customise for the task? kernel choices, task embeddings "
+                                           "and customisation differences per A2SI block")
+    s.add_argument("--data", required=True, help="dataset root")
+    s.add_argument("--split", default="val")
+    s.add_argument("--limit", type=int, default=6, help="the first N pairs of the split (by name)")
+    s.add_argument("--tasks", default="detection,segmentation,saliency")
+    s.add_argument("--task-weights", nargs="*", help="TASK=FILE task networks (default: the shipped ones)")
+    s.add_argument("--rsc-weights", help="RSC checkpoint (default: the shipped one)")
+    s.add_argument("--vfn-weights", help="VFN checkpoint (default: the shipped one)")
+    s.add_argument("--log", help="the train-rsc log.csv, for the gradient share of the task pathway")
+    s.add_argument("--json", help="also write the result as JSON")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_inspect_rsc)
 
     e = ExperimentConfig(data="")
     s = sub.add_parser("experiment", help="fusion and task tables, efficiency, gallery and an HTML report in one run")

@@ -1,0 +1,139 @@
+"""``cldyn inspect-rsc``: does an RSC customise the fusion for the task network plugged in?
+
+For each pair, each task network's features of the base fusion are fed to the RSC (as at inference), and what each
+A2SI block chose and embedded is recorded. Reported:
+
+- per block: the share of pairs whose kernel choices (every filter's kernel type and basis vector) agree across all
+  tasks; the mean norm of the task embedding (the task halves of the type and basis queries) per task; the distance
+  between the tasks' mean embeddings and the spread of the embeddings within a task;
+- the same separation for the width-agnostic signature of the task features themselves
+  (:func:`cldyn.model.task_encoder.channel_quantiles`): what any pathway could tell apart;
+- per pair of tasks: the mean |difference| of the customised luminances, in 8-bit grey levels;
+- from a ``train-rsc`` log (optional): the mean share of each task's gradient that reached the task pathway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cldyn.data.io import read_csv
+from cldyn.data.pairs import discover_pairs
+from cldyn.inference.sources import image_source
+from cldyn.model.color import rgb_to_luma
+from cldyn.model.rsc import CLDyN
+from cldyn.model.task_encoder import channel_quantiles
+from cldyn.runtime import progress_bar
+from cldyn.tasks import TaskAdapter
+
+
+def separation(embeddings: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per-task samples ``{task: (N, E)}`` -> ``between`` (mean distance between the tasks' centroids) and
+    ``within`` (mean distance of a sample to its task's centroid).
+
+    Example:
+        >>> separation({"a": torch.tensor([[0.0, 1.0], [0.0, -1.0]]), "b": torch.tensor([[3.0, 0.0], [5.0, 0.0]])})
+        {'between': 4.0, 'within': 1.0}
+    """
+    centroids = {t: e.float().mean(0) for t, e in embeddings.items()}
+    pairs = list(combinations(centroids, 2))
+    between = sum(float((centroids[a] - centroids[b]).norm()) for a, b in pairs) / max(len(pairs), 1)
+    within = sum(float((e.float() - centroids[t]).norm(dim=1).mean()) for t, e in embeddings.items())
+    return {"between": between, "within": within / max(len(embeddings), 1)}
+
+
+def load_pairs(root: str | Path, split: str | None, limit: int | None = None
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``limit`` pairs of a split (by name) as ``(ir (1, 1, H, W), vis (1, 3, H, W))`` in [0, 1]."""
+    pairs, _ = discover_pairs([root], split)
+    source = image_source("pair")
+    out = []
+    for pair in sorted(pairs, key=lambda p: p.name)[:limit]:
+        x = torch.from_numpy(np.ascontiguousarray(source(pair))).permute(2, 0, 1)[None].float()
+        out.append((x[:, :1], x[:, 1:]))
+    return out
+
+
+def _record_blocks(model: CLDyN) -> tuple[list, list[Callable[[], None]]]:
+    """Forward hooks on every A2SI block (infrared stack, then visible) keeping each call's inputs."""
+    calls: list = []
+    blocks = [*model.rsc.ir_blocks, *model.rsc.vis_blocks]
+    handles = [b.register_forward_hook(lambda m, args, out, i=i: calls.append((i, args))) for i, b in
+               enumerate(blocks)]
+    return calls, [h.remove for h in handles]
+
+
+@torch.no_grad()
+def inspect_rsc(model: CLDyN, adapters: dict[str, TaskAdapter], pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                log_path: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Inspect ``model`` (CLDyN with the RSC to study) with each of ``adapters`` on ``pairs`` of ``(ir (1, 1, H, W),
+    vis (1, 1 or 3, H, W))`` in [0, 1]. Returns the figures of the module docstring as a dict."""
+    model.eval()
+    blocks = [*model.rsc.ir_blocks, *model.rsc.vis_blocks]
+    names = [f"ir{i}" for i in range(len(model.rsc.ir_blocks))] + [f"vis{i}" for i in range(len(model.rsc.vis_blocks))]
+    choices = {t: [[] for _ in blocks] for t in adapters}  # per task, per block: (F * 2,) choice codes per pair
+    embeds = {t: [[] for _ in blocks] for t in adapters}
+    signatures: dict[str, list[torch.Tensor]] = {t: [] for t in adapters}
+    lumas: dict[str, list[torch.Tensor]] = {t: [] for t in adapters}
+    calls, removers = _record_blocks(model)
+    try:
+        for ir, vis in progress_bar(pairs, disable=not progress, desc="inspect-rsc"):
+            for task, adapter in adapters.items():
+                feats = model.task_features(ir, vis, adapter)
+                signatures[task].append(channel_quantiles(feats)[0])
+                calls.clear()
+                out = model(ir, vis, feats)
+                lumas[task].append((rgb_to_luma(out) if out.shape[1] == 3 else out)[0, 0] * 255)
+                for i, (bank, task_features, image_features) in ((i, args[:3]) for i, args in calls):
+                    sel = blocks[i].select(bank, task_features, image_features)
+                    choices[task][i].append(torch.cat((sel.types[0], sel.vector_index[0])))
+                    embeds[task][i].append(sel.task_embedding[0])
+    finally:
+        for remove in removers:
+            remove()
+    tasks = list(adapters)
+    per_block = []
+    for i, name in enumerate(names):
+        stacked = torch.stack([torch.stack(choices[t][i]) for t in tasks])  # (T, N, 2F)
+        agree = (stacked == stacked[:1]).all(-1).all(0).float().mean()
+        emb = {t: torch.stack(embeds[t][i]) for t in tasks}
+        per_block.append({"block": name, "choices_agree_share": float(agree),
+                          "embedding_norm": {t: float(e.norm(dim=1).mean()) for t, e in emb.items()},
+                          **{f"embedding_{k}": v for k, v in separation(emb).items()}})
+    diffs = {f"{a}-{b}": sum(float((x - y).abs().mean()) for x, y in zip(lumas[a], lumas[b], strict=True))
+             / len(pairs) for a, b in combinations(tasks, 2)}
+    result: dict[str, Any] = {
+        "pairs": len(pairs), "tasks": tasks, "task_encoder": model.rsc.cfg.a2si.task_encoder, "blocks": per_block,
+        "signature": separation({t: torch.stack(s) for t, s in signatures.items()}),
+        "customisation_mean_abs_diff_grey": diffs,
+    }
+    if log_path is not None:
+        rows = read_csv(log_path)
+        result["pathway_grad_share"] = {
+            t: sum(float(r[f"{t}_pathway_grad_share"]) for r in rows) / len(rows) for t in tasks
+            if rows and f"{t}_pathway_grad_share" in rows[0]}
+    return result
+
+
+def format_inspection(result: dict[str, Any]) -> str:
+    """A plain-text table of :func:`inspect_rsc`'s result."""
+    tasks = result["tasks"]
+    lines = [f"{result['pairs']} pairs, task encoder {result['task_encoder']}",
+             "block  choices agree  " + "  ".join(f"|emb| {t[:3]}" for t in tasks) + "  between  within"]
+    for b in result["blocks"]:
+        norms = "  ".join(f"{b['embedding_norm'][t]:9.4f}" for t in tasks)
+        lines.append(f"{b['block']:<6} {b['choices_agree_share']:13.0%}  {norms}  {b['embedding_between']:7.4f}"
+                     f"  {b['embedding_within']:6.4f}")
+    sig = result["signature"]
+    lines.append(f"task-feature signature: between {sig['between']:.4f}, within {sig['within']:.4f}")
+    lines.append("customisations, mean |difference| (grey levels): " + ", ".join(
+        f"{k} {v:.3f}" for k, v in result["customisation_mean_abs_diff_grey"].items()))
+    if result.get("pathway_grad_share"):
+        lines.append("gradient share of the task pathway in training: " + ", ".join(
+            f"{t} {v:.2%}" for t, v in result["pathway_grad_share"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+import json
+
+import torch
+
+from cldyn.cli import main
+from cldyn.evaluation.inspect_rsc import format_inspection, inspect_rsc, load_pairs, separation
+from cldyn.model.a2si import A2SIConfig
+from cldyn.model.rsc import RSC, CLDyN, RSCConfig
+from cldyn.model.vfn import VFN
+from cldyn.tasks import create_task
+from cldyn.weights import save_rsc
+
+
+def test_separation_hand_computed():
+    emb = {"a": torch.tensor([[0.0, 1.0], [0.0, -1.0]]), "b": torch.tensor([[3.0, 0.0], [5.0, 0.0]]),
+           "c": torch.tensor([[0.0, 4.0], [0.0, 4.0]])}
+    # centroids (0, 0), (4, 0), (0, 4): distances 4, 4, sqrt(32); spreads 1, 1, 0
+    got = separation(emb)
+    assert abs(got["between"] - (8 + 32 ** 0.5) / 3) < 1e-6 and abs(got["within"] - 2 / 3) < 1e-6
+
+
+def _model(encoder: str, live: bool) -> CLDyN:
+    torch.manual_seed(0)
+    vfn = VFN().eval()
+    rsc = RSC(RSCConfig(a2si=A2SIConfig(task_encoder=encoder)))
+    if live:  # trained-looking: non-zero output convs and task FiLMs
+        for block in [*rsc.ir_blocks, *rsc.vis_blocks]:
+            torch.nn.init.normal_(block.out_conv.weight, std=0.3)
+            if encoder == "semantic":
+                for last in (block.task_encoder.film_global[-1], block.task_encoder.film_spatial[-1]):
+                    torch.nn.init.normal_(last.weight, std=0.3)
+    return CLDyN(vfn, rsc)
+
+
+def _adapters():
+    torch.manual_seed(1)
+    return {"saliency": create_task("saliency", {"stages": 2, "width": 8}).freeze(),
+            "segmentation": create_task("segmentation", {"arch": "lite0-fpn"}).freeze()}
+
+
+def test_fresh_rsc_does_not_customise_and_a_live_semantic_one_does():
+    torch.manual_seed(2)
+    pairs = [(torch.rand(1, 1, 40, 48), torch.rand(1, 3, 40, 48)) for _ in range(3)]
+    adapters = _adapters()
+    fresh = inspect_rsc(_model("semantic", live=False), adapters, pairs)
+    assert fresh["customisation_mean_abs_diff_grey"] == {"saliency-segmentation": 0.0}  # identity at init
+    assert len(fresh["blocks"]) == 6 and fresh["pairs"] == 3
+    assert fresh["signature"]["between"] > fresh["signature"]["within"]  # two networks, two signatures
+    live = inspect_rsc(_model("semantic", live=True), adapters, pairs)
+    assert live["customisation_mean_abs_diff_grey"]["saliency-segmentation"] > 0.01
+    assert all(b["embedding_between"] > 0 for b in live["blocks"])
+    text = format_inspection(live)
+    assert "task encoder semantic" in text and "saliency-segmentation" in text
+
+
+def test_cli_reads_the_training_log(labelled, tmp_path):
+    rsc_path = tmp_path / "rsc.safetensors"
+    model = _model("upstream", live=True)
+    save_rsc(rsc_path, model.rsc)
+    log = tmp_path / "log.csv"
+    log.write_text("step,saliency_pathway_grad_share\n1,0.25\n2,0.75\n")
+    sal = tmp_path / "sal.safetensors"
+    _adapters()["saliency"].save(sal)
+    out = tmp_path / "inspect.json"
+    assert load_pairs(labelled, "val", 1)[0][1].shape[1] == 3
+    assert main(["inspect-rsc", "--data", str(labelled), "--split", "val", "--tasks", "saliency", "--task-weights",
+                 f"saliency={sal}", "--rsc-weights", str(rsc_path), "--log", str(log), "--json", str(out),
+                 "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["task_encoder"] == "upstream" and result["pathway_grad_share"] == {"saliency": 0.5}
