@@ -152,3 +152,25 @@ def test_lite0_backbone_start_reaches_all_three_adapters(tmp_path):
         got = backbone.state_dict()
         assert got.keys() == {k for k in want if not k.startswith(("head.", "classifier."))}
         assert all(torch.equal(v, want[k]) for k, v in got.items())
+
+
+def test_lite0_backbone_start_from_a_trained_task_network(tmp_path):
+    from cldyn.tasks import create_task
+
+    torch.manual_seed(6)
+    seg = create_task("segmentation", {"arch": "lite0-fpn"})
+    for p in seg.model.parameters():  # anything but the fresh init
+        torch.nn.init.normal_(p, std=0.1)
+    seg.save(tmp_path / "seg.safetensors", half=True)
+    want = {k: v.half().float() for k, v in seg.model.backbone.state_dict().items()}
+    det = create_task("cldyn.tasks.detection_fcos:FCOSDetectionAdapter")
+    sal = create_task("saliency", {"arch": "lite0-fpn"})
+    det.load_pretrained(str(tmp_path / "seg.safetensors"))
+    det.save(tmp_path / "det.safetensors")
+    sal.load_pretrained(str(tmp_path / "det.safetensors"))  # and on from the detector's body
+    for backbone in (det.model.backbone.body, sal.model.backbone):
+        got = backbone.state_dict()
+        assert all(torch.equal(v.float(), want[k]) for k, v in got.items() if v.is_floating_point())
+    create_task("saliency", {"stages": 2, "width": 8}).save(tmp_path / "ctd.safetensors")
+    with pytest.raises(CheckpointError, match="without an EfficientNet-Lite0 backbone"):
+        sal.load_pretrained(str(tmp_path / "ctd.safetensors"))

@@ -150,9 +150,20 @@ def load_pretrained_weights(path: str | Path, name: str) -> dict[str, torch.Tens
 
 
 def load_lite0_backbone(backbone: EfficientNetLite, path: str | Path) -> None:
-    """Load the converted ImageNet EfficientNet-Lite0 into a classifier-less ``EfficientNetLite("lite0",
-    num_classes=0)``, the start of the detection and segmentation backbones (the conv head and classifier of the
-    ImageNet model are not used)."""
+    """Load an EfficientNet-Lite0 into a classifier-less ``EfficientNetLite("lite0", num_classes=0)``, the start of
+    the detection, segmentation and saliency backbones: from the converted ImageNet model (its conv head and
+    classifier are not used), or from the backbone of a trained task network that has one (a ``lite0-fpn``
+    segmentation or saliency network, or the FCOS detector), e.g. the shipped segmentation network, which already
+    knows the cars and people of fused images."""
+    tensors, meta = load_checkpoint(path)
+    if meta.get("kind") in ("task", "train_task"):
+        model = {k.removeprefix("model/"): v.float() for k, v in tensors.items() if k.startswith("model/")}
+        for prefix in ("backbone.body.", "backbone."):  # FCOS wraps the body in an FPN; the FPN nets do not
+            state = {k.removeprefix(prefix): v for k, v in model.items() if k.startswith(prefix)}
+            if state and all(k.startswith(("stem.", "blocks.")) for k in state):
+                backbone.load_state_dict(state)
+                return
+        raise CheckpointError(Path(path), "holds a task network without an EfficientNet-Lite0 backbone")
     state = {k: v for k, v in load_pretrained_weights(path, "efficientnet_lite0").items()
              if not k.startswith(("head.", "classifier."))}
     backbone.load_state_dict(state)
