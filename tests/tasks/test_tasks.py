@@ -12,7 +12,7 @@ from cldyn.tasks.segmentation import confusion_matrix, segmentation_metrics
 def _adapters():
     out = [("saliency", {"stages": 2, "width": 16}), ("segmentation", {}), ("saliency", {"arch": "u2netp"}),
            ("segmentation", {"arch": "lite0-fpn"}), ("cldyn.tasks.detection_fcos:FCOSDetectionAdapter", {}),
-           ("saliency", {"arch": "lite0-fpn"})]
+           ("saliency", {"arch": "lite0-fpn"}), ("cldyn.tasks.detection_fcos:RetinaNetDetectionAdapter", {})]
     try:
         import ultralytics  # noqa: F401
 
@@ -153,7 +153,8 @@ def test_detection_map_perfect_and_miss():
 
 @pytest.mark.parametrize("spec,config", [("saliency", {"arch": "u2netp"}), ("segmentation", {"arch": "lite0-fpn"}),
                                          ("cldyn.tasks.detection_fcos:FCOSDetectionAdapter", {}),
-                                         ("saliency", {"arch": "lite0-fpn"})])
+                                         ("saliency", {"arch": "lite0-fpn"}),
+                                         ("cldyn.tasks.detection_fcos:RetinaNetDetectionAdapter", {})])
 def test_pretrained_architectures_predict_at_any_size(spec, config):
     adapter = create_task(spec, config).freeze()
     x = torch.rand(1, 3, 72, 100)  # sides that are no multiple of 32
@@ -181,3 +182,27 @@ def test_fcos_targets_in_pixels_and_degenerate_boxes_dropped():
     (out,) = targets_to_torchvision([t], (40, 80), torch.device("cpu"))
     assert out["labels"].tolist() == [0]
     assert out["boxes"].tolist() == [[20.0, 10.0, 60.0, 30.0]]
+
+
+@pytest.mark.parametrize("name", ["FCOSDetectionAdapter", "RetinaNetDetectionAdapter"])
+def test_lite_detector_loss_is_torchvisions_own(name):
+    from cldyn.tasks.detection_fcos import targets_to_torchvision
+
+    torch.manual_seed(0)
+    adapter = create_task(f"cldyn.tasks.detection_fcos:{name}")
+    adapter.model.train()
+    x = torch.rand(2, 3, 96, 128)
+    targets = [torch.tensor([[2, 0.5, 0.5, 0.4, 0.3], [0, 0.2, 0.3, 0.1, 0.4]]),
+               torch.tensor([[1, 0.7, 0.6, 0.3, 0.25]])]
+    ours = adapter.loss_from_output(adapter.forward(x), targets)
+    # torchvision's training forward (transform, backbone, head, anchors, matching, losses) on the same input
+    theirs = adapter.model(list(x), targets_to_torchvision(targets, (96, 128), torch.device("cpu")))
+    assert torch.isclose(ours, sum(theirs.values()), rtol=1e-5)
+
+
+def test_retinanet_anchors_three_scales_three_ratios():
+    from cldyn.tasks.detection_fcos import retinanet_anchors
+
+    gen = retinanet_anchors((16, 32))
+    assert gen.sizes == ((16, 20, 25), (32, 40, 51))  # 16 * 2^(1/3) = 20.2, 16 * 2^(2/3) = 25.4
+    assert gen.num_anchors_per_location() == [9, 9]

@@ -1,8 +1,11 @@
-"""Object detection with torchvision's FCOS (Tian et al., ICCV 2019) on an EfficientNet-Lite0 + FPN backbone.
+"""Object detection with torchvision's FCOS (Tian et al., ICCV 2019) or RetinaNet (Lin et al., ICCV 2017) on an
+EfficientNet-Lite0 + FPN backbone.
 
 Everything here is core cldyn (torchvision, Apache-2.0 weights), unlike the YOLO adapter's AGPL extra. The backbone
-starts from ImageNet weights (``cldyn convert-pretrained efficientnet_lite0``; :meth:`FCOSDetectionAdapter.
-load_pretrained`); the FPN takes its stride-8/16/32 maps and adds P6/P7, as FCOS does. Images are never resized
+starts from ImageNet weights (``cldyn convert-pretrained efficientnet_lite0``) or a trained task network's
+(:meth:`LiteDetectionAdapter.load_pretrained`); the FPN takes its stride-8/16/32 maps and adds P6/P7, as both
+detectors do. FCOS regresses each location's distances to the box sides; RetinaNet regresses offsets from anchors of
+three aspect ratios, a prior that suits the wide cars and tall people of street scenes. Images are never resized
 (torchvision's detection transform normally rescales to ``min_size``): boxes stay in the input's pixels, and the
 closed loop's gradient reaches every input pixel. mAP comes from pycocotools' COCOeval
 (:func:`cldyn.tasks.detection.coco_map`).
@@ -12,11 +15,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.detection import FCOS
+from torchvision.models.detection import FCOS, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
@@ -69,48 +75,56 @@ def targets_to_torchvision(targets: Sequence[torch.Tensor], size: tuple[int, int
     return out
 
 
-class FCOSDetectionAdapter(TaskAdapter):
-    """FCOS detection adapter (torchvision, no optional extra).
+class LiteDetectionAdapter(TaskAdapter):
+    """A torchvision one-stage detector on Lite0 + FPN (no optional extra); subclasses build the detector.
 
     Targets: a list of ``(N, 5)`` tensors ``class cx cy w h`` normalised to the image. Predictions: per image
-    ``{"boxes", "scores", "labels", "size"}`` after FCOS's own post-processing (score 0.05 before NMS, NMS IoU 0.6,
-    at most ``detections`` boxes). Config keys: ``num_classes`` (3), ``class_names``, ``fpn_channels`` (96),
+    ``{"boxes", "scores", "labels", "size"}`` after the detector's own post-processing (score 0.05 before NMS, at
+    most ``detections`` boxes). Config keys: ``num_classes`` (3), ``class_names``, ``fpn_channels`` (96),
     ``detections`` (100), ``feature_layer`` (``backbone.body.blocks.15``, the stride-32 end of the backbone).
     """
 
     task = "detection"
+    arch = ""
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
-        cfg = {"arch": "fcos-lite0", "num_classes": len(MSRS_DET_CLASSES), "class_names": list(MSRS_DET_CLASSES),
+        cfg = {"arch": self.arch, "num_classes": len(MSRS_DET_CLASSES), "class_names": list(MSRS_DET_CLASSES),
                "fpn_channels": 96, "detections": 100, "feature_layer": "backbone.body.blocks.15", **(config or {})}
         super().__init__(cfg)
-        # FCOS's sigmoid classifier has one output per class (no background column): labels index it directly
-        self.model = FCOS(LiteFPN(cfg["fpn_channels"]), num_classes=cfg["num_classes"],
-                          detections_per_img=cfg["detections"], score_thresh=0.05)
+        self.model = self.build(LiteFPN(cfg["fpn_channels"]), cfg)
         self.model.transform = NoResizeTransform(1, 1, list(LITE_MEAN), list(LITE_STD), size_divisible=32)
         self.feature_layer = cfg["feature_layer"]
 
+    def build(self, backbone: LiteFPN, cfg: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
     def load_pretrained(self, path: str) -> None:
-        """Start the backbone from the converted ImageNet EfficientNet-Lite0 (its classifier is not used)."""
+        """Start the backbone from the converted ImageNet EfficientNet-Lite0 (its classifier is not used) or from a
+        trained task network's Lite0 backbone."""
         load_lite0_backbone(self.model.backbone.body, path)
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         return image  # the detector's transform normalises and pads
 
     def forward(self, image: torch.Tensor) -> dict[str, Any]:
-        """Head outputs, anchors and sizes of one pass (what both the loss and the post-processing need)."""
+        """Head outputs, anchors and sizes of one pass (what both the loss and the post-processing need);
+        ``per_level``: the number of anchors (locations times anchors per location) of each FPN level."""
         m = self.model
         images, _ = m.transform(list(image))
         features = list(m.backbone(images.tensors).values())
         head = m.head(features)
+        hw = [f.shape[2] * f.shape[3] for f in features]
+        per_location = head["cls_logits"].shape[1] // sum(hw)
         return {"images": images, "head": head, "anchors": m.anchor_generator(images, features),
-                "per_level": [f.shape[2] * f.shape[3] for f in features]}
+                "per_level": [n * per_location for n in hw]}
+
+    def compute_loss(self, targets: list[dict[str, torch.Tensor]], output: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.model.compute_loss(targets, output["head"], output["anchors"])
 
     def loss_from_output(self, output: dict[str, Any], targets: Sequence[torch.Tensor]) -> torch.Tensor:
         size = output["images"].image_sizes[0]
         tv_targets = targets_to_torchvision(targets, size, output["anchors"][0].device)
-        losses = self.model.compute_loss(tv_targets, output["head"], output["anchors"], output["per_level"])
-        return sum(losses.values())
+        return sum(self.compute_loss(tv_targets, output).values())
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> list[dict[str, Any]]:
@@ -125,3 +139,37 @@ class FCOSDetectionAdapter(TaskAdapter):
 
     def evaluate(self, predictions: Sequence[dict[str, Any]], targets: Sequence[torch.Tensor]) -> dict[str, Any]:
         return coco_map(predictions, targets, self.config["class_names"])
+
+
+class FCOSDetectionAdapter(LiteDetectionAdapter):
+    """FCOS on Lite0 + FPN P3-P7 (NMS IoU 0.6)."""
+
+    arch = "fcos-lite0"
+
+    def build(self, backbone: LiteFPN, cfg: dict[str, Any]) -> nn.Module:
+        # FCOS's sigmoid classifier has one output per class (no background column): labels index it directly
+        return FCOS(backbone, num_classes=cfg["num_classes"], detections_per_img=cfg["detections"], score_thresh=0.05)
+
+    def compute_loss(self, targets: list[dict[str, torch.Tensor]], output: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.model.compute_loss(targets, output["head"], output["anchors"], output["per_level"])
+
+
+def retinanet_anchors(base_sizes: Sequence[int] = (16, 32, 64, 128, 256),
+                      ratios: Sequence[float] = (0.5, 1.0, 2.0)) -> AnchorGenerator:
+    """Anchors for P3-P7: three scales (``base * 2^(k/3)``) and three height/width ratios per level. The smallest
+    base is half RetinaNet's 32: half of the people in MSRS val are under 32x32 pixels."""
+    sizes = tuple(tuple(round(b * 2 ** (k / 3)) for k in range(3)) for b in base_sizes)
+    return AnchorGenerator(sizes, (tuple(ratios),) * len(sizes))
+
+
+class RetinaNetDetectionAdapter(LiteDetectionAdapter):
+    """RetinaNet on Lite0 + FPN P3-P7 with :func:`retinanet_anchors` and a GroupNorm head (NMS IoU 0.5)."""
+
+    arch = "retinanet-lite0"
+
+    def build(self, backbone: LiteFPN, cfg: dict[str, Any]) -> nn.Module:
+        anchors = retinanet_anchors()
+        head = RetinaNetHead(backbone.out_channels, anchors.num_anchors_per_location()[0], cfg["num_classes"],
+                             norm_layer=partial(nn.GroupNorm, 32))
+        return RetinaNet(backbone, num_classes=cfg["num_classes"], anchor_generator=anchors, head=head,
+                         detections_per_img=cfg["detections"], score_thresh=0.05)
