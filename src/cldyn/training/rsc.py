@@ -73,6 +73,10 @@ class TrainRSCConfig:
     selection: str = "trainable"
     task_encoder: str = "semantic"
     fusion_weight: float = 1.0  # weight of the VFN fusion loss on the compensated image (0: the paper's loss)
+    # > 0: each task's stream cycles through its first N batches, whose base-fusion task features and base loss are
+    # computed once and kept (the VFN and task networks are frozen: they depend on the crop alone). 0: a fresh crop
+    # every step, as in the paper.
+    cache_batches: int = 0
     filter_num: int = 4
     bank: BankConfig = field(default_factory=BankConfig)
     seed: int = 0
@@ -91,15 +95,22 @@ def reward_penalty(loss: torch.Tensor, base_loss: torch.Tensor, weight: float = 
     return loss + weight * torch.relu(loss - base_loss)
 
 
+@torch.no_grad()
+def base_pass(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closed loop's first half for a batch: the task features of the base fusion and the task loss on it."""
+    feats, out = adapter.features_and_output(as_rgb(model.base(ir, vis)))
+    return feats, adapter.loss_from_output(out, targets)
+
+
 def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any,
                        penalty: float, closed_loop: bool = True, gumbel: torch.Tensor | None = None,
-                       fusion_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+                       fusion_weight: float = 0.0, base: tuple[torch.Tensor, torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
     """One task's loss for a batch, reward-penalty plus ``fusion_weight`` times the VFN fusion loss of the
-    compensated luminance, and its parts for logging (``gumbel``: see :meth:`cldyn.model.rsc.RSC.gumbel_shape`)."""
-    with torch.no_grad():
-        base = model.base(ir, vis)
-        feats, out = adapter.features_and_output(as_rgb(base))
-        base_loss = adapter.loss_from_output(out, targets)
+    compensated luminance, and its parts for logging (``gumbel``: see :meth:`cldyn.model.rsc.RSC.gumbel_shape`;
+    ``base``: this batch's :func:`base_pass`, when already computed)."""
+    feats, base_loss = base if base is not None else base_pass(model, adapter, ir, vis, targets)
     if not closed_loop:
         feats = torch.zeros_like(feats)
     vis_y = rgb_to_luma(vis) if vis.shape[1] == 3 else vis
@@ -196,6 +207,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
         run.save(step, model.rsc, opt, params, {"rsc_config": rsc_cfg.to_dict(), "best": best,
                                                 "train_config": cfg.to_dict()})
 
+    cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (task, batch) -> base_pass
     bar = progress_bar(total=cfg.steps, initial=step, disable=not progress, desc="train-rsc", unit="step")
     t0 = time.perf_counter()
     while step < cfg.steps:
@@ -205,7 +217,8 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
         for k, task in enumerate(cfg.tasks):
             bank = train_banks[task]
             per_epoch = max(1, len(bank) // cfg.batch_size)
-            epoch, j = divmod(step, per_epoch)
+            stream = step % cfg.cache_batches if cfg.cache_batches else step
+            epoch, j = divmod(stream, per_epoch)
             order = torch.randperm(len(bank), generator=seeded_generator(cfg.seed, k, epoch))
             idx = order[j * cfg.batch_size:(j + 1) * cfg.batch_size].tolist()
             x, y = bank.batch(idx, seeded_generator(cfg.seed, k, epoch, j), cfg.crop)
@@ -216,8 +229,13 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
             (gumbel,) = take_shard(ctx, gumbel, dim=1)
             x, gumbel = x.to(device), gumbel.to(device)
             y = y.to(device) if isinstance(y, torch.Tensor) else y  # box lists: the adapter moves them
+            base = cache.get((task, stream))
+            if base is None:
+                base = base_pass(model, adapters[task], x[:, :1], x[:, 1:], y)
+                if cfg.cache_batches:
+                    cache[(task, stream)] = base
             total, parts = closed_loop_losses(model, adapters[task], x[:, :1], x[:, 1:], y, cfg.penalty,
-                                              cfg.closed_loop, gumbel, cfg.fusion_weight)
+                                              cfg.closed_loop, gumbel, cfg.fusion_weight, base)
             g = torch.autograd.grad(total, params, allow_unused=True)
             flat = ctx.average_(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
                                            for gi, p in zip(g, params, strict=True)]))
