@@ -70,6 +70,7 @@ def test_bench_rsc_keys_small():
         assert key in res
     assert res["a2si_speedup_bound"] == pytest.approx(res["a2si_loop_ms"] / res["a2si_no_conv_ms"], rel=0.02)
     assert res["a2si_max_abs_diff"] < 1e-4
+    assert res["step_cache_speedup"] == pytest.approx(res["step_seconds"] / res["step_seconds_cached"], rel=0.02)
 
 
 def test_bench_tasks_times_and_counts_each_network():

@@ -16,7 +16,7 @@ from cldyn.model.vfn import VFN
 from cldyn.runtime import resolve_device
 from cldyn.tasks import create_task
 from cldyn.training.cagrad import combine
-from cldyn.training.rsc import closed_loop_losses
+from cldyn.training.rsc import base_pass, closed_loop_losses
 
 
 def a2si_without_convolutions(block: A2SI, bank: torch.Tensor, task_features: torch.Tensor,
@@ -84,21 +84,25 @@ def bench_rsc(batch: int = 4, size: int = 320, repeats: int = 3, step_tasks: lis
     log(f"A2SI fwd+bwd (B={batch}, C=8, {size}x{size}): vectorised {t_fast:.1f} ms, loop {t_loop:.1f} ms, "
         f"without its convolutions {t_rest:.1f} ms (bound on the speedup: {t_loop / t_rest:.2f}x)")
 
-    step_s, tasks = _closed_loop_step_seconds(batch, size, step_tasks, dev)
-    log(f"closed-loop step ({', '.join(tasks)}; batch {batch}, {size}x{size}): {step_s:.2f} s")
+    step_s, cached_s, tasks = _closed_loop_step_seconds(batch, size, step_tasks, dev)
+    log(f"closed-loop step ({', '.join(tasks)}; batch {batch}, {size}x{size}): {step_s:.2f} s; with the base pass "
+        f"cached (train-rsc --cache-batches): {cached_s:.2f} s ({step_s / cached_s:.2f}x faster)")
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else peak_rss_mb()
     return {"a2si_ms": round(t_fast, 2), "a2si_loop_ms": round(t_loop, 2), "a2si_speedup": round(t_loop / t_fast, 2),
             "a2si_no_conv_ms": round(t_rest, 2), "a2si_speedup_bound": round(t_loop / t_rest, 2),
-            "a2si_max_abs_diff": diff, "step_seconds": round(step_s, 3), "step_tasks": tasks,
+            "a2si_max_abs_diff": diff, "step_seconds": round(step_s, 3),
+            "step_seconds_cached": round(cached_s, 3), "step_cache_speedup": round(step_s / cached_s, 2),
+            "step_tasks": tasks,
             "peak_mb": round(peak, 1), "peak_kind": "cuda_max_allocated" if cuda else "process_rss",
             "threads": torch.get_num_threads(), "device": torch.cuda.get_device_name(dev) if cuda else "cpu",
             "torch": torch.__version__}
 
 
 def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
-                              device: torch.device | None = None) -> tuple[float, list[str]]:
+                              device: torch.device | None = None) -> tuple[float, float, list[str]]:
     """Seconds of one closed-loop step (all tasks' reward-penalty gradients, CAGrad, Adam) with random-init task
-    networks of the shipped architectures (the cost does not depend on their weights)."""
+    networks of the default architectures (the cost does not depend on their weights): as it is, and with each
+    task's base pass already computed (what ``train-rsc --cache-batches`` saves)."""
     if tasks is None:
         tasks = ["segmentation", "saliency"]
         try:
@@ -119,10 +123,13 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
         "saliency": (torch.rand(batch, 1, size, size, device=device) > 0.9).float(),
     }
 
-    def step() -> None:
+    bases = {t: base_pass(model, adapters[t], ir, vis, targets[t]) for t in tasks}
+
+    def step(cached: bool = False) -> None:
         grads = []
         for t in tasks:
-            total, _ = closed_loop_losses(model, adapters[t], ir, vis, targets[t], 5.0)
+            total, _ = closed_loop_losses(model, adapters[t], ir, vis, targets[t], 5.0,
+                                          base=bases[t] if cached else None)
             g = torch.autograd.grad(total, params, allow_unused=True)
             grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
                                     for gi, p in zip(g, params, strict=True)]))
@@ -136,7 +143,8 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    return statistics.median(time_ms(step, 2, warmup=1)) / 1e3, tasks
+    return (statistics.median(time_ms(step, 2, warmup=1)) / 1e3,
+            statistics.median(time_ms(lambda: step(cached=True), 2, warmup=1)) / 1e3, tasks)
 
 
 # (label, adapter spec, config): the networks the closed loop can be given, the current built-ins and the pretrained
@@ -144,10 +152,12 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
 BENCH_TASK_NETWORKS: tuple[tuple[str, str, dict], ...] = (
     ("detection: YOLO11n", "cldyn.tasks.detection:DetectionAdapter", {}),
     ("detection: FCOS EfficientNet-Lite0", "cldyn.tasks.detection_fcos:FCOSDetectionAdapter", {}),
+    ("detection: RetinaNet EfficientNet-Lite0", "cldyn.tasks.detection_fcos:RetinaNetDetectionAdapter", {}),
     ("segmentation: SegFormer-B0", "segmentation", {}),
     ("segmentation: EfficientNet-Lite0 FPN", "segmentation", {"arch": "lite0-fpn"}),
     ("saliency: CTD ResNet-18", "saliency", {}),
     ("saliency: U2-Net-P", "saliency", {"arch": "u2netp"}),
+    ("saliency: EfficientNet-Lite0 FPN", "saliency", {"arch": "lite0-fpn"}),
 )
 
 
