@@ -171,7 +171,7 @@ def conv_timings(model: torch.nn.Module, ir: torch.Tensor, vis: torch.Tensor, re
             rows.append({"in_channels": conv.in_channels, "out_channels": conv.out_channels,
                          "kernel": conv.kernel_size[0], "dilation": conv.dilation[0], "groups": conv.groups,
                          "calls": entry["calls"], "ms_each": round(ms, 3), "ms_total": round(ms * entry["calls"], 2),
-                         "gflop_each": round(gflop, 6), "gflops_per_s": round(gflop / ms * 1e3, 1)})
+                         "gflop_each": round(gflop, 6), "gflops_per_s": round(gflop / ms * 1e3, 3)})
     return sorted(rows, key=lambda r: -r["ms_total"])
 
 
