@@ -60,7 +60,8 @@ def _live_rsc(vfn: VFN, seed: int = 0):
     return rsc.eval()
 
 
-def test_customised_fusion_onnx_matches_pytorch(tmp_path):
+@pytest.mark.parametrize("config", [{}, {"arch": "lite0-fpn"}])  # the Lite0's size-dependent "SAME" padding too
+def test_customised_fusion_onnx_matches_pytorch(tmp_path, config):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev/onnx extras")
     from cldyn.inference.export import export_cldyn_onnx
     from cldyn.model.color import rgb_to_luma
@@ -70,7 +71,7 @@ def test_customised_fusion_onnx_matches_pytorch(tmp_path):
 
     vfn = VFN().eval()
     rsc = _live_rsc(vfn)
-    task = create_task("saliency").freeze()
+    task = create_task("saliency", config).freeze()
     path = export_cldyn_onnx(vfn, rsc, task, tmp_path / "cldyn.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     model = CLDyN(vfn, rsc).eval()

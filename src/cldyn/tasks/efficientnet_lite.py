@@ -48,8 +48,12 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tupl
         >>> same_padding(224, 3, 2), same_padding(224, 3, 1), same_padding(225, 3, 2)
         ((0, 1), (1, 1), (1, 1))
     """
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    # Integer arithmetic only: traced for ONNX export, the padding follows the input size (math.ceil or max() on a
+    # traced size would freeze the example's padding into the graph).
+    out = (size + stride - 1) // stride
+    total = (out - 1) * stride + (kernel - 1) * dilation + 1 - size
+    if (kernel - 1) * dilation + 1 < stride:  # only then can the total be negative
+        total = max(total, 0)
     return total // 2, total - total // 2
 
 
@@ -58,9 +62,9 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
-        top, bottom = same_padding(x.shape[-2], kh, sh, dh)
-        left, right = same_padding(x.shape[-1], kw, sw, dw)
-        if top or bottom or left or right:
+        if (kh, kw, sh, sw) != (1, 1, 1, 1):  # decided by the layer, not by the (traced) size
+            top, bottom = same_padding(x.shape[-2], kh, sh, dh)
+            left, right = same_padding(x.shape[-1], kw, sw, dw)
             x = F.pad(x, (left, right, top, bottom))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
