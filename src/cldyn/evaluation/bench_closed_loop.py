@@ -14,7 +14,7 @@ from cldyn.model.reference import reference_compensate
 from cldyn.model.rsc import CLDyN
 from cldyn.model.vfn import VFN
 from cldyn.runtime import resolve_device
-from cldyn.tasks import create_task
+from cldyn.tasks import create_task, load_task_for
 from cldyn.training.cagrad import combine
 from cldyn.training.rsc import base_pass, closed_loop_losses
 
@@ -100,19 +100,12 @@ def bench_rsc(batch: int = 4, size: int = 320, repeats: int = 3, step_tasks: lis
 
 def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
                               device: torch.device | None = None) -> tuple[float, float, list[str]]:
-    """Seconds of one closed-loop step (all tasks' reward-penalty gradients, CAGrad, Adam) with random-init task
-    networks of the default architectures (the cost does not depend on their weights): as it is, and with each
-    task's base pass already computed (what ``train-rsc --cache-batches`` saves)."""
-    if tasks is None:
-        tasks = ["segmentation", "saliency"]
-        try:
-            import ultralytics  # noqa: F401
-
-            tasks.insert(0, "detection")
-        except ImportError:
-            pass
+    """Seconds of one closed-loop step (all tasks' reward-penalty gradients, CAGrad, Adam) with the shipped task
+    networks: as it is, and with each task's base pass already computed (what ``train-rsc --cache-batches``
+    saves)."""
+    tasks = tasks or ["detection", "segmentation", "saliency"]
     device = device or torch.device("cpu")
-    adapters = {t: create_task(t).to(device).freeze() for t in tasks}
+    adapters = {t: load_task_for(t).to(device).freeze() for t in tasks}
     model = CLDyN(VFN()).to(device).train()
     params = list(model.rsc.parameters())
     opt = torch.optim.Adam(params, lr=0.01)

@@ -17,8 +17,10 @@ from cldyn.tasks.base import TaskAdapter
 from cldyn.weights import read_manifest, shipped_file, shipped_task_file
 from cldyn.weights.checkpoint import load_checkpoint
 
+# The built-in detector needs core dependencies only; the Ultralytics YOLO adapter (AGPL extra cldyn[yolo]) stays
+# available as "cldyn.tasks.detection:DetectionAdapter".
 _BUILTIN: dict[str, str] = {
-    "detection": "cldyn.tasks.detection:DetectionAdapter",
+    "detection": "cldyn.tasks.detection_fcos:RetinaNetDetectionAdapter",
     "segmentation": "cldyn.tasks.segmentation:SegmentationAdapter",
     "saliency": "cldyn.tasks.saliency:SaliencyAdapter",
 }
