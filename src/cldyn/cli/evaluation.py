@@ -171,6 +171,12 @@ def _add_scoring_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true")
 
 
+def _add_json_threads_quiet(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--json", help="also write the result as JSON")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--quiet", action="store_true")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("eval-task", help="evaluate a task network on an image source")
     s.add_argument("--task", required=True)
@@ -182,9 +188,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--rsc-weights", help="RSC checkpoint for --source cldyn (default: the shipped one)")
     s.add_argument("--weights", help="task checkpoint (default: the shipped network)")
     s.add_argument("--vfn-weights", help="VFN checkpoint for --source vfn (default: shipped)")
-    s.add_argument("--json", help="also write the result as JSON")
-    s.add_argument("--threads", type=int)
-    s.add_argument("--quiet", action="store_true")
+    _add_json_threads_quiet(s)
     s.set_defaults(func=cmd_eval_task)
 
     s = sub.add_parser("inspect-rsc", help="does the RSC customise for the task? kernel choices, task embeddings "
@@ -197,9 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--rsc-weights", help="RSC checkpoint (default: the shipped one)")
     s.add_argument("--vfn-weights", help="VFN checkpoint (default: the shipped one)")
     s.add_argument("--log", help="the train-rsc log.csv, for the gradient share of the task pathway")
-    s.add_argument("--json", help="also write the result as JSON")
-    s.add_argument("--threads", type=int)
-    s.add_argument("--quiet", action="store_true")
+    _add_json_threads_quiet(s)
     s.set_defaults(func=cmd_inspect_rsc)
 
     e = ExperimentConfig(data="")
