@@ -5,7 +5,7 @@ import torch
 from cldyn.errors import CldynError
 from cldyn.model.ops import as_rgb
 from cldyn.tasks import create_task, list_tasks, load_task, task_class
-from cldyn.tasks.saliency import iou_loss, mask_edges, saliency_metrics
+from cldyn.tasks.saliency import bce_iou_loss, iou_loss, mask_edges, saliency_metrics
 from cldyn.tasks.segmentation import confusion_matrix, segmentation_metrics
 
 
@@ -131,6 +131,8 @@ def test_saliency_losses():
     assert e[0, 0, 2, 2] == 0 and e[0, 0, 1, 1] == 1 and e[0, 0, 0, 0] == 1 and e.sum() == 24
     big = torch.full_like(m, 20.0) * (2 * m - 1)  # confident and right
     assert iou_loss(big, m) < 1e-6
+    # zero logits: BCE = ln 2 per pixel; soft IoU = 1 - (0.5 * 9 + 1) / (25 * 0.5 + 9 - 0.5 * 9 + 1) = 1 - 5.5 / 18
+    assert torch.isclose(bce_iou_loss(torch.zeros_like(m), m), torch.tensor(0.6931472 + 1 - 5.5 / 18))
 
 
 def test_detection_map_perfect_and_miss():

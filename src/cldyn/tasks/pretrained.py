@@ -142,7 +142,11 @@ def convert_pretrained(name: str, out_dir: str | Path) -> Path:
 
 def load_pretrained_weights(path: str | Path, name: str) -> dict[str, torch.Tensor]:
     """The state_dict of a :func:`convert_pretrained` file, checked to hold ``name``."""
-    tensors, meta = load_checkpoint(path)
+    return _pretrained_state(path, *load_checkpoint(path), name)
+
+
+def _pretrained_state(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict, name: str
+                      ) -> dict[str, torch.Tensor]:
     if meta.get("kind") != "pretrained" or meta.get("name") != name:
         raise CheckpointError(Path(path), f"holds {meta.get('kind')!r} {meta.get('name')!r}, not the pretrained "
                                           f"{name!r} (make it with: cldyn convert-pretrained {name})")
@@ -153,17 +157,17 @@ def load_lite0_backbone(backbone: EfficientNetLite, path: str | Path) -> None:
     """Load an EfficientNet-Lite0 into a classifier-less ``EfficientNetLite("lite0", num_classes=0)``, the start of
     the detection, segmentation and saliency backbones: from the converted ImageNet model (its conv head and
     classifier are not used), or from the backbone of a trained task network that has one (a ``lite0-fpn``
-    segmentation or saliency network, or the FCOS detector), e.g. the shipped segmentation network, which already
+    segmentation or saliency network, or a Lite0 detector), e.g. the shipped segmentation network, which already
     knows the cars and people of fused images."""
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") in ("task", "train_task"):
         model = {k.removeprefix("model/"): v.float() for k, v in tensors.items() if k.startswith("model/")}
-        for prefix in ("backbone.body.", "backbone."):  # FCOS wraps the body in an FPN; the FPN nets do not
+        for prefix in ("backbone.body.", "backbone."):  # the detectors wrap the body in an FPN; the FPN nets do not
             state = {k.removeprefix(prefix): v for k, v in model.items() if k.startswith(prefix)}
             if state and all(k.startswith(("stem.", "blocks.")) for k in state):
                 backbone.load_state_dict(state)
                 return
         raise CheckpointError(Path(path), "holds a task network without an EfficientNet-Lite0 backbone")
-    state = {k: v for k, v in load_pretrained_weights(path, "efficientnet_lite0").items()
+    state = {k: v for k, v in _pretrained_state(path, tensors, meta, "efficientnet_lite0").items()
              if not k.startswith(("head.", "classifier."))}
     backbone.load_state_dict(state)

@@ -107,10 +107,15 @@ def iou_loss(logits: torch.Tensor, mask: torch.Tensor, eps: float = 1.0) -> torc
     return (1 - (inter + eps) / (union + eps)).mean()
 
 
+def bce_iou_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BCE + soft IoU of a saliency logit map against its mask."""
+    return F.binary_cross_entropy_with_logits(logits, mask) + iou_loss(logits, mask)
+
+
 def saliency_loss(sal: torch.Tensor, edge: torch.Tensor, mask: torch.Tensor, edge_weight: float = 1.0
                   ) -> torch.Tensor:
     """BCE + IoU on the saliency map, plus BCE of the edge map against the mask boundary."""
-    loss = F.binary_cross_entropy_with_logits(sal, mask) + iou_loss(sal, mask)
+    loss = bce_iou_loss(sal, mask)
     if edge_weight:
         loss = loss + edge_weight * F.binary_cross_entropy_with_logits(edge, mask_edges(mask))
     return loss
@@ -207,7 +212,7 @@ class SaliencyAdapter(TaskAdapter):
         if self.arch == "u2netp":
             return deep_supervision_loss(output, mask)
         if self.arch == "lite0-fpn":
-            return F.binary_cross_entropy_with_logits(output[0], mask) + iou_loss(output[0], mask)
+            return bce_iou_loss(output[0], mask)
         sal, edge = output
         return saliency_loss(sal, edge, mask, self.config["edge_weight"])
 

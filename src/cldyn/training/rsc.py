@@ -127,10 +127,10 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
     return total, {**parts, "total": total.item()}
 
 
-def pathway_mask(rsc: RSC, params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """Which entries of the flattened ``params`` belong to the task-requirement pathway (bool, one per scalar)."""
-    ids = {id(p) for p in rsc.task_pathway_parameters()}
-    return torch.cat([torch.full((p.numel(),), id(p) in ids, dtype=torch.bool) for p in params])
+def pathway_mask(params: list[torch.nn.Parameter], pathway: set[int]) -> torch.Tensor:
+    """Which entries of the flattened ``params`` belong to the task-requirement pathway (``pathway``: the ids of its
+    parameters), as bools, one per scalar."""
+    return torch.cat([torch.full((p.numel(),), id(p) in pathway, dtype=torch.bool) for p in params])
 
 
 def _score(metrics: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> float:
@@ -187,7 +187,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     opt = torch.optim.Adam([{"params": [p for p in params if id(p) not in pathway]},
                             {"params": [p for p in params if id(p) in pathway], "weight_decay": 0.0}],
                            lr=cfg.lr, weight_decay=cfg.weight_decay)
-    in_pathway = pathway_mask(model.rsc, params).to(device)
+    in_pathway = pathway_mask(params, pathway).to(device)
 
     def write_log(csv_path: Path, rows: list[dict]) -> None:
         if rows:
@@ -242,8 +242,9 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
             grads.append(flat)
             parts = average_parts(ctx, parts)  # log the global batch's values
             # How much of this task's gradient reaches the task pathway (the upstream pathway's got ~none).
-            parts["pathway_grad_norm"] = float(flat[in_pathway].norm())
-            parts["pathway_grad_share"] = float(flat[in_pathway].norm() / flat.norm().clamp_min(1e-12))
+            pathway_norm = flat[in_pathway].norm()
+            parts["pathway_grad_norm"] = float(pathway_norm)
+            parts["pathway_grad_share"] = float(pathway_norm / flat.norm().clamp_min(1e-12))
             row.update({f"{task}_{key}": round(v, 6) for key, v in parts.items()})
         direction = combine(torch.stack(grads), cfg.aggregate, cfg.cagrad_c, seeded_generator(cfg.seed, 9, step))
         offset = 0
