@@ -164,3 +164,12 @@ def test_embed_size_pools_only_large_maps():
     assert block._embed_input(big).shape == (1, 8, 32, 32)
     full, _ = _block(embed_size=None)
     assert full._embed_input(big) is big
+
+
+def test_semantic_pathway_gradient_reaches_every_parameter():
+    block, bank = _block(task_encoder="semantic")
+    block.train()
+    x, task = torch.randn(4, 8, 10, 10), torch.randn(4, 6, 5, 5)
+    block(bank.weight, task, x).pow(2).mean().backward()
+    for name, p in block.task_encoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -43,3 +43,19 @@ def test_config_round_trip_and_mismatch():
     assert RSCConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="does not fit"):
         CLDyN(VFN(VFNConfig(num_blocks=2)), RSC(cfg))
+
+
+def test_the_upstream_switch_restores_the_public_pathway_and_reads_old_weights():
+    old = RSCConfig().to_dict()
+    del old["a2si"]["task_encoder"]  # weights saved before the switch existed
+    cfg = RSCConfig.from_dict(old)
+    assert cfg.a2si.task_encoder == "upstream"
+    torch.manual_seed(0)
+    rsc = RSC(cfg)
+    keys = list(rsc.state_dict())
+    assert any(".type_task." in k for k in keys) and any(".basis_task." in k for k in keys)
+    assert not any(".task_encoder." in k for k in keys)  # the semantic pathway is absent, not merely unused
+    blk = rsc.ir_blocks[0]
+    sel = blk.select(rsc.bank.weight, torch.randn(2, 16, 3, 3), torch.rand(2, 8, 12, 12))
+    assert sel.film is None  # no FiLM: the compensation is the upstream X + out_conv(mean of filters)
+    assert RSCConfig.from_dict(RSCConfig().to_dict()).a2si.task_encoder == "semantic"

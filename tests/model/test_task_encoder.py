@@ -63,3 +63,17 @@ def test_semantic_encoder_starts_without_modulation_and_modulates_where_the_task
     gamma, _ = enc.modulation(corner, enc.embed(corner)[2], (16, 16))
     assert gamma[0, :, :3, :3].std() > 0
     assert torch.allclose(gamma[0, :, 9:13, 9:13], gamma[0, :, 10:11, 10:11].expand(-1, 4, 4), atol=1e-6)
+
+
+def test_upstream_embedding_is_the_public_codes_pathway_run_literally():
+    from cldyn.model.task_encoder import UpstreamTaskEmbedding
+
+    torch.manual_seed(0)
+    emb = UpstreamTaskEmbedding(out=8, slope=0.2)
+    t = torch.randn(3, 5, 4, 6)
+    # upstream: flatten, scale to unit RMS, conv1d(1 -> 4) + LeakyReLU, conv1d(4 -> 8), mean over the sequence
+    seq = t.flatten(1)
+    seq = seq / seq.pow(2).mean(1, keepdim=True).sqrt()
+    h = torch.nn.functional.leaky_relu(torch.nn.functional.conv1d(seq[:, None], emb.conv1.weight, padding=1), 0.2)
+    want = torch.nn.functional.conv1d(h, emb.conv2.weight, padding=1).mean(-1)
+    assert torch.allclose(emb(t.flatten(1)), want, atol=1e-5)

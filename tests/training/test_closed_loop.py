@@ -129,3 +129,23 @@ def test_cached_base_pass_gives_the_same_run_and_is_computed_once_per_batch(labe
     monkeypatch.setattr(rsc_training, "base_pass", lambda *a: calls.append(1) or real(*a))
     run("cycle", 1, 3)  # one batch per task, used 3 times
     assert len(calls) == 2
+
+
+def test_two_task_networks_choose_differently_after_a_few_steps_on_real_pairs(labelled, pairs_dir, tmp_path):
+    from cldyn.evaluation.inspect_rsc import inspect_rsc, load_pairs
+
+    vfn, adapters = _setup()
+    cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+                         "segmentation": str(labelled)}, out_dir=str(tmp_path / "rsc"), steps=3, batch_size=2,
+                         crop=48, val_every=100, val_limit=1)
+    torch.manual_seed(0)
+    train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
+    model = CLDyN(vfn, load_rsc(tmp_path / "rsc" / "last.safetensors"))
+    pairs = load_pairs(pairs_dir, None)  # the two real fixture pairs
+    result = inspect_rsc(model, adapters, pairs)
+    agree = [b["choices_agree_share"] for b in result["blocks"]]
+    assert min(agree) < 1.0, agree  # some block picks other kernels for the other network on the same image
+    assert result["customisation_mean_abs_diff_grey"]["saliency-segmentation"] > 0
+    # control: one network plugged in twice agrees everywhere, so the difference above comes from the network
+    same = inspect_rsc(model, {"a": adapters["saliency"], "b": adapters["saliency"]}, pairs)
+    assert all(b["choices_agree_share"] == 1.0 for b in same["blocks"])

@@ -81,7 +81,8 @@ class LiteDetectionAdapter(TaskAdapter):
     Targets: a list of ``(N, 5)`` tensors ``class cx cy w h`` normalised to the image. Predictions: per image
     ``{"boxes", "scores", "labels", "size"}`` after the detector's own post-processing (score 0.05 before NMS, at
     most ``detections`` boxes). Config keys: ``num_classes`` (3), ``class_names``, ``fpn_channels`` (96),
-    ``detections`` (100), ``feature_layer`` (``backbone.body.blocks.15``, the stride-32 end of the backbone).
+    ``detections`` (100), ``feature_layer`` (``backbone.fpn.layer_blocks.0``, the stride-8 FPN level: the
+    detector's own features, which tell it from other tasks' networks far better than the shared backbone's end).
     """
 
     task = "detection"
@@ -89,7 +90,7 @@ class LiteDetectionAdapter(TaskAdapter):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         cfg = {"arch": self.arch, "num_classes": len(MSRS_DET_CLASSES), "class_names": list(MSRS_DET_CLASSES),
-               "fpn_channels": 96, "detections": 100, "feature_layer": "backbone.body.blocks.15", **(config or {})}
+               "fpn_channels": 96, "detections": 100, "feature_layer": "backbone.fpn.layer_blocks.0", **(config or {})}
         super().__init__(cfg)
         self.model = self.build(LiteFPN(cfg["fpn_channels"]), cfg)
         self.model.transform = NoResizeTransform(1, 1, list(LITE_MEAN), list(LITE_STD), size_divisible=32)

@@ -159,8 +159,8 @@ class SaliencyAdapter(TaskAdapter):
     Targets: masks ``(B, 1, H, W)`` float in {0, 1}. Predictions: saliency probabilities ``(B, 1, H, W)``.
     Config keys: ``arch`` (``ctd-resnet18``, ``u2netp`` or ``lite0-fpn``), ``feature_layer`` (``ctd-resnet18``: the
     deepest backbone stage; ``u2netp``: ``encoders.4``, the stride-16 encoder stage; ``lite0-fpn``:
-    ``backbone.blocks.15``, the stride-32 end of the backbone); ``ctd-resnet18`` also ``stages`` (3), ``width`` (64),
-    ``edge_weight`` (1.0).
+    ``smooth.0``, the head's stride-4 level, task-specific unlike the shared backbone); ``ctd-resnet18`` also
+    ``stages`` (3), ``width`` (64), ``edge_weight`` (1.0).
     """
 
     task = "saliency"
@@ -174,7 +174,7 @@ class SaliencyAdapter(TaskAdapter):
             super().__init__(cfg)
             self.model: nn.Module = U2NetP()
         elif arch == "lite0-fpn":
-            cfg = {"arch": arch, "feature_layer": "backbone.blocks.15", **(config or {})}
+            cfg = {"arch": arch, "feature_layer": "smooth.0", **(config or {})}
             super().__init__(cfg)
             self.model = LiteSemanticFPN(1)
         else:

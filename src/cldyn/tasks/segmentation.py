@@ -101,8 +101,9 @@ class SegmentationAdapter(TaskAdapter):
     Targets: label maps ``(B, H, W)`` int64 (``255`` = ignore). Predictions: label maps ``(B, H, W)``.
     Config keys: ``arch`` (``segformer``, or ``lite0-fpn``), ``size`` (SegFormer: ``b0``), ``num_labels`` (9, the
     MSRS classes), ``class_names``, ``feature_layer`` (SegFormer: ``segformer.stages.3``, the last encoder stage;
-    ``lite0-fpn``: ``backbone.blocks.15``, the stride-32 end of the backbone), ``class_weights`` (``None``: plain
-    cross-entropy; a list of ``num_labels`` floats, e.g. from :func:`enet_class_weights`, weights the loss per class).
+    ``lite0-fpn``: ``smooth.0``, the head's stride-4 level, task-specific unlike the shared backbone),
+    ``class_weights`` (``None``: plain cross-entropy; a list of ``num_labels`` floats, e.g. from
+    :func:`enet_class_weights`, weights the loss per class).
     """
 
     task = "segmentation"
@@ -113,7 +114,7 @@ class SegmentationAdapter(TaskAdapter):
             raise ValueError(f"unknown segmentation arch {arch!r}; choose from {', '.join(SEGMENTATION_ARCHS)}")
         base = {"num_labels": len(MSRS_SEG_CLASSES), "class_names": list(MSRS_SEG_CLASSES)}
         if arch == "lite0-fpn":
-            cfg = {"arch": arch, **base, "feature_layer": "backbone.blocks.15", **(config or {})}
+            cfg = {"arch": arch, **base, "feature_layer": "smooth.0", **(config or {})}
             cfg.setdefault("class_weights", None)
             super().__init__(cfg)
             self.model: nn.Module = LiteSemanticFPN(cfg["num_labels"])
