@@ -42,7 +42,7 @@ def test_report_and_demo_screenshots(pairs_dir, tmp_path):
     shot = read_image(_screenshot(report.as_uri(), DOCS / "report.png", 2000))
     assert shot.pixels.shape[:2] == (2000, 1400) and shot.pixels.std() > 0.05  # a rendered page, not a blank one
 
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet", "--no-tasks"]) == 0
     page = tmp_path / "demo.html"
     page.write_text(f'<html><body style="margin:0"><img src="{(tmp_path / "demo" / "side_by_side.png").as_uri()}" '
                     'style="width:1400px"></body></html>')

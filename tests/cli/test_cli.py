@@ -113,7 +113,15 @@ def test_demo(tmp_path, capsys):
     assert last_column_white.sum() == 3 * 4  # only the 4-pixel gaps between rows
     assert abs(float(sheet.pixels[:26, -20:].mean()) - 32 / 255) < 1e-6  # the first row's title bar
     assert len(list((tmp_path / "demo" / "fused").iterdir())) == 3
-    assert "side_by_side.png" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "side_by_side.png" in out and "customised.png" in out
+    # the task customisations: per pair a row of fusions (VFN + one per task) and a row of differences, 4 panels
+    custom = read_image(tmp_path / "demo" / "customised.png").pixels
+    white_gaps = (custom[:, -1] > 0.99).all(axis=-1)
+    from cldyn.inference.demo import demo_pairs
+
+    widest = max(round(im.shape[1] * 240 / im.shape[0]) for im in (read_image(p.ir).pixels for p in demo_pairs()))
+    assert white_gaps.sum() == 6 * 4 and custom.shape[1] == 4 * widest
 
 
 def test_evaluate_a_split_with_the_vfn_and_a_metric_subset(dataset, tmp_path, capsys):

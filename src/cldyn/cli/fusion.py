@@ -12,7 +12,7 @@ from cldyn.cli.common import set_threads
 from cldyn.data.pairs import pairs_from_inputs
 from cldyn.errors import CldynError
 from cldyn.inference.customise import load_customisation
-from cldyn.inference.demo import run_demo
+from cldyn.inference.demo import DEMO_TASKS, run_demo
 from cldyn.inference.export import export_cldyn_onnx, export_vfn_onnx
 from cldyn.inference.fuse import Fuser
 from cldyn.model.vfn import count_parameters
@@ -75,8 +75,11 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    sheet = run_demo(args.out, device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+    sheet, custom = run_demo(args.out, device=args.device, overwrite=args.overwrite, progress=not args.quiet,
+                             tasks=() if args.no_tasks else DEMO_TASKS)
     print(f"side-by-side (IR | visible | fused): {sheet}")
+    if custom is not None:
+        print(f"task customisations (VFN | for detection | for segmentation | for saliency): {custom}")
     return 0
 
 
@@ -138,8 +141,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_fuse)
 
-    s = sub.add_parser("demo", help="fuse the bundled sample pairs and write a side-by-side PNG")
+    s = sub.add_parser("demo", help="fuse the bundled sample pairs and write a side-by-side PNG, and one of the task "
+                                    "customisations with each task's prediction")
     s.add_argument("--out", default="cldyn-demo", help="output folder")
+    s.add_argument("--no-tasks", action="store_true", help="VFN fusion only (no customised.png)")
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int)
     s.add_argument("--overwrite", action="store_true")

@@ -1,4 +1,6 @@
-"""``cldyn demo``: fuse the sample pairs bundled with the package and lay them out side by side."""
+"""``cldyn demo``: fuse the sample pairs bundled with the package and lay them out side by side, then fuse them once
+for each built-in task (CLDyN's closed loop with the shipped task networks) and show what each customisation changed
+and what its task network sees in it."""
 
 from __future__ import annotations
 
@@ -7,11 +9,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from cldyn.data.io import read_image, refuse_to_replace, three_channels, write_png
 from cldyn.data.pairs import Pair, dataset_of, pair_folders
 from cldyn.errors import CldynError
 from cldyn.inference.fuse import Fuser
+from cldyn.model.color import rgb_to_luma
+from cldyn.runtime import progress_bar
+from cldyn.tasks.visualise import prediction_overlay
+
+DEMO_TASKS = ("detection", "segmentation", "saliency")
+DIFF_GAIN = 8  # |customised - VFN| is a few grey levels: amplified so that it can be seen
 
 
 def demo_dir() -> Path:
@@ -27,23 +36,26 @@ def demo_pairs() -> list[Pair]:
 
 
 
-def side_by_side(rows: list[list[np.ndarray]], labels: list[str], height: int = 240,
+def side_by_side(rows: list[list[np.ndarray]], labels: list[str] | list[list[str]], height: int = 240,
                  titles: list[str] | None = None) -> np.ndarray:
     """One row per pair of equally tall panels (resized to ``height``, aspect kept); every row is then scaled to
     the widest row's width, so rows of other aspect ratios fill the sheet with no blank strip. ``labels`` name the
-    columns (written on each panel), ``titles`` the rows (a caption bar above each row, e.g. pair and dataset).
+    columns (written on each panel; a list of lists gives each row its own), ``titles`` the rows (a caption bar
+    above each row, e.g. pair and dataset).
 
     Returns an RGB float array in [0, 1].
     """
     lines = []
-    for panels in rows:
+    per_row = bool(labels) and isinstance(labels[0], list)
+    for k, panels in enumerate(rows):
+        names = labels[k] if per_row else labels
         scaled = []
         for i, p in enumerate(panels):
             rgb = three_channels(p)
             w = max(1, round(rgb.shape[1] * height / rgb.shape[0]))
             img = cv2.resize(np.rint(rgb * 255).astype(np.uint8), (w, height), interpolation=cv2.INTER_AREA)
-            if i < len(labels):
-                _label(img, labels[i], 8, 22)
+            if i < len(names):
+                _label(img, names[i], 8, 22)
             scaled.append(img)
         lines.append(np.concatenate(scaled, axis=1))
     width = max(line.shape[1] for line in lines)
@@ -71,14 +83,60 @@ def pair_title(pair: Pair) -> str:
     return f"{pair.name} ({dataset_of(pair)})"
 
 
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb_to_luma(torch.from_numpy(np.ascontiguousarray(three_channels(rgb))).permute(2, 0, 1))[0].numpy()
+
+
+def _heat(diff: np.ndarray) -> np.ndarray:
+    """``(H, W)`` grey-level differences -> RGB in [0, 1] (OpenCV's inferno map), ``DIFF_GAIN`` times brighter."""
+    grey = np.clip(diff * DIFF_GAIN, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+
+
+def _saliency_tint(rgb: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+    """The image with its saliency map (``drawn``: the map as grey RGB) laid over it in red."""
+    m = drawn[..., :1]
+    return (rgb * (1 - 0.6 * m) + 0.6 * m * np.array([1.0, 0.0, 0.0], np.float32)).astype(np.float32)
+
+
+def customisation_rows(pairs: list[Pair], device: str = "auto", tasks: tuple[str, ...] = DEMO_TASKS,
+                       progress: bool = True) -> tuple[list[list[np.ndarray]], list[list[str]], list[str]]:
+    """For each pair, two rows: the VFN fusion and each task's customised fusion with that task's prediction drawn;
+    then the infrared image and each customisation's ``|customised - VFN|`` (luminance, ``DIFF_GAIN`` x). Returns
+    ``(rows, labels per row, row titles)`` for :func:`side_by_side`; the titles give the mean differences in grey
+    levels."""
+    images = [(read_image(p.ir), read_image(p.vis)) for p in pairs]
+    fused: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    drawn: dict[str, list[np.ndarray]] = {}
+    for task in progress_bar(tasks, disable=not progress, desc="demo: task customisations"):
+        fuser = Fuser(device=device, task=task)
+        fused[task] = [fuser.fuse_images_with_base(ir, vis) for ir, vis in images]
+        drawn[task] = [prediction_overlay(fuser.task, three_channels(c)) for _, c in fused[task]]
+    rows, labels, titles = [], [], []
+    for k, pair in enumerate(pairs):
+        vfn = three_channels(fused[tasks[0]][k][0])
+        top = [vfn]
+        for task in tasks:
+            custom = three_channels(fused[task][k][1])
+            top.append(_saliency_tint(custom, drawn[task][k]) if task == "saliency" else drawn[task][k])
+        diffs = [np.abs(_luma(fused[t][k][1]) - _luma(vfn)) * 255 for t in tasks]
+        rows += [top, [three_channels(images[k][0].pixels), *map(_heat, diffs)]]
+        labels += [["VFN", *(f"for {t}" for t in tasks)], ["infrared", *(f"{t} - VFN" for t in tasks)]]
+        titles += [f"{pair_title(pair)}: fused for each task, with that task's prediction",
+                   f"what each customisation changed, |customised - VFN| x{DIFF_GAIN}; mean "
+                   + ", ".join(f"{t} {d.mean():.2f}" for t, d in zip(tasks, diffs, strict=True)) + " grey levels"]
+    return rows, labels, titles
+
+
 def run_demo(out_dir: str | Path = "cldyn-demo", device: str = "auto", overwrite: bool = False,
-             progress: bool = True) -> Path:
+             progress: bool = True, tasks: tuple[str, ...] = DEMO_TASKS) -> tuple[Path, Path | None]:
     """Fuse the bundled pairs with the shipped VFN into ``out_dir/fused/`` and write ``out_dir/side_by_side.png``
-    (columns IR | visible | fused, one row per pair, titled with the pair and its dataset). Returns the
-    side-by-side path."""
+    (columns IR | visible | fused, one row per pair, titled with the pair and its dataset); with ``tasks``, also
+    ``out_dir/customised.png`` (:func:`customisation_rows`). Returns both paths (the second ``None`` without
+    tasks)."""
     out_dir = Path(out_dir)
-    sheet = out_dir / "side_by_side.png"
-    refuse_to_replace([sheet], overwrite)
+    sheet, custom_sheet = out_dir / "side_by_side.png", out_dir / "customised.png"
+    refuse_to_replace([sheet, custom_sheet] if tasks else [sheet], overwrite)
     pairs = demo_pairs()
     report = Fuser(device=device).fuse_pairs(pairs, out_dir / "fused", overwrite=overwrite, progress=progress)
     if not report.ok:
@@ -86,4 +144,8 @@ def run_demo(out_dir: str | Path = "cldyn-demo", device: str = "auto", overwrite
     rows = [[read_image(p.ir).pixels, read_image(p.vis).pixels, read_image(f).pixels]
             for p, f in zip(pairs, report.written, strict=True)]
     write_png(sheet, side_by_side(rows, ["infrared", "visible", "fused (VFN)"], titles=[pair_title(p) for p in pairs]))
-    return sheet
+    if not tasks:
+        return sheet, None
+    rows, labels, titles = customisation_rows(pairs, device, tasks, progress)
+    write_png(custom_sheet, side_by_side(rows, labels, titles=titles))
+    return sheet, custom_sheet
