@@ -49,11 +49,19 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path
     results = (out / "results.md").read_text()
     assert "Does the customisation depend on the task?" in results and "| 0 | " in results
     assert "other run: shipped" in results and "Trained weights behind the rows" in results
+    # inspect-rsc of each run (the same weights twice: two identical rows), in the results and the page
+    inspected = json.loads((out / "inspect_rsc.json").read_text())["runs"]
+    assert len(inspected) == 2 and inspected[0]["pairs"] == 2 and inspected[0] == inspected[1]
+    assert "Does the RSC read the task?" in results and "Does the RSC read the task?" in page
+    row = next(ln for ln in results.splitlines() if ln.startswith("| 0 | semantic |"))
+    diff = inspected[0]["customisation_mean_abs_diff_grey"]["saliency-segmentation"]
+    assert row.rstrip(" |").endswith(f"{diff:.3f}") and diff > 0
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "fused").rglob("*.png")}
+    stamps[out / "inspect_rsc.json"] = (out / "inspect_rsc.json").stat().st_mtime_ns
     metrics_time = (out / "fusion" / "metrics.json").stat().st_mtime_ns
     capsys.readouterr()
     assert main(args) == 0  # cached: nothing is fused or scored again
     assert "fusing" not in capsys.readouterr().out
-    assert {p: p.stat().st_mtime_ns for p in (out / "fused").rglob("*.png")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in [*(out / "fused").rglob("*.png"), out / "inspect_rsc.json"]} == stamps
     assert (out / "fusion" / "metrics.json").stat().st_mtime_ns == metrics_time

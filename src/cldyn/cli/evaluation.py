@@ -65,7 +65,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                            task_weights=task_map(args.task_weights, tasks, "--task-weights"),
                            ablations=ablations, other_rscs=others, second_detector=args.second_detector,
                            limit=args.limit, gallery=args.gallery, workers=args.workers, device=args.device,
-                           timing_repeats=args.timing_repeats)
+                           timing_repeats=args.timing_repeats, inspect_pairs=args.inspect_pairs)
     result = Experiment(cfg, log=print, progress=not args.quiet).run()
     print(f"{result['pairs']} pairs; {result['timings']['total_s']:.0f} s; wrote {cfg.out}/report.html, "
           f"{cfg.out}/results.md")
@@ -223,6 +223,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--workers", type=int, default=e.workers, help="processes for the fusion metrics")
     s.add_argument("--timing-repeats", type=int, default=e.timing_repeats,
                    help="timed runs per efficiency figure (median)")
+    s.add_argument("--inspect-pairs", type=int, default=e.inspect_pairs,
+                   help="pairs on which each RSC run is inspected (as cldyn inspect-rsc)")
     add_run_args(s, device=e.device, device_help="cpu (default), cuda, cuda:N or auto")
     s.set_defaults(func=cmd_experiment)
 

@@ -35,6 +35,7 @@ from cldyn.evaluation.baselines import BASELINES
 from cldyn.evaluation.bench import peak_rss_mb, time_ms
 from cldyn.evaluation.evaluate import evaluate_folders
 from cldyn.evaluation.experiment_report import write_experiment_report
+from cldyn.evaluation.inspect_rsc import inspect_rsc, pair_tensors
 from cldyn.evaluation.tables import TASK_COLUMNS, mean_std
 from cldyn.inference.fuse import Fuser, fuse_tensors, prepare_for_inference
 from cldyn.inference.sources import image_source
@@ -61,7 +62,7 @@ class ExperimentConfig:
     RSC checkpoints trained with an ablation switch (e.g. ``no_penalty``). ``other_rscs``: name -> RSC checkpoints
     of other runs of the full method (their own rows, e.g. the shipped weights). ``second_detector``: a detection
     network of another architecture that the RSC never saw (generalisation). ``limit``: the first N pairs of the
-    split.
+    split. ``inspect_pairs``: the first N pairs on which each run's RSC is inspected (``cldyn inspect-rsc``).
     """
 
     data: str
@@ -78,6 +79,7 @@ class ExperimentConfig:
     workers: int = 1
     device: str = "cpu"
     timing_repeats: int = 3
+    inspect_pairs: int = 6
 
 
 class _Average(nn.Module):
@@ -304,6 +306,22 @@ class Experiment:
         res["peak_rss_mb"] = peak_rss_mb()
         return res
 
+    def inspection(self) -> list[dict[str, Any]]:
+        """:func:`~cldyn.evaluation.inspect_rsc.inspect_rsc` of each run's RSC with the task networks on the first
+        ``inspect_pairs`` pairs (with the gradient share from a ``log.csv`` beside the checkpoint), cached."""
+        ident = {"rsc": self.rsc_ids, "tasks": self.task_ids, "pairs": self.names[:self.cfg.inspect_pairs]}
+        path = self.out / "inspect_rsc.json"
+        if path.is_file() and (cached := json.loads(path.read_text())).get("identity") == ident:
+            return cached["runs"]
+        pairs = pair_tensors(self.pairs[:self.cfg.inspect_pairs])
+        runs = []
+        for rsc_path, rsc in zip(self.rsc_paths, self.rscs, strict=True):
+            log = rsc_path.parent / "log.csv"
+            runs.append(inspect_rsc(CLDyN(self.vfn, rsc), self.adapters, pairs, log if log.is_file() else None,
+                                    progress=self.progress))
+        atomic_write_bytes(path, json.dumps({"identity": ident, "runs": runs}, indent=2).encode())
+        return runs
+
     # -- everything ----------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -316,7 +334,7 @@ class Experiment:
         self.timings["task_metrics_s"] = time.perf_counter() - t0 - sum(self.timings.values())
         eff = self.efficiency()
         result = {"config": asdict(self.cfg), "pairs": len(self.pairs), "fusion": fusion, "tasks": tasks,
-                  "efficiency": eff, "rsc_weights": [str(p) for p in self.rsc_paths]}
+                  "efficiency": eff, "inspect_rsc": self.inspection(), "rsc_weights": [str(p) for p in self.rsc_paths]}
         write_experiment_report(self, result, fused)
         self.timings["total_s"] = time.perf_counter() - t0
         result["timings"] = self.timings

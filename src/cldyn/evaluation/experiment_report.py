@@ -14,6 +14,7 @@ import numpy as np
 
 from cldyn.data.io import atomic_write_bytes, read_image, three_channels, to_single_channel
 from cldyn.evaluation.baselines import BASELINES
+from cldyn.evaluation.inspect_rsc import inspection_markdown
 from cldyn.evaluation.metrics import DIRECTION
 from cldyn.evaluation.report import png_data_uri
 from cldyn.evaluation.tables import FUSION_COLUMNS, TASK_COLUMNS, mean_std
@@ -202,6 +203,7 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
     fusion_md, rel_md = fusion_markdown(frows), vfn_relative_markdown(frows)
     tasks_md, eff_md = task_markdown(result["tasks"]), efficiency_markdown(result["efficiency"])
     custom_md, runs_md = customisation_markdown(exp, fused), runs_markdown(exp)
+    inspect_md = inspection_markdown(result.get("inspect_rsc", []))
     atomic_write_bytes(out / "tasks.json", json.dumps(result["tasks"], indent=2).encode())
     atomic_write_bytes(out / "tasks.md", (tasks_md + "\n").encode())
     atomic_write_bytes(out / "efficiency.json", json.dumps(result["efficiency"], indent=2).encode())
@@ -219,6 +221,7 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
         "## Results", notes, "### Fusion quality (mean over pairs; best per column in bold)", fusion_md,
         "### CLDyN against VFN (change per metric)", rel_md,
         "### Does the customisation depend on the task? (mean |difference| in 8-bit levels)", custom_md,
+        f"### Does the RSC read the task? (`cldyn inspect-rsc`, first {exp.cfg.inspect_pairs} pairs)", inspect_md,
         "### Task networks on each image source", tasks_md,
         "### Efficiency", eff_md, "### Trained weights behind the rows", runs_md]) + "\n"
     atomic_write_bytes(out / "results.md", results_md.encode())
@@ -246,6 +249,9 @@ figure{{margin:0}} figure img{{max-width:200px;display:block}} figcaption{{font-
 <h2>CLDyN against VFN</h2>{md_table_to_html(rel_md)}
 <h2>Does the customisation depend on the task?</h2><p>Mean absolute difference in 8-bit levels between CLDyN's images
 customised for different task networks, and between each and VFN.</p>{md_table_to_html(custom_md)}
+<h2>Does the RSC read the task?</h2><p><code>cldyn inspect-rsc</code> on the first {exp.cfg.inspect_pairs} pairs: the
+share of pairs whose kernel choices agree across the task networks, how far apart the task embeddings lie, and how much
+the customisations differ.</p>{md_table_to_html(inspect_md)}
 <h2>Task networks</h2>{task_html}
 <h2>Efficiency</h2>{md_table_to_html(eff_md)}<h2>Trained weights behind the rows</h2>
 {md_table_to_html(runs_md)}<h2>Gallery</h2>

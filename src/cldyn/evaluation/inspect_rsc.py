@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from cldyn.data.io import read_csv
-from cldyn.data.pairs import discover_pairs
+from cldyn.data.pairs import Pair, discover_pairs
 from cldyn.inference.sources import image_source
 from cldyn.model.color import rgb_to_luma
 from cldyn.model.rsc import CLDyN
@@ -47,16 +47,21 @@ def separation(embeddings: dict[str, torch.Tensor]) -> dict[str, float]:
     return {"between": between, "within": within / max(len(embeddings), 1)}
 
 
-def load_pairs(root: str | Path, split: str | None, limit: int | None = None
-               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``limit`` pairs of a split (by name) as ``(ir (1, 1, H, W), vis (1, 3, H, W))`` in [0, 1]."""
-    pairs, _ = discover_pairs([root], split)
+def pair_tensors(pairs: Sequence[Pair]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each pair as ``(ir (1, 1, H, W), vis (1, 3, H, W))`` in [0, 1]."""
     source = image_source("pair")
     out = []
-    for pair in sorted(pairs, key=lambda p: p.name)[:limit]:
+    for pair in pairs:
         x = torch.from_numpy(np.ascontiguousarray(source(pair))).permute(2, 0, 1)[None].float()
         out.append((x[:, :1], x[:, 1:]))
     return out
+
+
+def load_pairs(root: str | Path, split: str | None, limit: int | None = None
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``limit`` pairs of a split (by name) as :func:`pair_tensors`."""
+    pairs, _ = discover_pairs([root], split)
+    return pair_tensors(sorted(pairs, key=lambda p: p.name)[:limit])
 
 
 def _record_blocks(model: CLDyN) -> tuple[list, list[Callable[[], None]]]:
@@ -136,4 +141,25 @@ def format_inspection(result: dict[str, Any]) -> str:
     if result.get("pathway_grad_share"):
         lines.append("gradient share of the task pathway in training: " + ", ".join(
             f"{t} {v:.2%}" for t, v in result["pathway_grad_share"].items()))
+    return "\n".join(lines)
+
+
+def inspection_markdown(results: Sequence[dict[str, Any]]) -> str:
+    """One row per RSC run of :func:`inspect_rsc` results: kernel choices agreeing across tasks (mean and largest
+    share over the blocks), task-embedding separation (mean over the blocks), the task-feature signature's
+    separation, and the customisations' mean |difference| per pair of tasks."""
+    if not results:
+        return "(no RSC inspected)"
+    pairs = list(results[0]["customisation_mean_abs_diff_grey"])
+    lines = ["| RSC run | task encoder | choices agree (mean / max over blocks) | embeddings between / within | "
+             "signature between / within | " + " | ".join(f"{k} (grey levels)" for k in pairs) + " |",
+             "|" + "---|" * (5 + len(pairs))]
+    for i, r in enumerate(results):
+        agree = [b["choices_agree_share"] for b in r["blocks"]]
+        between = np.mean([b["embedding_between"] for b in r["blocks"]])
+        within = np.mean([b["embedding_within"] for b in r["blocks"]])
+        sig = r["signature"]
+        diffs = " | ".join(f"{r['customisation_mean_abs_diff_grey'][k]:.3f}" for k in pairs)
+        lines.append(f"| {i} | {r['task_encoder']} | {np.mean(agree):.0%} / {max(agree):.0%} | {between:.3f} / "
+                     f"{within:.3f} | {sig['between']:.3f} / {sig['within']:.3f} | {diffs} |")
     return "\n".join(lines)
