@@ -208,3 +208,27 @@ def test_retinanet_anchors_three_scales_three_ratios():
     gen = retinanet_anchors((16, 32))
     assert gen.sizes == ((16, 20, 25), (32, 40, 51))  # 16 * 2^(1/3) = 20.2, 16 * 2^(2/3) = 25.4
     assert gen.num_anchors_per_location() == [9, 9]
+
+
+def test_saliency_starts_from_a_segmentation_network_as_salient_minus_other_logits(tmp_path):
+    torch.manual_seed(0)
+    seg = create_task("segmentation", {"arch": "lite0-fpn"})
+    torch.nn.init.normal_(seg.model.classifier.weight, std=0.3)
+    torch.nn.init.normal_(seg.model.classifier.bias, std=0.3)
+    seg.save(tmp_path / "seg.safetensors")
+    sal = create_task("saliency", {"arch": "lite0-fpn"})
+    sal.load_pretrained(str(tmp_path / "seg.safetensors"))
+    seg.freeze(), sal.freeze()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        logits = seg.model(seg.preprocess(x))  # (1, 9, 16, 24): unlabelled, car, person, bike, 5 more
+        salient = torch.zeros(9, dtype=torch.bool)
+        salient[1:4] = True  # car, person, bike
+        want = logits[:, salient].mean(1) - logits[:, ~salient].mean(1)
+        got = sal.model(sal.preprocess(x))[:, 0]
+    assert torch.allclose(got, want, atol=1e-4)
+    # another start: a segmentation network without those classes is refused with the names
+    other = create_task("segmentation", {"arch": "lite0-fpn", "class_names": [f"c{i}" for i in range(9)]})
+    other.save(tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="salient classes"):
+        create_task("saliency", {"arch": "lite0-fpn"}).load_pretrained(str(tmp_path / "other.safetensors"))

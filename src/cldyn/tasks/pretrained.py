@@ -153,6 +153,15 @@ def _pretrained_state(path: str | Path, tensors: dict[str, torch.Tensor], meta: 
     return {k.removeprefix("model/"): v for k, v in tensors.items()}
 
 
+def load_task_state(path: str | Path, loaded: tuple[dict, dict] | None = None) -> dict[str, torch.Tensor]:
+    """The network state (fp32) of a task checkpoint (``loaded``: its already read ``(tensors, meta)``)."""
+    tensors, meta = loaded or load_checkpoint(path)
+    if meta.get("kind") not in ("task", "train_task"):
+        raise CheckpointError(Path(path), f"holds a {meta.get('kind')!r} checkpoint, not a task network")
+    return {k.removeprefix("model/"): v.float() if v.is_floating_point() else v for k, v in tensors.items()
+            if k.startswith("model/")}
+
+
 def load_lite0_backbone(backbone: EfficientNetLite, path: str | Path) -> None:
     """Load an EfficientNet-Lite0 into a classifier-less ``EfficientNetLite("lite0", num_classes=0)``, the start of
     the detection, segmentation and saliency backbones: from the converted ImageNet model (its conv head and
@@ -161,7 +170,7 @@ def load_lite0_backbone(backbone: EfficientNetLite, path: str | Path) -> None:
     knows the cars and people of fused images."""
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") in ("task", "train_task"):
-        model = {k.removeprefix("model/"): v.float() for k, v in tensors.items() if k.startswith("model/")}
+        model = load_task_state(path, (tensors, meta))
         for prefix in ("backbone.body.", "backbone."):  # the detectors wrap the body in an FPN; the FPN nets do not
             state = {k.removeprefix(prefix): v for k, v in model.items() if k.startswith(prefix)}
             if state and all(k.startswith(("stem.", "blocks.")) for k in state):

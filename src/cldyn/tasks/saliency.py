@@ -28,11 +28,41 @@ from torchvision.models import resnet18
 
 from cldyn.tasks.base import IMAGENET_MEAN, IMAGENET_STD, TaskAdapter, normalize
 from cldyn.tasks.efficientnet_lite import LITE_MEAN, LITE_STD
-from cldyn.tasks.pretrained import load_lite0_backbone, load_pretrained_weights
+from cldyn.tasks.pretrained import load_lite0_backbone, load_pretrained_weights, load_task_state
 from cldyn.tasks.segmentation import LiteSemanticFPN
 from cldyn.tasks.u2net import U2NetP
+from cldyn.weights.checkpoint import load_checkpoint
 
 SALIENCY_ARCHS = ("ctd-resnet18", "u2netp", "lite0-fpn")
+# MSRS saliency masks are the segmentation pseudo-label's car, person and bike pixels inside human-drawn boxes.
+SALIENT_CLASSES = ("car", "person", "bike")
+
+
+def saliency_from_segmentation(model: LiteSemanticFPN, seg_state: dict[str, torch.Tensor], class_names: Sequence[str],
+                               salient: Sequence[str] = SALIENT_CLASSES) -> None:
+    """Start a one-map :class:`LiteSemanticFPN` from a trained segmentation one: backbone, FPN and head copied; the
+    classifier's saliency logit starts as the mean logit of the ``salient`` classes minus the mean of the others
+    (a linear stand-in for ``log P(salient) - log P(not salient)`` under the softmax).
+
+    Example:
+        >>> seg, sal = LiteSemanticFPN(3), LiteSemanticFPN(1)
+        >>> saliency_from_segmentation(sal, seg.state_dict(), ["bg", "car", "road"], ["car"])
+        >>> w = seg.classifier.weight
+        >>> torch.allclose(sal.classifier.weight[0], w[1] - (w[0] + w[2]) / 2)
+        True
+    """
+    names = list(class_names)
+    if unknown := [c for c in salient if c not in names]:
+        raise ValueError(f"salient classes {unknown} are not among the segmentation classes {names}")
+    is_salient = torch.tensor([n in salient for n in names])
+    body = {k: v for k, v in seg_state.items() if not k.startswith("classifier.")}
+    missing, unexpected = model.load_state_dict(body, strict=False)
+    if unexpected or set(missing) != {"classifier.weight", "classifier.bias"}:
+        raise ValueError(f"not a LiteSemanticFPN state: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            w = seg_state[f"classifier.{name}"].float()
+            getattr(model.classifier, name).copy_((w[is_salient].mean(0) - w[~is_salient].mean(0))[None])
 
 
 def _cbr(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -187,12 +217,18 @@ class SaliencyAdapter(TaskAdapter):
         self._mean, self._std = (LITE_MEAN, LITE_STD) if arch == "lite0-fpn" else (IMAGENET_MEAN, IMAGENET_STD)
 
     def load_pretrained(self, path: str) -> None:
-        """Start ``u2netp`` from the converted DUTS-TR weights (``cldyn convert-pretrained u2netp``), or the
-        ``lite0-fpn`` backbone from the converted ImageNet EfficientNet-Lite0."""
+        """Start ``u2netp`` from the converted DUTS-TR weights (``cldyn convert-pretrained u2netp``); ``lite0-fpn``
+        from a trained ``lite0-fpn`` segmentation network (:func:`saliency_from_segmentation`), or its backbone from
+        the converted ImageNet EfficientNet-Lite0 or another Lite0 task network."""
         if self.arch == "u2netp":
             self.model.load_state_dict(load_pretrained_weights(path, "u2netp"))
         elif self.arch == "lite0-fpn":
-            load_lite0_backbone(self.model.backbone, path)
+            _, meta = load_checkpoint(path)
+            cfg = meta.get("config") or {}
+            if meta.get("task") == "segmentation" and cfg.get("arch") == "lite0-fpn":
+                saliency_from_segmentation(self.model, load_task_state(path), cfg["class_names"])
+            else:
+                load_lite0_backbone(self.model.backbone, path)
         else:
             super().load_pretrained(path)
 
