@@ -80,3 +80,21 @@ def test_bench_tasks_times_and_counts_each_network():
     assert res["parameters"]["saliency: U2-Net-P"] == 1_125_485
     assert res["parameters"]["detection: FCOS EfficientNet-Lite0"] == 4_092_424
     assert res["ms"].keys() == res["parameters"].keys() and all(v > 0 for v in res["ms"].values())
+
+
+def test_bench_customise_times_each_task_against_the_vfn():
+    from cldyn.evaluation.bench_closed_loop import bench_customise
+    from cldyn.model.rsc import RSC, RSCConfig
+    from cldyn.model.vfn import VFN
+    from cldyn.tasks import create_task
+
+    torch.manual_seed(0)
+    adapters = {"saliency": create_task("saliency", {"stages": 2, "width": 8}).freeze()}
+    ir, vis = torch.rand(1, 1, 40, 56), torch.rand(1, 3, 40, 56)
+    lines = []
+    res = bench_customise(VFN(), RSC(RSCConfig()), adapters, ir, vis, repeats=1, log=lines.append)
+    r = res["tasks"]["saliency"]
+    assert res["size"] == [40, 56] and res["vfn_ms"] > 0
+    for key in ("", "without_task_network_", "compensated_"):  # each ratio is its time over the VFN's
+        assert r[f"{key}ratio"] == pytest.approx(r[f"{key}ms"] / res["vfn_ms"], rel=0.05)  # ms rounded to 0.1
+    assert r["compensated_ms"] > 0 and lines[-1].startswith("VFN:") and "saliency:" in lines[0]

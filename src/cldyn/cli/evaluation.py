@@ -12,7 +12,7 @@ from cldyn.data.io import refuse_to_replace
 from cldyn.data.pairs import pair_folders
 from cldyn.errors import CldynError
 from cldyn.evaluation.bench import bench_fuse, bench_tile, demo_pair_tensors
-from cldyn.evaluation.bench_closed_loop import bench_rsc, bench_tasks
+from cldyn.evaluation.bench_closed_loop import bench_customise, bench_rsc, bench_tasks
 from cldyn.evaluation.compare import evaluate_split
 from cldyn.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate_folders, evaluation_outputs
 from cldyn.evaluation.experiment import Experiment, ExperimentConfig
@@ -137,6 +137,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "tasks":
         write_json(args.json, bench_tasks(batch=args.batch_size, size=args.size, repeats=min(args.repeats, 5)))
         return 0
+    if args.what == "customise":
+        vfn = load_vfn_or_shipped(args.weights)
+        adapters = {t: load_task_for(t) for t in ("detection", "segmentation", "saliency")}
+        write_json(args.json, bench_customise(vfn, load_rsc_or_shipped(args.rsc_weights, vfn), adapters,
+                                              *demo_pair_tensors(), repeats=min(args.repeats, 5)))
+        return 0
     if args.what in ("tile", "rsc"):
         res = bench_tile() if args.what == "tile" else \
             bench_rsc(batch=args.batch_size, size=args.size, repeats=min(args.repeats, 5), device=args.device)
@@ -248,14 +254,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("bench", help="speed benchmarks")
-    s.add_argument("what", choices=("fuse", "rsc", "tile", "tasks"),
+    s.add_argument("what", choices=("fuse", "rsc", "tile", "tasks", "customise"),
                    help="fuse: ms per 640x480 pair against the FLOP floor; rsc: A2SI vectorised vs loop, one "
                         "closed-loop step, peak memory; tile: an 8000x6000 pair in tiles, peak memory; tasks: "
-                        "forward+backward of each task network")
+                        "forward+backward of each task network; customise: task-customised fusion of a 640x480 "
+                        "pair with and without the task network, against the VFN")
     s.add_argument("--batch-size", type=int, default=4, help="rsc: batch")
     s.add_argument("--size", type=int, default=320, help="rsc: image side")
     s.add_argument("--json", help="also write the results as JSON")
     s.add_argument("--weights", help="VFN checkpoint (default: the shipped weights)")
+    s.add_argument("--rsc-weights", help="customise: RSC checkpoint (default: the shipped weights)")
     s.add_argument("--repeats", type=int, default=10)
     s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--no-compare", action="store_true", help="skip the plain eager model")

@@ -1,4 +1,5 @@
-"""Benchmarks of the closed loop: the A2SI block (vectorised against a loop), one training step, the task networks."""
+"""Benchmarks of the closed loop: the A2SI block (vectorised against a loop), one training step, the task networks,
+and task-customised fusion at inference against plain VFN fusion."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from collections.abc import Callable
 import torch
 
 from cldyn.evaluation.bench import peak_rss_mb, time_ms
+from cldyn.inference.fuse import fuse_tensors, prepare_for_inference
 from cldyn.model.a2si import A2SI
 from cldyn.model.basis_bank import BasisVectorBank
 from cldyn.model.reference import reference_compensate
-from cldyn.model.rsc import CLDyN
+from cldyn.model.rsc import RSC, CLDyN
 from cldyn.model.vfn import VFN
 from cldyn.runtime import resolve_device
-from cldyn.tasks import create_task, load_task_for
+from cldyn.tasks import TaskAdapter, create_task, load_task_for
 from cldyn.training.cagrad import combine
 from cldyn.training.rsc import base_pass, closed_loop_losses
 
@@ -178,4 +180,35 @@ def bench_tasks(batch: int = 4, size: int = 320, repeats: int = 3, log: Callable
         res["parameters"][label] = sum(p.numel() for p in adapter.model.parameters())
         log(f"{label}: {res['ms'][label]:.1f} ms forward+backward to the image (batch {batch}, {size}x{size}), "
             f"{res['parameters'][label] / 1e6:.2f} M parameters")
+    return res
+
+
+def bench_customise(vfn: VFN, rsc: RSC, adapters: dict[str, TaskAdapter], ir: torch.Tensor, vis: torch.Tensor,
+                    repeats: int = 3, log: Callable[[str], None] = print) -> dict:
+    """CPU ms (median of ``repeats``) of task-customised fusion of one pair (``ir`` ``(1, 1, H, W)``, ``vis``
+    ``(1, 3, H, W)``) against plain VFN fusion (``vfn_ms``), all in one run: per task, the whole closed loop (``ms``:
+    base fusion, task network, compensated fusion), the same without the task network (``without_task_network_ms``:
+    base and compensated fusion, the task features given) and the compensated pass alone (``compensated_ms``), each
+    also as a ratio to the VFN (``ratio``, ``without_task_network_ratio``, ``compensated_ratio``)."""
+    vfn = prepare_for_inference(vfn, torch.device("cpu"))
+    model = CLDyN(vfn, rsc).eval().requires_grad_(False)
+    ir, vis = ir.contiguous(memory_format=torch.channels_last), vis.contiguous(memory_format=torch.channels_last)
+    res: dict = {"size": list(ir.shape[-2:]), "threads": torch.get_num_threads(), "repeats": repeats, "tasks": {}}
+    with torch.inference_mode():
+        base_ms = statistics.median(time_ms(lambda: fuse_tensors(vfn, ir, vis), repeats, 1))
+        res["vfn_ms"] = round(base_ms, 1)
+        for t, a in adapters.items():
+            feats = model.task_features(ir, vis, a)
+            timed = {"": lambda a=a: model.fuse(ir, vis, a),
+                     "without_task_network_": lambda f=feats: (model.base(ir, vis), model(ir, vis, f)),
+                     "compensated_": lambda f=feats: model(ir, vis, f)}
+            r: dict[str, float] = {}
+            for key, fn in timed.items():
+                ms = statistics.median(time_ms(fn, repeats, 1))
+                r[f"{key}ms"], r[f"{key}ratio"] = round(ms, 1), round(ms / base_ms, 3)
+            res["tasks"][t] = r
+            log(f"{t}: {r['ms']:.0f} ms ({r['ratio']:.2f}x VFN); without the task network "
+                f"{r['without_task_network_ms']:.0f} ms ({r['without_task_network_ratio']:.2f}x); compensated pass "
+                f"alone {r['compensated_ms']:.0f} ms ({r['compensated_ratio']:.2f}x)")
+    log(f"VFN: {base_ms:.0f} ms per {ir.shape[-1]}x{ir.shape[-2]} pair ({torch.get_num_threads()} threads)")
     return res
