@@ -173,3 +173,20 @@ def test_semantic_pathway_gradient_reaches_every_parameter():
     block(bank.weight, task, x).pow(2).mean().backward()
     for name, p in block.task_encoder.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_compensation_with_a_trained_batchnorm_matches_the_loop(mode):
+    # In eval mode the BatchNorm is folded into the dynamic kernels; give it statistics far from the identity.
+    block, bank = _block()
+    bn = block.post[0]
+    torch.manual_seed(1)
+    bn.running_mean.normal_(0, 0.5), bn.running_var.uniform_(0.2, 3.0)
+    torch.nn.init.normal_(bn.weight, 1.0, 0.5), torch.nn.init.normal_(bn.bias, 0.0, 0.5)
+    block.train(mode == "train")
+    x, task = torch.randn(4, 8, 15, 11), torch.randn(4, 16, 5, 4)
+    with torch.no_grad():
+        sel = block.select(bank.weight, task, x, gumbel=torch.zeros(4, 4, 4))
+        forced = (torch.arange(4)[:, None] + torch.arange(4)[None]) % 4  # every kernel type occurs
+        sel.types, sel.type_weights = forced, F.one_hot(forced, 4).float()
+        assert (block.compensate(x, sel) - reference_compensate(block, x, sel)).abs().max() < 1e-5

@@ -58,11 +58,17 @@ def test_semantic_encoder_starts_without_modulation_and_modulates_where_the_task
     torch.nn.init.normal_(enc.film_spatial[-1].weight)
     # A task that responds in one corner only: the spatial FiLM varies over the image, and is the same
     # (bias only) far from the response.
-    corner = torch.zeros(1, 40, 4, 4)
+    # The convs run on the 8x8 task map (receptive field 5x5), then the FiLM is resized to 32x32: output pixels
+    # 18..21 read task pixels 4 and 5 only, at least 4 away from the response and 2 from the zero-padded border.
+    corner = torch.zeros(1, 40, 8, 8)
     corner[0, :, 0, 0] = 1.0
-    gamma, _ = enc.modulation(corner, enc.embed(corner)[2], (16, 16))
-    assert gamma[0, :, :3, :3].std() > 0
-    assert torch.allclose(gamma[0, :, 9:13, 9:13], gamma[0, :, 10:11, 10:11].expand(-1, 4, 4), atol=1e-6)
+    gamma, _ = enc.modulation(corner, enc.embed(corner)[2], (32, 32))
+    assert gamma.shape == (1, 8, 32, 32) and gamma[0, :, :6, :6].std() > 0
+    assert torch.allclose(gamma[0, :, 18:22, 18:22], gamma[0, :, 19:20, 19:20].expand(-1, 4, 4), atol=1e-6)
+    # ... and the same FiLM as convolving the task map first, then resizing (what the encoder does by design)
+    low = enc.film_spatial(response_maps(corner)) + enc.film_global(enc.embed(corner)[2])[..., None, None]
+    want = torch.nn.functional.interpolate(low, size=(32, 32), mode="bilinear", align_corners=False)[:, :8]
+    assert torch.allclose(gamma, want, atol=1e-6)
 
 
 def test_upstream_embedding_is_the_public_codes_pathway_run_literally():

@@ -245,26 +245,46 @@ class A2SI(nn.Module):
 
     # -- compensation ------------------------------------------------------------------------------------------
 
-    def _type_groups(self, image_features: torch.Tensor, sel: Selection):
-        """For each kernel type in use: the flat ``(sample * F + filter)`` indices of its filters and their outputs
-        ``(n, C, H, W)``, from one grouped convolution. With trainable selection the type weights (1 forward, Gumbel
-        gradient backward) are folded into the kernels: the conv is linear."""
+    def _type_groups(self, image_features: torch.Tensor, sel: Selection,
+                     affine: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """For each kernel type in use: the flat ``(sample * F + filter)`` indices of its filters (sample-major) and
+        their outputs ``(n, C, H, W)``, from one convolution grouped by sample. Each sample's filters of the type are
+        stacked as output channels of one kernel, so a sample's features are read once, not once per filter (on a
+        CPU about 3x faster than a group per filter, at one sample and four filters); a sample with fewer filters of
+        the type than the most in the batch gets zero kernels in the spare slots, whose outputs are dropped. With
+        trainable selection the type weights (1 forward, Gumbel gradient backward) are folded into the kernels: the
+        conv is linear. ``affine``: a per-output-channel ``(scale, shift)`` folded into the kernels and a bias (an
+        inference-mode BatchNorm)."""
         b, c, h, w = image_features.shape
         f = self.cfg.filter_num
-        k1, k3 = self.kernels(sel.vectors)
-        flat_types = sel.types.reshape(-1)
-        type_w = sel.type_weights.reshape(b * f, -1)
+        k1, k3 = self.kernels(sel.vectors)  # (B, F, C, C, k, k)
+        x = image_features.reshape(1, b * c, h, w)
         for t, (size, dilation) in enumerate(KERNEL_TYPES):
-            idx = (flat_types == t).nonzero().squeeze(1)
-            n = idx.numel()
-            if n == 0:
+            of_type = sel.types == t  # (B, F)
+            rows, filters = of_type.nonzero(as_tuple=True)  # sample-major, filters ascending
+            if rows.numel() == 0:
                 continue
-            kernels = (k1 if size == 1 else k3).reshape(b * f, c, c, size, size)[idx]
+            slots = int(of_type.sum(1).max())
+            slot = (of_type.cumsum(1) - 1)[rows, filters]  # the k-th filter of the type in its sample: slot k
+            kernels = (k1 if size == 1 else k3)[rows, filters]  # (n, C, C, k, k)
             if self.cfg.selection == "trainable":
-                kernels = kernels * type_w[idx, t].view(n, 1, 1, 1, 1)
-            x = image_features[idx // f].reshape(1, n * c, h, w)
-            yield idx, F.conv2d(x, kernels.reshape(n * c, c, size, size), padding=dilation * (size // 2),
-                                dilation=dilation, groups=n).view(n, c, h, w)
+                kernels = kernels * sel.type_weights[rows, filters, t].view(-1, 1, 1, 1, 1)
+            bias = None
+            if affine is not None:
+                kernels = kernels * affine[0].view(1, c, 1, 1, 1)
+                bias = affine[1].repeat(b * slots)
+            flat = rows * slots + slot
+            if flat.numel() != b * slots:  # spare slots: zero kernels
+                kernels = kernels.new_zeros(b * slots, c, c, size, size).index_copy(0, flat, kernels)
+            y = F.conv2d(x, kernels.reshape(b * slots * c, c, size, size), bias, padding=dilation * (size // 2),
+                         dilation=dilation, groups=b).view(b * slots, c, h, w)
+            yield rows * f + filters, (y if flat.numel() == b * slots else y.index_select(0, flat))
+
+    def _post_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inference-mode BatchNorm of :attr:`post` as ``(scale, shift)`` per channel."""
+        bn = self.post[0]
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return scale, bn.bias - bn.running_mean * scale
 
     def dynamic_conv(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:
         """Every filter's convolution of its sample's features: ``(B, F, C, H, W)``, one grouped conv per type."""
@@ -282,10 +302,15 @@ class A2SI(nn.Module):
         order (BN and LeakyReLU do not care about order) and the filter mean is a scatter-add into each sample.
         """
         b, c, h, w = image_features.shape
-        groups = list(self._type_groups(image_features, sel))
-        owners = torch.cat([idx for idx, _ in groups]) // self.cfg.filter_num
-        y = self.post(torch.cat([y for _, y in groups]) if len(groups) > 1 else groups[0][1])
-        total = y.new_zeros(b, c, h, w).index_add_(0, owners, y)
+        if self.training:  # BatchNorm over all filter outputs of the batch at once
+            groups = list(self._type_groups(image_features, sel))
+            owners = torch.cat([idx for idx, _ in groups]) // self.cfg.filter_num
+            y = self.post(torch.cat([y for _, y in groups]) if len(groups) > 1 else groups[0][1])
+            total = y.new_zeros(b, c, h, w).index_add_(0, owners, y)
+        else:  # a fixed affine BatchNorm folds into the kernels: each type's outputs go straight into the sum
+            total = image_features.new_zeros(b, c, h, w)
+            for idx, y in self._type_groups(image_features, sel, self._post_affine()):
+                total.index_add_(0, idx // self.cfg.filter_num, F.leaky_relu(y, self.cfg.negative_slope))
         return image_features + self.out_conv(apply_film(total / self.cfg.filter_num, sel.film))
 
     def compensate_static(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:

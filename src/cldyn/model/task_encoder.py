@@ -14,7 +14,7 @@ Two encoders (``A2SIConfig.task_encoder``):
     width. Small MLPs turn it into the type and basis queries' task halves and into a per-channel FiLM of the
     compensation (so the task acts on the output continuously, not only through the discrete kernel choice);
   * **where the task responds** (:func:`response_maps`): per pixel, the channel RMS and channel maximum of the
-    unit-RMS features, resized to the encoder stage; two small convs turn them into a spatial FiLM (SPADE-like), so
+    unit-RMS features; two small convs turn them into a spatial FiLM (SPADE-like), resized to the encoder stage, so
     the compensation can act where the task's objects are instead of applying one global kernel per image.
 
   Both FiLM outputs start at zero (and the A2SI output conv is zero-initialised), so a fresh block is the identity.
@@ -135,11 +135,12 @@ class SemanticTaskEncoder(nn.Module):
     def modulation(self, task_features: torch.Tensor, signature: torch.Tensor, size: tuple[int, int]
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """FiLM ``(gamma, beta)``, each ``(B, C, H, W)`` at the encoder stage's ``size``: global (from the
-        signature) plus spatial (from the response maps, bilinearly resized to ``size``)."""
-        maps = F.interpolate(response_maps(task_features), size=size, mode="bilinear", align_corners=False)
-        spatial = self.film_spatial(maps)
-        glob = self.film_global(signature)[..., None, None]
-        gamma, beta = (spatial + glob).chunk(2, dim=1)
+        signature) plus spatial (from the response maps). The spatial convs run at the task features' own
+        resolution and their output is resized bilinearly to ``size``: at a task network's stride of 4 to 8 that is
+        16 to 64 times fewer pixels than convolving at the image's resolution, which cost as much as the dynamic
+        convolutions themselves at 640x480."""
+        film = self.film_spatial(response_maps(task_features)) + self.film_global(signature)[..., None, None]
+        gamma, beta = F.interpolate(film, size=size, mode="bilinear", align_corners=False).chunk(2, dim=1)
         return gamma, beta
 
 
