@@ -83,3 +83,17 @@ def test_upstream_embedding_is_the_public_codes_pathway_run_literally():
     h = torch.nn.functional.leaky_relu(torch.nn.functional.conv1d(seq[:, None], emb.conv1.weight, padding=1), 0.2)
     want = torch.nn.functional.conv1d(h, emb.conv2.weight, padding=1).mean(-1)
     assert torch.allclose(emb(t.flatten(1)), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 4096, 4097, 3 * 4096 + 17])
+def test_upstream_embedding_in_chunks_without_autograd_is_the_same(length):
+    from cldyn.model.task_encoder import UpstreamTaskEmbedding
+
+    torch.manual_seed(0)
+    emb = UpstreamTaskEmbedding(out=16, slope=0.2)
+    seq = torch.randn(2, length)
+    with torch.enable_grad():
+        plain = emb(seq)  # the whole intermediate, as in training
+    with torch.no_grad():
+        chunked = emb(seq)
+    assert torch.allclose(chunked, plain.detach(), atol=1e-5)
