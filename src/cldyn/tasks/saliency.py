@@ -223,10 +223,11 @@ class SaliencyAdapter(TaskAdapter):
         if self.arch == "u2netp":
             self.model.load_state_dict(load_pretrained_weights(path, "u2netp"))
         elif self.arch == "lite0-fpn":
-            _, meta = load_checkpoint(path)
+            loaded = load_checkpoint(path)
+            meta = loaded[1]
             cfg = meta.get("config") or {}
             if meta.get("task") == "segmentation" and cfg.get("arch") == "lite0-fpn":
-                saliency_from_segmentation(self.model, load_task_state(path), cfg["class_names"])
+                saliency_from_segmentation(self.model, load_task_state(path, loaded), cfg["class_names"])
             else:
                 load_lite0_backbone(self.model.backbone, path)
         else:
