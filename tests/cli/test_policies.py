@@ -95,3 +95,15 @@ def test_every_command_help_has_description_defaults_and_exit_codes():
 def test_every_writing_command_has_overwrite(command):
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert "--overwrite" in sub.choices[command].format_help()
+
+
+def test_repeated_list_options_accumulate_instead_of_replacing():
+    """``--set a=1 --set b=2`` keeps both (nargs="*" alone kept only the last one: a setting silently lost)."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    argv = ["--task", "saliency", "--set", "arch=\"lite0-fpn\"", "--set", "x=1", "y=2", "--data", "d"]
+    args = sub.choices["train-task"].parse_args(argv)
+    assert args.set == ['arch="lite0-fpn"', "x=1", "y=2"]
+    for name, command in sub.choices.items():
+        lists = [a.option_strings[-1] for a in command._actions
+                 if a.option_strings and a.nargs in ("*", "+") and not isinstance(a, argparse._ExtendAction)]
+        assert not lists, f"{name}: {lists} replace earlier values when repeated"

@@ -5,7 +5,7 @@ import torch
 from cldyn.errors import CldynError
 from cldyn.model.ops import as_rgb
 from cldyn.tasks import create_task, list_tasks, load_task, task_class
-from cldyn.tasks.saliency import bce_iou_loss, iou_loss, mask_edges, saliency_metrics
+from cldyn.tasks.saliency import bce_iou_loss, fmeasure_loss, iou_loss, mask_edges, saliency_metrics
 from cldyn.tasks.segmentation import confusion_matrix, segmentation_metrics
 
 
@@ -133,6 +133,34 @@ def test_saliency_losses():
     assert iou_loss(big, m) < 1e-6
     # zero logits: BCE = ln 2 per pixel; soft IoU = 1 - (0.5 * 9 + 1) / (25 * 0.5 + 9 - 0.5 * 9 + 1) = 1 - 5.5 / 18
     assert torch.isclose(bce_iou_loss(torch.zeros_like(m), m), torch.tensor(0.6931472 + 1 - 5.5 / 18))
+
+
+def test_fmeasure_loss_by_hand_and_without_objects():
+    m = torch.zeros(2, 1, 4, 4)
+    m[0, :, :2, :2] = 1  # image 0: 4 salient pixels; image 1: none
+    all_on = torch.full_like(m, 30.0)
+    # image 0 predicts all 16 pixels: F = 1.3 * 4 / (0.3 * 4 + 16); image 1 has no object and is left out
+    assert fmeasure_loss(all_on, m).item() == pytest.approx(1 - 5.2 / 17.2, abs=1e-5)
+    assert fmeasure_loss(all_on[:1], m[:1]).item() == pytest.approx(1 - 5.2 / 17.2, abs=1e-5)
+    right = 30.0 * (2 * m - 1)
+    assert fmeasure_loss(right, m).item() == pytest.approx(0.0, abs=1e-5)
+    # half-confident everywhere: TP = 2, |p| = 8 -> F = 2.6 / (1.2 + 8)
+    assert fmeasure_loss(torch.zeros_like(m), m).item() == pytest.approx(1 - 2.6 / 9.2, abs=1e-5)
+    empty = torch.zeros_like(m)
+    assert fmeasure_loss(all_on, empty).item() == 0.0
+
+
+def test_saliency_fmeasure_weight_adds_the_fmeasure_term():
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    m = (torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1)) > 0.8).float()
+    torch.manual_seed(0)
+    plain = create_task("saliency", {"arch": "lite0-fpn"}).freeze()
+    weighted = create_task("saliency", {"arch": "lite0-fpn", "fmeasure_weight": 2.0}).freeze()
+    weighted.model.load_state_dict(plain.model.state_dict())
+    out = plain.forward(x)
+    assert plain.config["fmeasure_weight"] == 0.0
+    assert torch.isclose(weighted.loss_from_output(out, m),
+                         plain.loss_from_output(out, m) + 2.0 * fmeasure_loss(out[0], m), atol=1e-6)
 
 
 def test_detection_map_perfect_and_miss():

@@ -203,7 +203,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--split", default="val")
     s.add_argument("--limit", type=int, default=6, help="the first N pairs of the split (by name)")
     s.add_argument("--tasks", default="detection,segmentation,saliency")
-    s.add_argument("--task-weights", nargs="*", help="TASK=FILE task networks (default: the shipped ones)")
+    s.add_argument("--task-weights", nargs="*", action="extend",
+                   help="TASK=FILE task networks (default: the shipped ones)")
     s.add_argument("--rsc-weights", help="RSC checkpoint (default: the shipped one)")
     s.add_argument("--vfn-weights", help="VFN checkpoint (default: the shipped one)")
     s.add_argument("--log", help="the train-rsc log.csv, for the gradient share of the task pathway")
@@ -216,11 +217,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--split", default=e.split)
     s.add_argument("--out", default=e.out)
     s.add_argument("--tasks", default=",".join(e.tasks))
-    s.add_argument("--rsc-weights", nargs="+", help="RSC checkpoints (several: runs with different seeds)")
-    s.add_argument("--task-weights", nargs="*", metavar="TASK=FILE", help="task networks (default: shipped)")
-    s.add_argument("--ablation", nargs="*", metavar="NAME=FILE[,FILE]",
+    s.add_argument("--rsc-weights", nargs="+", action="extend",
+                   help="RSC checkpoints (several: runs with different seeds)")
+    s.add_argument("--task-weights", nargs="*", action="extend", metavar="TASK=FILE",
+                   help="task networks (default: shipped)")
+    s.add_argument("--ablation", nargs="*", action="extend", metavar="NAME=FILE[,FILE]",
                    help="RSC weights trained with an ablation switch, e.g. no_penalty=runs/abl/best.safetensors")
-    s.add_argument("--other-rsc", nargs="*", metavar="NAME=FILE[,FILE]",
+    s.add_argument("--other-rsc", nargs="*", action="extend", metavar="NAME=FILE[,FILE]",
                    help="RSC weights of other runs of the full method, shown as their own rows (e.g. the shipped "
                         "weights beside seeds trained with another protocol)")
     s.add_argument("--second-detector", help="a detection network the RSC never saw (generalisation row)")
@@ -240,7 +243,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_scoring_args(s)
     s.add_argument("--data", help="dataset root instead of --ir/--vis (e.g. ../shared/data/msrs)")
     s.add_argument("--split", default="all", help="with --data: score only the pairs of ROOT/splits/SPLIT.txt")
-    s.add_argument("--vfn", nargs="*", metavar="FILE",
+    s.add_argument("--vfn", nargs="*", action="extend", metavar="FILE",
                    help="with --data: fuse the pairs with the shipped VFN (no FILE) or these checkpoints, and score "
                         "them as methods vfn / vfn:<run>")
     s.add_argument("--out", default="cldyn-evaluation", help="folder for metrics.csv/.json/.md and per_image.json")

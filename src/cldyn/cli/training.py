@@ -66,7 +66,8 @@ def cmd_convert_pretrained(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     v, a = TrainVFNConfig(), AugmentConfig()
     s = sub.add_parser("train-vfn", help="stage-1 training of the visual fusion network")
-    s.add_argument("--data", nargs="+", required=True, help="dataset roots (known layouts, e.g. ir/ + vi/)")
+    s.add_argument("--data", nargs="+", action="extend", required=True,
+                   help="dataset roots (known layouts, e.g. ir/ + vi/)")
     s.add_argument("--out", default=v.out_dir, help="output folder for checkpoints and loss curves")
     s.add_argument("--split", default=v.split, help="use ROOT/splits/SPLIT.txt where present; 'all' for every pair")
     s.add_argument("--epochs", type=int, default=v.epochs)
@@ -126,7 +127,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--lr", type=float, default=t.lr)
     s.add_argument("--crop", type=int, default=t.crop)
     s.add_argument("--seed", type=int, default=t.seed)
-    s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="adapter config (JSON values), e.g. size=b0")
+    s.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
+                   help="adapter config (JSON values), e.g. size=b0")
     s.add_argument("--vfn-weights", help="VFN checkpoint for --input fused (default: shipped)")
     s.add_argument("--max-steps", type=int)
     s.add_argument("--val-every", type=int, default=t.val_every, help="epochs between validations")
@@ -138,9 +140,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = TrainRSCConfig()
     s = sub.add_parser("train-rsc", help="closed-loop training of the RSC module with frozen VFN and task networks")
     s.add_argument("--tasks", default=",".join(r.tasks), help="comma-separated task names")
-    s.add_argument("--data", nargs="+", required=True, metavar="[TASK=]ROOT",
+    s.add_argument("--data", nargs="+", action="extend", required=True, metavar="[TASK=]ROOT",
                    help="one dataset root for all tasks, or TASK=ROOT per task (one data stream per task)")
-    s.add_argument("--task-weights", nargs="*", metavar="TASK=FILE", help="task networks (default: shipped)")
+    s.add_argument("--task-weights", nargs="*", action="extend", metavar="TASK=FILE",
+                   help="task networks (default: shipped)")
     s.add_argument("--vfn-weights", help="VFN checkpoint (default: shipped)")
     s.add_argument("--out", default=r.out_dir)
     s.add_argument("--steps", type=int, default=r.steps)

@@ -9,7 +9,8 @@ Two architectures (config ``arch``):
   DUTS-TR (``cldyn convert-pretrained u2netp``; :meth:`SaliencyAdapter.load_pretrained`); its loss is U²-Net's deep
   supervision (BCE on the fused map and the six side maps) plus an IoU term on the fused map.
 - ``lite0-fpn``: the semantic FPN on EfficientNet-Lite0 of :mod:`cldyn.tasks.segmentation` with one output map,
-  whose backbone starts from ImageNet (``cldyn convert-pretrained efficientnet_lite0``); BCE + IoU loss.
+  whose backbone starts from ImageNet (``cldyn convert-pretrained efficientnet_lite0``); BCE + IoU loss, optionally
+  plus an F-measure loss (``fmeasure_weight``).
 
 Metrics come from ``pysodmetrics``.
 """
@@ -142,6 +143,22 @@ def bce_iou_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, mask) + iou_loss(logits, mask)
 
 
+def fmeasure_loss(logits: torch.Tensor, mask: torch.Tensor, beta2: float = 0.3, eps: float = 1e-6) -> torch.Tensor:
+    """``1 - F_beta`` of the soft prediction per image (FLoss, Zhao et al., AAAI 2019), averaged over the images that
+    have an object.
+
+    With soft counts ``TP = sum(p * g)``, ``F = (1 + beta2) TP / (beta2 |g| + |p|)``: the F-measure that max F scores,
+    made differentiable. It pushes each map towards confident 0/1 values, so that one threshold suits every image
+    (max F takes one threshold for the whole set). An empty mask has ``F = 0`` whatever the prediction (no
+    gradient), so it is left out of the mean; a batch without objects gives 0.
+    """
+    p = torch.sigmoid(logits)
+    area = mask.sum(dim=(1, 2, 3))
+    f = (1 + beta2) * (p * mask).sum(dim=(1, 2, 3)) / (beta2 * area + p.sum(dim=(1, 2, 3)) + eps)
+    has = (area > 0).to(f.dtype)
+    return ((1 - f) * has).sum() / has.sum().clamp(min=1)
+
+
 def saliency_loss(sal: torch.Tensor, edge: torch.Tensor, mask: torch.Tensor, edge_weight: float = 1.0
                   ) -> torch.Tensor:
     """BCE + IoU on the saliency map, plus BCE of the edge map against the mask boundary."""
@@ -189,8 +206,9 @@ class SaliencyAdapter(TaskAdapter):
     Targets: masks ``(B, 1, H, W)`` float in {0, 1}. Predictions: saliency probabilities ``(B, 1, H, W)``.
     Config keys: ``arch`` (``ctd-resnet18``, ``u2netp`` or ``lite0-fpn``), ``feature_layer`` (``ctd-resnet18``: the
     deepest backbone stage; ``u2netp``: ``encoders.4``, the stride-16 encoder stage; ``lite0-fpn``:
-    ``smooth.0``, the head's stride-4 level, task-specific unlike the shared backbone); ``ctd-resnet18`` also
-    ``stages`` (3), ``width`` (64), ``edge_weight`` (1.0).
+    ``smooth.0``, the head's stride-4 level, task-specific unlike the shared backbone); ``lite0-fpn`` also
+    ``fmeasure_weight`` (0.0: BCE + IoU only; > 0 adds that weight times :func:`fmeasure_loss`);
+    ``ctd-resnet18`` also ``stages`` (3), ``width`` (64), ``edge_weight`` (1.0).
     """
 
     task = "saliency"
@@ -204,7 +222,7 @@ class SaliencyAdapter(TaskAdapter):
             super().__init__(cfg)
             self.model: nn.Module = U2NetP()
         elif arch == "lite0-fpn":
-            cfg = {"arch": arch, "feature_layer": "smooth.0", **(config or {})}
+            cfg = {"arch": arch, "feature_layer": "smooth.0", "fmeasure_weight": 0.0, **(config or {})}
             super().__init__(cfg)
             self.model = LiteSemanticFPN(1)
         else:
@@ -249,7 +267,10 @@ class SaliencyAdapter(TaskAdapter):
         if self.arch == "u2netp":
             return deep_supervision_loss(output, mask)
         if self.arch == "lite0-fpn":
-            return bce_iou_loss(output[0], mask)
+            loss = bce_iou_loss(output[0], mask)
+            if self.config["fmeasure_weight"]:
+                loss = loss + self.config["fmeasure_weight"] * fmeasure_loss(output[0], mask)
+            return loss
         sal, edge = output
         return saliency_loss(sal, edge, mask, self.config["edge_weight"])
 
