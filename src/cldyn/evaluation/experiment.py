@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -32,7 +31,8 @@ from cldyn.data.pairs import Pair, discover_pairs
 from cldyn.data.task_bank import load_task_bank
 from cldyn.errors import CldynError
 from cldyn.evaluation.baselines import BASELINES
-from cldyn.evaluation.bench import peak_rss_mb, time_ms
+from cldyn.evaluation.bench import peak_rss_mb
+from cldyn.evaluation.bench_closed_loop import bench_customise
 from cldyn.evaluation.evaluate import evaluate_folders
 from cldyn.evaluation.experiment_report import write_experiment_report
 from cldyn.evaluation.inspect_rsc import inspect_rsc, pair_tensors
@@ -272,13 +272,11 @@ class Experiment:
         return table
 
     def efficiency(self) -> dict[str, Any]:
-        """Parameters, GFLOPs at 640x480, CPU ms per pair (median of ``timing_repeats``) and peak memory."""
-
-
+        """Parameters, GFLOPs at 640x480, CPU ms per pair (median of ``timing_repeats``, timed by
+        :func:`~cldyn.evaluation.bench_closed_loop.bench_customise`, as ``cldyn bench customise``) and peak memory."""
         torch.manual_seed(0)
         ir, vis = torch.rand(1, 1, 480, 640), torch.rand(1, 3, 480, 640)
         vfn = prepare_for_inference(self.vfn, torch.device("cpu"))
-        n = self.cfg.timing_repeats
 
         def gflops(fn: Callable[[], object]) -> float:
             counter = FlopCounterMode(display=False)
@@ -286,23 +284,22 @@ class Experiment:
                 fn()
             return counter.get_total_flops() / 1e9
 
+        timed = bench_customise(self.vfn, self.rscs[0], self.adapters, ir, vis, self.cfg.timing_repeats,
+                                log=lambda _: None)
         res: dict[str, Any] = {
             "params": {"rsc_trainable": sum(p.numel() for p in self.rscs[0].parameters()),
                        "vfn_frozen": sum(p.numel() for p in self.vfn.parameters()),
                        **{f"task_{t}": sum(p.numel() for p in a.model.parameters()) for t, a in self.adapters.items()}},
             "gflops": {"vfn": gflops(lambda: fuse_tensors(vfn, ir, vis))},
-            "ms_per_pair": {"vfn": float(np.median(time_ms(lambda: fuse_tensors(vfn, ir, vis), n, 1)))},
+            "ms_per_pair": {"vfn": timed["vfn_ms"]},
             "size": [480, 640], "threads": torch.get_num_threads(),
         }
         model = CLDyN(vfn, self.rscs[0]).eval().requires_grad_(False)
-        with torch.inference_mode():
-            for t, a in self.adapters.items():
-                feats = model.task_features(ir, vis, a)
-                res["gflops"][f"cldyn_{t}"] = gflops(lambda a=a: model.fuse(ir, vis, a))
-                res["gflops"][f"task_{t}_features"] = gflops(lambda a=a: model.task_features(ir, vis, a))
-                res["ms_per_pair"][f"cldyn_{t}"] = float(np.median(time_ms(lambda a=a: model.fuse(ir, vis, a), n, 1)))
-                res["ms_per_pair"][f"cldyn_{t}_without_task_network"] = float(np.median(time_ms(
-                    lambda f=feats: (model.base(ir, vis), model(ir, vis, f)), n, 1)))
+        for t, a in self.adapters.items():
+            res["gflops"][f"cldyn_{t}"] = gflops(lambda a=a: model.fuse(ir, vis, a))
+            res["gflops"][f"task_{t}_features"] = gflops(lambda a=a: model.task_features(ir, vis, a))
+            res["ms_per_pair"][f"cldyn_{t}"] = timed["tasks"][t]["ms"]
+            res["ms_per_pair"][f"cldyn_{t}_without_task_network"] = timed["tasks"][t]["without_task_network_ms"]
         res["peak_rss_mb"] = peak_rss_mb()
         return res
 
