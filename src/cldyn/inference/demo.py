@@ -16,8 +16,11 @@ from cldyn.data.pairs import Pair, dataset_of, pair_folders
 from cldyn.errors import CldynError
 from cldyn.inference.fuse import Fuser
 from cldyn.model.color import rgb_to_luma
+from cldyn.model.vfn import VFN
 from cldyn.runtime import progress_bar
+from cldyn.tasks import load_pretrained_task
 from cldyn.tasks.visualise import prediction_overlay
+from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
 
 DEMO_TASKS = ("detection", "segmentation", "saliency")
 DIFF_GAIN = 8  # |customised - VFN| is a few grey levels: amplified so that it can be seen
@@ -100,16 +103,19 @@ def _saliency_tint(rgb: np.ndarray, drawn: np.ndarray) -> np.ndarray:
 
 
 def customisation_rows(pairs: list[Pair], device: str = "auto", tasks: tuple[str, ...] = DEMO_TASKS,
-                       progress: bool = True) -> tuple[list[list[np.ndarray]], list[list[str]], list[str]]:
+                       progress: bool = True, vfn: VFN | None = None
+                       ) -> tuple[list[list[np.ndarray]], list[list[str]], list[str]]:
     """For each pair, two rows: the VFN fusion and each task's customised fusion with that task's prediction drawn;
     then the infrared image and each customisation's ``|customised - VFN|`` (luminance, ``DIFF_GAIN`` x). Returns
     ``(rows, labels per row, row titles)`` for :func:`side_by_side`; the titles give the mean differences in grey
-    levels."""
+    levels. ``vfn``: the shipped VFN when ``None``; the shipped RSC and task networks are loaded once."""
     images = [(read_image(p.ir), read_image(p.vis)) for p in pairs]
+    vfn = vfn if vfn is not None else load_vfn_or_shipped(None)
+    rsc = load_rsc_or_shipped(None, vfn)  # one VFN and one RSC serve every task network
     fused: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     drawn: dict[str, list[np.ndarray]] = {}
     for task in progress_bar(tasks, disable=not progress, desc="demo: task customisations"):
-        fuser = Fuser(device=device, task=task)
+        fuser = Fuser(vfn, device=device, task=load_pretrained_task(task), rsc=rsc)
         fused[task] = [fuser.fuse_images_with_base(ir, vis) for ir, vis in images]
         drawn[task] = [prediction_overlay(fuser.task, three_channels(c)) for _, c in fused[task]]
     rows, labels, titles = [], [], []
@@ -138,7 +144,8 @@ def run_demo(out_dir: str | Path = "cldyn-demo", device: str = "auto", overwrite
     sheet, custom_sheet = out_dir / "side_by_side.png", out_dir / "customised.png"
     refuse_to_replace([sheet, custom_sheet] if tasks else [sheet], overwrite)
     pairs = demo_pairs()
-    report = Fuser(device=device).fuse_pairs(pairs, out_dir / "fused", overwrite=overwrite, progress=progress)
+    vfn = load_vfn_or_shipped(None)
+    report = Fuser(vfn, device=device).fuse_pairs(pairs, out_dir / "fused", overwrite=overwrite, progress=progress)
     if not report.ok:
         raise report.errors[0]
     rows = [[read_image(p.ir).pixels, read_image(p.vis).pixels, read_image(f).pixels]
@@ -146,6 +153,6 @@ def run_demo(out_dir: str | Path = "cldyn-demo", device: str = "auto", overwrite
     write_png(sheet, side_by_side(rows, ["infrared", "visible", "fused (VFN)"], titles=[pair_title(p) for p in pairs]))
     if not tasks:
         return sheet, None
-    rows, labels, titles = customisation_rows(pairs, device, tasks, progress)
+    rows, labels, titles = customisation_rows(pairs, device, tasks, progress, vfn)
     write_png(custom_sheet, side_by_side(rows, labels, titles=titles))
     return sheet, custom_sheet
