@@ -163,6 +163,34 @@ def test_saliency_fmeasure_weight_adds_the_fmeasure_term():
                          plain.loss_from_output(out, m) + 2.0 * fmeasure_loss(out[0], m), atol=1e-6)
 
 
+def test_saliency_detail_branch_starts_as_the_loaded_stride4_network(tmp_path):
+    torch.manual_seed(0)
+    plain = create_task("saliency", {"arch": "lite0-fpn"})
+    for m in plain.model.modules():  # non-trivial BN statistics, as in a trained network
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    plain.save(tmp_path / "sal.safetensors")
+    detail = create_task("saliency", {"arch": "lite0-fpn", "detail": 8})
+    detail.load_pretrained(str(tmp_path / "sal.safetensors"))
+    plain.freeze(), detail.freeze()
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        stride4, stride2 = plain.model(plain.preprocess(x)), detail.model(detail.preprocess(x))
+    assert stride4.shape[-2:] == (16, 24) and stride2.shape[-2:] == (32, 48)
+    # the classifier is per-pixel linear, so it commutes with bilinear upsampling of the features
+    expected = torch.nn.functional.interpolate(stride4, size=(32, 48), mode="bilinear", align_corners=False)
+    assert torch.allclose(stride2, expected, atol=1e-5)
+    # and the branch can learn: its parameters get gradient from the loss
+    detail.model.train().requires_grad_(True)
+    detail.loss_from_output(detail.forward(x), (x[:, :1] > 0.7).float()).backward()
+    assert detail.model.detail_fuse[-1].weight.grad.abs().sum() > 0
+    # the other way round (a detail branch into a network without one) is refused
+    detail.save(tmp_path / "detail.safetensors")
+    with pytest.raises(CldynError, match="does not fit a lite0-fpn saliency"):
+        create_task("saliency", {"arch": "lite0-fpn"}).load_pretrained(str(tmp_path / "detail.safetensors"))
+
+
 def test_detection_map_perfect_and_miss():
     pytest.importorskip("pycocotools")
     from cldyn.tasks.detection import coco_map

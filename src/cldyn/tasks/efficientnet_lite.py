@@ -125,19 +125,21 @@ class EfficientNetLite(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         # lite0: 24 channels (stride 4), 40 (8), 112 (16), 320 (32)
         self.feature_blocks = [stage_ends[i] for i in _FEATURE_STAGES]
+        self.stride2_block, self.stride2_channels = stage_ends[0], _round_channels(_STAGES[0][4], width)
         self.feature_channels = [_round_channels(_STAGES[i][4], width) for i in _FEATURE_STAGES]
         self.num_classes = num_classes
         if num_classes:
             self.head = conv_bn(cin, 1280)
             self.classifier = nn.Linear(1280, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """ImageNet-normalised ``(B, 3, H, W)`` -> four maps at strides 4, 8, 16, 32 (``feature_channels``)."""
+    def forward_features(self, x: torch.Tensor, stride2: bool = False) -> list[torch.Tensor]:
+        """ImageNet-normalised ``(B, 3, H, W)`` -> four maps at strides 4, 8, 16, 32 (``feature_channels``); with
+        ``stride2``, the first stage's stride-2 map (``stride2_channels``) comes first."""
         x = self.stem(x)
         feats = []
         for i, block in enumerate(self.blocks):
             x = block(x)
-            if i in self.feature_blocks:
+            if i in self.feature_blocks or (stride2 and i == self.stride2_block):
                 feats.append(x)
         return feats
 

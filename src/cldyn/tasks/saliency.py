@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
+from cldyn.errors import CheckpointError
 from cldyn.tasks.base import IMAGENET_MEAN, IMAGENET_STD, TaskAdapter, normalize
 from cldyn.tasks.efficientnet_lite import LITE_MEAN, LITE_STD
 from cldyn.tasks.pretrained import load_lite0_backbone, load_pretrained_weights, load_task_state
@@ -207,7 +209,8 @@ class SaliencyAdapter(TaskAdapter):
     Config keys: ``arch`` (``ctd-resnet18``, ``u2netp`` or ``lite0-fpn``), ``feature_layer`` (``ctd-resnet18``: the
     deepest backbone stage; ``u2netp``: ``encoders.4``, the stride-16 encoder stage; ``lite0-fpn``:
     ``smooth.0``, the head's stride-4 level, task-specific unlike the shared backbone); ``lite0-fpn`` also
-    ``fmeasure_weight`` (0.0: BCE + IoU only; > 0 adds that weight times :func:`fmeasure_loss`);
+    ``fmeasure_weight`` (0.0: BCE + IoU only; > 0 adds that weight times :func:`fmeasure_loss`) and ``detail`` (0:
+    logits at stride 4; > 0: a stride-2 detail branch of that width, see :class:`LiteSemanticFPN`);
     ``ctd-resnet18`` also ``stages`` (3), ``width`` (64), ``edge_weight`` (1.0).
     """
 
@@ -222,9 +225,9 @@ class SaliencyAdapter(TaskAdapter):
             super().__init__(cfg)
             self.model: nn.Module = U2NetP()
         elif arch == "lite0-fpn":
-            cfg = {"arch": arch, "feature_layer": "smooth.0", "fmeasure_weight": 0.0, **(config or {})}
+            cfg = {"arch": arch, "feature_layer": "smooth.0", "fmeasure_weight": 0.0, "detail": 0, **(config or {})}
             super().__init__(cfg)
-            self.model = LiteSemanticFPN(1)
+            self.model = LiteSemanticFPN(1, detail=cfg["detail"])
         else:
             cfg = {"stages": 3, "width": 64, "edge_weight": 1.0, **(config or {})}
             cfg.setdefault("feature_layer", f"backbone.{cfg['stages'] - 1}")
@@ -236,8 +239,10 @@ class SaliencyAdapter(TaskAdapter):
 
     def load_pretrained(self, path: str) -> None:
         """Start ``u2netp`` from the converted DUTS-TR weights (``cldyn convert-pretrained u2netp``); ``lite0-fpn``
-        from a trained ``lite0-fpn`` segmentation network (:func:`saliency_from_segmentation`), or its backbone from
-        the converted ImageNet EfficientNet-Lite0 or another Lite0 task network."""
+        from a trained ``lite0-fpn`` saliency network (e.g. the shipped one, into a network with a detail branch that
+        it lacks: the branch starts as a no-op), from a trained ``lite0-fpn`` segmentation network
+        (:func:`saliency_from_segmentation`), or its backbone from the converted ImageNet EfficientNet-Lite0 or another
+        Lite0 task network."""
         if self.arch == "u2netp":
             self.model.load_state_dict(load_pretrained_weights(path, "u2netp"))
         elif self.arch == "lite0-fpn":
@@ -246,6 +251,11 @@ class SaliencyAdapter(TaskAdapter):
             cfg = meta.get("config") or {}
             if meta.get("task") == "segmentation" and cfg.get("arch") == "lite0-fpn":
                 saliency_from_segmentation(self.model, load_task_state(path, loaded), cfg["class_names"])
+            elif meta.get("task") == "saliency" and cfg.get("arch") == "lite0-fpn":
+                missing, unexpected = self.model.load_state_dict(load_task_state(path, loaded), strict=False)
+                if unexpected or any(not k.startswith("detail_") for k in missing):
+                    raise CheckpointError(Path(path), f"does not fit a lite0-fpn saliency network: missing {missing}, "
+                                                      f"unexpected {unexpected}")
             else:
                 load_lite0_backbone(self.model.backbone, path)
         else:

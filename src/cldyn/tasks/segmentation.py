@@ -67,10 +67,14 @@ class LiteSemanticFPN(nn.Module):
     """EfficientNet-Lite0 + semantic FPN: lateral 1x1 convs to ``fpn`` channels, a top-down sum, one 3x3
     conv-BN-ReLU per level to ``head`` channels, all upsampled to stride 4 and summed, a 1x1 classifier.
 
-    ``forward`` gives logits ``(B, num_labels, H/4, W/4)`` (as SegFormer's).
+    ``forward`` gives logits ``(B, num_labels, H/4, W/4)`` (as SegFormer's). With ``detail > 0`` a detail branch
+    brings the backbone's stride-2 map in (reduced to ``detail`` channels) and the logits come at ``H/2``: the head's
+    sum is upsampled to stride 2 and a residual (depthwise 3x3 + pointwise conv over both, BN initialised to zero)
+    is added before the classifier, so that a trained stride-4 network loaded into it gives its own logits
+    upsampled to stride 2 until the branch learns; it is meant for objects a few pixels wide.
     """
 
-    def __init__(self, num_labels: int, fpn: int = 96, head: int = 64) -> None:
+    def __init__(self, num_labels: int, fpn: int = 96, head: int = 64, detail: int = 0) -> None:
         super().__init__()
         self.backbone = EfficientNetLite("lite0", num_classes=0)
         chans = self.backbone.feature_channels
@@ -78,9 +82,19 @@ class LiteSemanticFPN(nn.Module):
         self.smooth = nn.ModuleList(nn.Sequential(nn.Conv2d(fpn, head, 3, padding=1, bias=False),
                                                   nn.BatchNorm2d(head), nn.ReLU(inplace=True)) for _ in chans)
         self.classifier = nn.Conv2d(head, num_labels, 1)
+        self.detail = detail
+        if detail:
+            self.detail_reduce = nn.Sequential(nn.Conv2d(self.backbone.stride2_channels, detail, 1, bias=False),
+                                               nn.BatchNorm2d(detail), nn.ReLU(inplace=True))
+            both = head + detail
+            self.detail_fuse = nn.Sequential(nn.Conv2d(both, both, 3, padding=1, groups=both, bias=False),
+                                             nn.Conv2d(both, head, 1, bias=False), nn.BatchNorm2d(head))
+            nn.init.zeros_(self.detail_fuse[-1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.backbone.forward_features(x)
+        feats = self.backbone.forward_features(x, stride2=bool(self.detail))
+        if self.detail:
+            fine, feats = feats[0], feats[1:]
         p = self.lateral[-1](feats[-1])
         pyramid = [p]
         for lateral, f in zip(self.lateral[-2::-1], feats[-2::-1], strict=True):
@@ -89,6 +103,9 @@ class LiteSemanticFPN(nn.Module):
         size = feats[0].shape[-2:]
         out = sum(F.interpolate(smooth(q), size=size, mode="bilinear", align_corners=False)
                   for smooth, q in zip(self.smooth[::-1], pyramid, strict=True))
+        if self.detail:
+            out = F.interpolate(out, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+            out = out + self.detail_fuse(torch.cat([out, self.detail_reduce(fine)], dim=1))
         return self.classifier(out)
 
 
