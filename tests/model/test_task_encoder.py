@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from cldyn.model.task_encoder import SemanticTaskEncoder, channel_quantiles, response_maps, rms_normalize
+from cldyn.model.task_encoder import (
+    SemanticTaskEncoder,
+    TaskStatistics,
+    as_statistics,
+    channel_quantiles,
+    response_maps,
+    rms_normalize,
+)
 
 
 def test_channel_quantiles_hand_computed():
@@ -97,3 +104,27 @@ def test_upstream_embedding_in_chunks_without_autograd_is_the_same(length):
     with torch.no_grad():
         chunked = emb(seq)
     assert torch.allclose(chunked, plain.detach(), atol=1e-5)
+
+
+def test_task_statistics_are_computed_once_and_equal_the_functions():
+    t = torch.randn(2, 24, 6, 10, generator=torch.Generator().manual_seed(0))
+    stats = TaskStatistics(t)
+    assert stats.signature(8) is stats.signature(8) and stats.response() is stats.response()
+    assert torch.equal(stats.signature(8), channel_quantiles(t, 8)) and torch.equal(stats.response(), response_maps(t))
+    assert as_statistics(stats) is stats and torch.equal(as_statistics(t).features, t)
+
+
+def test_rsc_blocks_given_shared_statistics_compensate_as_with_raw_features():
+    from cldyn.model.a2si import A2SI
+    from cldyn.model.basis_bank import BasisVectorBank
+
+    torch.manual_seed(0)
+    bank, block = BasisVectorBank(), A2SI().eval()
+    for p in block.parameters():  # wake the zero-initialised output conv and FiLM so the check can fail
+        if p.dim() > 1 and not p.abs().sum():
+            torch.nn.init.normal_(p, std=0.1)
+    task, x = torch.randn(2, 40, 5, 7), torch.randn(2, 8, 20, 28)
+    with torch.no_grad():
+        raw = block(bank.weight, task, x)
+        shared = block(bank.weight, TaskStatistics(task), x)
+    assert not torch.equal(raw, x) and torch.allclose(raw, shared, atol=1e-6)

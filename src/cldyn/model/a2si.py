@@ -32,7 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldyn.model.basis_bank import KERNEL_TYPES, BankConfig, orthonormal_rows
-from cldyn.model.task_encoder import TASK_ENCODERS, SemanticTaskEncoder, UpstreamTaskEmbedding
+from cldyn.model.task_encoder import (
+    TASK_ENCODERS,
+    SemanticTaskEncoder,
+    TaskStatistics,
+    UpstreamTaskEmbedding,
+    as_statistics,
+)
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,7 @@ class A2SI(nn.Module):
             return adaptive_avg_pool2d_traceable(image_features, (min(h, n), min(w, n)))
         return F.adaptive_avg_pool2d(image_features, (min(h, n), min(w, n)))
 
-    def select(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor,
+    def select(self, bank: torch.Tensor, task_features: torch.Tensor | TaskStatistics, image_features: torch.Tensor,
                gumbel: torch.Tensor | None = None) -> Selection:
         """Kernel types and basis vectors for every sample and filter.
 
@@ -195,16 +201,17 @@ class A2SI(nn.Module):
         process trains on it (see :mod:`cldyn.training.distributed`).
         """
         b, f = image_features.shape[0], self.cfg.filter_num
-        if task_features.shape[0] != b:
-            raise ValueError(f"A2SI: task features batch {task_features.shape[0]} != image batch {b}")
+        stats = as_statistics(task_features)  # the statistics shared by the blocks of one pass (RSC computes once)
+        if stats.features.shape[0] != b:
+            raise ValueError(f"A2SI: task features batch {stats.features.shape[0]} != image batch {b}")
         small = self._embed_input(image_features)
         film = None
         if self.cfg.task_encoder == "upstream":
-            seq = task_features.flatten(1)
+            seq = stats.features.flatten(1)
             type_emb, basis_emb = self.type_task(seq), self.basis_task(seq)
         else:
-            type_emb, basis_emb, signature = self.task_encoder.embed(task_features)
-            film = self.task_encoder.modulation(task_features, signature, image_features.shape[-2:])
+            type_emb, basis_emb, signature = self.task_encoder.embed(stats)
+            film = self.task_encoder.modulation(stats, signature, image_features.shape[-2:])
         q = self.type_query(torch.cat((type_emb, self.type_image(small)), 1)).view(b, f, -1)
         logits = F.normalize(q, dim=-1) @ F.normalize(self.prototypes, dim=-1).t()  # (B, F, S) cosine
         if self.training:
@@ -337,15 +344,17 @@ class A2SI(nn.Module):
         y = self.post(y.reshape(-1, c, h, w)).reshape(b, f, c, h, w).mean(1)
         return image_features + self.out_conv(apply_film(y, sel.film))
 
-    def forward(self, bank: torch.Tensor, task_features: torch.Tensor, image_features: torch.Tensor,
+    def forward(self, bank: torch.Tensor, task_features: torch.Tensor | TaskStatistics, image_features: torch.Tensor,
                 gumbel: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, C, H, W)`` image features compensated with ``(B, Ct, h, w)`` task features."""
+        """``(B, C, H, W)`` image features compensated with ``(B, Ct, h, w)`` task features (or their
+        :class:`~cldyn.model.task_encoder.TaskStatistics`, shared by the blocks of one pass)."""
         if image_features.dim() != 4 or image_features.shape[1] != self.cfg.channels:
             raise ValueError(f"A2SI: image features must be (B, {self.cfg.channels}, H, W), "
                              f"got {tuple(image_features.shape)}")
-        if task_features.dim() < 2:
-            raise ValueError(f"A2SI: task features must be (B, ...), got {tuple(task_features.shape)}")
-        sel = self.select(bank, task_features, image_features, gumbel)
+        stats = as_statistics(task_features)
+        if stats.features.dim() < 2:
+            raise ValueError(f"A2SI: task features must be (B, ...), got {tuple(stats.features.shape)}")
+        sel = self.select(bank, stats, image_features, gumbel)
         if _exporting():
             return self.compensate_static(image_features, sel)
         return self.compensate(image_features, sel)

@@ -16,6 +16,7 @@ from cldyn.model.a2si import A2SI, A2SIConfig
 from cldyn.model.basis_bank import BankConfig, BasisVectorBank
 from cldyn.model.color import replace_luma, rgb_to_luma
 from cldyn.model.ops import as_rgb, pad_to_multiple
+from cldyn.model.task_encoder import TaskStatistics
 from cldyn.model.vfn import VFN, StageHook
 
 
@@ -70,11 +71,12 @@ class RSC(nn.Module):
         """The VFN stage hook that compensates both encoders' features with ``task_features``; ``gumbel``
         (:meth:`gumbel_shape`) fixes the kernel-type noise of a training pass."""
         n = self.cfg.num_stages
+        stats = TaskStatistics(task_features)  # computed once, read by every block
 
         def hook(i: int, ir_f: torch.Tensor, vis_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             w = self.bank.weight
             g_ir, g_vis = (None, None) if gumbel is None else (gumbel[i], gumbel[n + i])
-            return self.ir_blocks[i](w, task_features, ir_f, g_ir), self.vis_blocks[i](w, task_features, vis_f, g_vis)
+            return self.ir_blocks[i](w, stats, ir_f, g_ir), self.vis_blocks[i](w, stats, vis_f, g_vis)
 
         return hook
 
