@@ -55,7 +55,9 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path
     assert "Does the RSC read the task?" in results and "Does the RSC read the task?" in page
     row = next(ln for ln in results.splitlines() if ln.startswith("| 0 | semantic |"))
     diff = inspected[0]["customisation_mean_abs_diff_grey"]["saliency-segmentation"]
-    assert row.rstrip(" |").endswith(f"{diff:.3f}") and diff > 0
+    vs = inspected[0]["customisation_vs_vfn_grey"]
+    assert f"| {diff:.3f} |" in row and diff > 0
+    assert row.rstrip(" |").endswith(" / ".join(f"{t[:3]} {v:.3f}" for t, v in vs.items()))
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "fused").rglob("*.png")}
     stamps[out / "inspect_rsc.json"] = (out / "inspect_rsc.json").stat().st_mtime_ns

@@ -44,10 +44,15 @@ def test_fresh_rsc_does_not_customise_and_a_live_semantic_one_does():
     adapters = _adapters()
     fresh = inspect_rsc(_model("semantic", live=False), adapters, pairs)
     assert fresh["customisation_mean_abs_diff_grey"] == {"saliency-segmentation": 0.0}  # identity at init
+    assert all(v < 1e-3 for v in fresh["customisation_vs_vfn_grey"].values())
     assert len(fresh["blocks"]) == 6 and fresh["pairs"] == 3
     assert fresh["signature"]["between"] > fresh["signature"]["within"]  # two networks, two signatures
     live = inspect_rsc(_model("semantic", live=True), adapters, pairs)
     assert live["customisation_mean_abs_diff_grey"]["saliency-segmentation"] > 0.01
+    # a pair of customisations cannot lie further apart than both of them from the VFN (triangle inequality)
+    vs = live["customisation_vs_vfn_grey"]
+    assert min(vs.values()) > 0.01
+    assert vs["saliency"] + vs["segmentation"] >= live["customisation_mean_abs_diff_grey"]["saliency-segmentation"]
     assert all(b["embedding_between"] > 0 for b in live["blocks"])
     text = format_inspection(live)
     assert "task encoder semantic" in text and "saliency-segmentation" in text

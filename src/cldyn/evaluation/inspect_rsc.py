@@ -8,7 +8,8 @@ A2SI block chose and embedded is recorded. Reported:
   between the tasks' mean embeddings and the spread of the embeddings within a task;
 - the same separation for the width-agnostic signature of the task features themselves
   (:func:`cldyn.model.task_encoder.channel_quantiles`): what any pathway could tell apart;
-- per pair of tasks: the mean |difference| of the customised luminances, in 8-bit grey levels;
+- per pair of tasks: the mean |difference| of the customised luminances, in 8-bit grey levels; and per task, how
+  far its customisation moved the image at all (mean |customised - VFN| luminance);
 - from a ``train-rsc`` log (optional): the mean share of each task's gradient that reached the task pathway.
 """
 
@@ -85,15 +86,21 @@ def inspect_rsc(model: CLDyN, adapters: dict[str, TaskAdapter], pairs: Sequence[
     embeds = {t: [[] for _ in blocks] for t in adapters}
     signatures: dict[str, list[torch.Tensor]] = {t: [] for t in adapters}
     lumas: dict[str, list[torch.Tensor]] = {t: [] for t in adapters}
+    base_lumas: list[torch.Tensor] = []
+
+    def luma(out: torch.Tensor) -> torch.Tensor:
+        return (rgb_to_luma(out) if out.shape[1] == 3 else out)[0, 0] * 255
+
     calls, removers = _record_blocks(model)
     try:
         for ir, vis in progress_bar(pairs, disable=not progress, desc="inspect-rsc"):
+            base_lumas.append(luma(model.base(ir, vis)))
             for task, adapter in adapters.items():
                 feats = model.task_features(ir, vis, adapter)
                 signatures[task].append(channel_quantiles(feats)[0])
                 calls.clear()
                 out = model(ir, vis, feats)
-                lumas[task].append((rgb_to_luma(out) if out.shape[1] == 3 else out)[0, 0] * 255)
+                lumas[task].append(luma(out))
                 for i, (bank, task_features, image_features) in ((i, args[:3]) for i, args in calls):
                     sel = blocks[i].select(bank, task_features, image_features)
                     choices[task][i].append(torch.cat((sel.types[0], sel.vector_index[0])))
@@ -116,6 +123,9 @@ def inspect_rsc(model: CLDyN, adapters: dict[str, TaskAdapter], pairs: Sequence[
         "pairs": len(pairs), "tasks": tasks, "task_encoder": model.rsc.cfg.a2si.task_encoder, "blocks": per_block,
         "signature": separation({t: torch.stack(s) for t, s in signatures.items()}),
         "customisation_mean_abs_diff_grey": diffs,
+        "customisation_vs_vfn_grey": {t: sum(float((x - y).abs().mean()) for x, y in zip(lumas[t], base_lumas,
+                                                                                           strict=True)) / len(pairs)
+                                      for t in tasks},
     }
     if log_path is not None:
         rows = read_csv(log_path)
@@ -138,6 +148,9 @@ def format_inspection(result: dict[str, Any]) -> str:
     lines.append(f"task-feature signature: between {sig['between']:.4f}, within {sig['within']:.4f}")
     lines.append("customisations, mean |difference| (grey levels): " + ", ".join(
         f"{k} {v:.3f}" for k, v in result["customisation_mean_abs_diff_grey"].items()))
+    if "customisation_vs_vfn_grey" in result:
+        lines.append("each customisation against the VFN, mean |difference| (grey levels): " + ", ".join(
+            f"{t} {v:.3f}" for t, v in result["customisation_vs_vfn_grey"].items()))
     if result.get("pathway_grad_share"):
         lines.append("gradient share of the task pathway in training: " + ", ".join(
             f"{t} {v:.2%}" for t, v in result["pathway_grad_share"].items()))
@@ -147,19 +160,21 @@ def format_inspection(result: dict[str, Any]) -> str:
 def inspection_markdown(results: Sequence[dict[str, Any]]) -> str:
     """One row per RSC run of :func:`inspect_rsc` results: kernel choices agreeing across tasks (mean and largest
     share over the blocks), task-embedding separation (mean over the blocks), the task-feature signature's
-    separation, and the customisations' mean |difference| per pair of tasks."""
+    separation, the customisations' mean |difference| per pair of tasks, and each against the VFN (where recorded)."""
     if not results:
         return "(no RSC inspected)"
     pairs = list(results[0]["customisation_mean_abs_diff_grey"])
     lines = ["| RSC run | task encoder | choices agree (mean / max over blocks) | embeddings between / within | "
-             "signature between / within | " + " | ".join(f"{k} (grey levels)" for k in pairs) + " |",
-             "|" + "---|" * (5 + len(pairs))]
+             "signature between / within | " + " | ".join(f"{k} (grey levels)" for k in pairs)
+             + " | against the VFN (grey levels) |",
+             "|" + "---|" * (6 + len(pairs))]
     for i, r in enumerate(results):
         agree = [b["choices_agree_share"] for b in r["blocks"]]
         between = np.mean([b["embedding_between"] for b in r["blocks"]])
         within = np.mean([b["embedding_within"] for b in r["blocks"]])
         sig = r["signature"]
         diffs = " | ".join(f"{r['customisation_mean_abs_diff_grey'][k]:.3f}" for k in pairs)
+        vs_vfn = " / ".join(f"{t[:3]} {v:.3f}" for t, v in r.get("customisation_vs_vfn_grey", {}).items()) or "-"
         lines.append(f"| {i} | {r['task_encoder']} | {np.mean(agree):.0%} / {max(agree):.0%} | {between:.3f} / "
-                     f"{within:.3f} | {sig['between']:.3f} / {sig['within']:.3f} | {diffs} |")
+                     f"{within:.3f} | {sig['between']:.3f} / {sig['within']:.3f} | {diffs} | {vs_vfn} |")
     return "\n".join(lines)
