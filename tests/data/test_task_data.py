@@ -5,6 +5,7 @@ import torch
 
 from cldyn.data.bank import seeded_generator
 from cldyn.data.labels import discover_task_samples, find_label_dir, read_sal_mask, read_seg_label, read_yolo_boxes
+from cldyn.data.pairs import discover_pairs
 from cldyn.data.task_bank import TaskBank, crop_boxes
 from cldyn.errors import InputError
 from cldyn.inference.sources import image_source
@@ -24,6 +25,20 @@ def test_discover_and_bank(labelled):
         else:
             assert isinstance(y, list) and all(b.shape[1] == 5 for b in y)
     assert len(discover_task_samples(labelled, "saliency", "val").samples) == 1
+
+
+def test_a_split_can_be_a_file_outside_the_dataset(labelled, tmp_path):
+    names = sorted(p.stem for p in (labelled / "ir").iterdir())
+    subset = tmp_path / "half.txt"
+    subset.write_text(names[1] + "\n")
+    found = discover_task_samples(labelled, "saliency", str(subset))
+    assert [s.name for s in found.samples] == [names[1]] and not found.notes
+    pairs, _ = discover_pairs([labelled], str(subset))
+    assert [p.name for p in pairs] == [names[1]]
+    subset.write_text("no_such_pair\n")
+    with pytest.raises(InputError, match="half.txt.*no image pair"):
+        discover_task_samples(labelled, "saliency", str(subset))
+    assert len(discover_task_samples(labelled, "saliency", "train").samples) == 2  # a name still means splits/NAME.txt
 
 
 def test_missing_labels_are_reported(labelled):

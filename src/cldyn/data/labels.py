@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cldyn.data.pairs import Pair, find_layout, pair_folders, split_names
+from cldyn.data.pairs import Pair, find_layout, pair_folders, split_file, split_names
 from cldyn.errors import InputError
 
 LABEL_EXT = {"detection": ".txt", "segmentation": ".png", "saliency": ".png"}
@@ -74,7 +74,7 @@ def discover_task_samples(root: str | Path, task: str, split: str | None) -> Tas
     if names is not None:
         missing = names - {p.name for p in pairs}
         if missing:
-            raise InputError(root / "splits" / f"{split}.txt", f"lists {len(missing)} names with no image pair, "
+            raise InputError(split_file(root, split), f"lists {len(missing)} names with no image pair, "
                              f"e.g. {sorted(missing)[0]}")
         pairs = [p for p in pairs if p.name in names]
     elif split is not None:

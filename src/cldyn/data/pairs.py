@@ -97,11 +97,21 @@ def find_layout(root: str | Path) -> tuple[Path, Path]:
     raise InputError(root, f"no known infrared/visible sub-folders; expected one of: {known}")
 
 
+def split_file(root: Path, split: str) -> Path:
+    """The file of a split: ``split`` itself when it names an existing ``.txt`` file (e.g. a subset of a dataset's
+    train split kept in the repository), else ``root/splits/<split>.txt``."""
+    own = Path(split)
+    if own.suffix == ".txt" and own.is_file():
+        return own
+    return root / "splits" / f"{split}.txt"
+
+
 def split_names(root: Path, split: str | None) -> set[str] | None:
-    """Names listed in ``root/splits/<split>.txt``, or None (= every pair) when no split is asked or present."""
+    """Names listed in the split's file (:func:`split_file`), or None (= every pair) when no split is asked or
+    present."""
     if split is None:
         return None
-    f = root / "splits" / f"{split}.txt"
+    f = split_file(root, split)
     if not f.is_file():
         return None
     return {line.strip() for line in f.read_text().splitlines() if line.strip()}
@@ -127,7 +137,7 @@ def discover_pairs(roots: Sequence[str | Path], split: str | None = None) -> tup
         else:
             missing = names - {p.name for p in found}
             if missing:
-                raise InputError(root / "splits" / f"{split}.txt", f"lists {len(missing)} names with no pair, "
+                raise InputError(split_file(root, split), f"lists {len(missing)} names with no pair, "
                                  f"e.g. {sorted(missing)[0]}")
             found = [p for p in found if p.name in names]
         pairs += found
