@@ -107,3 +107,15 @@ def test_repeated_list_options_accumulate_instead_of_replacing():
         lists = [a.option_strings[-1] for a in command._actions
                  if a.option_strings and a.nargs in ("*", "+") and not isinstance(a, argparse._ExtendAction)]
         assert not lists, f"{name}: {lists} replace earlier values when repeated"
+
+
+@pytest.mark.parametrize("command,field", [("train-rsc", "train_split"), ("train-task", "train_split")])
+def test_training_split_option_reaches_the_config(command, field, monkeypatch):
+    import cldyn.cli.training as training
+
+    seen = {}
+    monkeypatch.setattr(training, "run_training", lambda args, fn, cfg, what: seen.setdefault("cfg", cfg) and 0)
+    extra = ["--task", "saliency"] if command == "train-task" else []
+    args = build_parser().parse_args([command, *extra, "--data", "d", "--split", "splits/half_b.txt"])
+    args.func(args)
+    assert getattr(seen["cfg"], field) == "splits/half_b.txt"

@@ -52,7 +52,7 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
         closed_loop=not args.no_closed_loop, selection=args.selection, task_encoder=args.task_encoder,
         fusion_weight=args.fusion_weight, cache_batches=args.cache_batches, seed=args.seed,
         checkpoint_every=args.checkpoint_every, val_every=args.val_every, val_limit=args.val_limit,
-        device=args.device,
+        train_split=args.split, device=args.device,
     )
     return run_training(args, train_rsc, cfg, "best checkpoint")
 
@@ -120,8 +120,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data", required=True, help="dataset root with labels (e.g. ../shared/data/msrs)")
     s.add_argument("--input", default=t.input, help="fused (shipped VFN), visible, infrared, or a folder of images")
     s.add_argument("--out", default=t.out_dir)
-    s.add_argument("--split", default=t.train_split)
-    s.add_argument("--val-split", default=t.val_split)
+    s.add_argument("--split", default=t.train_split,
+                   help="training split: ROOT/splits/SPLIT.txt, or the path of a .txt file of pair names")
+    s.add_argument("--val-split", default=t.val_split, help="validation split (as --split)")
     s.add_argument("--epochs", type=int, default=t.epochs)
     s.add_argument("--batch-size", type=int, default=t.batch_size)
     s.add_argument("--lr", type=float, default=t.lr)
@@ -146,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="task networks (default: shipped)")
     s.add_argument("--vfn-weights", help="VFN checkpoint (default: shipped)")
     s.add_argument("--out", default=r.out_dir)
+    s.add_argument("--split", default=r.train_split,
+                   help="training split of every task's stream: ROOT/splits/SPLIT.txt, or the path of a .txt file "
+                        "of pair names (e.g. pairs that the task networks were not trained on)")
     s.add_argument("--steps", type=int, default=r.steps)
     s.add_argument("--batch-size", type=int, default=r.batch_size)
     s.add_argument("--crop", type=int, default=r.crop)
