@@ -18,6 +18,7 @@ import json
 
 import torch
 
+from cldyn.cli.common import task_map
 from cldyn.data.task_bank import load_task_bank
 from cldyn.inference.sources import image_source
 from cldyn.tasks import load_task_for
@@ -49,10 +50,11 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    weights = dict(item.split("=", 1) for item in args.task_weights)
+    tasks = args.tasks.split(",")
+    weights = task_map(args.task_weights, tasks, "--task-weights")
     source = image_source(args.input)
     result = {}
-    for task in args.tasks.split(","):
+    for task in tasks:
         adapter = load_task_for(task, weights.get(task)).freeze()
         row = {}
         for name, split in (("train", args.split), ("val", args.val_split)):

@@ -94,9 +94,10 @@ def inspect_rsc(model: CLDyN, adapters: dict[str, TaskAdapter], pairs: Sequence[
     calls, removers = _record_blocks(model)
     try:
         for ir, vis in progress_bar(pairs, disable=not progress, desc="inspect-rsc"):
-            base_lumas.append(luma(model.base(ir, vis)))
+            base = model.base(ir, vis)  # one base fusion per pair: every task's features and the VFN reference
+            base_lumas.append(luma(base))
             for task, adapter in adapters.items():
-                feats = model.task_features(ir, vis, adapter)
+                feats = model.features_of_base(base, adapter)
                 signatures[task].append(channel_quantiles(feats)[0])
                 calls.clear()
                 out = model(ir, vis, feats)
