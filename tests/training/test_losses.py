@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -11,8 +12,10 @@ from cldyn.training.losses import (
     gradient_loss,
     gradient_target,
     intensity_loss,
+    intensity_target,
     ssim,
     ssim_loss,
+    unsharp,
 )
 
 
@@ -109,3 +112,36 @@ def test_ssim_towards_the_stronger_source_hand_cases():
     assert float(ssim_loss(texture, ir, vis, "stronger")) < 0.25 * float(ssim_loss(texture, ir, vis, "both"))
     with pytest.raises(ValueError, match="unknown SSIM target"):
         ssim_loss(f, flat, texture, "mean")
+
+
+def test_unsharp_matches_opencv_gaussian_blur():
+    cv2 = pytest.importorskip("cv2")
+    x = torch.rand(1, 1, 23, 31, generator=torch.Generator().manual_seed(0))
+    for gain, sigma in ((0.3, 1.0), (1.0, 1.5)):
+        a = x[0, 0].numpy()
+        expected = a + gain * (a - cv2.GaussianBlur(a, (0, 0), sigma))
+        assert torch.allclose(unsharp(x, gain, sigma)[0, 0], torch.from_numpy(expected), atol=1e-6)
+    assert unsharp(x, 0.0) is x
+
+
+def test_intensity_target_with_detail_hand_case():
+    # A flat image has no detail: the target is max(IR, Y) whatever the gain.
+    ir, vis = torch.full((1, 1, 12, 12), 0.2), torch.full((1, 1, 12, 12), 0.7)
+    assert torch.allclose(intensity_target(ir, vis, 0.5), vis)
+    # A 0/1 step between columns 5 and 6: the gain overshoots on both sides and the clip keeps [0, 1].
+    step = torch.zeros(1, 1, 12, 12)
+    step[..., 6:] = 1.0
+    t = intensity_target(step, torch.zeros_like(step), 0.5)[0, 0, 0]
+    assert t.min() == 0.0 and t.max() == 1.0
+    assert torch.equal(t[:5], torch.zeros(5)) and torch.equal(t[7:], torch.ones(5))
+    # A 0/1 step overshoots only outside [0, 1], so the clipped target is the step: F = max(IR, Y) costs 0.
+    # Elsewhere the loss of F = max(IR, Y) is its mean distance to the clipped target; the config passes the gain.
+    assert float(intensity_loss(step, step, torch.zeros_like(step), 0.5)) == 0.0
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    y = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    cv2 = pytest.importorskip("cv2")
+    m = torch.maximum(x, y)[0, 0].numpy()
+    expected = np.abs(m - np.clip(m + 0.3 * (m - cv2.GaussianBlur(m, (0, 0), 1.0)), 0, 1)).mean()
+    assert float(intensity_loss(torch.maximum(x, y), x, y, 0.3)) == pytest.approx(float(expected), abs=1e-6)
+    _, parts = fusion_loss(torch.maximum(x, y), x, y, FusionLossConfig(intensity_detail=0.3))
+    assert parts["intensity"] == pytest.approx(float(expected), abs=1e-6)

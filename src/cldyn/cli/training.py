@@ -25,7 +25,7 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
         lr_schedule=args.lr_schedule, lr_final=args.lr_final, keep_validated=args.keep_validated,
         loss=FusionLossConfig(intensity_weight=args.intensity_weight, gradient_weight=args.gradient_weight,
                               ssim_weight=args.ssim_weight, gradient_floor=args.gradient_floor,
-                              ssim_target=args.ssim_target),
+                              ssim_target=args.ssim_target, intensity_detail=args.intensity_detail),
         validation=ValidationConfig(data=args.val_data, split=args.val_split, every=args.val_every,
                                     limit=args.val_limit or None),
     )
@@ -97,6 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="SSIM term towards both sources, or per window the one of larger local variance")
     s.add_argument("--gradient-floor", type=float, default=loss.gradient_floor,
                    help="source gradients (Sobel |gx|+|gy|) at or below this are no target (0: all are)")
+    s.add_argument("--intensity-detail", type=float, default=loss.intensity_detail,
+                   help="unsharp-mask gain (sigma 1) of the intensity target: L1(F, max + g * (max - blur(max))); "
+                        "0: max(IR, Y) itself")
     val = v.validation
     s.add_argument("--val-data", help="dataset root to validate on (e.g. ../shared/data/msrs); keeps best.safetensors")
     s.add_argument("--val-split", default=val.split, help="its split file")

@@ -1,5 +1,6 @@
 """Stage-1 (VFN) unsupervised fusion loss: intensity + Sobel gradient (the paper), an optional SSIM term towards
-both sources and an optional noise floor on the gradient target."""
+both sources, an optional noise floor on the gradient target and an optional detail gain on the intensity
+target."""
 
 from __future__ import annotations
 
@@ -12,9 +13,34 @@ from torch import nn
 from cldyn.model.ops import sobel_l1_magnitude
 
 
-def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
-    """``L1(F, max(IR, Y))``, mean over pixels. All inputs ``(B, 1, H, W)``."""
-    return F.l1_loss(fused, torch.maximum(ir, vis_y))
+def unsharp(x: torch.Tensor, gain: float, sigma: float = 1.0) -> torch.Tensor:
+    """``x + gain * (x - G_sigma * x)``: ``x`` with its detail (what a Gaussian blur removes) amplified by
+    ``1 + gain``. ``(B, 1, H, W)``; the blur is OpenCV's ``GaussianBlur(x, (0, 0), sigma)`` for float images (a
+    ``2 * round(4 * sigma) + 1`` tap kernel, mirrored borders without repeating the edge pixel).
+
+    Example:
+        >>> x = torch.zeros(1, 1, 9, 9); x[..., 4, 4] = 1.0
+        >>> round(float(unsharp(x, 0.5)[0, 0, 4, 4]), 4)  # 1 + 0.5 * (1 - centre tap 0.1592)
+        1.4204
+    """
+    if gain == 0:
+        return x
+    radius = max(1, round(4 * sigma))
+    k = _gaussian_kernel(2 * radius + 1, sigma, x.dtype, x.device)
+    blurred = F.conv2d(F.pad(x, (radius,) * 4, mode="reflect"), k)
+    return x + gain * (x - blurred)
+
+
+def intensity_target(ir: torch.Tensor, vis_y: torch.Tensor, detail: float = 0.0) -> torch.Tensor:
+    """``max(IR, Y)`` (the paper's), or with ``detail > 0`` its :func:`unsharp` version (sigma 1) clipped to
+    [0, 1]: the pixel-wise maximum keeps each source's intensities but not the sharpness of its edges."""
+    target = torch.maximum(ir, vis_y)
+    return unsharp(target, detail).clamp(0.0, 1.0) if detail else target
+
+
+def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, detail: float = 0.0) -> torch.Tensor:
+    """``L1(F, intensity_target(IR, Y, detail))``, mean over pixels. All inputs ``(B, 1, H, W)``."""
+    return F.l1_loss(fused, intensity_target(ir, vis_y, detail))
 
 
 def gradient_target(ir: torch.Tensor, vis_y: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
@@ -96,6 +122,8 @@ class FusionLossConfig:
         ssim_weight: weight of :func:`ssim_loss` (structure kept from both sources).
         gradient_floor: source gradients at or below this Sobel L1 magnitude are no target (0: all are).
         ssim_target: ``both`` sources, or in each window the ``stronger`` one (see :func:`ssim_loss`).
+        intensity_detail: unsharp-mask gain of the intensity target (0: ``max(IR, Y)`` itself; see
+            :func:`intensity_target`).
     """
 
     intensity_weight: float = 0.2
@@ -103,6 +131,7 @@ class FusionLossConfig:
     ssim_weight: float = 0.0
     gradient_floor: float = 0.0
     ssim_target: str = "both"
+    intensity_detail: float = 0.0
 
 
 def fusion_loss(
@@ -116,7 +145,7 @@ def fusion_loss(
         0.0
     """
     cfg = cfg or FusionLossConfig()
-    li = intensity_loss(fused, ir, vis_y)
+    li = intensity_loss(fused, ir, vis_y, cfg.intensity_detail)
     lg = gradient_loss(fused, ir, vis_y, cfg.gradient_floor)
     total = cfg.intensity_weight * li + cfg.gradient_weight * lg
     ls = ssim_loss(fused, ir, vis_y, cfg.ssim_target) if cfg.ssim_weight else torch.zeros(())
