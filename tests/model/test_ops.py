@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cldyn.model.ops import sobel_l1_magnitude, sobel_xy
+from cldyn.model.ops import sobel_l1_magnitude, sobel_xy, unsharp
 
 
 def test_ramp_hand_computed():
@@ -36,3 +36,13 @@ def test_magnitude_equals_xy_and_keeps_layout(normalized):
     out = sobel_l1_magnitude(cl, normalized)
     assert torch.allclose(out, ref, atol=1e-6)
     assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_unsharp_matches_opencv_gaussian_blur():
+    cv2 = pytest.importorskip("cv2")
+    x = torch.rand(1, 1, 23, 31, generator=torch.Generator().manual_seed(0))
+    for gain, sigma in ((0.3, 1.0), (1.0, 1.5)):
+        a = x[0, 0].numpy()
+        expected = a + gain * (a - cv2.GaussianBlur(a, (0, 0), sigma))
+        assert torch.allclose(unsharp(x, gain, sigma)[0, 0], torch.from_numpy(expected), atol=1e-6)
+    assert unsharp(x, 0.0) is x

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -108,3 +109,19 @@ def test_max_skip_starts_at_the_pixelwise_max_and_stays_in_range():
     assert VFNConfig.from_dict({"num_blocks": 4}).skip == "none"  # files written before the option
     with pytest.raises(ValueError, match="skip"):
         VFNConfig(skip="mean")
+
+
+def test_detail_gain_starts_at_the_unsharp_masked_maximum():
+    cv2 = pytest.importorskip("cv2")
+    net = VFN(VFNConfig(skip="max", detail_gain=0.3)).eval()
+    ir, vis = torch.rand(1, 1, 29, 35), torch.rand(1, 1, 29, 35)
+    m = torch.maximum(ir, vis)[0, 0].numpy()
+    expected = np.clip(m + 0.3 * (m - cv2.GaussianBlur(m, (0, 0), 1.0)), 0, 1)  # OpenCV as the reference blur
+    with torch.no_grad():
+        assert np.abs(net(ir, vis)[0, 0].numpy() - expected).max() < 1e-6
+    assert count_parameters(net) == 46617  # the gain is fixed, not a weight
+    assert VFNConfig.from_dict(VFNConfig(skip="max", detail_gain=0.3).to_dict()).detail_gain == 0.3
+    assert VFNConfig.from_dict({"num_blocks": 4, "skip": "max"}).detail_gain == 0.0  # files written before it
+    for bad in ({"detail_gain": 0.3}, {"skip": "max", "detail_gain": -0.1}):
+        with pytest.raises(ValueError, match="detail_gain"):
+            VFNConfig(**bad)

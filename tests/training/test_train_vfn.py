@@ -154,3 +154,14 @@ def test_init_from_a_plain_vfn_into_max_skip_keeps_all_but_the_last_conv(tmp_pat
     cfg2.init, cfg2.model = str(tmp_path / "plain.safetensors"), VFNConfig(num_blocks=3, skip="max")
     with pytest.raises(CheckpointError, match="differs"):
         train_vfn(cfg2, progress=False, log=_quiet)
+    # A max-skip VFN into one with a detail gain: the gain has no weights, so every layer is taken over.
+    with torch.no_grad():
+        got.decoder.head[-1].weight.normal_()
+    save_vfn(tmp_path / "maxskip.safetensors", got)
+    cfg3 = _cfg(pairs_dir, tmp_path / "r3", 0)
+    cfg3.init, cfg3.model = str(tmp_path / "maxskip.safetensors"), VFNConfig(num_blocks=2, skip="max", detail_gain=0.2)
+    cfg3.max_steps = 0
+    detailed = load_vfn(train_vfn(cfg3, progress=False, log=_quiet))
+    assert detailed.cfg.detail_gain == 0.2
+    for k, v in detailed.state_dict().items():
+        assert torch.equal(v, got.state_dict()[k]), k

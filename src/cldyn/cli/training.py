@@ -20,7 +20,8 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
     cfg = TrainVFNConfig(
         data=args.data, out_dir=args.out, split=None if args.split == "all" else args.split, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        augment=AugmentConfig(crop_size=args.crop), model=VFNConfig(num_blocks=args.num_blocks, skip=args.skip),
+        augment=AugmentConfig(crop_size=args.crop), model=VFNConfig(num_blocks=args.num_blocks, skip=args.skip,
+                                                                    detail_gain=args.detail_gain),
         max_steps=args.max_steps, device=args.device, init=args.init, freeze_batchnorm=args.freeze_bn,
         lr_schedule=args.lr_schedule, lr_final=args.lr_final, keep_validated=args.keep_validated,
         loss=FusionLossConfig(intensity_weight=args.intensity_weight, gradient_weight=args.gradient_weight,
@@ -81,6 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--skip", choices=VFN_SKIPS, default=v.model.skip,
                    help="none (the paper's VFN) or max: the decoder corrects max(IR, Y); with --init from a 'none' "
                         "VFN, all but its last conv are taken over and the run starts from max(IR, Y)")
+    s.add_argument("--detail-gain", type=float, default=v.model.detail_gain,
+                   help="with --skip max: correct max(IR, Y) + g * (max - blur(max)) (sigma 1) instead; 0: the "
+                        "plain maximum")
     s.add_argument("--seed", type=int, default=v.seed)
     s.add_argument("--checkpoint-every", type=int, default=v.checkpoint_every, help="steps between checkpoints")
     s.add_argument("--max-steps", type=int, help="stop after this many steps")

@@ -66,6 +66,33 @@ def sobel_l1_magnitude(image: torch.Tensor, normalized: bool = False, kernels: t
     return gx.abs() + gy.abs()
 
 
+def gaussian_kernel(window: int, sigma: float, dtype: torch.dtype = torch.float32,
+                    device: torch.device | None = None) -> torch.Tensor:
+    """Normalised 2-D Gaussian ``(1, 1, window, window)``, the outer product of the sampled 1-D Gaussian."""
+    x = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    g = (g / g.sum()).to(dtype=dtype, device=device)
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def unsharp(x: torch.Tensor, gain: float, sigma: float = 1.0) -> torch.Tensor:
+    """``x + gain * (x - G_sigma * x)``: ``x`` with its detail (what a Gaussian blur removes) amplified by
+    ``1 + gain``. ``(B, 1, H, W)``; the blur is OpenCV's ``GaussianBlur(x, (0, 0), sigma)`` for float images (a
+    ``2 * round(4 * sigma) + 1`` tap kernel, mirrored borders without repeating the edge pixel).
+
+    Example:
+        >>> x = torch.zeros(1, 1, 9, 9); x[..., 4, 4] = 1.0
+        >>> round(float(unsharp(x, 0.5)[0, 0, 4, 4]), 4)  # 1 + 0.5 * (1 - centre tap 0.1592)
+        1.4204
+    """
+    if gain == 0:
+        return x
+    radius = max(1, round(4 * sigma))
+    k = gaussian_kernel(2 * radius + 1, sigma, x.dtype, x.device)
+    blurred = F.conv2d(F.pad(x, (radius,) * 4, mode="reflect"), k)
+    return x + gain * (x - blurred)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Replicate-pad ``(B, C, H, W)`` on the bottom/right to multiples of ``multiple``; returns the original size."""
     h, w = x.shape[-2:]

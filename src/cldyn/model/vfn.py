@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from cldyn.model.ops import sobel_kernels, sobel_l1_magnitude
+from cldyn.model.ops import sobel_kernels, sobel_l1_magnitude, unsharp
 
 # (stage index, ir features, visible features) -> (ir features, visible features)
 StageHook = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -38,6 +38,9 @@ class VFNConfig:
         skip: ``none`` (the paper's: the decoder outputs the fused image) or ``max``: the decoder outputs a
             correction in (-0.5, 0.5) added to ``max(IR, Y)``, the intensity loss's own target, and the sum is
             clipped to [0, 1]; with a zero last conv the network starts as the pixel-wise maximum.
+        detail_gain: ``skip="max"`` only: the correction is added to :func:`~cldyn.model.ops.unsharp` of
+            ``max(IR, Y)`` with this gain (sigma 1) instead: the maximum keeps each source's intensities but
+            softens edges where it switches source, and a fixed mild detail boost restores them (0: plain maximum).
     """
 
     num_blocks: int = 4
@@ -45,10 +48,14 @@ class VFNConfig:
     negative_slope: float = 0.2
     dilation: int = 2
     skip: str = "none"
+    detail_gain: float = 0.0
 
     def __post_init__(self) -> None:
         if self.skip not in VFN_SKIPS:
             raise ValueError(f"skip must be one of {VFN_SKIPS}, got {self.skip!r}")
+        if self.detail_gain < 0 or (self.detail_gain and self.skip != "max"):
+            raise ValueError(f"detail_gain must be >= 0 and needs skip='max', got {self.detail_gain} with "
+                             f"skip={self.skip!r}")
         if self.num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
         if len(self.stem_channels) < 2 or self.stem_channels[0] != 1:
@@ -250,10 +257,10 @@ class VFN(nn.Module):
 
     def forward_head(self, features: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         """Decode fused features into the fused luminance ``(B, 1, H, W)`` in [0, 1] (``skip="max"``: the decoder's
-        correction added to ``max(ir, vis_y)``, clipped)."""
+        correction added to ``max(ir, vis_y)``, detail-boosted by ``detail_gain``, clipped)."""
         out = self.decoder(features)
         if self.cfg.skip == "max":
-            out = (torch.maximum(ir, vis_y) + out).clamp(0.0, 1.0)
+            out = (unsharp(torch.maximum(ir, vis_y), self.cfg.detail_gain) + out).clamp(0.0, 1.0)
         return out
 
     def forward(

@@ -10,25 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cldyn.model.ops import sobel_l1_magnitude
-
-
-def unsharp(x: torch.Tensor, gain: float, sigma: float = 1.0) -> torch.Tensor:
-    """``x + gain * (x - G_sigma * x)``: ``x`` with its detail (what a Gaussian blur removes) amplified by
-    ``1 + gain``. ``(B, 1, H, W)``; the blur is OpenCV's ``GaussianBlur(x, (0, 0), sigma)`` for float images (a
-    ``2 * round(4 * sigma) + 1`` tap kernel, mirrored borders without repeating the edge pixel).
-
-    Example:
-        >>> x = torch.zeros(1, 1, 9, 9); x[..., 4, 4] = 1.0
-        >>> round(float(unsharp(x, 0.5)[0, 0, 4, 4]), 4)  # 1 + 0.5 * (1 - centre tap 0.1592)
-        1.4204
-    """
-    if gain == 0:
-        return x
-    radius = max(1, round(4 * sigma))
-    k = _gaussian_kernel(2 * radius + 1, sigma, x.dtype, x.device)
-    blurred = F.conv2d(F.pad(x, (radius,) * 4, mode="reflect"), k)
-    return x + gain * (x - blurred)
+from cldyn.model.ops import gaussian_kernel, sobel_l1_magnitude, unsharp
 
 
 def intensity_target(ir: torch.Tensor, vis_y: torch.Tensor, detail: float = 0.0) -> torch.Tensor:
@@ -57,17 +39,10 @@ def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, fl
     return F.l1_loss(sobel_l1_magnitude(fused), gradient_target(ir, vis_y, floor))
 
 
-def _gaussian_kernel(window: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    x = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
-    g = torch.exp(-0.5 * (x / sigma) ** 2)
-    g = (g / g.sum()).to(dtype=dtype, device=device)
-    return (g[:, None] * g[None, :])[None, None]
-
-
 def _ssim_and_variance_maps(x: torch.Tensor, y: torch.Tensor, window: int, sigma: float, data_range: float
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """The SSIM map of ``x`` and ``y`` and the local variance map of ``y`` (valid windows only)."""
-    k = _gaussian_kernel(window, sigma, x.dtype, x.device)
+    k = gaussian_kernel(window, sigma, x.dtype, x.device)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mx, my = F.conv2d(x, k), F.conv2d(y, k)
     sxx = F.conv2d(x * x, k) - mx * mx

@@ -15,7 +15,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -225,8 +225,9 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
     if cfg.init and meta is None:  # a warm start; a resumed run already holds its own weights
         start = load_vfn(cfg.init)
         state = start.state_dict()
-        if start.cfg != cfg.model:
-            if replace(start.cfg, skip=cfg.model.skip) != cfg.model:
+        want, have = cfg.model.to_dict(), start.cfg.to_dict()
+        if {**have, "detail_gain": want["detail_gain"]} != want:  # the detail gain has no weights
+            if {**have, "skip": want["skip"], "detail_gain": want["detail_gain"]} != want:
                 raise CheckpointError(Path(cfg.init), f"VFN config {start.cfg.to_dict()} differs from the requested "
                                                       f"{cfg.model.to_dict()}")
             # another output form (skip): every layer but the decoder's last conv, which stays as built (for
