@@ -14,6 +14,13 @@ def test_reward_penalty():
     assert torch.isclose(reward_penalty(torch.tensor(1.2), base), torch.tensor(1.2 + 5 * 0.2))
 
 
+def test_val_limit_zero_means_every_val_image():
+    # A limit of 0 once sliced the val banks to nothing and logged NaN metrics.
+    assert TrainRSCConfig(val_limit=0).val_limit is None
+    assert TrainRSCConfig().val_limit is None
+    assert TrainRSCConfig(val_limit=16).val_limit == 16
+
+
 def _setup():
     torch.manual_seed(0)
     vfn = VFN().eval()

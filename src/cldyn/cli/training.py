@@ -179,6 +179,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=r.seed)
     s.add_argument("--checkpoint-every", type=int, default=r.checkpoint_every)
     s.add_argument("--val-every", type=int, default=r.val_every)
-    s.add_argument("--val-limit", type=int, help="validate on the first N val images per task")
+    s.add_argument("--val-limit", type=int, help="validate on the first N val images per task (absent or 0: all)")
     add_run_args(s, resume=True)
     s.set_defaults(func=cmd_train_rsc)

@@ -82,8 +82,12 @@ class TrainRSCConfig:
     seed: int = 0
     checkpoint_every: int = 50
     val_every: int = 500
-    val_limit: int | None = None  # validate on the first N val images of each task (None: all)
+    val_limit: int | None = None  # validate on the first N val images of each task (None or 0: all)
     device: str = "cpu"  # cpu, cuda, cuda:N or auto (under torchrun: each process's own GPU)
+
+    def __post_init__(self) -> None:
+        if not self.val_limit:  # 0 means all, as for train-vfn (a slice [:0] would validate on nothing)
+            self.val_limit = None
 
     def to_dict(self) -> dict:
         return asdict(self)
