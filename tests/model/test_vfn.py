@@ -68,7 +68,7 @@ def test_fold_batchnorm_matches_eval():
 
 
 def test_registry_and_params():
-    assert list_models() == ["vfn", "vfn_maxskip", "vfn_small"]
+    assert list_models() == ["vfn", "vfn_maxdetail", "vfn_maxskip", "vfn_small"]
     assert count_parameters(create_vfn("vfn_maxskip")) == 46617  # the same layers, another output form
     assert create_vfn("vfn_small").cfg.num_blocks == 2
     assert create_vfn("vfn", num_blocks=5).num_stages == 5

@@ -34,6 +34,8 @@ MODEL_CONFIGS: dict[str, VFNConfig] = {
     "vfn_small": VFNConfig(num_blocks=2),
     # the paper's VFN whose decoder corrects max(IR, Y) instead of drawing the image itself (same parameters)
     "vfn_maxskip": VFNConfig(skip="max"),
+    # the same, correcting max(IR, Y) with its detail boosted by 0.15 (sigma 1), a fixed unsharp mask
+    "vfn_maxdetail": VFNConfig(skip="max", detail_gain=0.15),
 }
 PRETRAINED_FILES: dict[str, str] = {"vfn": SHIPPED_VFN}
 
