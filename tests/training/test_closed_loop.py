@@ -1,9 +1,10 @@
+import pytest
 import torch
 
 from cldyn.model.rsc import CLDyN
 from cldyn.model.vfn import VFN
 from cldyn.tasks import create_task
-from cldyn.training.rsc import TrainRSCConfig, closed_loop_losses, reward_penalty, train_rsc
+from cldyn.training.rsc import TrainRSCConfig, _score, closed_loop_losses, reward_penalty, train_rsc
 from cldyn.weights import load_rsc
 
 
@@ -19,6 +20,17 @@ def test_val_limit_zero_means_every_val_image():
     assert TrainRSCConfig(val_limit=0).val_limit is None
     assert TrainRSCConfig().val_limit is None
     assert TrainRSCConfig(val_limit=16).val_limit == 16
+
+
+def test_validation_score_hand_cases_and_nan_when_nothing_is_usable():
+    base = {"segmentation": {"miou": 0.40}, "detection": {"map50_95": 0.20}}
+    # +10% mIoU and -5% mAP: mean +2.5%
+    assert _score({"segmentation": {"miou": 0.44}, "detection": {"map50_95": 0.19}}, base) == pytest.approx(0.025)
+    nan = float("nan")
+    assert _score({"segmentation": {"miou": 0.44}, "detection": {"map50_95": nan}}, base) == pytest.approx(0.10)
+    # No usable metric (e.g. empty val banks) once scored 0.0 and was kept as the best checkpoint.
+    score = _score({"segmentation": {"miou": nan}, "detection": {"map50_95": nan}}, base)
+    assert score != score
 
 
 def _setup():

@@ -138,7 +138,8 @@ def pathway_mask(params: list[torch.nn.Parameter], pathway: set[int]) -> torch.T
 
 
 def _score(metrics: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> float:
-    """Mean relative change of each task's primary metric against plain VFN (higher is better)."""
+    """Mean relative change of each task's primary metric against plain VFN (higher is better); NaN when no task
+    has a usable metric (such a validation never becomes the best checkpoint)."""
     gains = []
     for task, m in metrics.items():
         key, higher = PRIMARY_METRIC.get(task, ("loss", False))
@@ -146,7 +147,7 @@ def _score(metrics: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) 
         if v is None or b is None or b != b or v != v:
             continue
         gains.append(((v - b) if higher else (b - v)) / max(abs(b), 1e-6))
-    return sum(gains) / max(len(gains), 1)
+    return sum(gains) / len(gains) if gains else float("nan")
 
 
 def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
@@ -283,7 +284,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
             bar.write(f"step {step}: val score {score:+.4f} " + " ".join(
                 f"{t}:{row[f'{t}_val_' + PRIMARY_METRIC[t][0]]:.4f}(vfn {row[f'{t}_vfn_' + PRIMARY_METRIC[t][0]]:.4f},"
                 f" penalty active {row[f'{t}_penalty_share']:.0%})" for t in cfg.tasks if t in PRIMARY_METRIC))
-            if best is None or score > best:
+            if score == score and (best is None or score > best):
                 best = score
                 save_rsc(run.best, model.rsc, {"global_step": step, "val_score": score, "val": metrics,
                                                  "train_config": cfg.to_dict()})
