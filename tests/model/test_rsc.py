@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cldyn.model.rsc import RSC, CLDyN, RSCConfig
-from cldyn.model.vfn import VFN, VFNConfig
+from cldyn.model.vfn import VFN, VFNConfig, with_reach_head
 
 
 @pytest.fixture
@@ -59,3 +59,42 @@ def test_the_upstream_switch_restores_the_public_pathway_and_reads_old_weights()
     sel = blk.select(rsc.bank.weight, torch.randn(2, 16, 3, 3), torch.rand(2, 8, 12, 12))
     assert sel.film is None  # no FiLM: the compensation is the upstream X + out_conv(mean of filters)
     assert RSCConfig.from_dict(RSCConfig().to_dict()).a2si.task_encoder == "semantic"
+
+
+def _live(rsc: RSC) -> RSC:
+    for blk in list(rsc.ir_blocks) + list(rsc.vis_blocks):
+        torch.nn.init.normal_(blk.out_conv.weight, std=0.3)
+    return rsc
+
+
+def test_reach_head_carries_the_compensation_of_a_max_skip_vfn():
+    torch.manual_seed(3)
+    paper = VFN().eval()
+    for bn in (m for m in paper.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.1, 0.1)
+        bn.running_var.uniform_(0.5, 1.5)
+    # A max-skip VFN warm-started from it (its zero last conv: the correction is 0, whatever the features).
+    maxskip = VFN(VFNConfig(skip="max")).eval()
+    last = f"decoder.head.{len(maxskip.decoder.head) - 1}."
+    maxskip.load_state_dict({**paper.state_dict(), **{k: v for k, v in maxskip.state_dict().items()
+                                                       if k.startswith(last)}})
+    reach = with_reach_head(maxskip, paper)
+    rsc = _live(RSC()).eval()  # eval: no Gumbel noise, BatchNorm on running statistics
+    ir, vis = torch.rand(2, 1, 24, 28), torch.rand(2, 1, 24, 28)
+    feats = torch.randn(2, 8, 3, 3)
+    with torch.no_grad():
+        assert torch.equal(reach(ir, vis), maxskip(ir, vis))  # plain fusion ignores the head
+        assert torch.equal(CLDyN(maxskip, rsc).eval()(ir, vis, feats), maxskip(ir, vis))  # no reach at all
+        fresh = CLDyN(reach, RSC()).eval()
+        assert torch.equal(fresh(ir, vis, feats), reach(ir, vis))  # a fresh RSC reproduces the VFN exactly
+        # With the head, the image changes by what the same RSC changes in the paper-form VFN's image.
+        change = CLDyN(reach, rsc).eval()(ir, vis, feats) - reach(ir, vis)
+        expected = CLDyN(paper, rsc).eval()(ir, vis, feats) - paper(ir, vis)
+        inside = ((reach(ir, vis) + expected) > 0) & ((reach(ir, vis) + expected) < 1)  # away from the clip
+        assert expected.abs().mean() > 2e-3  # about 1.6 grey levels: a real change
+        assert torch.allclose(change[inside], expected[inside], atol=1e-6)
+    with pytest.raises(ValueError, match="reach_head"):
+        VFNConfig(reach_head=True)
+    with pytest.raises(ValueError, match="with_reach_head"):
+        with_reach_head(paper, paper)
+    assert VFNConfig.from_dict({"skip": "max"}).reach_head is False  # files written before the option

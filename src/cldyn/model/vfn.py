@@ -41,6 +41,10 @@ class VFNConfig:
         detail_gain: ``skip="max"`` only: the correction is added to :func:`~cldyn.model.ops.unsharp` of
             ``max(IR, Y)`` with this gain (sigma 1) instead: the maximum keeps each source's intensities but
             softens edges where it switches source, and a fixed mild detail boost restores them (0: plain maximum).
+        reach_head: ``skip="max"`` only: a second, full-image decoder head (the paper's output form) that plain
+            fusion never uses. Under an RSC's ``stage_hook`` the image becomes the correction's output plus
+            ``reach(compensated) - reach(uncompensated)``: a max-skip VFN's correction hardly depends on its features,
+            so without this head an RSC compensating them barely changes the image. Zero at RSC initialisation.
     """
 
     num_blocks: int = 4
@@ -49,6 +53,7 @@ class VFNConfig:
     dilation: int = 2
     skip: str = "none"
     detail_gain: float = 0.0
+    reach_head: bool = False
 
     def __post_init__(self) -> None:
         if self.skip not in VFN_SKIPS:
@@ -56,6 +61,8 @@ class VFNConfig:
         if self.detail_gain < 0 or (self.detail_gain and self.skip != "max"):
             raise ValueError(f"detail_gain must be >= 0 and needs skip='max', got {self.detail_gain} with "
                              f"skip={self.skip!r}")
+        if self.reach_head and self.skip != "max":
+            raise ValueError(f"reach_head needs skip='max', got skip={self.skip!r}")
         if self.num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
         if len(self.stem_channels) < 2 or self.stem_channels[0] != 1:
@@ -185,6 +192,14 @@ class GradientAttentionFusion(nn.Module):
         return both * self.attention(sobel_l1_magnitude(both, normalized=True, kernels=self.sobel.to(both.dtype)))
 
 
+def _output_head(cfg: VFNConfig) -> nn.Sequential:
+    """Trunk features -> one channel: the stem's widths reversed (e.g. 8 -> 4 -> 1), a plain conv last."""
+    chans = cfg.stem_channels[::-1]
+    layers: list[nn.Module] = [conv_bn_act(chans[i], chans[i + 1], cfg.negative_slope) for i in range(len(chans) - 2)]
+    layers.append(nn.Conv2d(chans[-2], 1, 3, padding=1, padding_mode="reflect"))
+    return nn.Sequential(*layers)
+
+
 class Decoder(nn.Module):
     """Fused features ``(B, 2w, H, W)`` -> fused luminance ``(B, 1, H, W)`` in [0, 1]."""
 
@@ -195,24 +210,34 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(
             DenseDilatedBlock(w, cfg.negative_slope, cfg.dilation) for _ in range(cfg.num_blocks)
         )
-        chans = cfg.stem_channels[::-1]  # e.g. 8 -> 4 -> 1
-        layers: list[nn.Module] = [conv_bn_act(chans[i], chans[i + 1], cfg.negative_slope)
-                                   for i in range(len(chans) - 2)]
-        layers.append(nn.Conv2d(chans[-2], 1, 3, padding=1, padding_mode="reflect"))
-        self.head = nn.Sequential(*layers)
+        self.head = _output_head(cfg)
         self.skip = cfg.skip
         if cfg.skip == "max":  # start as max(IR, Y) exactly: the correction begins at zero
-            nn.init.zeros_(layers[-1].weight)
-            nn.init.zeros_(layers[-1].bias)
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
+        self.reach = _output_head(cfg) if cfg.reach_head else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The fused luminance in [0, 1] (``skip="none"``), or the correction in (-0.5, 0.5) (``skip="max"``)."""
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused features -> the features both heads read."""
         x = self.reduce(x)
         for block in self.blocks:
             x = block(x)
+        return x
+
+    def output(self, z: torch.Tensor) -> torch.Tensor:
+        """The fused luminance in [0, 1] (``skip="none"``), or the correction in (-0.5, 0.5) (``skip="max"``)."""
         if self.skip == "max":
-            return 0.5 * torch.tanh(self.head(x))
-        return (torch.tanh(self.head(x)) + 1.0) * 0.5
+            return 0.5 * torch.tanh(self.head(z))
+        return (torch.tanh(self.head(z)) + 1.0) * 0.5
+
+    def reach_image(self, z: torch.Tensor) -> torch.Tensor:
+        """The reach head's full image in [0, 1] (``reach_head`` only)."""
+        if self.reach is None:
+            raise RuntimeError("this decoder has no reach head")
+        return (torch.tanh(self.reach(z)) + 1.0) * 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.trunk(x))
 
 
 class VFN(nn.Module):
@@ -272,8 +297,36 @@ class VFN(nn.Module):
         if ph or pw:
             ir = F.pad(ir, (0, pw, 0, ph), mode="replicate")
             vis_y = F.pad(vis_y, (0, pw, 0, ph), mode="replicate")
-        out = self.forward_head(self.forward_features(ir, vis_y, stage_hook), ir, vis_y)
-        return out[..., :h, :w]
+        features = self.forward_features(ir, vis_y, stage_hook)
+        if stage_hook is None or not self.cfg.reach_head:
+            return self.forward_head(features, ir, vis_y)[..., :h, :w]
+        # Compensated: the correction's output plus what the compensation changes in the reach head's image.
+        z = self.decoder.trunk(features)
+        out = self.decoder.output(z) + unsharp(torch.maximum(ir, vis_y), self.cfg.detail_gain)
+        base = self.decoder.trunk(self.forward_features(ir, vis_y))
+        reach = self.decoder.reach_image(z) - self.decoder.reach_image(base)
+        return (out + reach).clamp(0.0, 1.0)[..., :h, :w]
+
+
+def with_reach_head(vfn: VFN, head_source: VFN) -> VFN:
+    """A copy of the max-skip ``vfn`` with a reach head (see :class:`VFNConfig`) taken from ``head_source``'s output
+    head, a paper-form VFN of the same widths (e.g. the one ``vfn`` was warm-started from, whose head draws the whole
+    image from the same kind of trunk features). Plain fusion is unchanged.
+
+    Example:
+        >>> net = with_reach_head(VFN(VFNConfig(skip="max")), VFN())
+        >>> net.cfg.reach_head, net.decoder.reach is not None
+        (True, True)
+    """
+    if vfn.cfg.skip != "max" or head_source.cfg.skip != "none":
+        raise ValueError("with_reach_head takes a skip='max' VFN and a head from a skip='none' VFN")
+    cfg = VFNConfig.from_dict({**vfn.cfg.to_dict(), "reach_head": True})
+    out = VFN(cfg)
+    missing, unexpected = out.load_state_dict(vfn.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("decoder.reach.") for k in missing):
+        raise ValueError(f"VFN weights do not fit: missing {missing}, unexpected {unexpected}")
+    out.decoder.reach.load_state_dict(head_source.decoder.head.state_dict())
+    return out.eval()
 
 
 def check_pair_tensors(ir: torch.Tensor, vis_y: torch.Tensor) -> None:

@@ -1,0 +1,28 @@
+"""Give a max-skip VFN a reach head taken from a paper-form VFN's output head (see ``VFNConfig.reach_head``), so
+that an RSC compensating its features can change the image.
+
+    python scripts/add_reach_head.py docs/training/candidates/vfn_maxdetail_v50.safetensors \
+        src/cldyn/weights/vfn.safetensors -o docs/training/candidates/vfn_maxdetail_v50_reach.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cldyn.model.vfn import with_reach_head
+from cldyn.weights import load_vfn, save_vfn
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("maxskip", help="the skip='max' VFN")
+    p.add_argument("head_source", help="the skip='none' VFN whose output head becomes the reach head")
+    p.add_argument("-o", "--output", required=True)
+    args = p.parse_args()
+    vfn = with_reach_head(load_vfn(args.maxskip), load_vfn(args.head_source))
+    sha = save_vfn(args.output, vfn, {"reach_head_from": args.head_source, "maxskip_from": args.maxskip})
+    print(f"wrote {args.output} (sha256 {sha[:16]}...)")
+
+
+if __name__ == "__main__":
+    main()
