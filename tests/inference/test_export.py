@@ -60,8 +60,18 @@ def _live_rsc(vfn: VFN, seed: int = 0):
     return rsc.eval()
 
 
-@pytest.mark.parametrize("config", [{}, {"arch": "lite0-fpn"}])  # the Lite0's size-dependent "SAME" padding too
-def test_customised_fusion_onnx_matches_pytorch(tmp_path, config):
+def _reach_vfn() -> VFN:
+    """A max-skip VFN with a detail gain and a reach head (a trained-looking correction, a random paper-form head)."""
+    from cldyn.model.vfn import VFNConfig, with_reach_head
+
+    torch.manual_seed(5)
+    maxskip = VFN(VFNConfig(skip="max", detail_gain=0.15))
+    torch.nn.init.normal_(maxskip.decoder.head[-1].weight, std=0.01)
+    return with_reach_head(maxskip, VFN())
+
+
+@pytest.mark.parametrize(("config", "reach"), [({}, False), ({"arch": "lite0-fpn"}, False), ({}, True)])
+def test_customised_fusion_onnx_matches_pytorch(tmp_path, config, reach):  # Lite0: its size-dependent padding too
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev/onnx extras")
     from cldyn.inference.export import export_cldyn_onnx
     from cldyn.model.color import rgb_to_luma
@@ -69,7 +79,7 @@ def test_customised_fusion_onnx_matches_pytorch(tmp_path, config):
     from cldyn.model.rsc import CLDyN
     from cldyn.tasks import create_task
 
-    vfn = VFN().eval()
+    vfn = _reach_vfn() if reach else VFN().eval()
     rsc = _live_rsc(vfn)
     task = create_task("saliency", config).freeze()
     path = export_cldyn_onnx(vfn, rsc, task, tmp_path / "cldyn.onnx")
