@@ -13,13 +13,12 @@ the base (VFN) fusion and on the RSC's compensated fusion, over the same ``--bat
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 
 import torch
+from _crop_probe import crop_batches, parse, probe_parser  # scripts/ is the script's own folder
 
-from cldyn.cli.common import task_map
 from cldyn.data.task_bank import load_task_bank
 from cldyn.inference.sources import image_source
 from cldyn.model.rsc import CLDyN
@@ -29,35 +28,21 @@ from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True)
+    ap = probe_parser(__doc__.splitlines()[0], batches=16)
     ap.add_argument("--rsc-weights")
     ap.add_argument("--vfn-weights")
-    ap.add_argument("--tasks", default="detection,segmentation,saliency")
-    ap.add_argument("--task-weights", nargs="*", action="extend", default=[], metavar="TASK=FILE")
     ap.add_argument("--split", default="val")
-    ap.add_argument("--batches", type=int, default=16)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--no-closed-loop", action="store_true")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    tasks = args.tasks.split(",")
-    weights = task_map(args.task_weights, tasks, "--task-weights")
+    args, tasks, weights = parse(ap)
     vfn = load_vfn_or_shipped(args.vfn_weights)
     model = CLDyN(vfn, load_rsc_or_shipped(args.rsc_weights, vfn)).eval()
     result = {}
     for task in tasks:
         adapter = load_task_for(task, weights.get(task)).freeze()
         bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, log=lambda _: None)
-        gen = torch.Generator().manual_seed(0)
         base, comp, change = [], [], []
         with torch.no_grad():
-            for _ in range(args.batches):
-                idx = torch.randint(0, len(bank), (args.batch_size,), generator=gen).tolist()
-                x, y = bank.batch(idx, gen, args.crop)
+            for x, y in crop_batches(bank, args.batches, args.batch_size, args.crop):
                 _, parts = closed_loop_losses(model, adapter, x[:, :1], x[:, 1:], y, penalty=0.0,
                                               closed_loop=not args.no_closed_loop)
                 base.append(parts["base_loss"])

@@ -13,45 +13,28 @@ the training split and of the validation split, and their ratio.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
+from _crop_probe import crop_batches, parse, probe_parser  # scripts/ is the script's own folder
 
-from cldyn.cli.common import task_map
 from cldyn.data.task_bank import load_task_bank
 from cldyn.inference.sources import image_source
 from cldyn.tasks import load_task_for
 
 
 def mean_loss(adapter, bank, batches: int, batch_size: int, crop: int, seed: int = 0) -> float:
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
     with torch.no_grad():
-        for _ in range(batches):
-            idx = torch.randint(0, len(bank), (batch_size,), generator=gen).tolist()
-            x, y = bank.batch(idx, gen, crop)
-            losses.append(float(adapter.loss(x, y)))
+        losses = [float(adapter.loss(x, y)) for x, y in crop_batches(bank, batches, batch_size, crop, seed)]
     return sum(losses) / len(losses)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True)
+    ap = probe_parser(__doc__.splitlines()[0], batches=12)
     ap.add_argument("--input", default="fused", help="image source (as train-task --input)")
-    ap.add_argument("--tasks", default="detection,segmentation,saliency")
-    ap.add_argument("--task-weights", nargs="*", action="extend", default=[], metavar="TASK=FILE")
     ap.add_argument("--split", default="train", help="the split the networks were trained on")
     ap.add_argument("--val-split", default="val")
-    ap.add_argument("--batches", type=int, default=12)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--crop", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    tasks = args.tasks.split(",")
-    weights = task_map(args.task_weights, tasks, "--task-weights")
+    args, tasks, weights = parse(ap)
     source = image_source(args.input)
     result = {}
     for task in tasks:
