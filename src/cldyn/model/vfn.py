@@ -283,7 +283,11 @@ class VFN(nn.Module):
     def forward_head(self, features: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         """Decode fused features into the fused luminance ``(B, 1, H, W)`` in [0, 1] (``skip="max"``: the decoder's
         correction added to ``max(ir, vis_y)``, detail-boosted by ``detail_gain``, clipped)."""
-        out = self.decoder(features)
+        return self._compose(self.decoder(features), ir, vis_y)
+
+    def _compose(self, out: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        """The decoder's output as the fused luminance: itself, or (``skip="max"``) a correction of the
+        detail-boosted maximum, clipped to [0, 1]."""
         if self.cfg.skip == "max":
             out = (unsharp(torch.maximum(ir, vis_y), self.cfg.detail_gain) + out).clamp(0.0, 1.0)
         return out
@@ -300,12 +304,11 @@ class VFN(nn.Module):
         features = self.forward_features(ir, vis_y, stage_hook)
         if stage_hook is None or not self.cfg.reach_head:
             return self.forward_head(features, ir, vis_y)[..., :h, :w]
-        # Compensated: the correction's output plus what the compensation changes in the reach head's image.
+        # Compensated: the correction plus what the compensation changes in the reach head's image.
         z = self.decoder.trunk(features)
-        out = self.decoder.output(z) + unsharp(torch.maximum(ir, vis_y), self.cfg.detail_gain)
         base = self.decoder.trunk(self.forward_features(ir, vis_y))
         reach = self.decoder.reach_image(z) - self.decoder.reach_image(base)
-        return (out + reach).clamp(0.0, 1.0)[..., :h, :w]
+        return self._compose(self.decoder.output(z) + reach, ir, vis_y)[..., :h, :w]
 
 
 def with_reach_head(vfn: VFN, head_source: VFN) -> VFN:
