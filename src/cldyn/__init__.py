@@ -6,7 +6,7 @@ The public API, imported on first use (``import cldyn`` alone loads neither torc
 
     fuser = cldyn.Fuser(device="auto")              # shipped VFN weights
     fuser.fuse_files("ir.png", "vis.png", "fused.png")
-    net = cldyn.create_vfn("vfn", pretrained=True)  # a plain nn.Module
+    net = cldyn.create_vfn("vfn_maxdetail", pretrained=True)  # the shipped VFN, a plain nn.Module
 
 Layers, lowest first (see docs/architecture.md): ``model`` -> ``weights`` / ``data`` -> ``tasks`` ->
 ``inference`` / ``training`` / ``evaluation`` -> ``cli``.

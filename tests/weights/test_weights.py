@@ -56,6 +56,17 @@ def test_registry_builds_each_config():
         W.create_vfn("nope")
     with pytest.raises(ValueError, match="shipped weights exist only"):
         W.create_vfn("vfn_small", pretrained=True)
+    with pytest.raises(ValueError, match="with overrides"):
+        W.create_vfn(W.SHIPPED_MODEL, pretrained=True, num_blocks=3)
+
+
+def test_shipped_vfn_is_the_registry_model_it_is_named_after():
+    # the registry entry must build exactly the network whose weights ship, so create_vfn(name) can train it anew
+    shipped = W.create_vfn(W.SHIPPED_MODEL, pretrained=True)
+    assert shipped.cfg == W.MODEL_CONFIGS[W.SHIPPED_MODEL]
+    assert W.PRETRAINED_FILES == {W.SHIPPED_MODEL: W.SHIPPED_VFN}
+    fresh = W.create_vfn(W.SHIPPED_MODEL)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {k: v.shape for k, v in shipped.state_dict().items()}
 
 
 def test_shipped_weights_info_counts_parameters_and_checks_hashes():

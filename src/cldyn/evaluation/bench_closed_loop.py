@@ -183,6 +183,11 @@ def bench_tasks(batch: int = 4, size: int = 320, repeats: int = 3, log: Callable
     return res
 
 
+def _base_then_compensated(model: CLDyN, ir: torch.Tensor, vis: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    base, reach = model.base_and_reach(ir, vis)
+    return model(ir, vis, feats, base_reach=reach)
+
+
 def bench_customise(vfn: VFN, rsc: RSC, adapters: dict[str, TaskAdapter], ir: torch.Tensor, vis: torch.Tensor,
                     repeats: int = 3, log: Callable[[str], None] = print) -> dict:
     """CPU ms (median of ``repeats``) of task-customised fusion of one pair (``ir`` ``(1, 1, H, W)``, ``vis``
@@ -199,9 +204,10 @@ def bench_customise(vfn: VFN, rsc: RSC, adapters: dict[str, TaskAdapter], ir: to
         res["vfn_ms"] = round(base_ms, 1)
         for t, a in adapters.items():
             feats = model.task_features(ir, vis, a)
+            reach = model.base_and_reach(ir, vis)[1]  # the compensated pass reuses the base pass's reach image
             timed = {"": lambda a=a: model.fuse(ir, vis, a),
-                     "without_task_network_": lambda f=feats: (model.base(ir, vis), model(ir, vis, f)),
-                     "compensated_": lambda f=feats: model(ir, vis, f)}
+                     "without_task_network_": lambda f=feats: _base_then_compensated(model, ir, vis, f),
+                     "compensated_": lambda f=feats, r=reach: model(ir, vis, f, base_reach=r)}
             r: dict[str, float] = {}
             for key, fn in timed.items():
                 ms = statistics.median(time_ms(fn, repeats, 1))

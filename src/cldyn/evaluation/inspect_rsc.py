@@ -94,13 +94,13 @@ def inspect_rsc(model: CLDyN, adapters: dict[str, TaskAdapter], pairs: Sequence[
     calls, removers = _record_blocks(model)
     try:
         for ir, vis in progress_bar(pairs, disable=not progress, desc="inspect-rsc"):
-            base = model.base(ir, vis)  # one base fusion per pair: every task's features and the VFN reference
+            base, reach = model.base_and_reach(ir, vis)  # one base pass per pair: the task features, the reference
             base_lumas.append(luma(base))
             for task, adapter in adapters.items():
                 feats = model.features_of_base(base, adapter)
                 signatures[task].append(channel_quantiles(feats)[0])
                 calls.clear()
-                out = model(ir, vis, feats)
+                out = model(ir, vis, feats, base_reach=reach)
                 lumas[task].append(luma(out))
                 for i, (bank, task_features, image_features) in ((i, args[:3]) for i, args in calls):
                     sel = blocks[i].select(bank, task_features, image_features)

@@ -61,11 +61,12 @@ class _CustomisedFusion(nn.Module):
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         vis_y = rgb_to_luma(vis)
-        base = replace_luma(vis, self.cldyn.vfn(ir, vis_y))
+        base_y, reach = self.cldyn.vfn.forward_with_reach(ir, vis_y)
+        base = replace_luma(vis, base_y)
         h, w = base.shape[-2:]
         # Replicate padding to multiples of 32 for the task network, as CLDyN.fuse; traced, so sizes stay dynamic.
         feats = self.task.features(F.pad(base, (0, (32 - w % 32) % 32, 0, (32 - h % 32) % 32), mode="replicate"))
-        return self.cldyn.vfn(ir, vis_y, stage_hook=self.cldyn.rsc.stage_hook(feats))
+        return self.cldyn.vfn(ir, vis_y, stage_hook=self.cldyn.rsc.stage_hook(feats), base_reach=reach)
 
 
 def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, example_size: tuple[int, int] = (96, 128)

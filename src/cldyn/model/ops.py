@@ -78,7 +78,8 @@ def gaussian_kernel(window: int, sigma: float, dtype: torch.dtype = torch.float3
 def unsharp(x: torch.Tensor, gain: float, sigma: float = 1.0) -> torch.Tensor:
     """``x + gain * (x - G_sigma * x)``: ``x`` with its detail (what a Gaussian blur removes) amplified by
     ``1 + gain``. ``(B, 1, H, W)``; the blur is OpenCV's ``GaussianBlur(x, (0, 0), sigma)`` for float images (a
-    ``2 * round(4 * sigma) + 1`` tap kernel, mirrored borders without repeating the edge pixel).
+    ``2 * round(4 * sigma) + 1`` tap kernel, mirrored borders without repeating the edge pixel; images with a side
+    no longer than the kernel's radius, which a mirror cannot pad, repeat their edge pixels instead).
 
     Example:
         >>> x = torch.zeros(1, 1, 9, 9); x[..., 4, 4] = 1.0
@@ -89,7 +90,8 @@ def unsharp(x: torch.Tensor, gain: float, sigma: float = 1.0) -> torch.Tensor:
         return x
     radius = max(1, round(4 * sigma))
     k = gaussian_kernel(2 * radius + 1, sigma, x.dtype, x.device)
-    blurred = F.conv2d(F.pad(x, (radius,) * 4, mode="reflect"), k)
+    mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
+    blurred = F.conv2d(F.pad(x, (radius,) * 4, mode=mode), k)
     return x + gain * (x - blurred)
 
 

@@ -103,23 +103,32 @@ class CLDyN(nn.Module):
         self.vfn.eval()  # the VFN is frozen: its BatchNorm statistics never change
         return self
 
-    def _fuse(self, ir: torch.Tensor, vis: torch.Tensor, hook: StageHook | None) -> torch.Tensor:
+    def _fuse(self, ir: torch.Tensor, vis: torch.Tensor, hook: StageHook | None,
+              base_reach: torch.Tensor | None = None) -> torch.Tensor:
         colour = vis.shape[1] == 3
-        y = self.vfn(ir, rgb_to_luma(vis) if colour else vis, stage_hook=hook)
+        y = self.vfn(ir, rgb_to_luma(vis) if colour else vis, stage_hook=hook, base_reach=base_reach)
         return replace_luma(vis, y) if colour else y
 
     def compensated_luma(self, ir: torch.Tensor, vis_y: torch.Tensor, task_features: torch.Tensor,
-                         gumbel: torch.Tensor | None = None) -> torch.Tensor:
-        """The compensated fusion of ``ir`` and the visible luminance ``vis_y`` (both ``(B, 1, H, W)``)."""
-        return self.vfn(ir, vis_y, stage_hook=self.rsc.stage_hook(task_features, gumbel))
+                         gumbel: torch.Tensor | None = None, base_reach: torch.Tensor | None = None) -> torch.Tensor:
+        """The compensated fusion of ``ir`` and the visible luminance ``vis_y`` (both ``(B, 1, H, W)``);
+        ``base_reach``: see :meth:`base_and_reach`."""
+        return self.vfn(ir, vis_y, stage_hook=self.rsc.stage_hook(task_features, gumbel), base_reach=base_reach)
 
     def base(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """Plain VFN fusion (the closed loop's first pass)."""
         return self._fuse(ir, vis, None)
 
+    def base_and_reach(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`base` and, for a VFN with a reach head, the base pass's reach image (``None`` otherwise): passed
+        on as ``base_reach``, it spares the compensated pass an uncompensated pass of its own (same result)."""
+        colour = vis.shape[1] == 3
+        y, reach = self.vfn.forward_with_reach(ir, rgb_to_luma(vis) if colour else vis)
+        return (replace_luma(vis, y) if colour else y), reach
+
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, task_features: torch.Tensor,
-                gumbel: torch.Tensor | None = None) -> torch.Tensor:
-        return self._fuse(ir, vis, self.rsc.stage_hook(task_features, gumbel))
+                gumbel: torch.Tensor | None = None, base_reach: torch.Tensor | None = None) -> torch.Tensor:
+        return self._fuse(ir, vis, self.rsc.stage_hook(task_features, gumbel), base_reach)
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor, task=None, multiple: int = 32) -> torch.Tensor:
         """The closed loop at inference: base fusion -> task features -> compensated fusion.
@@ -131,7 +140,8 @@ class CLDyN(nn.Module):
         """
         if task is None:
             return self.base(ir, vis)
-        return self(ir, vis, self.task_features(ir, vis, task, multiple))
+        base, reach = self.base_and_reach(ir, vis)
+        return self(ir, vis, self.features_of_base(base, task, multiple), base_reach=reach)
 
     def task_features(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32) -> torch.Tensor:
         """The closed loop's first half: the task network's features of the base fused image (replicate-padded to

@@ -292,23 +292,53 @@ class VFN(nn.Module):
             out = (unsharp(torch.maximum(ir, vis_y), self.cfg.detail_gain) + out).clamp(0.0, 1.0)
         return out
 
-    def forward(
-        self, ir: torch.Tensor, vis_y: torch.Tensor, stage_hook: StageHook | None = None
-    ) -> torch.Tensor:
-        check_pair_tensors(ir, vis_y)
+    def _pad_small(self, ir: torch.Tensor, vis_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
         h, w = ir.shape[-2:]
         ph, pw = max(0, self._MIN_SIDE - h), max(0, self._MIN_SIDE - w)
         if ph or pw:
             ir = F.pad(ir, (0, pw, 0, ph), mode="replicate")
             vis_y = F.pad(vis_y, (0, pw, 0, ph), mode="replicate")
+        return ir, vis_y, bool(ph or pw)
+
+    def forward(
+        self, ir: torch.Tensor, vis_y: torch.Tensor, stage_hook: StageHook | None = None,
+        base_reach: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The fused luminance ``(B, 1, H, W)``. With a ``stage_hook`` and a reach head, ``base_reach`` is the
+        uncompensated pass's reach image from :meth:`forward_with_reach` (same ``ir``/``vis_y``), which saves a
+        second uncompensated pass; without it that pass runs here."""
+        check_pair_tensors(ir, vis_y)
+        h, w = ir.shape[-2:]
+        ir, vis_y, padded = self._pad_small(ir, vis_y)
         features = self.forward_features(ir, vis_y, stage_hook)
         if stage_hook is None or not self.cfg.reach_head:
             return self.forward_head(features, ir, vis_y)[..., :h, :w]
         # Compensated: the correction plus what the compensation changes in the reach head's image.
         z = self.decoder.trunk(features)
-        base = self.decoder.trunk(self.forward_features(ir, vis_y))
-        reach = self.decoder.reach_image(z) - self.decoder.reach_image(base)
+        if base_reach is None or padded:  # a cropped reach image cannot stand in for the padded one
+            base_reach = self.decoder.reach_image(self.decoder.trunk(self.forward_features(ir, vis_y)))
+        elif base_reach.shape != z[:, :1].shape:
+            raise ValueError(f"VFN: base_reach must be {tuple(z[:, :1].shape)}, got {tuple(base_reach.shape)}")
+        reach = self.decoder.reach_image(z) - base_reach
         return self._compose(self.decoder.output(z) + reach, ir, vis_y)[..., :h, :w]
+
+    def forward_with_reach(self, ir: torch.Tensor, vis_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Plain fusion ``(B, 1, H, W)`` and, with a reach head, that pass's reach image ``(B, 1, H, W)`` (else
+        ``None``), from one pass: what a compensated pass of the same pair takes as ``base_reach``.
+
+        Example:
+            >>> net = with_reach_head(VFN(VFNConfig(skip="max")), VFN()).eval()
+            >>> ir, vis = torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8)
+            >>> fused, reach = net.forward_with_reach(ir, vis)
+            >>> torch.equal(fused, net(ir, vis)), tuple(reach.shape)
+            (True, (1, 1, 8, 8))
+        """
+        check_pair_tensors(ir, vis_y)
+        h, w = ir.shape[-2:]
+        ir, vis_y, _ = self._pad_small(ir, vis_y)
+        z = self.decoder.trunk(self.forward_features(ir, vis_y))
+        fused = self._compose(self.decoder.output(z), ir, vis_y)[..., :h, :w]
+        return fused, (self.decoder.reach_image(z)[..., :h, :w] if self.cfg.reach_head else None)
 
 
 def with_reach_head(vfn: VFN, head_source: VFN) -> VFN:
@@ -342,18 +372,12 @@ def check_pair_tensors(ir: torch.Tensor, vis_y: torch.Tensor) -> None:
         raise ValueError(f"VFN: ir {tuple(ir.shape)} and vis_y {tuple(vis_y.shape)} differ")
 
 
-# --- registry ---------------------------------------------------------------------------------------------
-
-
-
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Return an eval-mode copy of ``model`` with every ``Conv2d`` -> ``BatchNorm2d`` pair folded into the conv.
 
     Folding is exact up to float rounding (inference uses the running statistics either way) and removes one
     full pass over every feature map. The copy must not be trained.
     """
-
-
     folded = copy.deepcopy(model).eval()
     for module in folded.modules():
         if not isinstance(module, nn.Sequential):

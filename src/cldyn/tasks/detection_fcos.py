@@ -29,7 +29,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 from cldyn.tasks.base import TaskAdapter
 from cldyn.tasks.detection import MSRS_DET_CLASSES, coco_map
 from cldyn.tasks.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLite
-from cldyn.tasks.pretrained import load_lite0_backbone
+from cldyn.tasks.pretrained import load_lite_backbone
 
 
 class LiteFPN(nn.Module):
@@ -102,7 +102,7 @@ class LiteDetectionAdapter(TaskAdapter):
     def load_pretrained(self, path: str) -> None:
         """Start the backbone from the converted ImageNet EfficientNet-Lite0 (its classifier is not used) or from a
         trained task network's Lite0 backbone."""
-        load_lite0_backbone(self.model.backbone.body, path)
+        load_lite_backbone(self.model.backbone.body, path)
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         return image  # the detector's transform normalises and pads

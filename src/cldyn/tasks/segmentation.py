@@ -14,7 +14,7 @@ from torch import nn
 
 from cldyn.tasks.base import IMAGENET_MEAN, IMAGENET_STD, TaskAdapter, normalize
 from cldyn.tasks.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLite
-from cldyn.tasks.pretrained import load_lite0_backbone
+from cldyn.tasks.pretrained import load_lite_backbone
 
 IGNORE_INDEX = 255
 
@@ -74,9 +74,10 @@ class LiteSemanticFPN(nn.Module):
     upsampled to stride 2 until the branch learns; it is meant for objects a few pixels wide.
     """
 
-    def __init__(self, num_labels: int, fpn: int = 96, head: int = 64, detail: int = 0) -> None:
+    def __init__(self, num_labels: int, fpn: int = 96, head: int = 64, detail: int = 0, variant: str = "lite0"
+                 ) -> None:
         super().__init__()
-        self.backbone = EfficientNetLite("lite0", num_classes=0)
+        self.backbone = EfficientNetLite(variant, num_classes=0)  # lite1: the same widths, deeper middle stages
         chans = self.backbone.feature_channels
         self.lateral = nn.ModuleList(nn.Conv2d(c, fpn, 1) for c in chans)
         self.smooth = nn.ModuleList(nn.Sequential(nn.Conv2d(fpn, head, 3, padding=1, bias=False),
@@ -157,7 +158,7 @@ class SegmentationAdapter(TaskAdapter):
         """Start the ``lite0-fpn`` backbone from the converted ImageNet EfficientNet-Lite0."""
         if self.arch != "lite0-fpn":
             super().load_pretrained(path)
-        load_lite0_backbone(self.model.backbone, path)
+        load_lite_backbone(self.model.backbone, path)
 
     def set_class_weights(self, weights: Sequence[float] | str | None) -> None:
         """Per-class loss weights: ``None``, ``num_labels`` floats, or ``"enet"`` (to be computed from the training

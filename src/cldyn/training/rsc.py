@@ -99,26 +99,30 @@ def reward_penalty(loss: torch.Tensor, base_loss: torch.Tensor, weight: float = 
     return loss + weight * torch.relu(loss - base_loss)
 
 
+BasePass = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # task features, task loss, reach image
+
+
 @torch.no_grad()
-def base_pass(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The closed loop's first half for a batch: the task features of the base fusion and the task loss on it."""
-    feats, out = adapter.features_and_output(as_rgb(model.base(ir, vis)))
-    return feats, adapter.loss_from_output(out, targets)
+def base_pass(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any) -> BasePass:
+    """The closed loop's first half for a batch: the task features of the base fusion, the task loss on it, and
+    the base pass's reach image (``None`` unless the VFN has a reach head; see :meth:`CLDyN.base_and_reach`)."""
+    base, reach = model.base_and_reach(ir, vis)
+    feats, out = adapter.features_and_output(as_rgb(base))
+    return feats, adapter.loss_from_output(out, targets), reach
 
 
 def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any,
                        penalty: float, closed_loop: bool = True, gumbel: torch.Tensor | None = None,
-                       fusion_weight: float = 0.0, base: tuple[torch.Tensor, torch.Tensor] | None = None
+                       fusion_weight: float = 0.0, base: BasePass | None = None
                        ) -> tuple[torch.Tensor, dict[str, float]]:
     """One task's loss for a batch, reward-penalty plus ``fusion_weight`` times the VFN fusion loss of the
     compensated luminance, and its parts for logging (``gumbel``: see :meth:`cldyn.model.rsc.RSC.gumbel_shape`;
     ``base``: this batch's :func:`base_pass`, when already computed)."""
-    feats, base_loss = base if base is not None else base_pass(model, adapter, ir, vis, targets)
+    feats, base_loss, reach = base if base is not None else base_pass(model, adapter, ir, vis, targets)
     if not closed_loop:
         feats = torch.zeros_like(feats)
     vis_y = rgb_to_luma(vis) if vis.shape[1] == 3 else vis
-    comp_y = model.compensated_luma(ir, vis_y, feats, gumbel)
+    comp_y = model.compensated_luma(ir, vis_y, feats, gumbel, base_reach=reach)
     comp = replace_luma(vis, comp_y) if vis.shape[1] == 3 else comp_y
     loss = adapter.loss(as_rgb(comp), targets)
     total = reward_penalty(loss, base_loss, penalty)
@@ -212,7 +216,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
         run.save(step, model.rsc, opt, params, {"rsc_config": rsc_cfg.to_dict(), "best": best,
                                                 "train_config": cfg.to_dict()})
 
-    cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (task, batch) -> base_pass
+    cache: dict[tuple[str, int], BasePass] = {}  # (task, batch) -> base_pass
     bar = progress_bar(total=cfg.steps, initial=step, disable=not progress, desc="train-rsc", unit="step")
     t0 = time.perf_counter()
     while step < cfg.steps:

@@ -34,10 +34,12 @@ MODEL_CONFIGS: dict[str, VFNConfig] = {
     "vfn_small": VFNConfig(num_blocks=2),
     # the paper's VFN whose decoder corrects max(IR, Y) instead of drawing the image itself (same parameters)
     "vfn_maxskip": VFNConfig(skip="max"),
-    # the same, correcting max(IR, Y) with its detail boosted by 0.15 (sigma 1), a fixed unsharp mask
-    "vfn_maxdetail": VFNConfig(skip="max", detail_gain=0.15),
+    # the same, correcting max(IR, Y) with its detail boosted by 0.15 (sigma 1), a fixed unsharp mask; its second
+    # (paper-form) output head carries the RSC's compensation to the image. The shipped VFN.
+    "vfn_maxdetail": VFNConfig(skip="max", detail_gain=0.15, reach_head=True),
 }
-PRETRAINED_FILES: dict[str, str] = {"vfn": SHIPPED_VFN}
+SHIPPED_MODEL = "vfn_maxdetail"
+PRETRAINED_FILES: dict[str, str] = {SHIPPED_MODEL: SHIPPED_VFN}
 
 
 def shipped_task_file(task: str) -> str:
@@ -123,7 +125,7 @@ def create_vfn(name: str = "vfn", pretrained: bool = False, **overrides) -> VFN:
 
     Args:
         name: one of :func:`list_models`.
-        pretrained: load the shipped weights (only for names with shipped weights, with no overrides).
+        pretrained: load the shipped weights (only ``SHIPPED_MODEL``, ``"vfn_maxdetail"``, with no overrides).
         overrides: fields of :class:`VFNConfig` to change.
 
     Example:
@@ -134,7 +136,8 @@ def create_vfn(name: str = "vfn", pretrained: bool = False, **overrides) -> VFN:
         raise ValueError(f"unknown VFN {name!r}; choose from {list_models()}")
     if pretrained:
         if name not in PRETRAINED_FILES or overrides:
-            raise ValueError("shipped weights exist only for the default 'vfn' configuration")
+            raise ValueError(f"shipped weights exist only for {sorted(PRETRAINED_FILES)} with no overrides, not "
+                             f"{name!r}{' with overrides' if overrides else ''}")
         return load_pretrained_vfn()
     return VFN(VFNConfig.from_dict({**MODEL_CONFIGS[name].to_dict(), **overrides}))
 
