@@ -134,15 +134,22 @@ def test_u2netp_conversion_reproduces_onnxruntime(tmp_path):
     assert float(expected[0].max()) > 0.5  # a real saliency map, not a blank one
 
 
-def test_lite0_backbone_start_reaches_all_three_adapters(tmp_path):
-    from cldyn.tasks import create_task
+def _fake_converted(variant: str, folder: Path, seed: int) -> tuple[EfficientNetLite, Path]:
+    """A random EfficientNet-Lite saved as ``convert_pretrained`` would: it stands in for the converted file."""
     from cldyn.weights.checkpoint import save_checkpoint
 
-    torch.manual_seed(5)
-    imagenet = EfficientNetLite("lite0")  # stands in for the converted file: same names, random weights
-    path = tmp_path / "efficientnet_lite0.safetensors"
+    torch.manual_seed(seed)
+    imagenet = EfficientNetLite(variant)
+    path = folder / f"efficientnet_{variant}.safetensors"
     save_checkpoint(path, {f"model/{k}": v for k, v in imagenet.state_dict().items()},
-                    {"kind": "pretrained", "name": "efficientnet_lite0"})
+                    {"kind": "pretrained", "name": f"efficientnet_{variant}"})
+    return imagenet, path
+
+
+def test_lite0_backbone_start_reaches_all_three_adapters(tmp_path):
+    from cldyn.tasks import create_task
+
+    imagenet, path = _fake_converted("lite0", tmp_path, 5)
     seg = create_task("segmentation", {"arch": "lite0-fpn"})
     det = create_task("cldyn.tasks.detection_fcos:FCOSDetectionAdapter")
     sal = create_task("saliency", {"arch": "lite0-fpn"})
@@ -179,13 +186,8 @@ def test_lite0_backbone_start_from_a_trained_task_network(tmp_path):
 
 def test_lite1_saliency_starts_from_lite1_weights_only(tmp_path):
     from cldyn.tasks import create_task
-    from cldyn.weights.checkpoint import save_checkpoint
 
-    torch.manual_seed(7)
-    imagenet = EfficientNetLite("lite1")  # stands in for the converted file: same names, random weights
-    path = tmp_path / "efficientnet_lite1.safetensors"
-    save_checkpoint(path, {f"model/{k}": v for k, v in imagenet.state_dict().items()},
-                    {"kind": "pretrained", "name": "efficientnet_lite1"})
+    imagenet, path = _fake_converted("lite1", tmp_path, 7)
     sal = create_task("saliency", {"arch": "lite1-fpn"})
     assert len(sal.model.backbone.blocks) == 21 and sal.model.backbone.feature_channels == [24, 40, 112, 320]
     sal.load_pretrained(str(path))
