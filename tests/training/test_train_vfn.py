@@ -6,7 +6,7 @@ import torch
 from cldyn.data.bank import AugmentConfig, PairBank, seeded_generator
 from cldyn.data.pairs import discover_pairs
 from cldyn.errors import CheckpointError, CldynError
-from cldyn.model.vfn import VFN, VFNConfig
+from cldyn.model.vfn import VFN, VFNConfig, with_reach_head
 from cldyn.training.vfn import TrainVFNConfig, scheduled_lr, set_train_mode, train_vfn
 from cldyn.weights import load_vfn, save_vfn
 from cldyn.weights.checkpoint import load_checkpoint
@@ -165,3 +165,11 @@ def test_init_from_a_plain_vfn_into_max_skip_keeps_all_but_the_last_conv(tmp_pat
     assert detailed.cfg.detail_gain == 0.2
     for k, v in detailed.state_dict().items():
         assert torch.equal(v, got.state_dict()[k]), k
+    # A VFN with a reach head (as shipped) warm-starts one without: the head is dropped, every other layer kept.
+    save_vfn(tmp_path / "reach.safetensors", with_reach_head(got, plain))
+    cfg4 = _cfg(pairs_dir, tmp_path / "r4", 0)
+    cfg4.init, cfg4.model = str(tmp_path / "reach.safetensors"), VFNConfig(num_blocks=2, skip="max", detail_gain=0.1)
+    cfg4.max_steps = 0
+    continued = load_vfn(train_vfn(cfg4, progress=False, log=_quiet))
+    assert not continued.cfg.reach_head and continued.state_dict().keys() == got.state_dict().keys()
+    assert all(torch.equal(v, got.state_dict()[k]) for k, v in continued.state_dict().items())

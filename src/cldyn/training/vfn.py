@@ -226,14 +226,19 @@ def train_vfn(cfg: TrainVFNConfig, resume: bool = False, progress: bool = True,
         start = load_vfn(cfg.init)
         state = start.state_dict()
         want, have = cfg.model.to_dict(), start.cfg.to_dict()
-        if {**have, "detail_gain": want["detail_gain"]} != want:  # the detail gain has no weights
-            if {**have, "skip": want["skip"], "detail_gain": want["detail_gain"]} != want:
+        # the detail gain has no weights; the reach head is not trained here (plain fusion never uses it)
+        free = {"detail_gain": want["detail_gain"], "reach_head": want["reach_head"]}
+        if {**have, **free} != want:
+            if {**have, **free, "skip": want["skip"]} != want:
                 raise CheckpointError(Path(cfg.init), f"VFN config {start.cfg.to_dict()} differs from the requested "
                                                       f"{cfg.model.to_dict()}")
             # another output form (skip): every layer but the decoder's last conv, which stays as built (for
             # skip="max": zero, so the run starts from max(IR, Y) with the source network's features)
             last = f"decoder.head.{len(model.decoder.head) - 1}."
             state = {**state, **{k: v for k, v in model.state_dict().items() if k.startswith(last)}}
+        if have["reach_head"] != want["reach_head"]:  # a source's reach head is dropped, a wanted one kept as built
+            state = {k: v for k, v in state.items() if not k.startswith("decoder.reach.")}
+            state.update({k: v for k, v in model.state_dict().items() if k.startswith("decoder.reach.")})
         model.load_state_dict(state)  # in place: the optimiser keeps the same parameters
     global_step = int(meta["global_step"]) if meta else 0
     if cfg.channels_last:
