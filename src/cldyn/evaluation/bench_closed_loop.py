@@ -202,9 +202,9 @@ def bench_customise(vfn: VFN, rsc: RSC, adapters: dict[str, TaskAdapter], ir: to
     with torch.inference_mode():
         base_ms = statistics.median(time_ms(lambda: fuse_tensors(vfn, ir, vis), repeats, 1))
         res["vfn_ms"] = round(base_ms, 1)
+        base, reach = model.base_and_reach(ir, vis)  # the same for every task; the compensated pass reuses reach
         for t, a in adapters.items():
-            feats = model.task_features(ir, vis, a)
-            reach = model.base_and_reach(ir, vis)[1]  # the compensated pass reuses the base pass's reach image
+            feats = model.features_of_base(base, a)
             timed = {"": lambda a=a: model.fuse(ir, vis, a),
                      "without_task_network_": lambda f=feats: _base_then_compensated(model, ir, vis, f),
                      "compensated_": lambda f=feats, r=reach: model(ir, vis, f, base_reach=r)}

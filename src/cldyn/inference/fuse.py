@@ -295,8 +295,7 @@ class Fuser:
         check_same_size(ir.path, ir.size, vis.path, vis.size)
         ir_t, vis_t = self._to_device(_chw(to_single_channel(ir))[None], _chw(vis.pixels)[None])
         loop = self.cldyns[0]
-        base, reach = loop.base_and_reach(ir_t, vis_t)
-        fused = loop(ir_t, vis_t, loop.features_of_base(base, self.task), base_reach=reach)
+        base, fused = loop.fuse_with_base(ir_t, vis_t, self.task)
         return _hwc(base[0].float().cpu()), _hwc(fused[0].float().cpu())
 
     def fuse_files(self, ir_path: str | Path, vis_path: str | Path, out_path: str | Path, bits: Bits = "auto",

@@ -140,8 +140,14 @@ class CLDyN(nn.Module):
         """
         if task is None:
             return self.base(ir, vis)
+        return self.fuse_with_base(ir, vis, task, multiple)[1]
+
+    def fuse_with_base(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(base, customised)``: :meth:`fuse` with a task, also returning the base fusion it starts from (one base
+        pass: its reach image goes on to the compensated pass)."""
         base, reach = self.base_and_reach(ir, vis)
-        return self(ir, vis, self.features_of_base(base, task, multiple), base_reach=reach)
+        return base, self(ir, vis, self.features_of_base(base, task, multiple), base_reach=reach)
 
     def task_features(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32) -> torch.Tensor:
         """The closed loop's first half: the task network's features of the base fused image (replicate-padded to
