@@ -168,3 +168,48 @@ def test_two_task_networks_choose_differently_after_a_few_steps_on_real_pairs(la
     # control: one network plugged in twice agrees everywhere, so the difference above comes from the network
     same = inspect_rsc(model, {"a": adapters["saliency"], "b": adapters["saliency"]}, pairs)
     assert all(b["choices_agree_share"] == 1.0 for b in same["blocks"])
+
+
+def test_resume_reuses_the_vfn_validation_only_for_the_same_networks_and_data(labelled, tmp_path, monkeypatch):
+    import cldyn.training.rsc as rsc_training
+
+    vfn, adapters = _setup()
+    base_calls = []
+    real = rsc_training.evaluate_cldyn
+
+    def counting(model, adapter, bank, limit=None, customised=True):
+        if not customised:
+            base_calls.append(adapter.task)
+        return real(model, adapter, bank, limit, customised)
+
+    monkeypatch.setattr(rsc_training, "evaluate_cldyn", counting)
+
+    def run(steps: int, resume: bool, val_limit: int = 1) -> None:
+        cfg = TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / "rsc"),
+                             steps=steps, batch_size=2, crop=48, val_every=1, val_limit=val_limit)
+        train_rsc(cfg, resume=resume, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
+
+    run(2, False)
+    assert base_calls == ["saliency"]  # computed once, for the first validation, then kept
+    run(3, True)
+    assert base_calls == ["saliency"]  # the resumed run's validation reuses the saved metrics
+    run(4, True, val_limit=2)
+    assert base_calls == ["saliency", "saliency"]  # another val set: computed again
+    with torch.no_grad():
+        next(vfn.parameters()).add_(0.01)
+    run(5, True, val_limit=2)
+    assert base_calls == ["saliency"] * 3  # another VFN: computed again
+
+
+def test_frozen_fingerprint_follows_weights_of_any_dtype(labelled):
+    from cldyn.training.rsc import frozen_fingerprint
+
+    vfn, adapters = _setup()
+    cfg = TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)})
+    first = frozen_fingerprint(vfn, adapters, cfg)
+    assert frozen_fingerprint(vfn, adapters, cfg) == first
+    adapters["saliency"].model.to(torch.bfloat16)  # numpy has no bfloat16: hashed as bytes
+    assert frozen_fingerprint(vfn, adapters, cfg) != first
+    cfg.val_split = "train"
+    assert frozen_fingerprint(vfn, adapters, cfg) != frozen_fingerprint(
+        vfn, adapters, TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)}))

@@ -15,6 +15,8 @@ which is re-seeded from (seed, step) every step for the same reason.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -141,6 +143,20 @@ def pathway_mask(params: list[torch.nn.Parameter], pathway: set[int]) -> torch.T
     return torch.cat([torch.full((p.numel(),), id(p) in pathway, dtype=torch.bool) for p in params])
 
 
+def frozen_fingerprint(vfn: torch.nn.Module, adapters: dict[str, TaskAdapter], cfg: TrainRSCConfig) -> str:
+    """SHA-256 of everything the VFN's validation metrics depend on: the frozen VFN's and task networks' tensors,
+    each task's dataset root, the val split and the val limit. A resumed run whose fingerprint matches the saved one
+    reuses those metrics instead of computing them again (a full pass over the val split per task)."""
+    h = hashlib.sha256(json.dumps([cfg.val_split, cfg.val_limit, {t: cfg.data[t] for t in cfg.tasks}],
+                                  sort_keys=True).encode())
+    for name, module in (("vfn", vfn), *sorted((t, adapters[t].model) for t in cfg.tasks)):
+        h.update(name.encode())
+        for key, tensor in module.state_dict().items():
+            h.update(key.encode())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _score(metrics: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]]) -> float:
     """Mean relative change of each task's primary metric against plain VFN (higher is better); NaN when no task
     has a usable metric (such a validation never becomes the best checkpoint)."""
@@ -210,11 +226,17 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     meta = run.start(resume, model.rsc, opt, check, log)
     step, best = (int(meta["global_step"]), meta.get("best")) if meta else (0, None)
     rows = run.rows
-    base_metrics: dict[str, dict[str, Any]] | None = None
+    fingerprint = frozen_fingerprint(vfn, adapters, cfg)
+    saved = (meta or {}).get("vfn_val") or {}
+    base_metrics: dict[str, dict[str, Any]] | None = \
+        saved.get("metrics") if saved.get("fingerprint") == fingerprint else None
+    if base_metrics is not None:
+        log("the VFN's validation metrics: reused from the checkpoint (same networks, data and val split)")
 
     def save_last() -> None:
+        vfn_val = {"fingerprint": fingerprint, "metrics": base_metrics} if base_metrics is not None else None
         run.save(step, model.rsc, opt, params, {"rsc_config": rsc_cfg.to_dict(), "best": best,
-                                                "train_config": cfg.to_dict()})
+                                                "train_config": cfg.to_dict(), "vfn_val": vfn_val})
 
     cache: dict[tuple[str, int], BasePass] = {}  # (task, batch) -> base_pass
     bar = progress_bar(total=cfg.steps, initial=step, disable=not progress, desc="train-rsc", unit="step")
