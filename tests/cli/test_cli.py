@@ -125,7 +125,12 @@ def test_demo(tmp_path, capsys):
     from cldyn.inference.demo import demo_pairs
 
     widest = max(round(im.shape[1] * 240 / im.shape[0]) for im in (read_image(p.ir).pixels for p in demo_pairs()))
-    assert white_gaps.sum() == 6 * 4 and custom.shape[1] == 4 * widest
+    edges = np.flatnonzero(np.diff(np.r_[0, white_gaps.astype(int), 0]))
+    white_runs = edges[1::2] - edges[::2]
+    # 6 rows (3 pairs x fusions + differences) leave 6 white gaps of 4 px; saturated pixels of a fused image in
+    # the last column may add a few short white runs, a strip (a row narrower than the sheet) a long one
+    assert (white_runs == 4).sum() >= 6 and white_runs.max() < 20, white_runs
+    assert custom.shape[1] == 4 * widest
 
 
 def test_evaluate_a_split_with_the_vfn_and_a_metric_subset(dataset, tmp_path, capsys):
