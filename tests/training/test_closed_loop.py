@@ -101,6 +101,56 @@ def test_fusion_term_is_the_vfn_loss_of_the_compensated_luminance():
     assert torch.isclose(total, plain + 0.5 * want, atol=1e-6)
 
 
+def test_change_term_is_the_mean_absolute_change_of_the_luminance():
+    from cldyn.model.color import rgb_to_luma
+
+    vfn, adapters = _setup()
+    model = CLDyN(vfn)
+    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
+    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    _, fresh = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, change_weight=3.0)
+    assert fresh["change"] == 0.0  # a fresh RSC is the VFN
+    with torch.no_grad():  # a non-zero compensation
+        for block in (*model.rsc.ir_blocks, *model.rsc.vis_blocks):
+            block.out_conv.weight.normal_(0, 0.5)
+    model.eval()  # no Gumbel noise, BatchNorm in its fixed mode: the same compensation each call
+    plain, p0 = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0)
+    total, p1 = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, change_weight=3.0)
+    y = rgb_to_luma(vis)
+    feats = adapters["saliency"].features(model.base(ir, vis))
+    with torch.no_grad():
+        want = (model.compensated_luma(ir, y, feats) - vfn(ir, y)).abs().mean()
+    assert float(want) > 1e-3 and p0["change"] == pytest.approx(float(want), rel=1e-5)
+    assert torch.isclose(total, plain + 3.0 * want, rtol=1e-5)
+
+
+def test_init_starts_from_given_rsc_weights_and_refuses_another_configuration(labelled, tmp_path):
+    from cldyn.errors import CldynError
+    from cldyn.model.a2si import A2SIConfig
+    from cldyn.model.rsc import RSC, RSCConfig
+    from cldyn.weights import save_rsc
+
+    vfn, adapters = _setup()
+    torch.manual_seed(3)
+    start = RSC(RSCConfig(num_stages=vfn.num_stages - 1))
+    with torch.no_grad():
+        start.ir_blocks[0].out_conv.weight.normal_()
+    save_rsc(tmp_path / "start.safetensors", start)
+    cfg = TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / "rsc"),
+                         steps=0, batch_size=2, crop=48, val_limit=1, init=str(tmp_path / "start.safetensors"))
+    train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
+    from cldyn.weights.checkpoint import load_checkpoint
+
+    state, _ = load_checkpoint(tmp_path / "rsc" / "last.safetensors")
+    saved = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("rsc/")}
+    assert all(torch.equal(saved[k], v) for k, v in start.state_dict().items())
+    other = RSC(RSCConfig(num_stages=vfn.num_stages - 1, a2si=A2SIConfig(task_encoder="upstream")))
+    save_rsc(tmp_path / "other.safetensors", other)
+    cfg.out_dir, cfg.init = str(tmp_path / "rsc2"), str(tmp_path / "other.safetensors")
+    with pytest.raises(CldynError, match="other.safetensors: its RSC configuration differs"):
+        train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
+
+
 def test_task_pathway_is_kept_out_of_weight_decay_and_its_gradient_logged(labelled, tmp_path):
     vfn, adapters = _setup()
     cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),

@@ -51,7 +51,8 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
         out_dir=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
         aggregate=args.aggregate, penalty=0.0 if args.no_penalty else args.penalty,
         closed_loop=not args.no_closed_loop, selection=args.selection, task_encoder=args.task_encoder,
-        fusion_weight=args.fusion_weight, cache_batches=args.cache_batches, seed=args.seed,
+        fusion_weight=args.fusion_weight, change_weight=args.change_weight, init=args.init,
+        cache_batches=args.cache_batches, seed=args.seed,
         checkpoint_every=args.checkpoint_every, val_every=args.val_every, val_limit=args.val_limit,
         train_split=args.split, device=args.device,
     )
@@ -173,6 +174,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "code's flattened-sequence embedding (ablation)")
     s.add_argument("--fusion-weight", type=float, default=r.fusion_weight,
                    help="weight of the VFN fusion loss on the compensated image (0: the paper's loss)")
+    s.add_argument("--change-weight", type=float, default=r.change_weight,
+                   help="weight of the mean |compensated - base luminance| ([0, 1] units): an L1 penalty that keeps "
+                        "the customisation's change of the image where a task's loss asks for it (0: off)")
+    s.add_argument("--init", help="RSC weights to start from (fresh optimiser, step 0; default: a fresh RSC)")
     s.add_argument("--cache-batches", type=int, default=r.cache_batches,
                    help="cycle each task's stream through its first N batches, computing their base fusion's task "
                         "features and loss once (0: a fresh crop every step)")

@@ -42,7 +42,7 @@ from cldyn.training.cagrad import combine
 from cldyn.training.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.training.loop import TrainingRun, average_parts, take_shard
 from cldyn.training.losses import fusion_loss
-from cldyn.weights import load_vfn_or_shipped, save_rsc
+from cldyn.weights import load_rsc, load_vfn_or_shipped, save_rsc
 
 
 @dataclass
@@ -75,6 +75,12 @@ class TrainRSCConfig:
     selection: str = "trainable"
     task_encoder: str = "semantic"
     fusion_weight: float = 1.0  # weight of the VFN fusion loss on the compensated image (0: the paper's loss)
+    # weight of mean |compensated - base luminance| (in [0, 1] units), an L1 penalty on the customisation's change
+    # of the image: it keeps the change where a task's loss asks for it. MI falls about 20% for any dense change of
+    # 1.3 grey levels that is not a function of intensity, and under 2% for the same mean change on 2% of the pixels
+    # (docs/training/mi_sensitivity.json). 0: off (the paper's loss).
+    change_weight: float = 0.0
+    init: str | None = None  # RSC weights to start from (a fresh optimiser at step 0); None: a fresh RSC
     # > 0: each task's stream cycles through its first N batches, whose base-fusion task features and base loss are
     # computed once and kept (the VFN and task networks are frozen: they depend on the crop alone). 0: a fresh crop
     # every step, as in the paper.
@@ -101,26 +107,31 @@ def reward_penalty(loss: torch.Tensor, base_loss: torch.Tensor, weight: float = 
     return loss + weight * torch.relu(loss - base_loss)
 
 
-BasePass = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # task features, task loss, reach image
+# task features, task loss, reach image, base luminance
+BasePass = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]
 
 
 @torch.no_grad()
 def base_pass(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any) -> BasePass:
-    """The closed loop's first half for a batch: the task features of the base fusion, the task loss on it, and
-    the base pass's reach image (``None`` unless the VFN has a reach head; see :meth:`CLDyN.base_and_reach`)."""
-    base, reach = model.base_and_reach(ir, vis)
+    """The closed loop's first half for a batch: the task features of the base fusion, the task loss on it, the
+    base pass's reach image (``None`` unless the VFN has a reach head; see :meth:`CLDyN.base_and_reach`) and the
+    base fusion's luminance ``(B, 1, H, W)``."""
+    colour = vis.shape[1] == 3
+    base_y, reach = model.vfn.forward_with_reach(ir, rgb_to_luma(vis) if colour else vis)
+    base = replace_luma(vis, base_y) if colour else base_y  # (the luma of this RGB image may differ: gamut clip)
     feats, out = adapter.features_and_output(as_rgb(base))
-    return feats, adapter.loss_from_output(out, targets), reach
+    return feats, adapter.loss_from_output(out, targets), reach, base_y
 
 
 def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any,
                        penalty: float, closed_loop: bool = True, gumbel: torch.Tensor | None = None,
-                       fusion_weight: float = 0.0, base: BasePass | None = None
+                       fusion_weight: float = 0.0, base: BasePass | None = None, change_weight: float = 0.0
                        ) -> tuple[torch.Tensor, dict[str, float]]:
     """One task's loss for a batch, reward-penalty plus ``fusion_weight`` times the VFN fusion loss of the
-    compensated luminance, and its parts for logging (``gumbel``: see :meth:`cldyn.model.rsc.RSC.gumbel_shape`;
-    ``base``: this batch's :func:`base_pass`, when already computed)."""
-    feats, base_loss, reach = base if base is not None else base_pass(model, adapter, ir, vis, targets)
+    compensated luminance plus ``change_weight`` times its mean absolute change from the base luminance, and its
+    parts for logging (``gumbel``: see :meth:`cldyn.model.rsc.RSC.gumbel_shape`; ``base``: this batch's
+    :func:`base_pass`, when already computed)."""
+    feats, base_loss, reach, base_y = base if base is not None else base_pass(model, adapter, ir, vis, targets)
     if not closed_loop:
         feats = torch.zeros_like(feats)
     vis_y = rgb_to_luma(vis) if vis.shape[1] == 3 else vis
@@ -134,6 +145,10 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
         fusion = fusion_loss(comp_y, ir, vis_y)[0]
         total = total + fusion_weight * fusion
         parts["fusion"] = fusion.item()
+    change = (comp_y - base_y).abs().mean()
+    parts["change"] = change.item()  # logged always: the customisation's mean |change| of the image, [0, 1] units
+    if change_weight:
+        total = total + change_weight * change
     return total, {**parts, "total": total.item()}
 
 
@@ -195,7 +210,14 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                         a2si=A2SIConfig(channels=vfn.cfg.width, filter_num=cfg.filter_num, selection=cfg.selection,
                                         task_encoder=cfg.task_encoder),
                         bank=cfg.bank)
-    model = CLDyN(vfn, RSC(rsc_cfg)).to(device)
+    rsc = RSC(rsc_cfg)
+    if cfg.init:
+        start = load_rsc(cfg.init, vfn=vfn)
+        if start.cfg.to_dict() != rsc_cfg.to_dict():
+            raise CldynError(f"{cfg.init}: its RSC configuration differs from the requested one "
+                             "(task encoder, selection, filters or bank)")
+        rsc.load_state_dict(start.state_dict())
+    model = CLDyN(vfn, rsc).to(device)
     for a in adapters.values():
         a.to(device)
     if ctx.active:
@@ -266,7 +288,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                 if cfg.cache_batches:
                     cache[(task, stream)] = base
             total, parts = closed_loop_losses(model, adapters[task], x[:, :1], x[:, 1:], y, cfg.penalty,
-                                              cfg.closed_loop, gumbel, cfg.fusion_weight, base)
+                                              cfg.closed_loop, gumbel, cfg.fusion_weight, base, cfg.change_weight)
             g = torch.autograd.grad(total, params, allow_unused=True)
             flat = ctx.average_(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
                                            for gi, p in zip(g, params, strict=True)]))
