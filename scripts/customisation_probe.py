@@ -81,9 +81,9 @@ def main() -> None:
     print(f"{out['pairs']} pairs, {args.rsc_weights or 'shipped RSC'}")
     print("task          |change|  >2 lv  " + "  ".join(f"{m:>6s}" for m in KEYS))
     for t in tasks:
-        rel = out["relative_to_vfn"][t]
-        print(f"{t:13s} {out['mean_abs_change_grey_levels'][t]:7.3f}  {out['share_of_pixels_changed_over_2_levels'][t]:5.1%}  "
-              + "  ".join(f"{rel[m]:+6.1%}" for m in KEYS))
+        rel, share = out["relative_to_vfn"][t], out["share_of_pixels_changed_over_2_levels"][t]
+        cells = "  ".join(f"{rel[m]:+6.1%}" for m in KEYS)
+        print(f"{t:13s} {out['mean_abs_change_grey_levels'][t]:7.3f}  {share:5.1%}  {cells}")
     print("between tasks: " + ", ".join(f"{k} {v:.3f}" for k, v in out["between_tasks_grey_levels"].items()))
     if args.json:
         with open(args.json, "w") as f:

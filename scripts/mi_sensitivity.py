@@ -70,7 +70,8 @@ def main() -> None:
     out = {"pairs": names, "mi_relative_change": {k: float(np.mean(v)) for k, v in rel.items()},
            "mean_abs_change_grey_levels": {k: float(np.mean(v)) for k, v in change.items()}}
     for k in rel:
-        print(f"{k:60s} mean |change| {out['mean_abs_change_grey_levels'][k]:5.2f}  MI {out['mi_relative_change'][k]:+.1%}")
+        change_k, mi_k = out["mean_abs_change_grey_levels"][k], out["mi_relative_change"][k]
+        print(f"{k:60s} mean |change| {change_k:5.2f}  MI {mi_k:+.1%}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)
