@@ -21,7 +21,7 @@ import torch
 
 from cldyn.evaluation.evaluate import fusion_metrics, gray_of_array
 from cldyn.evaluation.inspect_rsc import load_pairs
-from cldyn.model.color import rgb_to_luma
+from cldyn.model.color import replace_luma, rgb_to_luma
 from cldyn.model.rsc import CLDyN
 from cldyn.tasks import load_task_for
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
@@ -55,8 +55,8 @@ def main() -> None:
     with torch.no_grad():
         for ir, vis in load_pairs(args.data, args.split, args.limit):
             vis_y = rgb_to_luma(vis)
-            base, reach = model.base_and_reach(ir, vis)
-            base_y = vfn(ir, vis_y)
+            base_y, reach = model.base_luma_and_reach(ir, vis)
+            base = replace_luma(vis, base_y)
             a, b = gray_of_array(ir[0, 0].numpy()), gray_of_array(vis_y[0, 0].numpy())
             metrics["vfn"].append(fusion_metrics(gray_of_array(base_y[0, 0].numpy()), a, b, keys=KEYS))
             custom = {}

@@ -11,18 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from cldyn.evaluation.evaluate import read_gray
 from cldyn.evaluation.metrics.information import mutual_information
-
-
-def luma(path: str) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise SystemExit(f"{path}: not a readable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2YCrCb)[..., 0].astype(np.float64)
 
 
 def changes(f0: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -60,8 +55,8 @@ def main() -> None:
     rel: dict[str, list[float]] = {}
     change: dict[str, list[float]] = {}
     for name in names:
-        ir = cv2.imread(os.path.join(args.ir, name), cv2.IMREAD_GRAYSCALE).astype(np.float64)
-        vis, f0 = luma(os.path.join(args.vis, name)), luma(os.path.join(args.fused, name))
+        # as `cldyn evaluate` scores them (cldyn convention: BT.601 luminance, 0..255, rounded)
+        ir, vis, f0 = (read_gray(Path(folder, name), "cldyn") for folder in (args.ir, args.vis, args.fused))
         base = mutual_information(f0, ir, vis)
         for key, f in changes(f0, rng).items():
             f = np.clip(f, 0, 255)

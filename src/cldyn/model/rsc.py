@@ -122,9 +122,13 @@ class CLDyN(nn.Module):
     def base_and_reach(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`base` and, for a VFN with a reach head, the base pass's reach image (``None`` otherwise): passed
         on as ``base_reach``, it spares the compensated pass an uncompensated pass of its own (same result)."""
-        colour = vis.shape[1] == 3
-        y, reach = self.vfn.forward_with_reach(ir, rgb_to_luma(vis) if colour else vis)
-        return (replace_luma(vis, y) if colour else y), reach
+        y, reach = self.base_luma_and_reach(ir, vis)
+        return (replace_luma(vis, y) if vis.shape[1] == 3 else y), reach
+
+    def base_luma_and_reach(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`base_and_reach` with the fused luminance ``(B, 1, H, W)`` itself instead of the colour image (whose
+        luminance can differ from it where putting back the visible Cb/Cr clips to [0, 1])."""
+        return self.vfn.forward_with_reach(ir, rgb_to_luma(vis) if vis.shape[1] == 3 else vis)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, task_features: torch.Tensor,
                 gumbel: torch.Tensor | None = None, base_reach: torch.Tensor | None = None) -> torch.Tensor:

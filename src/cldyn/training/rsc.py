@@ -116,9 +116,8 @@ def base_pass(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.T
     """The closed loop's first half for a batch: the task features of the base fusion, the task loss on it, the
     base pass's reach image (``None`` unless the VFN has a reach head; see :meth:`CLDyN.base_and_reach`) and the
     base fusion's luminance ``(B, 1, H, W)``."""
-    colour = vis.shape[1] == 3
-    base_y, reach = model.vfn.forward_with_reach(ir, rgb_to_luma(vis) if colour else vis)
-    base = replace_luma(vis, base_y) if colour else base_y  # (the luma of this RGB image may differ: gamut clip)
+    base_y, reach = model.base_luma_and_reach(ir, vis)
+    base = replace_luma(vis, base_y) if vis.shape[1] == 3 else base_y
     feats, out = adapter.features_and_output(as_rgb(base))
     return feats, adapter.loss_from_output(out, targets), reach, base_y
 
@@ -210,13 +209,10 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                         a2si=A2SIConfig(channels=vfn.cfg.width, filter_num=cfg.filter_num, selection=cfg.selection,
                                         task_encoder=cfg.task_encoder),
                         bank=cfg.bank)
-    rsc = RSC(rsc_cfg)
-    if cfg.init:
-        start = load_rsc(cfg.init, vfn=vfn)
-        if start.cfg.to_dict() != rsc_cfg.to_dict():
-            raise CldynError(f"{cfg.init}: its RSC configuration differs from the requested one "
-                             "(task encoder, selection, filters or bank)")
-        rsc.load_state_dict(start.state_dict())
+    rsc = load_rsc(cfg.init, vfn=vfn) if cfg.init else RSC(rsc_cfg)
+    if rsc.cfg.to_dict() != rsc_cfg.to_dict():
+        raise CldynError(f"{cfg.init}: its RSC configuration differs from the requested one "
+                         "(task encoder, selection, filters or bank)")
     model = CLDyN(vfn, rsc).to(device)
     for a in adapters.values():
         a.to(device)
