@@ -107,3 +107,19 @@ def test_reach_head_carries_the_compensation_of_a_max_skip_vfn():
     with pytest.raises(ValueError, match="with_reach_head"):
         with_reach_head(paper, paper)
     assert VFNConfig.from_dict({"skip": "max"}).reach_head is False  # files written before the option
+
+
+def test_base_luma_is_the_vfn_luminance_before_the_colour_is_put_back():
+    from cldyn.model.color import replace_luma, rgb_to_luma
+
+    torch.manual_seed(5)
+    loop = CLDyN(VFN().eval(), RSC())
+    ir, vis = torch.rand(2, 1, 16, 20), torch.rand(2, 3, 16, 20)  # random colours: some leave the gamut
+    with torch.no_grad():
+        y, reach = loop.base_luma_and_reach(ir, vis)
+        assert torch.equal(y, loop.vfn(ir, rgb_to_luma(vis))) and reach is None
+        base, _ = loop.base_and_reach(ir, vis)
+        assert torch.equal(base, replace_luma(vis, y))
+        assert (rgb_to_luma(base) - y).abs().max() > 1e-3  # why the luminance is given itself: the clip moves it
+        gray = torch.rand(2, 1, 16, 20)
+        assert torch.equal(loop.base_luma_and_reach(ir, gray)[0], loop.base_and_reach(ir, gray)[0])
