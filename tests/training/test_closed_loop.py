@@ -4,7 +4,15 @@ import torch
 from cldyn.model.rsc import CLDyN
 from cldyn.model.vfn import VFN
 from cldyn.tasks import create_task
-from cldyn.training.rsc import TrainRSCConfig, _score, closed_loop_losses, reward_penalty, train_rsc
+from cldyn.training.rsc import (
+    TrainRSCConfig,
+    _score,
+    closed_loop_losses,
+    features_of_base_luma,
+    reward_penalty,
+    specificity_hinge,
+    train_rsc,
+)
 from cldyn.weights import load_rsc
 
 
@@ -122,6 +130,80 @@ def test_change_term_is_the_mean_absolute_change_of_the_luminance():
         want = (model.compensated_luma(ir, y, feats) - vfn(ir, y)).abs().mean()
     assert float(want) > 1e-3 and p0["change"] == pytest.approx(float(want), rel=1e-5)
     assert torch.isclose(total, plain + 3.0 * want, rtol=1e-5)
+
+
+def test_specificity_hinge_hand_cases():
+    base = torch.tensor(2.0)
+    # own 1.0 vs other 1.5: (1.0 - 1.5) / 2 = -0.25, beyond the margin 0.02: no cost
+    assert specificity_hinge(torch.tensor(1.0), torch.tensor(1.5), base) == 0.0
+    # equal losses: the margin itself
+    assert torch.isclose(specificity_hinge(torch.tensor(1.0), torch.tensor(1.0), base), torch.tensor(0.02))
+    # own worse by 0.1: 0.02 + 0.1 / 2
+    assert torch.isclose(specificity_hinge(torch.tensor(1.1), torch.tensor(1.0), base, 0.02), torch.tensor(0.07))
+
+
+def test_other_task_rotates_over_the_other_tasks_and_is_off_without_the_term():
+    three = TrainRSCConfig(specificity_weight=1.0)
+    assert [[three.other_task(k, step) for step in range(4)] for k in range(3)] == \
+        [[1, 2, 1, 2], [2, 0, 2, 0], [0, 1, 0, 1]]
+    assert TrainRSCConfig(tasks=["saliency", "detection"], specificity_weight=1.0).other_task(0, 5) == 1
+    assert TrainRSCConfig().other_task(0, 0) is None  # the term is off by default
+    assert TrainRSCConfig(tasks=["saliency"], specificity_weight=1.0).other_task(0, 0) is None
+    assert TrainRSCConfig(specificity_weight=1.0, closed_loop=False).other_task(0, 0) is None
+
+
+def test_specificity_term_contrasts_with_another_task_networks_compensation():
+    from cldyn.model.color import replace_luma, rgb_to_luma
+
+    vfn, adapters = _setup()
+    model = CLDyN(vfn)
+    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
+    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    y = rgb_to_luma(vis)
+    other = features_of_base_luma(adapters["segmentation"], vis, vfn(ir, y))
+    want_other = adapters["segmentation"].features(model.base(ir, vis))
+    assert torch.allclose(other, want_other, atol=1e-6)  # the other network's features of the same base fusion
+    plain, _ = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0)
+    total, fresh = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, other_features=other,
+                                      specificity_weight=2.0, specificity_margin=0.05)
+    # A fresh RSC ignores the task features: both compensations are the VFN's, the hinge is its margin.
+    assert fresh["other_loss"] == fresh["loss"] and fresh["specificity"] == pytest.approx(0.05)
+    assert fresh["specific"] == 0.0 and torch.isclose(total, plain + 2.0 * 0.05, atol=1e-6)
+    with torch.no_grad():  # a compensation that depends on the task features
+        for block in (*model.rsc.ir_blocks, *model.rsc.vis_blocks):
+            block.out_conv.weight.normal_(0, 0.5)
+            block.task_encoder.film_global[-1].weight.normal_(0, 0.5)
+    model.eval()
+    total, parts = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, other_features=other,
+                                      specificity_weight=2.0, specificity_margin=0.05)
+    with torch.no_grad():
+        comp_other = replace_luma(vis, model.compensated_luma(ir, y, other))
+        want = adapters["saliency"].loss(comp_other, mask)
+    assert parts["other_loss"] == pytest.approx(float(want), rel=1e-5) and parts["other_loss"] != parts["loss"]
+    hinge = max(0.0, 0.05 + (parts["loss"] - parts["other_loss"]) / parts["base_loss"])
+    assert parts["specificity"] == pytest.approx(hinge, rel=1e-5, abs=1e-7)
+    model.train()
+    total, _ = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, other_features=other,
+                                  specificity_weight=2.0, specificity_margin=10.0)  # a margin that keeps it active
+    total.backward()
+    for block in (*model.rsc.ir_blocks, *model.rsc.vis_blocks):  # the hinge reaches the task pathway
+        assert block.task_encoder.film_global[-1].weight.grad.abs().sum() > 0
+
+
+def test_training_with_the_specificity_term_logs_it_per_task(labelled, tmp_path):
+    from cldyn.data.io import read_csv
+
+    vfn, adapters = _setup()
+    cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+                         "segmentation": str(labelled)}, out_dir=str(tmp_path / "rsc"), steps=2, batch_size=2,
+                         crop=48, val_every=100, val_limit=1, specificity_weight=1.0, specificity_margin=0.1)
+    train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
+    rows = read_csv(tmp_path / "rsc" / "log.csv")
+    # Step 1 starts from a fresh RSC: both compensations are the VFN's, so the hinge is the margin.
+    for t in ("saliency", "segmentation"):
+        assert float(rows[0][f"{t}_specificity"]) == pytest.approx(0.1, abs=1e-6)
+        assert float(rows[0][f"{t}_other_loss"]) == pytest.approx(float(rows[0][f"{t}_loss"]), abs=1e-6)
+        assert f"{t}_specific" in rows[1]
 
 
 def test_init_starts_from_given_rsc_weights_and_refuses_another_configuration(labelled, tmp_path):

@@ -52,6 +52,7 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
         aggregate=args.aggregate, penalty=0.0 if args.no_penalty else args.penalty,
         closed_loop=not args.no_closed_loop, selection=args.selection, task_encoder=args.task_encoder,
         fusion_weight=args.fusion_weight, change_weight=args.change_weight, init=args.init,
+        specificity_weight=args.specificity_weight, specificity_margin=args.specificity_margin,
         cache_batches=args.cache_batches, seed=args.seed,
         checkpoint_every=args.checkpoint_every, val_every=args.val_every, val_limit=args.val_limit,
         train_split=args.split, device=args.device,
@@ -177,6 +178,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--change-weight", type=float, default=r.change_weight,
                    help="weight of the mean |compensated - base luminance| ([0, 1] units): an L1 penalty that keeps "
                         "the customisation's change of the image where a task's loss asks for it (0: off)")
+    s.add_argument("--specificity-weight", type=float, default=r.specificity_weight,
+                   help="weight of the hinge max(0, margin + (L - L_other) / L_base), L_other: the task's loss on the "
+                        "compensation made with another task network's features (one more compensated pass a task "
+                        "and step; 0: off)")
+    s.add_argument("--specificity-margin", type=float, default=r.specificity_margin,
+                   help="the specificity hinge's margin, relative to the base loss")
     s.add_argument("--init", help="RSC weights to start from (fresh optimiser, step 0; default: a fresh RSC)")
     s.add_argument("--cache-batches", type=int, default=r.cache_batches,
                    help="cycle each task's stream through its first N batches, computing their base fusion's task "

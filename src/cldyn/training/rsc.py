@@ -3,7 +3,10 @@
 Per step and task: base fusion by the frozen VFN (no gradient) -> the frozen task network's features and loss
 ``L_base`` on the base fused image -> compensated fusion with those features -> task loss ``L`` -> reward-penalty
 loss ``L + penalty * max(0, L - L_base)``, plus ``fusion_weight`` times the VFN's own fusion loss on the compensated
-luminance (what keeps fusion quality; 0 is the paper's loss). The per-task gradients over the RSC parameters (bank
+luminance (what keeps fusion quality; 0 is the paper's loss), ``change_weight`` times its mean absolute change
+from the base luminance, and ``specificity_weight`` times a hinge that asks the compensation made with this task's
+features to serve this task better than the one made with another task network's features (what makes the
+customisation specific to the task). The per-task gradients over the RSC parameters (bank
 included) are combined with CAGrad (or the mean / PCGrad for ablations), clipped to norm 1 and applied with Adam.
 The task-requirement pathway (:mod:`cldyn.model.task_encoder`) gets no weight decay: decay erased the upstream
 pathway, whose gradient is small, in the first shipped weights.
@@ -80,6 +83,12 @@ class TrainRSCConfig:
     # 1.3 grey levels that is not a function of intensity, and under 2% for the same mean change on 2% of the pixels
     # (docs/training/mi_sensitivity.json). 0: off (the paper's loss).
     change_weight: float = 0.0
+    # weight of the task-specificity hinge max(0, margin + (L - L_other) / L_base): L_other is this task's loss on the
+    # compensation made with another task network's features of the same base image (the other task rotates over
+    # steps). It costs one more compensated pass a task and step, and asks each task's customisation to serve its
+    # own task better than the others' do (the issue's cross-task table). 0: off (the paper's loss).
+    specificity_weight: float = 0.0
+    specificity_margin: float = 0.02  # the margin, relative to the base loss
     init: str | None = None  # RSC weights to start from (a fresh optimiser at step 0); None: a fresh RSC
     # > 0: each task's stream cycles through its first N batches, whose base-fusion task features and base loss are
     # computed once and kept (the VFN and task networks are frozen: they depend on the crop alone). 0: a fresh crop
@@ -97,6 +106,15 @@ class TrainRSCConfig:
         if not self.val_limit:  # 0 means all, as for train-vfn (a slice [:0] would validate on nothing)
             self.val_limit = None
 
+    def other_task(self, k: int, step: int) -> int | None:
+        """Index of the task whose network's features give task ``k``'s contrasting compensation at ``step`` for
+        the specificity term: the other tasks in turn (``None`` when the term is off, there is one task, or the
+        closed loop is off: zero features are the same for every task)."""
+        n = len(self.tasks)
+        if not self.specificity_weight or n < 2 or not self.closed_loop:
+            return None
+        return (k + 1 + step % (n - 1)) % n
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -109,6 +127,21 @@ def reward_penalty(loss: torch.Tensor, base_loss: torch.Tensor, weight: float = 
 
 # task features, task loss, reach image, base luminance
 BasePass = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]
+
+
+def specificity_hinge(loss: torch.Tensor, other_loss: torch.Tensor, base_loss: torch.Tensor,
+                      margin: float = 0.02) -> torch.Tensor:
+    """``max(0, margin + (loss - other_loss) / base_loss)``: zero once the compensation made with this task's
+    features beats the one made with another task's features by ``margin`` of the base loss (scale-free, so tasks
+    with losses of different size weigh alike)."""
+    return torch.relu(margin + (loss - other_loss) / base_loss.detach().clamp_min(1e-8))
+
+
+@torch.no_grad()
+def features_of_base_luma(adapter: TaskAdapter, vis: torch.Tensor, base_y: torch.Tensor) -> torch.Tensor:
+    """A task network's features of the base fusion given by its luminance ``base_y`` (``vis``'s colour put
+    back), as :func:`base_pass` computes them for its own task: the contrasting features of the specificity term."""
+    return adapter.features(as_rgb(replace_luma(vis, base_y) if vis.shape[1] == 3 else base_y))
 
 
 @torch.no_grad()
@@ -124,12 +157,15 @@ def base_pass(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.T
 
 def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any,
                        penalty: float, closed_loop: bool = True, gumbel: torch.Tensor | None = None,
-                       fusion_weight: float = 0.0, base: BasePass | None = None, change_weight: float = 0.0
-                       ) -> tuple[torch.Tensor, dict[str, float]]:
+                       fusion_weight: float = 0.0, base: BasePass | None = None, change_weight: float = 0.0,
+                       other_features: torch.Tensor | None = None, specificity_weight: float = 0.0,
+                       specificity_margin: float = 0.02) -> tuple[torch.Tensor, dict[str, float]]:
     """One task's loss for a batch, reward-penalty plus ``fusion_weight`` times the VFN fusion loss of the
-    compensated luminance plus ``change_weight`` times its mean absolute change from the base luminance, and its
-    parts for logging (``gumbel``: see :meth:`cldyn.model.rsc.RSC.gumbel_shape`; ``base``: this batch's
-    :func:`base_pass`, when already computed)."""
+    compensated luminance plus ``change_weight`` times its mean absolute change from the base luminance plus
+    ``specificity_weight`` times :func:`specificity_hinge` against the compensation made with ``other_features``
+    (another task network's features of the same base image, same Gumbel noise), and its parts for logging
+    (``gumbel``: see :meth:`cldyn.model.rsc.RSC.gumbel_shape`; ``base``: this batch's :func:`base_pass`, when already
+    computed)."""
     feats, base_loss, reach, base_y = base if base is not None else base_pass(model, adapter, ir, vis, targets)
     if not closed_loop:
         feats = torch.zeros_like(feats)
@@ -148,6 +184,13 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
     parts["change"] = change.item()  # logged always: the customisation's mean |change| of the image, [0, 1] units
     if change_weight:
         total = total + change_weight * change
+    if specificity_weight and other_features is not None:
+        other_y = model.compensated_luma(ir, vis_y, other_features, gumbel, base_reach=reach)
+        other_loss = adapter.loss(as_rgb(replace_luma(vis, other_y) if vis.shape[1] == 3 else other_y), targets)
+        hinge = specificity_hinge(loss, other_loss, base_loss, specificity_margin)
+        total = total + specificity_weight * hinge
+        parts.update(other_loss=other_loss.item(), specificity=hinge.item(),
+                     specific=float(loss + specificity_margin * base_loss < other_loss))
     return total, {**parts, "total": total.item()}
 
 
@@ -257,6 +300,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                                                 "train_config": cfg.to_dict(), "vfn_val": vfn_val})
 
     cache: dict[tuple[str, int], BasePass] = {}  # (task, batch) -> base_pass
+    other_cache: dict[tuple[str, int, int], torch.Tensor] = {}  # (task, batch, other task) -> its features
     bar = progress_bar(total=cfg.steps, initial=step, disable=not progress, desc="train-rsc", unit="step")
     t0 = time.perf_counter()
     while step < cfg.steps:
@@ -283,8 +327,16 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                 base = base_pass(model, adapters[task], x[:, :1], x[:, 1:], y)
                 if cfg.cache_batches:
                     cache[(task, stream)] = base
+            other, other_feats = cfg.other_task(k, step), None
+            if other is not None:
+                other_feats = other_cache.get((task, stream, other))
+                if other_feats is None:
+                    other_feats = features_of_base_luma(adapters[cfg.tasks[other]], x[:, 1:], base[3])
+                    if cfg.cache_batches:
+                        other_cache[(task, stream, other)] = other_feats
             total, parts = closed_loop_losses(model, adapters[task], x[:, :1], x[:, 1:], y, cfg.penalty,
-                                              cfg.closed_loop, gumbel, cfg.fusion_weight, base, cfg.change_weight)
+                                              cfg.closed_loop, gumbel, cfg.fusion_weight, base, cfg.change_weight,
+                                              other_feats, cfg.specificity_weight, cfg.specificity_margin)
             g = torch.autograd.grad(total, params, allow_unused=True)
             flat = ctx.average_(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
                                            for gi, p in zip(g, params, strict=True)]))
