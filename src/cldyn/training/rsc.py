@@ -129,6 +129,12 @@ def reward_penalty(loss: torch.Tensor, base_loss: torch.Tensor, weight: float = 
 BasePass = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]
 
 
+def task_input(vis: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """What a task network sees of a fused luminance ``y`` ``(B, 1, H, W)``: RGB with ``vis``'s colour put back
+    (gray replicated for a gray ``vis``)."""
+    return as_rgb(replace_luma(vis, y) if vis.shape[1] == 3 else y)
+
+
 def specificity_hinge(loss: torch.Tensor, other_loss: torch.Tensor, base_loss: torch.Tensor,
                       margin: float = 0.02) -> torch.Tensor:
     """``max(0, margin + (loss - other_loss) / base_loss)``: zero once the compensation made with this task's
@@ -141,7 +147,7 @@ def specificity_hinge(loss: torch.Tensor, other_loss: torch.Tensor, base_loss: t
 def features_of_base_luma(adapter: TaskAdapter, vis: torch.Tensor, base_y: torch.Tensor) -> torch.Tensor:
     """A task network's features of the base fusion given by its luminance ``base_y`` (``vis``'s colour put
     back), as :func:`base_pass` computes them for its own task: the contrasting features of the specificity term."""
-    return adapter.features(as_rgb(replace_luma(vis, base_y) if vis.shape[1] == 3 else base_y))
+    return adapter.features(task_input(vis, base_y))
 
 
 @torch.no_grad()
@@ -150,8 +156,7 @@ def base_pass(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.T
     base pass's reach image (``None`` unless the VFN has a reach head; see :meth:`CLDyN.base_and_reach`) and the
     base fusion's luminance ``(B, 1, H, W)``."""
     base_y, reach = model.base_luma_and_reach(ir, vis)
-    base = replace_luma(vis, base_y) if vis.shape[1] == 3 else base_y
-    feats, out = adapter.features_and_output(as_rgb(base))
+    feats, out = adapter.features_and_output(task_input(vis, base_y))
     return feats, adapter.loss_from_output(out, targets), reach, base_y
 
 
@@ -171,8 +176,7 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
         feats = torch.zeros_like(feats)
     vis_y = rgb_to_luma(vis) if vis.shape[1] == 3 else vis
     comp_y = model.compensated_luma(ir, vis_y, feats, gumbel, base_reach=reach)
-    comp = replace_luma(vis, comp_y) if vis.shape[1] == 3 else comp_y
-    loss = adapter.loss(as_rgb(comp), targets)
+    loss = adapter.loss(task_input(vis, comp_y), targets)
     total = reward_penalty(loss, base_loss, penalty)
     parts = {"loss": loss.item(), "base_loss": base_loss.item(), "penalty": (total - loss).item(),
              "penalty_active": float(loss > base_loss)}
@@ -186,7 +190,7 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
         total = total + change_weight * change
     if specificity_weight and other_features is not None:
         other_y = model.compensated_luma(ir, vis_y, other_features, gumbel, base_reach=reach)
-        other_loss = adapter.loss(as_rgb(replace_luma(vis, other_y) if vis.shape[1] == 3 else other_y), targets)
+        other_loss = adapter.loss(task_input(vis, other_y), targets)
         hinge = specificity_hinge(loss, other_loss, base_loss, specificity_margin)
         total = total + specificity_weight * hinge
         parts.update(other_loss=other_loss.item(), specificity=hinge.item(),
