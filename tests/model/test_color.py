@@ -5,7 +5,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from cldyn.model.color import RgbToYcbcr, YcbcrToRgb, replace_luma, rgb_to_luma, rgb_to_ycbcr, ycbcr_to_rgb
+from cldyn.model.color import (
+    RgbToYcbcr,
+    YcbcrToRgb,
+    luma_of,
+    replace_luma,
+    rgb_to_luma,
+    rgb_to_ycbcr,
+    with_colour_of,
+    ycbcr_to_rgb,
+)
 
 # JFIF (ITU-T T.871) full-range matrix, written out independently of the implementation.
 JFIF = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
@@ -71,3 +80,13 @@ def test_round_trip_property(x):
     assert (ycbcr_to_rgb(rgb_to_ycbcr(t)) - t).abs().max() < 1e-5
     y = rgb_to_luma(t)
     assert float(y.min()) >= -1e-6 and float(y.max()) <= 1 + 1e-6
+
+
+def test_luma_of_and_with_colour_of_take_rgb_or_gray_visible_images():
+    torch.manual_seed(3)
+    rgb, gray, y = torch.rand(2, 3, 4, 5), torch.rand(2, 1, 4, 5), torch.rand(2, 1, 4, 5)
+    # BT.601 by hand for one pixel, and a gray image passes through
+    r, g, b = rgb[0, :, 1, 2]
+    assert torch.isclose(luma_of(rgb)[0, 0, 1, 2], 0.299 * r + 0.587 * g + 0.114 * b, atol=1e-6)
+    assert luma_of(gray) is gray
+    assert torch.equal(with_colour_of(rgb, y), replace_luma(rgb, y)) and with_colour_of(gray, y) is y

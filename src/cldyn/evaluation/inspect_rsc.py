@@ -26,7 +26,7 @@ import torch
 from cldyn.data.io import read_csv
 from cldyn.data.pairs import Pair, discover_pairs
 from cldyn.inference.sources import image_source
-from cldyn.model.color import rgb_to_luma
+from cldyn.model.color import luma_of
 from cldyn.model.rsc import CLDyN
 from cldyn.model.task_encoder import channel_quantiles
 from cldyn.runtime import progress_bar
@@ -89,7 +89,7 @@ def inspect_rsc(model: CLDyN, adapters: dict[str, TaskAdapter], pairs: Sequence[
     base_lumas: list[torch.Tensor] = []
 
     def luma(out: torch.Tensor) -> torch.Tensor:
-        return (rgb_to_luma(out) if out.shape[1] == 3 else out)[0, 0] * 255
+        return luma_of(out)[0, 0] * 255
 
     calls, removers = _record_blocks(model)
     try:

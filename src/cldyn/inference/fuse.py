@@ -31,7 +31,7 @@ from cldyn.data.pairs import Pair
 from cldyn.errors import CldynError, InputError
 from cldyn.inference.customise import load_customisation
 from cldyn.inference.tiling import fuse_tiled
-from cldyn.model.color import replace_luma, rgb_to_luma
+from cldyn.model.color import luma_of, rgb_to_luma, with_colour_of
 from cldyn.model.rsc import RSC, CLDyN
 from cldyn.model.vfn import VFN, check_pair_tensors, fold_batchnorm
 from cldyn.runtime import available_memory, progress_bar, require_extra, resolve_device, torch_threads
@@ -66,12 +66,10 @@ def fuse_tensors(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor, grad: bo
     """
     if vis.dim() != 4 or vis.shape[1] not in (1, 3):
         raise ValueError(f"fuse_tensors: vis must be (B, 1, H, W) or (B, 3, H, W), got {tuple(vis.shape)}")
-    colour = vis.shape[1] == 3
-    vis_y = rgb_to_luma(vis) if colour else vis
+    vis_y = luma_of(vis)
     check_pair_tensors(ir, vis_y)
     with contextlib.nullcontext() if grad else torch.inference_mode():
-        fused_y = model(ir, vis_y)
-        return replace_luma(vis, fused_y) if colour else fused_y
+        return with_colour_of(vis, model(ir, vis_y))
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
@@ -272,7 +270,7 @@ class Fuser:
         rgb = vis if vis.shape[1] == 3 else vis.expand(-1, 3, -1, -1)
         feeds = {"ir": ir.contiguous().numpy(), "vis": rgb.contiguous().numpy()}
         y = torch.from_numpy(self.session.run(None, feeds)[0])
-        return (replace_luma(vis, y) if vis.shape[1] == 3 else y).float()
+        return with_colour_of(vis, y).float()
 
     def fuse_arrays(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """Fuse float arrays in [0, 1]: ``ir`` ``(H, W)`` (or RGB), ``vis`` ``(H, W)`` or ``(H, W, 3)``."""

@@ -90,6 +90,23 @@ def replace_luma(rgb: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
     return ycbcr_to_rgb(torch.cat((luma, ycbcr[..., 1:, :, :]), dim=-3)).clamp(0.0, 1.0)
 
 
+def luma_of(vis: torch.Tensor) -> torch.Tensor:
+    """The luminance the VFN fuses: :func:`rgb_to_luma` of an RGB ``(*, 3, H, W)`` visible image, a gray
+    ``(*, 1, H, W)`` one as it is.
+
+    Example:
+        >>> luma_of(torch.ones(1, 3, 2, 2)).shape, luma_of(torch.zeros(1, 1, 2, 2)).shape
+        (torch.Size([1, 1, 2, 2]), torch.Size([1, 1, 2, 2]))
+    """
+    return rgb_to_luma(vis) if vis.shape[-3] == 3 else vis
+
+
+def with_colour_of(vis: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
+    """A fused ``luma`` ``(*, 1, H, W)`` with the colour of the visible image ``vis`` put back (:func:`replace_luma`)
+    when ``vis`` is RGB; for a gray ``vis``, ``luma`` itself."""
+    return replace_luma(vis, luma) if vis.shape[-3] == 3 else luma
+
+
 class RgbToYcbcr(nn.Module):
     """Module wrapper of :func:`rgb_to_ycbcr`."""
 

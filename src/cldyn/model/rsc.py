@@ -14,7 +14,7 @@ from torch import nn
 
 from cldyn.model.a2si import A2SI, A2SIConfig
 from cldyn.model.basis_bank import BankConfig, BasisVectorBank
-from cldyn.model.color import replace_luma, rgb_to_luma
+from cldyn.model.color import luma_of, with_colour_of
 from cldyn.model.ops import as_rgb, pad_to_multiple
 from cldyn.model.task_encoder import TaskStatistics
 from cldyn.model.vfn import VFN, StageHook
@@ -105,9 +105,8 @@ class CLDyN(nn.Module):
 
     def _fuse(self, ir: torch.Tensor, vis: torch.Tensor, hook: StageHook | None,
               base_reach: torch.Tensor | None = None) -> torch.Tensor:
-        colour = vis.shape[1] == 3
-        y = self.vfn(ir, rgb_to_luma(vis) if colour else vis, stage_hook=hook, base_reach=base_reach)
-        return replace_luma(vis, y) if colour else y
+        y = self.vfn(ir, luma_of(vis), stage_hook=hook, base_reach=base_reach)
+        return with_colour_of(vis, y)
 
     def compensated_luma(self, ir: torch.Tensor, vis_y: torch.Tensor, task_features: torch.Tensor,
                          gumbel: torch.Tensor | None = None, base_reach: torch.Tensor | None = None) -> torch.Tensor:
@@ -123,12 +122,12 @@ class CLDyN(nn.Module):
         """:meth:`base` and, for a VFN with a reach head, the base pass's reach image (``None`` otherwise): passed
         on as ``base_reach``, it spares the compensated pass an uncompensated pass of its own (same result)."""
         y, reach = self.base_luma_and_reach(ir, vis)
-        return (replace_luma(vis, y) if vis.shape[1] == 3 else y), reach
+        return with_colour_of(vis, y), reach
 
     def base_luma_and_reach(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`base_and_reach` with the fused luminance ``(B, 1, H, W)`` itself instead of the colour image (whose
         luminance can differ from it where putting back the visible Cb/Cr clips to [0, 1])."""
-        return self.vfn.forward_with_reach(ir, rgb_to_luma(vis) if vis.shape[1] == 3 else vis)
+        return self.vfn.forward_with_reach(ir, luma_of(vis))
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, task_features: torch.Tensor,
                 gumbel: torch.Tensor | None = None, base_reach: torch.Tensor | None = None) -> torch.Tensor:

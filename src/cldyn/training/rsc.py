@@ -35,7 +35,7 @@ from cldyn.errors import CldynError
 from cldyn.inference.sources import image_source
 from cldyn.model.a2si import A2SIConfig
 from cldyn.model.basis_bank import BankConfig
-from cldyn.model.color import replace_luma, rgb_to_luma
+from cldyn.model.color import luma_of, with_colour_of
 from cldyn.model.ops import as_rgb
 from cldyn.model.rsc import RSC, CLDyN, RSCConfig
 from cldyn.runtime import progress_bar
@@ -132,7 +132,7 @@ BasePass = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]
 def task_input(vis: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """What a task network sees of a fused luminance ``y`` ``(B, 1, H, W)``: RGB with ``vis``'s colour put back
     (gray replicated for a gray ``vis``)."""
-    return as_rgb(replace_luma(vis, y) if vis.shape[1] == 3 else y)
+    return as_rgb(with_colour_of(vis, y))
 
 
 def specificity_hinge(loss: torch.Tensor, other_loss: torch.Tensor, base_loss: torch.Tensor,
@@ -174,7 +174,7 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
     feats, base_loss, reach, base_y = base if base is not None else base_pass(model, adapter, ir, vis, targets)
     if not closed_loop:
         feats = torch.zeros_like(feats)
-    vis_y = rgb_to_luma(vis) if vis.shape[1] == 3 else vis
+    vis_y = luma_of(vis)
     comp_y = model.compensated_luma(ir, vis_y, feats, gumbel, base_reach=reach)
     loss = adapter.loss(task_input(vis, comp_y), targets)
     total = reward_penalty(loss, base_loss, penalty)
