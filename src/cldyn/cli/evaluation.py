@@ -18,7 +18,7 @@ from cldyn.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate_folders,
 from cldyn.evaluation.experiment import Experiment, ExperimentConfig
 from cldyn.evaluation.inspect_rsc import format_inspection, inspect_rsc, load_pairs
 from cldyn.evaluation.report import render_report, report_path
-from cldyn.evaluation.tasks import evaluate_task
+from cldyn.evaluation.tasks import evaluate_task, format_comparison
 from cldyn.model.rsc import CLDyN
 from cldyn.tasks import load_task_for
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
@@ -32,8 +32,11 @@ def cmd_eval_task(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     result = evaluate_task(args.task, args.data, args.split, args.source, weights=args.weights,
                            vfn_weights=args.vfn_weights, rsc_weights=args.rsc_weights, log=_stderr,
-                           progress=not args.quiet)
+                           progress=not args.quiet, against=args.against, metric=args.metric,
+                           resamples=args.resamples, seed=args.seed)
     print(json.dumps(result, indent=2))
+    if "comparison" in result:
+        _stderr(format_comparison(result))
     write_json(args.json, result)
     return 0
 
@@ -194,6 +197,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--rsc-weights", help="RSC checkpoint for --source cldyn (default: the shipped one)")
     s.add_argument("--weights", help="task checkpoint (default: the shipped network)")
     s.add_argument("--vfn-weights", help="VFN checkpoint for --source vfn (default: shipped)")
+    s.add_argument("--against", help="a second source (same choices), scored on the same images and compared by a "
+                                     "paired bootstrap over the images")
+    s.add_argument("--metric", help="metric of the comparison (default: map50_95, miou, max_f for detection, "
+                                    "segmentation, saliency)")
+    s.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
     _add_json_threads_quiet(s)
     s.set_defaults(func=cmd_eval_task)
 

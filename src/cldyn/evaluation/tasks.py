@@ -8,29 +8,70 @@ from pathlib import Path
 from typing import Any
 
 from cldyn.data.task_bank import load_task_bank
+from cldyn.errors import CldynError
+from cldyn.evaluation.bootstrap import COMPARED_METRIC, metric_scorer, paired_bootstrap
 from cldyn.inference.sources import image_source
 from cldyn.model.rsc import CLDyN
 from cldyn.tasks import load_task_for
-from cldyn.tasks.evaluation import evaluate_bank, evaluate_cldyn
+from cldyn.tasks.evaluation import predict_bank, predict_cldyn
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
+
+
+def _predictions(adapter, task: str, data: str | Path, split: str, source: str, vfn_weights, rsc_weights,
+                 log: Callable[[str], None], progress: bool) -> tuple[list[str], list[Any], list[Any]]:
+    """``(names, predictions, targets)`` of the task network on one image source."""
+    if source == "cldyn":
+        vfn = load_vfn_or_shipped(vfn_weights)
+        rsc = load_rsc_or_shipped(rsc_weights, vfn)
+        bank = load_task_bank(task, data, split, image_source("pair"), adapter.config, log)
+        preds = predict_cldyn(CLDyN(vfn, rsc), adapter, bank)
+    else:
+        bank = load_task_bank(task, data, split, image_source(source, vfn_weights), adapter.config, log)
+        preds = predict_bank(adapter, bank, progress=progress)
+    return [it.name for it in bank.items], preds, [it.label for it in bank.items]
 
 
 def evaluate_task(task: str, data: str | Path, split: str = "val", source: str = "vfn",
                   weights: str | Path | None = None, vfn_weights: str | Path | None = None,
                   rsc_weights: str | Path | None = None, log: Callable[[str], None] = print,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False, against: str | None = None, metric: str | None = None,
+                  resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``{"task", "source", "n", "metrics"}`` for the task network (``weights``, default: shipped) on ``source``.
 
     ``source="cldyn"`` fuses each pair with the closed loop (base fusion -> the network's features -> compensated
     fusion) using ``rsc_weights`` (default: shipped) on the VFN ``vfn_weights`` (default: shipped).
+
+    ``against``: a second source (same choices) scored on the same images; the result then also holds
+    ``against_metrics`` and ``comparison``, the :func:`~cldyn.evaluation.bootstrap.paired_bootstrap` of ``metric``
+    (default: the task's :data:`~cldyn.evaluation.bootstrap.COMPARED_METRIC`), source minus ``against``, over
+    ``resamples`` resamples of the images drawn with ``seed``.
     """
+    if resamples < 1:
+        raise CldynError(f"resamples must be at least 1, got {resamples}")
     adapter = load_task_for(task, weights)
-    if source == "cldyn":
-        vfn = load_vfn_or_shipped(vfn_weights)
-        rsc = load_rsc_or_shipped(rsc_weights, vfn)
-        bank = load_task_bank(task, data, split, image_source("pair"), adapter.config, log)
-        metrics = evaluate_cldyn(CLDyN(vfn, rsc), adapter, bank)
-    else:
-        bank = load_task_bank(task, data, split, image_source(source, vfn_weights), adapter.config, log)
-        metrics = evaluate_bank(adapter, bank, progress=progress)
-    return {"task": task, "source": source, "n": len(bank), "metrics": metrics}
+    names, preds, targets = _predictions(adapter, task, data, split, source, vfn_weights, rsc_weights, log, progress)
+    result: dict[str, Any] = {"task": task, "source": source, "n": len(names),
+                              "metrics": adapter.evaluate(preds, targets)}
+    if against is None:
+        return result
+    other_names, other_preds, _ = _predictions(adapter, task, data, split, against, vfn_weights, rsc_weights, log,
+                                               progress)
+    if other_names != names:
+        raise CldynError(f"--against {against}: scores {len(other_names)} images, {source} {len(names)}: "
+                         "the two sources must cover the same pairs")
+    metric = metric or COMPARED_METRIC.get(adapter.task)
+    if metric is None:
+        raise CldynError(f"{task}: no default metric to compare {source} and {against} on; name one")
+    comparison = paired_bootstrap(metric_scorer(adapter, preds, targets, metric),
+                                  metric_scorer(adapter, other_preds, targets, metric), len(names), resamples, seed)
+    return {**result, "against": against, "against_metrics": adapter.evaluate(other_preds, targets),
+            "comparison": {"metric": metric, **comparison}}
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    """One line: the compared metric on both sources, the difference and its bootstrap interval."""
+    c = result["comparison"]
+    return (f"{result['task']} {c['metric']}: {c['a']:.4f} ({result['source']}) vs {c['b']:.4f} ({result['against']}),"
+            f" difference {c['difference']:+.4f}, {100 * c['level']:.0f}% interval [{c['ci'][0]:+.4f}, "
+            f"{c['ci'][1]:+.4f}] over {result['n']} images ({c['resamples']} resamples; not better in "
+            f"{100 * c['p_a_not_better']:.1f}%)")

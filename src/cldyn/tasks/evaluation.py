@@ -51,16 +51,23 @@ def evaluate_bank(adapter: TaskAdapter, bank: TaskBank, progress: bool = False) 
 
 
 @torch.no_grad()
-def evaluate_cldyn(model: CLDyN, adapter: TaskAdapter, bank: TaskBank, limit: int | None = None,
-                   customised: bool = True) -> dict[str, Any]:
-    """Task metrics on images fused by CLDyN customised for ``adapter`` (or plain VFN with ``customised=False``)."""
+def predict_cldyn(model: CLDyN, adapter: TaskAdapter, bank: TaskBank, limit: int | None = None,
+                  customised: bool = True) -> list[Any]:
+    """Predictions of ``adapter`` on the pairs of a ``pair``-source bank fused by CLDyN customised for it (or by the
+    plain VFN with ``customised=False``)."""
     model.eval()
     device = next(model.rsc.parameters()).device
-    preds, targets = [], []
+    preds = []
     for it in bank.items[:limit]:
         x, (h, w) = pad_to_multiple(it.image[None].float().to(device) / 255.0, 32)
         ir, vis = x[:, :1], x[:, 1:]
         fused = model.fuse(ir, vis, adapter if customised else None)
         preds.append(unpad_prediction(adapter.predict(as_rgb(fused))[0], h, w))
-        targets.append(it.label)
-    return adapter.evaluate(preds, targets)
+    return preds
+
+
+def evaluate_cldyn(model: CLDyN, adapter: TaskAdapter, bank: TaskBank, limit: int | None = None,
+                   customised: bool = True) -> dict[str, Any]:
+    """Task metrics on images fused by CLDyN customised for ``adapter`` (or plain VFN with ``customised=False``)."""
+    preds = predict_cldyn(model, adapter, bank, limit, customised)
+    return adapter.evaluate(preds, [it.label for it in bank.items[:limit]])

@@ -181,6 +181,25 @@ def deep_supervision_loss(outputs: Sequence[torch.Tensor], mask: torch.Tensor) -
     return bce + iou_loss(outputs[0], mask)
 
 
+def as_u8_map(t: torch.Tensor) -> np.ndarray:
+    """A saliency map or mask ``(1, H, W)`` or ``(H, W)`` in [0, 1] as the ``(H, W)`` uint8 map that is scored."""
+    return np.rint(t.detach().float().cpu().numpy().reshape(t.shape[-2:]) * 255).astype(np.uint8)
+
+
+def saliency_f_curves(predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> np.ndarray:
+    """Per-image F-beta (beta^2 = 0.3) at the 256 thresholds, ``(N, 256)``, as pysodmetrics computes them: the mean
+    over images is the curve whose maximum is :func:`saliency_metrics`' ``max_f`` (maps and masks as
+    :meth:`SaliencyAdapter.evaluate` takes them)."""
+    from py_sod_metrics import Fmeasure  # loaded only when scoring
+
+    with warnings.catch_warnings():  # deprecated in favour of FmeasureV2, same values
+        warnings.simplefilter("ignore", UserWarning)
+        fm = Fmeasure(beta=0.3)
+    for p, t in zip(predictions, targets, strict=True):
+        fm.step(pred=as_u8_map(p), gt=as_u8_map(t))
+    return np.asarray(fm.changeable_fms, dtype=np.float64).reshape(len(predictions), -1)
+
+
 def saliency_metrics(predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> dict[str, float]:
     """pysodmetrics on uint8 maps (prediction 0..255, mask 0/255), both ``(H, W)``.
 
@@ -294,8 +313,4 @@ class SaliencyAdapter(TaskAdapter):
 
     def evaluate(self, predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> dict[str, float]:
         """Per-image maps ``(1, H, W)`` or ``(H, W)`` in [0, 1] and masks in {0, 1}, scored as 8-bit maps."""
-
-        def u8(t: torch.Tensor) -> np.ndarray:
-            return np.rint(t.detach().float().cpu().numpy().reshape(t.shape[-2:]) * 255).astype(np.uint8)
-
-        return saliency_metrics([u8(p) for p in predictions], [u8(t) for t in targets])
+        return saliency_metrics([as_u8_map(p) for p in predictions], [as_u8_map(t) for t in targets])
