@@ -60,6 +60,22 @@ def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> list[flo
     return [1e3 * _time(fn) for _ in range(repeats)]
 
 
+def paired_time_ms(fn: Callable[[], object], reference: Callable[[], object], repeats: int, warmup: int = 1
+                   ) -> tuple[list[float], list[float]]:
+    """``(fn ms, reference ms)``, ``repeats`` of each, run alternately (reference, fn, reference, fn, ...): a ratio
+    taken per pair sees the same machine state on both sides, so a machine that slows down or speeds up over the
+    run (other processes, frequency scaling) moves both. Measured apart, minutes apart, the VFN alone took 483 to
+    666 ms on the same 2-core machine on one day."""
+    for _ in range(warmup):
+        reference()
+        fn()
+    refs, times = [], []
+    for _ in range(repeats):
+        refs.append(1e3 * _time(reference))
+        times.append(1e3 * _time(fn))
+    return times, refs
+
+
 @dataclass
 class FuseBenchResult:
     """What ``cldyn bench fuse`` reports; the first four keys are the issue's contract."""

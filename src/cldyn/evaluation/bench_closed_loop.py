@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from cldyn.evaluation.bench import peak_rss_mb, time_ms
+from cldyn.evaluation.bench import paired_time_ms, peak_rss_mb, time_ms
 from cldyn.inference.fuse import fuse_tensors, prepare_for_inference
 from cldyn.model.a2si import A2SI
 from cldyn.model.basis_bank import BasisVectorBank
@@ -189,19 +189,23 @@ def _base_then_compensated(model: CLDyN, ir: torch.Tensor, vis: torch.Tensor, fe
 
 
 def bench_customise(vfn: VFN, rsc: RSC, adapters: dict[str, TaskAdapter], ir: torch.Tensor, vis: torch.Tensor,
-                    repeats: int = 3, log: Callable[[str], None] = print) -> dict:
-    """CPU ms (median of ``repeats``) of task-customised fusion of one pair (``ir`` ``(1, 1, H, W)``, ``vis``
-    ``(1, 3, H, W)``) against plain VFN fusion (``vfn_ms``), all in one run: per task, the whole closed loop (``ms``:
-    base fusion, task network, compensated fusion), the same without the task network (``without_task_network_ms``:
-    base and compensated fusion, the task features given) and the compensated pass alone (``compensated_ms``), each
-    also as a ratio to the VFN (``ratio``, ``without_task_network_ratio``, ``compensated_ratio``)."""
+                    repeats: int = 5, log: Callable[[str], None] = print) -> dict:
+    """CPU ms of task-customised fusion of one pair (``ir`` ``(1, 1, H, W)``, ``vis`` ``(1, 3, H, W)``) against
+    plain VFN fusion, all in one run: per task, the whole closed loop (``ms``: base fusion, task network, compensated
+    fusion), the same without the task network (``without_task_network_ms``: base and compensated fusion, the task
+    features given) and the compensated pass alone (``compensated_ms``), each with its ratio to the VFN (``ratio``,
+    ``without_task_network_ratio``, ``compensated_ratio``).
+
+    Each of them runs ``repeats`` times alternately with the VFN (:func:`~cldyn.evaluation.bench.paired_time_ms`);
+    ms are medians, a ratio is the median of the per-pair ratios, and ``vfn_ms`` is the median of all the VFN's runs
+    (``vfn_ms_range``: their least and most)."""
     vfn = prepare_for_inference(vfn, torch.device("cpu"))
     model = CLDyN(vfn, rsc).eval().requires_grad_(False)
     ir, vis = ir.contiguous(memory_format=torch.channels_last), vis.contiguous(memory_format=torch.channels_last)
     res: dict = {"size": list(ir.shape[-2:]), "threads": torch.get_num_threads(), "repeats": repeats, "tasks": {}}
+    vfn_runs: list[float] = []
     with torch.inference_mode():
-        base_ms = statistics.median(time_ms(lambda: fuse_tensors(vfn, ir, vis), repeats, 1))
-        res["vfn_ms"] = round(base_ms, 1)
+        plain = lambda: fuse_tensors(vfn, ir, vis)  # noqa: E731
         base, reach = model.base_and_reach(ir, vis)  # the same for every task; the compensated pass reuses reach
         for t, a in adapters.items():
             feats = model.features_of_base(base, a)
@@ -210,11 +214,18 @@ def bench_customise(vfn: VFN, rsc: RSC, adapters: dict[str, TaskAdapter], ir: to
                      "compensated_": lambda f=feats, r=reach: model(ir, vis, f, base_reach=r)}
             r: dict[str, float] = {}
             for key, fn in timed.items():
-                ms = statistics.median(time_ms(fn, repeats, 1))
-                r[f"{key}ms"], r[f"{key}ratio"] = round(ms, 1), round(ms / base_ms, 3)
+                times, refs = paired_time_ms(fn, plain, repeats)
+                vfn_runs += refs
+                ratio = statistics.median(x / y for x, y in zip(times, refs, strict=True))
+                r[f"{key}ms"], r[f"{key}ratio"] = round(statistics.median(times), 1), round(ratio, 3)
             res["tasks"][t] = r
             log(f"{t}: {r['ms']:.0f} ms ({r['ratio']:.2f}x VFN); without the task network "
                 f"{r['without_task_network_ms']:.0f} ms ({r['without_task_network_ratio']:.2f}x); compensated pass "
                 f"alone {r['compensated_ms']:.0f} ms ({r['compensated_ratio']:.2f}x)")
-    log(f"VFN: {base_ms:.0f} ms per {ir.shape[-1]}x{ir.shape[-2]} pair ({torch.get_num_threads()} threads)")
+        if not vfn_runs:  # no task: the VFN alone
+            vfn_runs = time_ms(plain, repeats, 1)
+    base_ms = statistics.median(vfn_runs)
+    res["vfn_ms"], res["vfn_ms_range"] = round(base_ms, 1), [round(min(vfn_runs), 1), round(max(vfn_runs), 1)]
+    log(f"VFN: {base_ms:.0f} ms per {ir.shape[-1]}x{ir.shape[-2]} pair ({torch.get_num_threads()} threads; "
+        f"{min(vfn_runs):.0f}-{max(vfn_runs):.0f} ms over its {len(vfn_runs)} runs)")
     return res
