@@ -1,0 +1,129 @@
+"""How much can any customisation of the fused image give a task network, at a given change budget? A labelled oracle.
+
+For each pair of a split and each task network, the VFN's fused luminance is moved against the gradient of the
+task's loss *with the pair's own labels* (which no customisation has at inference), scaled so that the mean |change|
+is ``budget`` 8-bit grey levels (in ``--steps`` equal steps, the gradient recomputed at each), and saved with the
+visible colour put back, one folder per task and budget. Scoring those folders with ``cldyn eval-task`` (each task
+network on each task's oracle, ``--against`` for the paired bootstrap) and ``cldyn evaluate`` (fusion quality against
+the VFN) bounds what a customisation of that size can do: first-order, label-aware, per image. An RSC sees only the
+task network's features, so it can do no better than this at the same budget, to first order.
+
+    python scripts/oracle_customisation.py --data ../shared/data/msrs --split val --budgets 0 1 --out runs/oracle
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cldyn.data.io import write_image
+from cldyn.data.task_bank import load_task_bank
+from cldyn.inference.sources import image_source
+from cldyn.model.color import with_colour_of
+from cldyn.model.rsc import CLDyN
+from cldyn.runtime import progress_bar
+from cldyn.tasks import load_task_for
+from cldyn.training.rsc import task_input
+from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
+
+
+def labels_of(task: str, label: torch.Tensor):
+    """One full image's label as the adapter's loss takes a batch of one."""
+    if task == "segmentation":
+        return label[None].long()
+    if task == "saliency":
+        return label[None, None].float()
+    return [label]
+
+
+def pseudo_labels(task: str, adapter, vis: torch.Tensor, y: torch.Tensor, min_score: float = 0.3):
+    """The network's own predictions on the base fusion, as labels (what a label-free customisation could use):
+    argmax classes, the saliency map above 0.5, or the detections scoring at least ``min_score``."""
+    pred = adapter.predict(task_input(vis, y))
+    if task == "segmentation":
+        return pred.long()
+    if task == "saliency":
+        return (pred > 0.5).float()
+    h, w = y.shape[-2:]
+    d = pred[0]
+    keep = d["scores"] >= min_score
+    b, c = d["boxes"][keep].float(), d["labels"][keep].float()
+    boxes = torch.stack((c, (b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h, (b[:, 2] - b[:, 0]) / w,
+                         (b[:, 3] - b[:, 1]) / h), 1)
+    return [boxes]
+
+
+def sparsify(grad: torch.Tensor, keep: float) -> torch.Tensor:
+    """``grad`` with all but its ``keep`` share of largest-magnitude pixels set to zero (per image)."""
+    if keep >= 1:
+        return grad
+    flat = grad.abs().flatten(1)
+    k = max(1, int(round(keep * flat.shape[1])))
+    threshold = flat.topk(k, dim=1).values[:, -1:]
+    return grad * (grad.abs().flatten(1) >= threshold).view_as(grad)
+
+
+def loss_gradient(adapter, vis: torch.Tensor, y: torch.Tensor, target) -> torch.Tensor:
+    """The gradient of the task loss with respect to the fused luminance ``y``."""
+    y = y.detach().requires_grad_(True)
+    return torch.autograd.grad(adapter.loss(task_input(vis, y), target), y)[0]
+
+
+def step_against(y: torch.Tensor, grad: torch.Tensor, budget: float) -> torch.Tensor:
+    """``y`` moved against ``grad``, mean |change| ``budget`` grey levels (before clamping to [0, 1])."""
+    return (y - budget / 255.0 / grad.abs().mean().clamp_min(1e-12) * grad).clamp(0, 1).detach()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--tasks", default="detection,segmentation,saliency")
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0.0, 1.0], help="mean |change|, 8-bit grey levels")
+    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--keep", type=float, default=1.0, help="change only this share of the pixels (largest |gradient|)")
+    ap.add_argument("--pseudo", action="store_true", help="the network's own predictions on the base fusion as labels")
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--threads", type=int)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    vfn = load_vfn_or_shipped(None)
+    model = CLDyN(vfn, load_rsc_or_shipped(None, vfn)).eval()
+    out = Path(args.out)
+    record = {"budgets": args.budgets, "steps": args.steps, "keep": args.keep, "pseudo": args.pseudo, "tasks": {}}
+    for task in args.tasks.split(","):
+        adapter = load_task_for(task).freeze()
+        bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, print)
+        changes = {b: [] for b in args.budgets}
+        for it in progress_bar(bank.items[:args.limit], desc=task, unit="pair"):
+            x = it.image[None].float() / 255.0
+            ir, vis = x[:, :1], x[:, 1:]
+            with torch.no_grad():
+                base_y = model.base_luma_and_reach(ir, vis)[0]
+            with torch.no_grad():
+                target = pseudo_labels(task, adapter, vis, base_y) if args.pseudo else labels_of(task, it.label)
+            first = sparsify(loss_gradient(adapter, vis, base_y, target), args.keep)  # the same for every budget
+            for b in args.budgets:
+                y = base_y
+                for k in range(args.steps if b else 0):
+                    grad = first if k == 0 else sparsify(loss_gradient(adapter, vis, y, target), args.keep)
+                    y = step_against(y, grad, b / args.steps)
+                changes[b].append(float((y - base_y).abs().mean()) * 255)
+                rgb = with_colour_of(vis, y)[0].permute(1, 2, 0).numpy()
+                folder = out / f"b{b:g}" / task
+                folder.mkdir(parents=True, exist_ok=True)
+                write_image(folder / f"{it.name}.png", rgb)
+        record["tasks"][task] = {f"b{b:g}": {"mean_abs_change": float(np.mean(c)), "pairs": len(c)}
+                                 for b, c in changes.items()}
+        print(task, json.dumps(record["tasks"][task]))
+    (out / "oracle.json").write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
