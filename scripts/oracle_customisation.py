@@ -73,9 +73,16 @@ def loss_gradient(adapter, vis: torch.Tensor, y: torch.Tensor, target) -> torch.
     return torch.autograd.grad(adapter.loss(task_input(vis, y), target), y)[0]
 
 
-def step_against(y: torch.Tensor, grad: torch.Tensor, budget: float) -> torch.Tensor:
-    """``y`` moved against ``grad``, mean |change| ``budget`` grey levels (before clamping to [0, 1])."""
-    return (y - budget / 255.0 / grad.abs().mean().clamp_min(1e-12) * grad).clamp(0, 1).detach()
+def step_against(y: torch.Tensor, grad: torch.Tensor, budget: float, sign: bool = False) -> torch.Tensor:
+    """``y`` moved against ``grad``, mean |change| ``budget`` grey levels (before clamping to [0, 1]): in proportion
+    to the gradient, or (``sign``) by ``budget`` at every pixel with a gradient, against its sign (the L-infinity
+    steepest step; a proportional step puts tens of levels on the few pixels where the gradient peaks)."""
+    if sign:
+        step = grad.sign()
+        step = step / step.abs().mean().clamp_min(1e-12)  # mean |change| = budget even where the gradient is zero
+    else:
+        step = grad / grad.abs().mean().clamp_min(1e-12)
+    return (y - budget / 255.0 * step).clamp(0, 1).detach()
 
 
 def main() -> None:
@@ -86,6 +93,7 @@ def main() -> None:
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.0, 1.0], help="mean |change|, 8-bit grey levels")
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--keep", type=float, default=1.0, help="change only this share of the pixels (largest |gradient|)")
+    ap.add_argument("--sign", action="store_true", help="the same change at every pixel, against the gradient's sign")
     ap.add_argument("--pseudo", action="store_true", help="the network's own predictions on the base fusion as labels")
     ap.add_argument("--limit", type=int)
     ap.add_argument("--out", required=True)
@@ -96,7 +104,8 @@ def main() -> None:
     vfn = load_vfn_or_shipped(None)
     model = CLDyN(vfn, load_rsc_or_shipped(None, vfn)).eval()
     out = Path(args.out)
-    record = {"budgets": args.budgets, "steps": args.steps, "keep": args.keep, "pseudo": args.pseudo, "tasks": {}}
+    record = {"budgets": args.budgets, "steps": args.steps, "keep": args.keep, "sign": args.sign,
+              "pseudo": args.pseudo, "tasks": {}}
     for task in args.tasks.split(","):
         adapter = load_task_for(task).freeze()
         bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, print)
@@ -113,7 +122,7 @@ def main() -> None:
                 y = base_y
                 for k in range(args.steps if b else 0):
                     grad = first if k == 0 else sparsify(loss_gradient(adapter, vis, y, target), args.keep)
-                    y = step_against(y, grad, b / args.steps)
+                    y = step_against(y, grad, b / args.steps, args.sign)
                 changes[b].append(float((y - base_y).abs().mean()) * 255)
                 rgb = with_colour_of(vis, y)[0].permute(1, 2, 0).numpy()
                 folder = out / f"b{b:g}" / task

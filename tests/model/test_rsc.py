@@ -123,3 +123,27 @@ def test_base_luma_is_the_vfn_luminance_before_the_colour_is_put_back():
         assert (rgb_to_luma(base) - y).abs().max() > 1e-3  # why the luminance is given itself: the clip moves it
         gray = torch.rand(2, 1, 16, 20)
         assert torch.equal(loop.base_luma_and_reach(ir, gray)[0], loop.base_and_reach(ir, gray)[0])
+
+
+def test_the_no_closed_loop_ablation_reads_zeros_whatever_the_task_features():
+    torch.manual_seed(0)
+    closed, ablation = RSC(RSCConfig()), RSC(RSCConfig(closed_loop=False))
+    ablation.load_state_dict(closed.state_dict())
+    for blk in [*closed.ir_blocks, *closed.vis_blocks, *ablation.ir_blocks, *ablation.vis_blocks]:
+        torch.manual_seed(1)
+        torch.nn.init.normal_(blk.out_conv.weight, std=0.3)  # a trained-looking block, the same in both
+        for last in (blk.task_encoder.film_global[-1], blk.task_encoder.film_spatial[-1]):
+            torch.nn.init.normal_(last.weight, std=0.3)
+    vfn = VFN()
+    ir, vis = torch.rand(1, 1, 16, 16), torch.rand(1, 3, 16, 16)
+    a, b = torch.randn(1, 8, 4, 4), 3 * torch.randn(1, 8, 4, 4)
+    with torch.no_grad():
+        with_closed = [CLDyN(vfn, closed).eval()(ir, vis, t) for t in (a, b)]
+        with_ablation = [CLDyN(vfn, ablation).eval()(ir, vis, t) for t in (a, b)]
+        zeros = CLDyN(vfn, closed).eval()(ir, vis, torch.zeros_like(a))
+    assert not torch.allclose(*with_closed)  # the task matters to the closed-loop RSC ...
+    assert torch.equal(with_ablation[0], zeros) and torch.equal(with_ablation[1], zeros)  # ... not to the ablation
+    assert RSCConfig.from_dict(RSCConfig(closed_loop=False).to_dict()).closed_loop is False
+    old = RSCConfig().to_dict()
+    del old["closed_loop"]  # weights saved before the switch was recorded
+    assert RSCConfig.from_dict(old).closed_loop is True

@@ -345,3 +345,19 @@ def test_frozen_fingerprint_follows_weights_of_any_dtype(labelled):
     cfg.val_split = "train"
     assert frozen_fingerprint(vfn, adapters, cfg) != frozen_fingerprint(
         vfn, adapters, TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)}))
+
+
+def test_no_closed_loop_from_closed_loop_weights_trains_and_saves_the_ablation(labelled, tmp_path):
+    from cldyn.model.rsc import RSC, RSCConfig
+    from cldyn.weights import save_rsc
+
+    vfn, adapters = _setup()
+    save_rsc(tmp_path / "init.safetensors", RSC(RSCConfig()))
+    cfg = TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / "rsc"),
+                         steps=1, batch_size=2, crop=48, val_every=100, val_limit=1, closed_loop=False,
+                         init=str(tmp_path / "init.safetensors"))
+    train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
+    assert load_rsc(tmp_path / "rsc" / "last.safetensors").cfg.closed_loop is False
+    cfg = TrainRSCConfig(**{**cfg.__dict__, "steps": 2})
+    train_rsc(cfg, resume=True, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)  # resumes
+    assert load_rsc(tmp_path / "rsc" / "last.safetensors").cfg.closed_loop is False

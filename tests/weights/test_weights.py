@@ -86,3 +86,16 @@ def test_training_summary_of_a_record():
     assert W._training_summary({"global_step": 5, "train_config": {"data": {"a": "d/msrs", "b": "d/msrs"}}}) == \
         "5 steps on msrs"
     assert W._training_summary({}) == "no training record"
+
+
+def test_an_rsc_trained_without_the_loop_before_the_config_said_so_loads_as_the_ablation(tmp_path):
+    from cldyn.weights.checkpoint import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "nocl.safetensors"
+    W.save_rsc(path, RSC(RSCConfig()), {"train_config": {"closed_loop": False}})
+    tensors, meta = load_checkpoint(path)
+    del meta["rsc_config"]["closed_loop"]  # as train-rsc wrote it before RSCConfig.closed_loop existed
+    save_checkpoint(path, tensors, meta)
+    assert W.load_rsc(path).cfg.closed_loop is False
+    W.save_rsc(path, RSC(RSCConfig()), {"train_config": {"closed_loop": True}})
+    assert W.load_rsc(path).cfg.closed_loop is True

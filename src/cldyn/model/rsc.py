@@ -22,11 +22,17 @@ from cldyn.model.vfn import VFN, StageHook
 
 @dataclass(frozen=True)
 class RSCConfig:
-    """RSC sizes. ``num_stages`` = VFN ``num_blocks - 1`` (compensation between encoder stages)."""
+    """RSC sizes. ``num_stages`` = VFN ``num_blocks - 1`` (compensation between encoder stages).
+
+    ``closed_loop``: ``False`` for the no-closed-loop ablation (``train-rsc --no-closed-loop``): the RSC reads zeros
+    in place of the task features, in training and at inference alike, so an ablation RSC is evaluated on what it
+    was trained on (given real features, its task pathway would read inputs it never saw).
+    """
 
     num_stages: int = 3
     a2si: A2SIConfig = field(default_factory=A2SIConfig)
     bank: BankConfig = field(default_factory=BankConfig)
+    closed_loop: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -35,7 +41,8 @@ class RSCConfig:
     def from_dict(cls, d: dict) -> RSCConfig:
         # Weights saved before the task encoder was a setting have the upstream pathway.
         a2si = {"task_encoder": "upstream", **d["a2si"]}
-        return cls(num_stages=d["num_stages"], a2si=A2SIConfig(**a2si), bank=BankConfig(**d["bank"]))
+        return cls(num_stages=d["num_stages"], a2si=A2SIConfig(**a2si), bank=BankConfig(**d["bank"]),
+                   closed_loop=d.get("closed_loop", True))
 
 
 def rsc_fit_problem(cfg: RSCConfig, vfn: VFN) -> str | None:
@@ -71,6 +78,8 @@ class RSC(nn.Module):
         """The VFN stage hook that compensates both encoders' features with ``task_features``; ``gumbel``
         (:meth:`gumbel_shape`) fixes the kernel-type noise of a training pass."""
         n = self.cfg.num_stages
+        if not self.cfg.closed_loop:  # the ablation: no task information reaches the blocks
+            task_features = torch.zeros_like(task_features)
         stats = TaskStatistics(task_features)  # computed once, read by every block
 
         def hook(i: int, ir_f: torch.Tensor, vis_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

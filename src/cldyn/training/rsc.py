@@ -22,7 +22,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -255,8 +255,10 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     rsc_cfg = RSCConfig(num_stages=vfn.num_stages - 1,
                         a2si=A2SIConfig(channels=vfn.cfg.width, filter_num=cfg.filter_num, selection=cfg.selection,
                                         task_encoder=cfg.task_encoder),
-                        bank=cfg.bank)
+                        bank=cfg.bank, closed_loop=cfg.closed_loop)
     rsc = load_rsc(cfg.init, vfn=vfn) if cfg.init else RSC(rsc_cfg)
+    if cfg.init:  # the ablation switch is the run's, whatever the starting weights were trained with
+        rsc.cfg = replace(rsc.cfg, closed_loop=cfg.closed_loop)
     if rsc.cfg.to_dict() != rsc_cfg.to_dict():
         raise CldynError(f"{cfg.init}: its RSC configuration differs from the requested one "
                          "(task encoder, selection, filters or bank)")
@@ -284,8 +286,8 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
             write_csv(csv_path, rows)
 
     def check(meta: dict) -> str | None:
-        return None if meta.get("rsc_config") == rsc_cfg.to_dict() else \
-            "RSC configuration differs from the requested one"
+        saved = {"closed_loop": cfg.closed_loop, **(meta.get("rsc_config") or {})}  # runs from before the key existed
+        return None if saved == rsc_cfg.to_dict() else "RSC configuration differs from the requested one"
 
     run = TrainingRun(cfg.out_dir, "train_rsc", "rsc", ctx, "log.csv", write_log)
     meta = run.start(resume, model.rsc, opt, check, log)

@@ -9,6 +9,7 @@ module: the registry below is data that points at them (as in timm).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,8 @@ def load_rsc(path: str | Path, expected_sha256: str | None = None, vfn: VFN | No
         cfg = RSCConfig.from_dict(meta["rsc_config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(path, f"invalid RSC config in metadata ({exc})") from None
+    if "closed_loop" not in meta["rsc_config"] and (meta.get("train_config") or {}).get("closed_loop") is False:
+        cfg = replace(cfg, closed_loop=False)  # trained with --no-closed-loop before the RSC config recorded it
     if vfn is not None and (problem := rsc_fit_problem(cfg, vfn)):
         raise CheckpointError(path, problem)
     rsc = RSC(cfg)
