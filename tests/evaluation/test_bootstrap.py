@@ -102,3 +102,6 @@ def test_eval_task_against_cli(labelled, tmp_path, capsys):
     assert main(["eval-task", "--task", "saliency", "--data", str(labelled), "--source", "visible",
                  "--against", "infrared", "--resamples", "0", "--quiet"]) == 2
     assert "resamples must be at least 1" in capsys.readouterr().err
+    assert main(["eval-task", "--task", "saliency", "--data", str(labelled), "--split", "train", "--source", "visible",
+                 "--against", "infrared", "--metric", "miou", "--quiet"]) == 2
+    assert "no metric 'miou' to compare on (its metrics: mae, max_f" in capsys.readouterr().err

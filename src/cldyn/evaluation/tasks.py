@@ -54,14 +54,17 @@ def evaluate_task(task: str, data: str | Path, split: str = "val", source: str =
                               "metrics": adapter.evaluate(preds, targets)}
     if against is None:
         return result
+    metric = metric or COMPARED_METRIC.get(adapter.task)
+    if metric is None:
+        raise CldynError(f"{task}: no default metric to compare {source} and {against} on; name one")
+    if not isinstance(result["metrics"].get(metric), (int, float)):
+        raise CldynError(f"{task}: no metric {metric!r} to compare on (its metrics: "
+                         f"{', '.join(k for k, v in result['metrics'].items() if isinstance(v, (int, float)))})")
     other_names, other_preds, _ = _predictions(adapter, task, data, split, against, vfn_weights, rsc_weights, log,
                                                progress)
     if other_names != names:
         raise CldynError(f"--against {against}: scores {len(other_names)} images, {source} {len(names)}: "
                          "the two sources must cover the same pairs")
-    metric = metric or COMPARED_METRIC.get(adapter.task)
-    if metric is None:
-        raise CldynError(f"{task}: no default metric to compare {source} and {against} on; name one")
     comparison = paired_bootstrap(metric_scorer(adapter, preds, targets, metric),
                                   metric_scorer(adapter, other_preds, targets, metric), len(names), resamples, seed)
     return {**result, "against": against, "against_metrics": adapter.evaluate(other_preds, targets),
