@@ -9,8 +9,8 @@ ch. 13, percentile interval).
 The metric is recomputed on each resample as a whole (mIoU from the summed confusion matrices, max F over the mean
 per-image F curve, mAP from COCOeval), not averaged per image: that is how the task is scored. Segmentation mIoU and
 saliency max F come from per-image parts computed once, and detection mAP from COCOeval's per-image matching done once
-(:func:`~cldyn.tasks.detection.coco_map_resampler`); any other metric reruns the adapter's ``evaluate`` on the
-resampled predictions.
+(each adapter's :meth:`~cldyn.tasks.base.TaskAdapter.metric_resampler`); any other metric reruns the adapter's
+``evaluate`` on the resampled predictions.
 """
 
 from __future__ import annotations
@@ -26,37 +26,14 @@ COMPARED_METRIC: dict[str, str] = {"detection": "map50_95", "segmentation": "mio
 Scorer = Callable[[np.ndarray], float]
 
 
-def _miou_scorer(predictions: Sequence[Any], targets: Sequence[Any], num_classes: int) -> Scorer:
-    from cldyn.tasks.segmentation import confusion_matrix, segmentation_metrics
-
-    parts = np.stack([confusion_matrix(np.asarray(p).reshape(np.asarray(t).shape[-2:]),
-                                       np.asarray(t).reshape(np.asarray(t).shape[-2:]), num_classes)
-                      for p, t in zip(predictions, targets, strict=True)])  # (N, K, K)
-    return lambda index: segmentation_metrics(parts[index].sum(0))["miou"]
-
-
-def _max_f_scorer(predictions: Sequence[Any], targets: Sequence[Any]) -> Scorer:
-    from cldyn.tasks.saliency import saliency_f_curves
-
-    curves = saliency_f_curves(predictions, targets)  # (N, 256)
-    return lambda index: float(curves[index].mean(0).max())
-
-
 def metric_scorer(adapter, predictions: Sequence[Any], targets: Sequence[Any], metric: str) -> Scorer:
     """``score(index) -> float``: ``metric`` of the task network ``adapter`` on the predictions and targets at the
-    integer positions ``index`` (repeats allowed)."""
-    from cldyn.tasks.detection import DetectionAdapter, coco_map_resampler
-    from cldyn.tasks.detection_fcos import LiteDetectionAdapter
-    from cldyn.tasks.saliency import SaliencyAdapter
-    from cldyn.tasks.segmentation import SegmentationAdapter
-
-    # The built-in adapters' metrics from per-image parts; any other adapter through its own evaluate.
-    if isinstance(adapter, SegmentationAdapter) and metric == "miou":
-        return _miou_scorer(predictions, targets, adapter.config["num_labels"])
-    if isinstance(adapter, SaliencyAdapter) and metric == "max_f":
-        return _max_f_scorer(predictions, targets)
-    if isinstance(adapter, (DetectionAdapter, LiteDetectionAdapter)) and metric == "map50_95":
-        return coco_map_resampler(predictions, targets, adapter.config["class_names"])
+    integer positions ``index`` (repeats allowed): the adapter's own
+    :meth:`~cldyn.tasks.base.TaskAdapter.metric_resampler` where it has one, else its ``evaluate`` on the resampled
+    lists."""
+    fast = adapter.metric_resampler(predictions, targets, metric)
+    if fast is not None:
+        return fast
 
     def score(index: np.ndarray) -> float:
         value = adapter.evaluate([predictions[i] for i in index], [targets[i] for i in index])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -89,6 +89,13 @@ class TaskAdapter(ABC):
     @abstractmethod
     def evaluate(self, predictions: Sequence[Any], targets: Sequence[Any]) -> dict[str, float]:
         """Dataset-level metrics from per-image predictions and targets."""
+
+    def metric_resampler(self, predictions: Sequence[Any], targets: Sequence[Any],
+                         metric: str) -> Callable[[Any], float] | None:
+        """For bootstrapping: ``score(index) -> float``, ``metric`` of :meth:`evaluate` on the predictions and targets
+        at the integer positions ``index`` (repeats allowed), from per-image parts computed once; ``None`` (the
+        default) when there is no faster way than :meth:`evaluate` on the resampled lists."""
+        return None
 
     def loss(self, image: torch.Tensor, targets: Any) -> torch.Tensor:
         """Task loss for RGB in [0, 1]; the gradient reaches ``image``."""

@@ -201,6 +201,11 @@ class DetectionAdapter(TaskAdapter):
     def evaluate(self, predictions: Sequence[dict[str, Any]], targets: Sequence[torch.Tensor]) -> dict[str, Any]:
         return coco_map(predictions, targets, self.config["class_names"])
 
+    def metric_resampler(self, predictions: Sequence[dict[str, Any]], targets: Sequence[torch.Tensor],
+                         metric: str) -> Callable[[np.ndarray], float] | None:
+        """``map50_95`` from one COCOeval matching, pooled again for each resample (:func:`coco_map_resampler`)."""
+        return coco_map_resampler(predictions, targets, self.config["class_names"]) if metric == "map50_95" else None
+
 
 def boxes_to_numpy(pred: dict[str, Any]) -> np.ndarray:
     """``(N, 6)`` array ``x1 y1 x2 y2 score label`` of one image's predictions."""

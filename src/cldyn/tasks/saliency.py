@@ -20,7 +20,7 @@ Metrics come from ``pysodmetrics``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -314,3 +314,11 @@ class SaliencyAdapter(TaskAdapter):
     def evaluate(self, predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> dict[str, float]:
         """Per-image maps ``(1, H, W)`` or ``(H, W)`` in [0, 1] and masks in {0, 1}, scored as 8-bit maps."""
         return saliency_metrics([as_u8_map(p) for p in predictions], [as_u8_map(t) for t in targets])
+
+    def metric_resampler(self, predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
+                         metric: str) -> Callable[[np.ndarray], float] | None:
+        """``max_f`` from the per-image F curves, averaged over each resample."""
+        if metric != "max_f":
+            return None
+        curves = saliency_f_curves(predictions, targets)  # (N, 256)
+        return lambda index: float(curves[index].mean(0).max())

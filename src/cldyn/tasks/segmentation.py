@@ -4,7 +4,7 @@ from ImageNet weights (``cldyn convert-pretrained efficientnet_lite0``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -215,3 +215,13 @@ class SegmentationAdapter(TaskAdapter):
             p_np, t_np = p.cpu().numpy().reshape(t.shape[-2:]), t.cpu().numpy().reshape(t.shape[-2:])
             conf += confusion_matrix(p_np, t_np, k)
         return {**segmentation_metrics(conf, self.config.get("class_names")), "n": len(predictions)}
+
+    def metric_resampler(self, predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
+                         metric: str) -> Callable[[np.ndarray], float] | None:
+        """``miou`` from per-image confusion matrices, summed over each resample."""
+        if metric != "miou":
+            return None
+        k = self.config["num_labels"]
+        parts = np.stack([confusion_matrix(p.cpu().numpy().reshape(t.shape[-2:]), t.cpu().numpy().reshape(t.shape[-2:]),
+                                           k) for p, t in zip(predictions, targets, strict=True)])  # (N, K, K)
+        return lambda index: segmentation_metrics(parts[index].sum(0))["miou"]
