@@ -161,7 +161,7 @@ def base_pass(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.T
 
 
 def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any,
-                       penalty: float, closed_loop: bool = True, gumbel: torch.Tensor | None = None,
+                       penalty: float, gumbel: torch.Tensor | None = None,
                        fusion_weight: float = 0.0, base: BasePass | None = None, change_weight: float = 0.0,
                        other_features: torch.Tensor | None = None, specificity_weight: float = 0.0,
                        specificity_margin: float = 0.02) -> tuple[torch.Tensor, dict[str, float]]:
@@ -171,9 +171,8 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
     (another task network's features of the same base image, same Gumbel noise), and its parts for logging
     (``gumbel``: see :meth:`cldyn.model.rsc.RSC.gumbel_shape`; ``base``: this batch's :func:`base_pass`, when already
     computed)."""
+    # An RSC built with closed_loop=False (the ablation) replaces the task features by zeros itself.
     feats, base_loss, reach, base_y = base if base is not None else base_pass(model, adapter, ir, vis, targets)
-    if not closed_loop:
-        feats = torch.zeros_like(feats)
     vis_y = luma_of(vis)
     comp_y = model.compensated_luma(ir, vis_y, feats, gumbel, base_reach=reach)
     loss = adapter.loss(task_input(vis, comp_y), targets)
@@ -341,7 +340,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                     if cfg.cache_batches:
                         other_cache[(task, stream, other)] = other_feats
             total, parts = closed_loop_losses(model, adapters[task], x[:, :1], x[:, 1:], y, cfg.penalty,
-                                              cfg.closed_loop, gumbel, cfg.fusion_weight, base, cfg.change_weight,
+                                              gumbel, cfg.fusion_weight, base, cfg.change_weight,
                                               other_feats, cfg.specificity_weight, cfg.specificity_margin)
             g = torch.autograd.grad(total, params, allow_unused=True)
             flat = ctx.average_(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
