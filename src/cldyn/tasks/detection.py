@@ -126,7 +126,23 @@ def coco_map_resampler(predictions: Sequence[dict[str, Any]], targets: Sequence[
     return score
 
 
-class DetectionAdapter(TaskAdapter):
+class CocoScored:
+    """The scoring of a detection adapter whose predictions and targets are :func:`coco_map`'s (class names in
+    ``config["class_names"]``): :meth:`~cldyn.tasks.base.TaskAdapter.evaluate` and
+    :meth:`~cldyn.tasks.base.TaskAdapter.metric_resampler`. Listed before ``TaskAdapter`` in the bases."""
+
+    config: dict[str, Any]
+
+    def evaluate(self, predictions: Sequence[dict[str, Any]], targets: Sequence[torch.Tensor]) -> dict[str, Any]:
+        return coco_map(predictions, targets, self.config["class_names"])
+
+    def metric_resampler(self, predictions: Sequence[dict[str, Any]], targets: Sequence[torch.Tensor],
+                         metric: str) -> Callable[[np.ndarray], float] | None:
+        """``map50_95`` from one COCOeval matching, pooled again for each resample (:func:`coco_map_resampler`)."""
+        return coco_map_resampler(predictions, targets, self.config["class_names"]) if metric == "map50_95" else None
+
+
+class DetectionAdapter(CocoScored, TaskAdapter):
     """Ultralytics YOLO adapter.
 
     Targets: a list of ``(N, 5)`` tensors ``class cx cy w h`` normalised to the image. Predictions: per image
@@ -198,13 +214,6 @@ class DetectionAdapter(TaskAdapter):
         return [{"boxes": d[:, :4].cpu(), "scores": d[:, 4].cpu(), "labels": d[:, 5].long().cpu(), "size": (h, w)}
                 for d in dets]
 
-    def evaluate(self, predictions: Sequence[dict[str, Any]], targets: Sequence[torch.Tensor]) -> dict[str, Any]:
-        return coco_map(predictions, targets, self.config["class_names"])
-
-    def metric_resampler(self, predictions: Sequence[dict[str, Any]], targets: Sequence[torch.Tensor],
-                         metric: str) -> Callable[[np.ndarray], float] | None:
-        """``map50_95`` from one COCOeval matching, pooled again for each resample (:func:`coco_map_resampler`)."""
-        return coco_map_resampler(predictions, targets, self.config["class_names"]) if metric == "map50_95" else None
 
 
 def boxes_to_numpy(pred: dict[str, Any]) -> np.ndarray:

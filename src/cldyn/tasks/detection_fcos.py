@@ -14,7 +14,7 @@ closed loop's gradient reaches every input pixel. mAP comes from pycocotools' CO
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -27,7 +27,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from cldyn.tasks.base import TaskAdapter
-from cldyn.tasks.detection import MSRS_DET_CLASSES, coco_map, coco_map_resampler
+from cldyn.tasks.detection import MSRS_DET_CLASSES, CocoScored
 from cldyn.tasks.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLite
 from cldyn.tasks.pretrained import load_lite_backbone
 
@@ -75,7 +75,7 @@ def targets_to_torchvision(targets: Sequence[torch.Tensor], size: tuple[int, int
     return out
 
 
-class LiteDetectionAdapter(TaskAdapter):
+class LiteDetectionAdapter(CocoScored, TaskAdapter):
     """A torchvision one-stage detector on Lite0 + FPN (no optional extra); subclasses build the detector.
 
     Targets: a list of ``(N, 5)`` tensors ``class cx cy w h`` normalised to the image. Predictions: per image
@@ -137,14 +137,6 @@ class LiteDetectionAdapter(TaskAdapter):
         dets = self.model.postprocess_detections(split_head, split_anchors, sizes)
         return [{"boxes": d["boxes"].cpu(), "scores": d["scores"].cpu(), "labels": d["labels"].cpu(), "size": s}
                 for d, s in zip(dets, sizes, strict=True)]
-
-    def evaluate(self, predictions: Sequence[dict[str, Any]], targets: Sequence[torch.Tensor]) -> dict[str, Any]:
-        return coco_map(predictions, targets, self.config["class_names"])
-
-    def metric_resampler(self, predictions: Sequence[dict[str, Any]], targets: Sequence[torch.Tensor],
-                         metric: str) -> Callable[[Any], float] | None:
-        """``map50_95`` from one COCOeval matching, pooled again for each resample (:func:`coco_map_resampler`)."""
-        return coco_map_resampler(predictions, targets, self.config["class_names"]) if metric == "map50_95" else None
 
 
 class FCOSDetectionAdapter(LiteDetectionAdapter):

@@ -209,19 +209,20 @@ class SegmentationAdapter(TaskAdapter):
         return logits.argmax(dim=1)
 
     def evaluate(self, predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> dict[str, Any]:
-        k = self.config["num_labels"]
-        conf = np.zeros((k, k), dtype=np.int64)
-        for p, t in zip(predictions, targets, strict=True):
-            p_np, t_np = p.cpu().numpy().reshape(t.shape[-2:]), t.cpu().numpy().reshape(t.shape[-2:])
-            conf += confusion_matrix(p_np, t_np, k)
+        conf = self._confusions(predictions, targets).sum(0)
         return {**segmentation_metrics(conf, self.config.get("class_names")), "n": len(predictions)}
+
+    def _confusions(self, predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> np.ndarray:
+        """Per-image confusion matrices ``(N, K, K)``."""
+        k = self.config["num_labels"]
+        return np.array([confusion_matrix(p.cpu().numpy().reshape(t.shape[-2:]), t.cpu().numpy().reshape(t.shape[-2:]),
+                                          k) for p, t in zip(predictions, targets, strict=True)],
+                        dtype=np.int64).reshape(-1, k, k)  # (0, K, K) for no images, as the sum of none
 
     def metric_resampler(self, predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor],
                          metric: str) -> Callable[[np.ndarray], float] | None:
         """``miou`` from per-image confusion matrices, summed over each resample."""
         if metric != "miou":
             return None
-        k = self.config["num_labels"]
-        parts = np.stack([confusion_matrix(p.cpu().numpy().reshape(t.shape[-2:]), t.cpu().numpy().reshape(t.shape[-2:]),
-                                           k) for p, t in zip(predictions, targets, strict=True)])  # (N, K, K)
+        parts = self._confusions(predictions, targets)
         return lambda index: segmentation_metrics(parts[index].sum(0))["miou"]
