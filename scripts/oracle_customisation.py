@@ -85,6 +85,25 @@ def step_against(y: torch.Tensor, grad: torch.Tensor, budget: float, sign: bool 
     return (y - budget / 255.0 * step).clamp(0, 1).detach()
 
 
+def tone_basis(y: torch.Tensor, knots: int) -> torch.Tensor:
+    """Hat functions of the luminance: ``(B, K, H, W)``, ``K = knots`` evenly spaced over [0, 1], summing to 1 at every
+    pixel. A change ``sum_k c_k * basis_k`` is a tone curve, the same for every pixel of one grey level: it moves the
+    fused image's histogram without spreading it, which MI (a function of the joint histogram) cannot see as long as
+    the curve stays monotone."""
+    centres = torch.linspace(0, 1, knots, dtype=y.dtype, device=y.device).view(1, -1, 1, 1)
+    return (1 - (y - centres).abs() * (knots - 1)).clamp_min(0)
+
+
+def tone_step(y: torch.Tensor, coefficients: torch.Tensor, knots: int) -> torch.Tensor:
+    """``y`` plus the tone curve with hat ``coefficients`` ``(B, K)`` (in [0, 1] units), clamped to [0, 1]."""
+    return (y + (tone_basis(y, knots) * coefficients[..., None, None]).sum(1, keepdim=True)).clamp(0, 1).detach()
+
+
+def tone_gradient(grad: torch.Tensor, y: torch.Tensor, knots: int) -> torch.Tensor:
+    """The loss gradient with respect to the tone-curve coefficients at zero: ``(B, K)``."""
+    return (grad * tone_basis(y, knots)).sum((-2, -1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
@@ -95,6 +114,12 @@ def main() -> None:
     ap.add_argument("--keep", type=float, default=1.0, help="change only this share of the pixels (largest |gradient|)")
     ap.add_argument("--sign", action="store_true", help="the same change at every pixel, against the gradient's sign")
     ap.add_argument("--pseudo", action="store_true", help="the network's own predictions on the base fusion as labels")
+    ap.add_argument("--tone", type=int, default=0, metavar="K",
+                    help="a tone curve instead of a per-pixel change: K hat coefficients, each moved by the budget "
+                         "against the sign of its gradient (monotone while 2 * budget / 255 < 1 / (K - 1))")
+    ap.add_argument("--tone-fit", metavar="SPLIT",
+                    help="with --tone: one curve per task, from the gradient summed over SPLIT's pairs (labels of "
+                         "SPLIT, none of --split's): what a customisation that knows only the task can do")
     ap.add_argument("--limit", type=int)
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int)
@@ -105,11 +130,22 @@ def main() -> None:
     model = CLDyN(vfn, load_rsc_or_shipped(None, vfn)).eval()
     out = Path(args.out)
     record = {"budgets": args.budgets, "steps": args.steps, "keep": args.keep, "sign": args.sign,
-              "pseudo": args.pseudo, "tasks": {}}
+              "pseudo": args.pseudo, "tone": args.tone, "tone_fit": args.tone_fit, "tasks": {}}
     for task in args.tasks.split(","):
         adapter = load_task_for(task).freeze()
         bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, print)
         changes = {b: [] for b in args.budgets}
+        fitted = None
+        if args.tone and args.tone_fit:
+            fit_bank = load_task_bank(task, args.data, args.tone_fit, image_source("pair"), adapter.config, print)
+            fitted = torch.zeros(1, args.tone)
+            for it in progress_bar(fit_bank.items[:args.limit], desc=f"{task} fit", unit="pair"):
+                x = it.image[None].float() / 255.0
+                with torch.no_grad():
+                    base_y = model.base_luma_and_reach(x[:, :1], x[:, 1:])[0]
+                fitted += tone_gradient(loss_gradient(adapter, x[:, 1:], base_y, labels_of(task, it.label)),
+                                        base_y, args.tone)
+            record.setdefault("tone_gradient", {})[task] = fitted[0].tolist()
         for it in progress_bar(bank.items[:args.limit], desc=task, unit="pair"):
             x = it.image[None].float() / 255.0
             ir, vis = x[:, :1], x[:, 1:]
@@ -117,10 +153,16 @@ def main() -> None:
                 base_y = model.base_luma_and_reach(ir, vis)[0]
             with torch.no_grad():
                 target = pseudo_labels(task, adapter, vis, base_y) if args.pseudo else labels_of(task, it.label)
-            first = sparsify(loss_gradient(adapter, vis, base_y, target), args.keep)  # the same for every budget
+            # the same for every budget (none for a fitted curve)
+            first = None if fitted is not None else sparsify(loss_gradient(adapter, vis, base_y, target), args.keep)
             for b in args.budgets:
                 y = base_y
                 for k in range(args.steps if b else 0):
+                    if args.tone:
+                        g = fitted if fitted is not None else tone_gradient(
+                            first if k == 0 else loss_gradient(adapter, vis, y, target), y, args.tone)
+                        y = tone_step(y, -b / args.steps / 255.0 * g.sign(), args.tone)
+                        continue
                     grad = first if k == 0 else sparsify(loss_gradient(adapter, vis, y, target), args.keep)
                     y = step_against(y, grad, b / args.steps, args.sign)
                 changes[b].append(float((y - base_y).abs().mean()) * 255)

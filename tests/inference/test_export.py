@@ -46,13 +46,19 @@ def test_fuse_with_onnxruntime_backend_matches_torch(tmp_path, pairs_dir):
     assert main(["fuse", str(pairs_dir), "-o", str(tmp_path / "x"), "--backend", "onnxruntime"]) == 2
 
 
-def _live_rsc(vfn: VFN, seed: int = 0):
+def _live_rsc(vfn: VFN, seed: int = 0, tone: int = 0):
     """An RSC whose output convs (and task FiLMs) are non-zero, so that compensation changes the fused image and
-    depends on where the task responds."""
-    from cldyn.model.rsc import CLDyN
+    depends on where the task responds; ``tone``: with a tone head of that many knots, also non-zero."""
+    from dataclasses import replace
+
+    from cldyn.model.rsc import RSC, CLDyN
+    from cldyn.model.tone import ToneConfig
 
     torch.manual_seed(seed)
     rsc = CLDyN(vfn).rsc
+    if tone:
+        rsc = RSC(replace(rsc.cfg, tone=ToneConfig(knots=tone)))
+        torch.nn.init.normal_(rsc.tone.net[-1].weight, std=1.0)
     for block in [*rsc.ir_blocks, *rsc.vis_blocks]:
         torch.nn.init.normal_(block.out_conv.weight, std=0.2)
         for last in (block.task_encoder.film_global[-1], block.task_encoder.film_spatial[-1]):
@@ -70,8 +76,9 @@ def _reach_vfn() -> VFN:
     return with_reach_head(maxskip, VFN())
 
 
-@pytest.mark.parametrize(("config", "reach"), [({}, False), ({"arch": "lite0-fpn"}, False), ({}, True)])
-def test_customised_fusion_onnx_matches_pytorch(tmp_path, config, reach):  # Lite0: its size-dependent padding too
+@pytest.mark.parametrize(("config", "reach", "tone"), [({}, False, 0), ({"arch": "lite0-fpn"}, False, 0),
+                                                       ({}, True, 0), ({}, False, 8)])
+def test_customised_fusion_onnx_matches_pytorch(tmp_path, config, reach, tone):  # Lite0: its size-dependent padding too
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev/onnx extras")
     from cldyn.inference.export import export_cldyn_onnx
     from cldyn.model.color import rgb_to_luma
@@ -80,7 +87,7 @@ def test_customised_fusion_onnx_matches_pytorch(tmp_path, config, reach):  # Lit
     from cldyn.tasks import create_task
 
     vfn = _reach_vfn() if reach else VFN().eval()
-    rsc = _live_rsc(vfn)
+    rsc = _live_rsc(vfn, tone=tone)
     task = create_task("saliency", config).freeze()
     path = export_cldyn_onnx(vfn, rsc, task, tmp_path / "cldyn.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -91,7 +98,7 @@ def test_customised_fusion_onnx_matches_pytorch(tmp_path, config, reach):  # Lit
         y = rgb_to_luma(vis)
         with torch.no_grad():  # luminance before recolouring (which clamps)
             feats = task.features(pad_to_multiple(model.base(ir, vis), 32)[0])
-            ref = vfn(ir, y, stage_hook=rsc.stage_hook(feats)).numpy()
+            ref = model.compensated_luma(ir, y, feats).numpy()
             plain = vfn(ir, y).numpy()
         assert out.shape == (b, 1, h, w)
         assert np.abs(out - ref).max() < 1e-4

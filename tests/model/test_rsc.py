@@ -147,3 +147,33 @@ def test_the_no_closed_loop_ablation_reads_zeros_whatever_the_task_features():
     old = RSCConfig().to_dict()
     del old["closed_loop"]  # weights saved before the switch was recorded
     assert RSCConfig.from_dict(old).closed_loop is True
+
+
+def test_a_tone_head_starts_as_the_identity_follows_the_task_and_not_in_the_ablation():
+    from cldyn.model.color import rgb_to_luma
+    from cldyn.model.tone import ToneConfig
+
+    torch.manual_seed(0)
+    vfn = VFN()
+    closed = RSC(RSCConfig(tone=ToneConfig(knots=8)))
+    ablation = RSC(RSCConfig(tone=ToneConfig(knots=8), closed_loop=False))
+    ablation.load_state_dict(closed.state_dict())
+    ir, vis = torch.rand(1, 1, 16, 16), torch.rand(1, 3, 16, 16)
+    a, b = torch.randn(1, 8, 4, 4), 3 * torch.randn(1, 8, 4, 4) + 1
+    with torch.no_grad():
+        assert torch.equal(CLDyN(vfn, closed).eval()(ir, vis, a), CLDyN(vfn).eval().base(ir, vis))  # identity
+        for head in (closed.tone, ablation.tone):
+            torch.manual_seed(2)
+            torch.nn.init.normal_(head.net[-1].weight, std=1.0)
+        with_closed = [CLDyN(vfn, closed).eval()(ir, vis, t) for t in (a, b)]
+        with_ablation = [CLDyN(vfn, ablation).eval()(ir, vis, t) for t in (a, b)]
+        y = rgb_to_luma(vis)
+        untoned = CLDyN(vfn, closed).untoned_luma(ir, y, a)
+        assert torch.equal(CLDyN(vfn, closed).compensated_luma(ir, y, a), closed.tone(a, untoned))
+    assert not torch.allclose(*with_closed)  # the curve follows the task network's features ...
+    assert torch.equal(*with_ablation)  # ... except in the ablation, which reads zeros
+    cfg = RSCConfig.from_dict(closed.cfg.to_dict())
+    assert cfg == closed.cfg and cfg.tone.knots == 8
+    old = RSCConfig().to_dict()
+    del old["tone"]  # weights saved before the tone head existed
+    assert RSCConfig.from_dict(old).tone.knots == 0 and RSC(RSCConfig.from_dict(old)).tone is None

@@ -361,3 +361,44 @@ def test_no_closed_loop_from_closed_loop_weights_trains_and_saves_the_ablation(l
     cfg = TrainRSCConfig(**{**cfg.__dict__, "steps": 2})
     train_rsc(cfg, resume=True, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)  # resumes
     assert load_rsc(tmp_path / "rsc" / "last.safetensors").cfg.closed_loop is False
+
+
+def test_tone_only_training_moves_the_tone_head_alone_and_caches_the_frozen_compensation(labelled, tmp_path,
+                                                                                         monkeypatch):
+    import cldyn.model.rsc as rsc_model
+    from cldyn.data.io import read_csv
+    from cldyn.model.rsc import RSC, RSCConfig
+    from cldyn.weights import save_rsc
+
+    vfn, adapters = _setup()
+    torch.manual_seed(4)
+    start = RSC(RSCConfig(num_stages=vfn.num_stages - 1))
+    with torch.no_grad():  # trained-looking blocks: a non-zero compensation that must stay as it is
+        start.ir_blocks[0].out_conv.weight.normal_(0, 0.1)
+    save_rsc(tmp_path / "start.safetensors", start)
+    calls = []
+    real = rsc_model.CLDyN.untoned_luma
+    monkeypatch.setattr(rsc_model.CLDyN, "untoned_luma", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+                         "segmentation": str(labelled)}, out_dir=str(tmp_path / "rsc"), steps=4, batch_size=2,
+                         crop=48, val_every=100, val_limit=1, tone_knots=8, trainable="tone", cache_batches=1,
+                         init=str(tmp_path / "start.safetensors"))
+    train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
+    trained = load_rsc(tmp_path / "rsc" / "last.safetensors")
+    assert trained.cfg.tone.knots == 8 and trained.tone is not None
+    before, after = start.state_dict(), trained.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # blocks, bank and BatchNorm statistics untouched
+    assert trained.tone.net[-1].weight.abs().max() > 0  # the head left its zero start
+    assert trained.tone.net[0].weight.grad is None
+    # one batch per task cycled 4 times: the frozen compensation computed once per task by the training steps, plus
+    # once per task by the validation at the last step (one val image each)
+    assert len(calls) == 2 + 2
+    rows = read_csv(tmp_path / "rsc" / "log.csv")
+    assert all(0 < float(r["saliency_tone_grad_share"]) <= 1.0 + 1e-6 for r in rows[1:])
+
+
+def test_tone_only_training_needs_a_tone_head():
+    with pytest.raises(ValueError, match="needs a tone head"):
+        TrainRSCConfig(trainable="tone")
+    with pytest.raises(ValueError, match="trainable"):
+        TrainRSCConfig(trainable="bank")

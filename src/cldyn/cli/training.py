@@ -52,6 +52,7 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
         aggregate=args.aggregate, penalty=0.0 if args.no_penalty else args.penalty,
         closed_loop=not args.no_closed_loop, selection=args.selection, task_encoder=args.task_encoder,
         fusion_weight=args.fusion_weight, change_weight=args.change_weight, init=args.init,
+        tone_knots=args.tone_knots, tone_max_levels=args.tone_max_levels, trainable=args.trainable,
         specificity_weight=args.specificity_weight, specificity_margin=args.specificity_margin,
         cache_batches=args.cache_batches, seed=args.seed,
         checkpoint_every=args.checkpoint_every, val_every=args.val_every, val_limit=args.val_limit,
@@ -184,6 +185,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and step; 0: off)")
     s.add_argument("--specificity-margin", type=float, default=r.specificity_margin,
                    help="the specificity hinge's margin, relative to the base loss")
+    s.add_argument("--tone-knots", type=int, default=r.tone_knots,
+                   help="add a tone head: a monotone tone curve of the compensated luminance with this many knots, "
+                        "chosen from the task features (0: none, the paper's RSC; with --init weights without one, "
+                        "a fresh head is added)")
+    s.add_argument("--tone-max-levels", type=float, default=r.tone_max_levels,
+                   help="the tone head's largest move of one knot, 8-bit grey levels")
+    s.add_argument("--trainable", choices=("all", "tone"), default=r.trainable,
+                   help="all: the RSC and bank train; tone: the tone head alone (the rest frozen as loaded)")
     s.add_argument("--init", help="RSC weights to start from (fresh optimiser, step 0; default: a fresh RSC)")
     s.add_argument("--cache-batches", type=int, default=r.cache_batches,
                    help="cycle each task's stream through its first N batches, computing their base fusion's task "

@@ -66,7 +66,7 @@ class _CustomisedFusion(nn.Module):
         h, w = base.shape[-2:]
         # Replicate padding to multiples of 32 for the task network, as CLDyN.fuse; traced, so sizes stay dynamic.
         feats = self.task.features(F.pad(base, (0, (32 - w % 32) % 32, 0, (32 - h % 32) % 32), mode="replicate"))
-        return self.cldyn.vfn(ir, vis_y, stage_hook=self.cldyn.rsc.stage_hook(feats), base_reach=reach)
+        return self.cldyn.compensated_luma(ir, vis_y, feats, base_reach=reach)
 
 
 def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, example_size: tuple[int, int] = (96, 128)

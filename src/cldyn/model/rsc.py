@@ -16,7 +16,8 @@ from cldyn.model.a2si import A2SI, A2SIConfig
 from cldyn.model.basis_bank import BankConfig, BasisVectorBank
 from cldyn.model.color import luma_of, with_colour_of
 from cldyn.model.ops import as_rgb, pad_to_multiple
-from cldyn.model.task_encoder import TaskStatistics
+from cldyn.model.task_encoder import TaskStatistics, as_statistics
+from cldyn.model.tone import ToneConfig, ToneHead
 from cldyn.model.vfn import VFN, StageHook
 
 
@@ -27,12 +28,16 @@ class RSCConfig:
     ``closed_loop``: ``False`` for the no-closed-loop ablation (``train-rsc --no-closed-loop``): the RSC reads zeros
     in place of the task features, in training and at inference alike, so an ablation RSC is evaluated on what it
     was trained on (given real features, its task pathway would read inputs it never saw).
+
+    ``tone``: the tone head (:mod:`cldyn.model.tone`) after the VFN's decoder; ``knots = 0`` (default): none, the
+    paper's RSC.
     """
 
     num_stages: int = 3
     a2si: A2SIConfig = field(default_factory=A2SIConfig)
     bank: BankConfig = field(default_factory=BankConfig)
     closed_loop: bool = True
+    tone: ToneConfig = field(default_factory=ToneConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,7 +47,7 @@ class RSCConfig:
         # Weights saved before the task encoder was a setting have the upstream pathway.
         a2si = {"task_encoder": "upstream", **d["a2si"]}
         return cls(num_stages=d["num_stages"], a2si=A2SIConfig(**a2si), bank=BankConfig(**d["bank"]),
-                   closed_loop=d.get("closed_loop", True))
+                   closed_loop=d.get("closed_loop", True), tone=ToneConfig(**d.get("tone", {})))
 
 
 def rsc_fit_problem(cfg: RSCConfig, vfn: VFN) -> str | None:
@@ -63,6 +68,7 @@ class RSC(nn.Module):
         self.bank = BasisVectorBank(cfg.bank)
         self.ir_blocks = nn.ModuleList(A2SI(cfg.a2si, cfg.bank) for _ in range(cfg.num_stages))
         self.vis_blocks = nn.ModuleList(A2SI(cfg.a2si, cfg.bank) for _ in range(cfg.num_stages))
+        self.tone = ToneHead(cfg.tone) if cfg.tone.knots else None
 
     def task_pathway_parameters(self) -> list[nn.Parameter]:
         """The parameters that read the task features (every block's task encoder), e.g. to keep them out of
@@ -74,13 +80,19 @@ class RSC(nn.Module):
         are the infrared stack's, then the visible stack's."""
         return (2 * self.cfg.num_stages, batch, self.cfg.a2si.filter_num, self.cfg.bank.set_num)
 
-    def stage_hook(self, task_features: torch.Tensor, gumbel: torch.Tensor | None = None) -> StageHook:
+    def statistics(self, task_features: torch.Tensor | TaskStatistics) -> TaskStatistics:
+        """The task features as every block of one pass reads them (statistics computed once); zeros for the
+        no-closed-loop ablation, so no task information reaches the blocks or the tone head."""
+        if not self.cfg.closed_loop:
+            return TaskStatistics(torch.zeros_like(as_statistics(task_features).features))
+        return as_statistics(task_features)
+
+    def stage_hook(self, task_features: torch.Tensor | TaskStatistics, gumbel: torch.Tensor | None = None
+                   ) -> StageHook:
         """The VFN stage hook that compensates both encoders' features with ``task_features``; ``gumbel``
         (:meth:`gumbel_shape`) fixes the kernel-type noise of a training pass."""
         n = self.cfg.num_stages
-        if not self.cfg.closed_loop:  # the ablation: no task information reaches the blocks
-            task_features = torch.zeros_like(task_features)
-        stats = TaskStatistics(task_features)  # computed once, read by every block
+        stats = self.statistics(task_features)
 
         def hook(i: int, ir_f: torch.Tensor, vis_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             w = self.bank.weight
@@ -88,6 +100,10 @@ class RSC(nn.Module):
             return self.ir_blocks[i](w, stats, ir_f, g_ir), self.vis_blocks[i](w, stats, vis_f, g_vis)
 
         return hook
+
+    def tone_curve(self, task_features: torch.Tensor | TaskStatistics, y: torch.Tensor) -> torch.Tensor:
+        """The compensated luminance ``y`` ``(B, 1, H, W)`` through the tone head (unchanged without one)."""
+        return y if self.tone is None else self.tone(self.statistics(task_features), y)
 
 
 class CLDyN(nn.Module):
@@ -112,20 +128,22 @@ class CLDyN(nn.Module):
         self.vfn.eval()  # the VFN is frozen: its BatchNorm statistics never change
         return self
 
-    def _fuse(self, ir: torch.Tensor, vis: torch.Tensor, hook: StageHook | None,
-              base_reach: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.vfn(ir, luma_of(vis), stage_hook=hook, base_reach=base_reach)
-        return with_colour_of(vis, y)
-
     def compensated_luma(self, ir: torch.Tensor, vis_y: torch.Tensor, task_features: torch.Tensor,
                          gumbel: torch.Tensor | None = None, base_reach: torch.Tensor | None = None) -> torch.Tensor:
         """The compensated fusion of ``ir`` and the visible luminance ``vis_y`` (both ``(B, 1, H, W)``);
-        ``base_reach``: see :meth:`base_and_reach`."""
+        ``base_reach``: see :meth:`base_and_reach`. The encoders are compensated by the A2SI blocks, then the
+        decoded luminance goes through the RSC's tone head, if it has one."""
+        stats = self.rsc.statistics(task_features)
+        return self.rsc.tone_curve(stats, self.untoned_luma(ir, vis_y, stats, gumbel, base_reach))
+
+    def untoned_luma(self, ir: torch.Tensor, vis_y: torch.Tensor, task_features: torch.Tensor | TaskStatistics,
+                     gumbel: torch.Tensor | None = None, base_reach: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`compensated_luma` before the tone head: the A2SI blocks' compensation alone."""
         return self.vfn(ir, vis_y, stage_hook=self.rsc.stage_hook(task_features, gumbel), base_reach=base_reach)
 
     def base(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """Plain VFN fusion (the closed loop's first pass)."""
-        return self._fuse(ir, vis, None)
+        return with_colour_of(vis, self.vfn(ir, luma_of(vis)))
 
     def base_and_reach(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`base` and, for a VFN with a reach head, the base pass's reach image (``None`` otherwise): passed
@@ -140,7 +158,7 @@ class CLDyN(nn.Module):
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, task_features: torch.Tensor,
                 gumbel: torch.Tensor | None = None, base_reach: torch.Tensor | None = None) -> torch.Tensor:
-        return self._fuse(ir, vis, self.rsc.stage_hook(task_features, gumbel), base_reach)
+        return with_colour_of(vis, self.compensated_luma(ir, luma_of(vis), task_features, gumbel, base_reach))
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor, task=None, multiple: int = 32) -> torch.Tensor:
         """The closed loop at inference: base fusion -> task features -> compensated fusion.

@@ -38,6 +38,7 @@ from cldyn.model.basis_bank import BankConfig
 from cldyn.model.color import luma_of, with_colour_of
 from cldyn.model.ops import as_rgb
 from cldyn.model.rsc import RSC, CLDyN, RSCConfig
+from cldyn.model.tone import ToneConfig
 from cldyn.runtime import progress_bar
 from cldyn.tasks import TaskAdapter, load_task_for
 from cldyn.tasks.evaluation import PRIMARY_METRIC, evaluate_cldyn
@@ -89,6 +90,13 @@ class TrainRSCConfig:
     # own task better than the others' do (the issue's cross-task table). 0: off (the paper's loss).
     specificity_weight: float = 0.0
     specificity_margin: float = 0.02  # the margin, relative to the base loss
+    # knots of the tone head (cldyn.model.tone: a monotone tone curve of the compensated luminance, chosen from the
+    # task features); 0: none (the paper's RSC). tone_max_levels: the largest move of one knot, 8-bit grey levels.
+    tone_knots: int = 0
+    tone_max_levels: float = 8.0
+    # what trains: "all" (the RSC and bank) or "tone" (the tone head alone, the A2SI blocks and bank frozen as
+    # loaded: a step then needs no backward pass through the VFN and the blocks)
+    trainable: str = "all"
     init: str | None = None  # RSC weights to start from (a fresh optimiser at step 0); None: a fresh RSC
     # > 0: each task's stream cycles through its first N batches, whose base-fusion task features and base loss are
     # computed once and kept (the VFN and task networks are frozen: they depend on the crop alone). 0: a fresh crop
@@ -103,6 +111,10 @@ class TrainRSCConfig:
     device: str = "cpu"  # cpu, cuda, cuda:N or auto (under torchrun: each process's own GPU)
 
     def __post_init__(self) -> None:
+        if self.trainable not in ("all", "tone"):
+            raise ValueError(f"trainable must be 'all' or 'tone', got {self.trainable!r}")
+        if self.trainable == "tone" and not self.tone_knots:
+            raise ValueError("trainable='tone' needs a tone head (tone_knots >= 2)")
         if not self.val_limit:  # 0 means all, as for train-vfn (a slice [:0] would validate on nothing)
             self.val_limit = None
 
@@ -164,17 +176,22 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
                        penalty: float, gumbel: torch.Tensor | None = None,
                        fusion_weight: float = 0.0, base: BasePass | None = None, change_weight: float = 0.0,
                        other_features: torch.Tensor | None = None, specificity_weight: float = 0.0,
-                       specificity_margin: float = 0.02) -> tuple[torch.Tensor, dict[str, float]]:
+                       specificity_margin: float = 0.02, untoned: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
     """One task's loss for a batch, reward-penalty plus ``fusion_weight`` times the VFN fusion loss of the
     compensated luminance plus ``change_weight`` times its mean absolute change from the base luminance plus
     ``specificity_weight`` times :func:`specificity_hinge` against the compensation made with ``other_features``
     (another task network's features of the same base image, same Gumbel noise), and its parts for logging
     (``gumbel``: see :meth:`cldyn.model.rsc.RSC.gumbel_shape`; ``base``: this batch's :func:`base_pass`, when already
-    computed)."""
+    computed; ``untoned``: the compensated luminance before the tone head, when only the tone head trains and it
+    was computed already)."""
     # An RSC built with closed_loop=False (the ablation) replaces the task features by zeros itself.
     feats, base_loss, reach, base_y = base if base is not None else base_pass(model, adapter, ir, vis, targets)
     vis_y = luma_of(vis)
-    comp_y = model.compensated_luma(ir, vis_y, feats, gumbel, base_reach=reach)
+    if untoned is None:
+        comp_y = model.compensated_luma(ir, vis_y, feats, gumbel, base_reach=reach)
+    else:
+        comp_y = model.rsc.tone_curve(feats, untoned)
     loss = adapter.loss(task_input(vis, comp_y), targets)
     total = reward_penalty(loss, base_loss, penalty)
     parts = {"loss": loss.item(), "base_loss": base_loss.item(), "penalty": (total - loss).item(),
@@ -195,6 +212,17 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
         parts.update(other_loss=other_loss.item(), specificity=hinge.item(),
                      specific=float(loss + specificity_margin * base_loss < other_loss))
     return total, {**parts, "total": total.item()}
+
+
+def with_fresh_tone_head(rsc: RSC, cfg: RSCConfig) -> RSC:
+    """``rsc``'s weights in an RSC of configuration ``cfg``, which adds a fresh (identity) tone head: to train a
+    tone head on top of trained A2SI blocks."""
+    fresh = RSC(cfg)
+    missing, unexpected = fresh.load_state_dict(rsc.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("tone.") for k in missing):
+        raise CldynError(f"RSC weights do not fit the requested configuration (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    return fresh
 
 
 def pathway_mask(params: list[torch.nn.Parameter], pathway: set[int]) -> torch.Tensor:
@@ -254,10 +282,14 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     rsc_cfg = RSCConfig(num_stages=vfn.num_stages - 1,
                         a2si=A2SIConfig(channels=vfn.cfg.width, filter_num=cfg.filter_num, selection=cfg.selection,
                                         task_encoder=cfg.task_encoder),
-                        bank=cfg.bank, closed_loop=cfg.closed_loop)
+                        bank=cfg.bank, closed_loop=cfg.closed_loop,
+                        tone=ToneConfig(knots=cfg.tone_knots, max_levels=cfg.tone_max_levels))
     rsc = load_rsc(cfg.init, vfn=vfn) if cfg.init else RSC(rsc_cfg)
     if cfg.init:  # the ablation switch is the run's, whatever the starting weights were trained with
         rsc.cfg = replace(rsc.cfg, closed_loop=cfg.closed_loop)
+        untoned = replace(rsc_cfg, tone=ToneConfig()).to_dict()
+        if rsc.tone is None and rsc_cfg.tone.knots and rsc.cfg.to_dict() == untoned:
+            rsc = with_fresh_tone_head(rsc, rsc_cfg)
     if rsc.cfg.to_dict() != rsc_cfg.to_dict():
         raise CldynError(f"{cfg.init}: its RSC configuration differs from the requested one "
                          "(task encoder, selection, filters or bank)")
@@ -273,19 +305,27 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
         for split, banks in ((cfg.train_split, train_banks), (cfg.val_split, val_banks)):
             banks[task] = load_task_bank(task, cfg.data[task], split, source, adapters[task].config, log)
         log(f"{task}: {len(train_banks[task])} train / {len(val_banks[task])} val pairs from {cfg.data[task]}")
+    if cfg.trainable == "tone":
+        model.rsc.requires_grad_(False)
+        model.rsc.tone.requires_grad_(True)
     params = [p for p in model.rsc.parameters() if p.requires_grad]
     pathway = {id(p) for p in model.rsc.task_pathway_parameters()}
-    opt = torch.optim.Adam([{"params": [p for p in params if id(p) not in pathway]},
-                            {"params": [p for p in params if id(p) in pathway], "weight_decay": 0.0}],
+    tone = {id(p) for p in model.rsc.tone.parameters()} if model.rsc.tone is not None else set()
+    # Neither the task pathway nor the tone head is decayed: a part that starts at zero or learns slowly would be
+    # erased by weight decay before it learns (what happened to the upstream pathway's embeddings).
+    opt = torch.optim.Adam([{"params": [p for p in params if id(p) not in pathway | tone]},
+                            {"params": [p for p in params if id(p) in pathway | tone], "weight_decay": 0.0}],
                            lr=cfg.lr, weight_decay=cfg.weight_decay)
     in_pathway = pathway_mask(params, pathway).to(device)
+    in_tone = pathway_mask(params, tone).to(device) if tone else None
 
     def write_log(csv_path: Path, rows: list[dict]) -> None:
         if rows:
             write_csv(csv_path, rows)
 
     def check(meta: dict) -> str | None:
-        saved = {"closed_loop": cfg.closed_loop, **(meta.get("rsc_config") or {})}  # runs from before the key existed
+        # runs from before the keys existed
+        saved = {"closed_loop": cfg.closed_loop, "tone": asdict(ToneConfig()), **(meta.get("rsc_config") or {})}
         return None if saved == rsc_cfg.to_dict() else "RSC configuration differs from the requested one"
 
     run = TrainingRun(cfg.out_dir, "train_rsc", "rsc", ctx, "log.csv", write_log)
@@ -305,12 +345,16 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                                                 "train_config": cfg.to_dict(), "vfn_val": vfn_val})
 
     cache: dict[tuple[str, int], BasePass] = {}  # (task, batch) -> base_pass
+    untoned_cache: dict[tuple[str, int], torch.Tensor] = {}  # (task, batch) -> the frozen blocks' compensation
     other_cache: dict[tuple[str, int, int], torch.Tensor] = {}  # (task, batch, other task) -> its features
     bar = progress_bar(total=cfg.steps, initial=step, disable=not progress, desc="train-rsc", unit="step")
     t0 = time.perf_counter()
     while step < cfg.steps:
         torch.manual_seed(int(seeded_generator(cfg.seed, 7, step).initial_seed()))  # Gumbel noise per step
         model.train()
+        if cfg.trainable == "tone":  # the frozen blocks run as at inference (running BatchNorm, no Gumbel noise)
+            model.rsc.eval()
+            model.rsc.tone.train()
         grads, row = [], {"step": step + 1}
         for k, task in enumerate(cfg.tasks):
             bank = train_banks[task]
@@ -339,9 +383,17 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                     other_feats = features_of_base_luma(adapters[cfg.tasks[other]], x[:, 1:], base[3])
                     if cfg.cache_batches:
                         other_cache[(task, stream, other)] = other_feats
+            untoned = None
+            if cfg.trainable == "tone":  # the frozen blocks' output depends on the crop alone, as the base pass
+                untoned = untoned_cache.get((task, stream))
+                if untoned is None:
+                    with torch.no_grad():
+                        untoned = model.untoned_luma(x[:, :1], luma_of(x[:, 1:]), base[0], base_reach=base[2])
+                    if cfg.cache_batches:
+                        untoned_cache[(task, stream)] = untoned
             total, parts = closed_loop_losses(model, adapters[task], x[:, :1], x[:, 1:], y, cfg.penalty,
                                               gumbel, cfg.fusion_weight, base, cfg.change_weight,
-                                              other_feats, cfg.specificity_weight, cfg.specificity_margin)
+                                              other_feats, cfg.specificity_weight, cfg.specificity_margin, untoned)
             g = torch.autograd.grad(total, params, allow_unused=True)
             flat = ctx.average_(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
                                            for gi, p in zip(g, params, strict=True)]))
@@ -351,6 +403,8 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
             pathway_norm = flat[in_pathway].norm()
             parts["pathway_grad_norm"] = float(pathway_norm)
             parts["pathway_grad_share"] = float(pathway_norm / flat.norm().clamp_min(1e-12))
+            if in_tone is not None:
+                parts["tone_grad_share"] = float(flat[in_tone].norm() / flat.norm().clamp_min(1e-12))
             row.update({f"{task}_{key}": round(v, 6) for key, v in parts.items()})
         direction = combine(torch.stack(grads), cfg.aggregate, cfg.cagrad_c, seeded_generator(cfg.seed, 9, step))
         offset = 0
