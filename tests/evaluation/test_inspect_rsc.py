@@ -73,3 +73,30 @@ def test_cli_reads_the_training_log(labelled, tmp_path):
                  "--quiet"]) == 0
     result = json.loads(out.read_text())
     assert result["task_encoder"] == "upstream" and result["pathway_grad_share"] == {"saliency": 0.5}
+
+
+def test_the_tone_heads_curves_are_reported_per_task():
+    from cldyn.model.color import luma_of
+    from cldyn.model.tone import ToneConfig
+
+    torch.manual_seed(2)
+    pairs = [(torch.rand(1, 1, 40, 48), torch.rand(1, 3, 40, 48)) for _ in range(2)]
+    model = CLDyN(VFN().eval(), RSC(RSCConfig(tone=ToneConfig(knots=4, max_levels=20.0))))
+    fresh = inspect_rsc(model, _adapters(), pairs)
+    assert fresh["tone"]["knots_mean_abs_grey"] == {"saliency": 0.0, "segmentation": 0.0}
+    torch.manual_seed(3)
+    torch.nn.init.normal_(model.rsc.tone.net[-1].weight, std=1.0)
+    live = inspect_rsc(model, _adapters(), pairs[:1])
+    assert live["tone"]["knots_mean_abs_diff_grey"]["saliency-segmentation"] > 0
+    assert "tone head" in format_inspection(live)
+    # independent check: the head's own coefficients on that pair, recomputed outside the forward hook
+    ir, vis = pairs[0]
+    adapter = _adapters()["saliency"]
+    with torch.no_grad():
+        base, reach = model.base_and_reach(ir, vis)
+        feats = model.features_of_base(base, adapter)
+        untoned = model.untoned_luma(ir, luma_of(vis), feats, base_reach=reach)
+        want = model.rsc.tone.coefficients(feats, untoned)[0] * 255
+    got = torch.tensor(live["tone"]["knots_mean_grey"]["saliency"])
+    assert got.abs().max() <= 20.0 and got.abs().max() > 0.1
+    assert torch.allclose(got, want, atol=2e-3)  # rounded to 3 decimals in the report

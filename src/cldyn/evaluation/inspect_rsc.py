@@ -92,6 +92,11 @@ def inspect_rsc(model: CLDyN, adapters: dict[str, TaskAdapter], pairs: Sequence[
         return luma_of(out)[0, 0] * 255
 
     calls, removers = _record_blocks(model)
+    tone = model.rsc.tone
+    tone_calls: list = []
+    curves: dict[str, list[torch.Tensor]] = {t: [] for t in adapters}  # per task: (K,) knot moves per pair
+    if tone is not None:
+        removers.append(tone.register_forward_hook(lambda m, args, out: tone_calls.append(args)).remove)
     try:
         for ir, vis in progress_bar(pairs, disable=not progress, desc="inspect-rsc"):
             base, reach = model.base_and_reach(ir, vis)  # one base pass per pair: the task features, the reference
@@ -100,8 +105,11 @@ def inspect_rsc(model: CLDyN, adapters: dict[str, TaskAdapter], pairs: Sequence[
                 feats = model.features_of_base(base, adapter)
                 signatures[task].append(channel_quantiles(feats)[0])
                 calls.clear()
+                tone_calls.clear()
                 out = model(ir, vis, feats, base_reach=reach)
                 lumas[task].append(luma(out))
+                if tone_calls:
+                    curves[task].append(tone.coefficients(*tone_calls[0])[0] * 255)
                 for i, (bank, task_features, image_features) in ((i, args[:3]) for i, args in calls):
                     sel = blocks[i].select(bank, task_features, image_features)
                     choices[task][i].append(torch.cat((sel.types[0], sel.vector_index[0])))
@@ -128,11 +136,21 @@ def inspect_rsc(model: CLDyN, adapters: dict[str, TaskAdapter], pairs: Sequence[
                                                                                            strict=True)) / len(pairs)
                                       for t in tasks},
     }
+    if tone is not None:  # the tone head's knot moves, grey levels: per task on average, and how far tasks differ
+        knots = {t: torch.stack(c) for t, c in curves.items()}
+        result["tone"] = {
+            "knots_mean_grey": {t: [round(float(v), 3) for v in k.mean(0)] for t, k in knots.items()},
+            "knots_mean_abs_grey": {t: float(k.abs().mean()) for t, k in knots.items()},
+            "knots_mean_abs_diff_grey": {f"{a}-{b}": float((knots[a] - knots[b]).abs().mean())
+                                         for a, b in combinations(tasks, 2)}}
     if log_path is not None:
         rows = read_csv(log_path)
         result["pathway_grad_share"] = {
             t: sum(float(r[f"{t}_pathway_grad_share"]) for r in rows) / len(rows) for t in tasks
             if rows and f"{t}_pathway_grad_share" in rows[0]}
+        result["tone_grad_share"] = {
+            t: sum(float(r[f"{t}_tone_grad_share"]) for r in rows) / len(rows) for t in tasks
+            if rows and f"{t}_tone_grad_share" in rows[0]}
     return result
 
 
@@ -152,6 +170,13 @@ def format_inspection(result: dict[str, Any]) -> str:
     if "customisation_vs_vfn_grey" in result:
         lines.append("each customisation against the VFN, mean |difference| (grey levels): " + ", ".join(
             f"{t} {v:.3f}" for t, v in result["customisation_vs_vfn_grey"].items()))
+    if "tone" in result:
+        lines.append("tone head, mean |knot move| (grey levels): " + ", ".join(
+            f"{t} {v:.3f}" for t, v in result["tone"]["knots_mean_abs_grey"].items()) + "; between tasks: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in result["tone"]["knots_mean_abs_diff_grey"].items()))
+    if result.get("tone_grad_share"):
+        lines.append("gradient share of the tone head in training: " + ", ".join(
+            f"{t} {v:.2%}" for t, v in result["tone_grad_share"].items()))
     if result.get("pathway_grad_share"):
         lines.append("gradient share of the task pathway in training: " + ", ".join(
             f"{t} {v:.2%}" for t, v in result["pathway_grad_share"].items()))
