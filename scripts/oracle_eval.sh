@@ -1,9 +1,9 @@
 #!/bin/bash
 # scripts/oracle_eval.sh FOLDER NAME [THREADS]: each task network on each task's folder (own vs the other two, own vs VFN),
-# paired bootstrap, and fusion quality against the VFN -> docs/training/eval/oracle/
+# paired bootstrap, and fusion quality against the VFN -> $OUT (default docs/training/eval/oracle/)
 set -e
 F=$1; N=$2; T=${3:-1}
-D=../shared/data/msrs; O=docs/training/eval/oracle; mkdir -p $O
+D=../shared/data/msrs; O=${OUT:-docs/training/eval/oracle}; mkdir -p $O
 for t in detection segmentation saliency; do
   cldyn eval-task --task $t --data $D --source $F/$t --against vfn --json $O/${t}_${N}_own_vs_vfn.json --threads $T --quiet 2>&1 | tail -3
   for o in detection segmentation saliency; do
