@@ -27,7 +27,7 @@ from cldyn.model.color import with_colour_of
 from cldyn.model.rsc import CLDyN
 from cldyn.runtime import progress_bar
 from cldyn.tasks import load_task_for
-from cldyn.training.rsc import task_input
+from cldyn.training.closed_loop import task_input
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
 
 

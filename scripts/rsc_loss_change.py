@@ -23,7 +23,7 @@ from cldyn.data.task_bank import load_task_bank
 from cldyn.inference.sources import image_source
 from cldyn.model.rsc import CLDyN
 from cldyn.tasks import load_task_for
-from cldyn.training.rsc import closed_loop_losses
+from cldyn.training.closed_loop import closed_loop_losses
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
 
 

@@ -4,15 +4,8 @@ import torch
 from cldyn.model.rsc import CLDyN
 from cldyn.model.vfn import VFN
 from cldyn.tasks import create_task
-from cldyn.training.rsc import (
-    TrainRSCConfig,
-    _score,
-    closed_loop_losses,
-    features_of_base_luma,
-    reward_penalty,
-    specificity_hinge,
-    train_rsc,
-)
+from cldyn.training.closed_loop import closed_loop_losses, features_of_base_luma, reward_penalty, specificity_hinge
+from cldyn.training.rsc import TrainRSCConfig, _score, train_rsc
 from cldyn.weights import load_rsc
 
 

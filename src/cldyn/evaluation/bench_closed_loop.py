@@ -18,7 +18,7 @@ from cldyn.model.vfn import VFN
 from cldyn.runtime import resolve_device
 from cldyn.tasks import TaskAdapter, create_task, load_task_for
 from cldyn.training.cagrad import combine
-from cldyn.training.rsc import base_pass, closed_loop_losses
+from cldyn.training.closed_loop import base_pass, closed_loop_losses
 
 
 def a2si_without_convolutions(block: A2SI, bank: torch.Tensor, task_features: torch.Tensor,
