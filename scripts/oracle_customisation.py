@@ -25,6 +25,7 @@ from cldyn.data.task_bank import load_task_bank
 from cldyn.inference.sources import image_source
 from cldyn.model.color import with_colour_of
 from cldyn.model.rsc import CLDyN
+from cldyn.model.tone import apply_tone_curve, tone_hats
 from cldyn.runtime import progress_bar
 from cldyn.tasks import load_task_for
 from cldyn.training.closed_loop import task_input
@@ -85,23 +86,9 @@ def step_against(y: torch.Tensor, grad: torch.Tensor, budget: float, sign: bool 
     return (y - budget / 255.0 * step).clamp(0, 1).detach()
 
 
-def tone_basis(y: torch.Tensor, knots: int) -> torch.Tensor:
-    """Hat functions of the luminance: ``(B, K, H, W)``, ``K = knots`` evenly spaced over [0, 1], summing to 1 at every
-    pixel. A change ``sum_k c_k * basis_k`` is a tone curve, the same for every pixel of one grey level: it moves the
-    fused image's histogram without spreading it, which MI (a function of the joint histogram) cannot see as long as
-    the curve stays monotone."""
-    centres = torch.linspace(0, 1, knots, dtype=y.dtype, device=y.device).view(1, -1, 1, 1)
-    return (1 - (y - centres).abs() * (knots - 1)).clamp_min(0)
-
-
-def tone_step(y: torch.Tensor, coefficients: torch.Tensor, knots: int) -> torch.Tensor:
-    """``y`` plus the tone curve with hat ``coefficients`` ``(B, K)`` (in [0, 1] units), clamped to [0, 1]."""
-    return (y + (tone_basis(y, knots) * coefficients[..., None, None]).sum(1, keepdim=True)).clamp(0, 1).detach()
-
-
 def tone_gradient(grad: torch.Tensor, y: torch.Tensor, knots: int) -> torch.Tensor:
     """The loss gradient with respect to the tone-curve coefficients at zero: ``(B, K)``."""
-    return (grad * tone_basis(y, knots)).sum((-2, -1))
+    return (grad.flatten(2) * tone_hats(y, knots)).sum(-1)
 
 
 def main() -> None:
@@ -161,7 +148,7 @@ def main() -> None:
                     if args.tone:
                         g = fitted if fitted is not None else tone_gradient(
                             first if k == 0 else loss_gradient(adapter, vis, y, target), y, args.tone)
-                        y = tone_step(y, -b / args.steps / 255.0 * g.sign(), args.tone)
+                        y = apply_tone_curve(y, -b / args.steps / 255.0 * g.sign()).detach()
                         continue
                     grad = first if k == 0 else sparsify(loss_gradient(adapter, vis, y, target), args.keep)
                     y = step_against(y, grad, b / args.steps, args.sign)

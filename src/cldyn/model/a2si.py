@@ -101,6 +101,11 @@ def adaptive_avg_pool2d_traceable(x: torch.Tensor, size: tuple[int, int]) -> tor
     return pool(pool(x, size[0], x.dim() - 2), size[1], x.dim() - 1)
 
 
+def adaptive_avg_pool2d(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d``, or :func:`adaptive_avg_pool2d_traceable` while traced for ONNX."""
+    return adaptive_avg_pool2d_traceable(x, size) if _exporting() else F.adaptive_avg_pool2d(x, size)
+
+
 def apply_film(y: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """``y * (1 + gamma) + beta`` (``y`` unchanged without a FiLM)."""
     if film is None:
@@ -188,9 +193,7 @@ class A2SI(nn.Module):
         h, w = image_features.shape[-2:]
         if n is None or (h <= n and w <= n):
             return image_features
-        if _exporting():
-            return adaptive_avg_pool2d_traceable(image_features, (min(h, n), min(w, n)))
-        return F.adaptive_avg_pool2d(image_features, (min(h, n), min(w, n)))
+        return adaptive_avg_pool2d(image_features, (min(h, n), min(w, n)))
 
     def select(self, bank: torch.Tensor, task_features: torch.Tensor | TaskStatistics, image_features: torch.Tensor,
                gumbel: torch.Tensor | None = None) -> Selection:

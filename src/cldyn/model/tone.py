@@ -9,8 +9,9 @@ knots moved 3 levels lifts every task's primary metric on MSRS val (docs/trainin
 
 The curve is piecewise linear in the luminance with ``knots`` evenly spaced knots on [0, 1]: ``y + sum_k c_k
 hat_k(y)``, the hats summing to 1. :class:`ToneHead` predicts the ``c_k`` from the task signature
-(:func:`cldyn.model.task_encoder.channel_quantiles`: which network, what it sees) and the image's own luminance
-quantiles, bounded by ``max_levels`` through a tanh, and starts at zero (the identity).
+(:func:`cldyn.model.task_encoder.channel_quantiles`: which network, what it sees), the image's own luminance
+quantiles and histogram, and the histogram weighted by where the task responds, bounded by ``max_levels``
+through a tanh, and starts at zero (the identity).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cldyn.model.a2si import adaptive_avg_pool2d_traceable
+from cldyn.model.a2si import adaptive_avg_pool2d
 from cldyn.model.task_encoder import TaskStatistics, as_statistics
 
 
@@ -85,14 +86,17 @@ def luma_quantiles(y: torch.Tensor, k: int = 16, size: int = 32) -> torch.Tensor
         >>> luma_quantiles(torch.linspace(0, 1, 16).view(1, 1, 4, 4), k=3, size=4)
         tensor([[0.0000, 0.5000, 1.0000]])
     """
-    if size:  # traced for ONNX: a pooling that keeps height and width dynamic
-        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-        pool = adaptive_avg_pool2d_traceable if exporting else F.adaptive_avg_pool2d
-        small = pool(y, (min(size, y.shape[-2]), min(size, y.shape[-1])))
-    else:
-        small = y
+    small = adaptive_avg_pool2d(y, (min(size, y.shape[-2]), min(size, y.shape[-1]))) if size else y
     values = small.flatten(1).sort(-1).values[:, None]  # (B, 1, N)
     return F.interpolate(values, size=k, mode="linear", align_corners=True)[:, 0]
+
+
+def tone_hats(y: torch.Tensor, knots: int) -> torch.Tensor:
+    """The hat functions of :func:`apply_tone_curve` at every pixel of a luminance ``(B, 1, H, W)``: ``(B, K, HW)``,
+    summing to 1 over ``K`` (a change ``sum_k c_k hat_k`` is the curve's move; ``sum_pixels g * hat_k`` is a
+    gradient ``g``'s component along knot ``k``)."""
+    centres = torch.linspace(0, 1, knots, dtype=y.dtype, device=y.device).view(1, -1, 1)
+    return (1 - (y.flatten(2) - centres).abs() * (knots - 1)).clamp_min(0)
 
 
 def tone_histogram(y: torch.Tensor, knots: int, weight: torch.Tensor | None = None, eps: float = 1e-6
@@ -105,8 +109,7 @@ def tone_histogram(y: torch.Tensor, knots: int, weight: torch.Tensor | None = No
         >>> tone_histogram(torch.tensor([0.0, 0.25, 1.0]).view(1, 1, 1, 3), knots=3)  # 0.25: half on each of 0, 0.5
         tensor([[0.5000, 0.1667, 0.3333]])
     """
-    centres = torch.linspace(0, 1, knots, dtype=y.dtype, device=y.device).view(1, -1, 1)
-    hats = (1 - (y.flatten(2) - centres).abs() * (knots - 1)).clamp_min(0)  # (B, K, HW)
+    hats = tone_hats(y, knots)
     if weight is None:
         return hats.mean(-1)
     w = weight.flatten(2)
@@ -114,7 +117,7 @@ def tone_histogram(y: torch.Tensor, knots: int, weight: torch.Tensor | None = No
 
 
 class ToneHead(nn.Module):
-    """Task signature + image luminance quantiles -> a monotone tone curve of the fused luminance.
+    """Task signature + the image's tone + where the task responds -> a monotone tone curve of the fused luminance.
 
     ``forward(task_features, y) -> y'`` with ``y`` ``(B, 1, H, W)``; ``task_features`` the task network's features
     or their :class:`~cldyn.model.task_encoder.TaskStatistics`. The head reads the task signature (which network),
@@ -146,8 +149,7 @@ class ToneHead(nn.Module):
         stats, k = as_statistics(task_features), self.cfg.knots
         y = y.detach()  # the curve's inputs describe the image; the gradient goes through the curve itself
         response = stats.response()[:, :1]  # (B, 1, h, w)
-        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-        pooled = (adaptive_avg_pool2d_traceable if exporting else F.adaptive_avg_pool2d)(y, response.shape[-2:])
+        pooled = adaptive_avg_pool2d(y, response.shape[-2:])
         x = torch.cat((stats.signature(self.cfg.quantiles), luma_quantiles(y, self.cfg.quantiles),
                        tone_histogram(pooled, k), tone_histogram(pooled, k, response.to(y.dtype))), 1)
         return self.cfg.max_levels / 255.0 * torch.tanh(self.net(x.to(y.dtype)))
@@ -158,4 +160,4 @@ class ToneHead(nn.Module):
         return apply_tone_curve(y, self.coefficients(task_features, y))
 
 
-__all__ = ["ToneConfig", "ToneHead", "apply_tone_curve", "luma_quantiles", "tone_histogram"]
+__all__ = ["ToneConfig", "ToneHead", "apply_tone_curve", "luma_quantiles", "tone_hats", "tone_histogram"]
