@@ -86,3 +86,19 @@ def test_tone_histogram_is_the_linear_binning_of_the_grey_levels():
             np.add.at(want, lo + 1, ww * (v - lo))
             np.testing.assert_allclose(got[b].numpy(), want / ww.sum(), atol=1e-6)
     assert torch.equal(tone_histogram(y, 5, torch.zeros_like(y)), torch.zeros(2, 5))  # no response: nothing
+
+
+def test_tone_head_inputs_are_what_it_reads():
+    cfg = ToneConfig(knots=6, quantiles=4)
+    torch.manual_seed(0)
+    head = ToneHead(cfg)
+    torch.nn.init.normal_(head.net[-1].weight)
+    feats, y = torch.rand(2, 8, 4, 5), torch.rand(2, 1, 16, 20)
+    x = head.inputs(feats, y)
+    assert x.shape == (2, 3 * 4 + 2 * 6)
+    # the luminance part: its quantiles, then the hat histograms of the luminance pooled to the features' grid
+    np.testing.assert_allclose(x[:, 8:12].numpy(), luma_quantiles(y, 4).numpy(), atol=1e-6)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(y, (4, 5))
+    np.testing.assert_allclose(x[:, 12:18].numpy(), tone_histogram(pooled, 6).numpy(), atol=1e-6)
+    assert torch.equal(head.coefficients(feats, y), head.coefficients_of_inputs(x))
+    assert head.coefficients(feats, y).abs().max() <= cfg.max_levels / 255.0

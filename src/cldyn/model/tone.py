@@ -144,15 +144,23 @@ class ToneHead(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def coefficients(self, task_features: torch.Tensor | TaskStatistics, y: torch.Tensor) -> torch.Tensor:
-        """The knot moves ``(B, K)`` in [0, 1] units, each within ``± max_levels / 255``."""
+    def inputs(self, task_features: torch.Tensor | TaskStatistics, y: torch.Tensor) -> torch.Tensor:
+        """What the head reads, ``(B, 3 * quantiles + 2 * knots)``: the task signature, the luminance quantiles, the
+        tone histogram and the response-weighted tone histogram (all gradient-free)."""
         stats, k = as_statistics(task_features), self.cfg.knots
         y = y.detach()  # the curve's inputs describe the image; the gradient goes through the curve itself
         response = stats.response()[:, :1]  # (B, 1, h, w)
         pooled = adaptive_avg_pool2d(y, response.shape[-2:])
-        x = torch.cat((stats.signature(self.cfg.quantiles), luma_quantiles(y, self.cfg.quantiles),
-                       tone_histogram(pooled, k), tone_histogram(pooled, k, response.to(y.dtype))), 1)
-        return self.cfg.max_levels / 255.0 * torch.tanh(self.net(x.to(y.dtype)))
+        return torch.cat((stats.signature(self.cfg.quantiles), luma_quantiles(y, self.cfg.quantiles),
+                          tone_histogram(pooled, k), tone_histogram(pooled, k, response.to(y.dtype))), 1).to(y.dtype)
+
+    def coefficients(self, task_features: torch.Tensor | TaskStatistics, y: torch.Tensor) -> torch.Tensor:
+        """The knot moves ``(B, K)`` in [0, 1] units, each within ``± max_levels / 255``."""
+        return self.coefficients_of_inputs(self.inputs(task_features, y))
+
+    def coefficients_of_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The knot moves ``(B, K)`` for the head's :meth:`inputs` ``x``."""
+        return self.cfg.max_levels / 255.0 * torch.tanh(self.net(x))
 
     def forward(self, task_features: torch.Tensor | TaskStatistics, y: torch.Tensor) -> torch.Tensor:
         if y.dim() != 4 or y.shape[1] != 1:
