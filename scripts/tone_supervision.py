@@ -30,18 +30,17 @@ from cldyn.data.task_bank import load_task_bank  # noqa: E402
 from cldyn.inference.sources import image_source  # noqa: E402
 from cldyn.model.color import with_colour_of  # noqa: E402
 from cldyn.model.rsc import CLDyN  # noqa: E402
-from cldyn.model.tone import ToneConfig, ToneHead, apply_tone_curve  # noqa: E402
+from cldyn.model.tone import ToneConfig, ToneHead  # noqa: E402
 from cldyn.runtime import progress_bar  # noqa: E402
 from cldyn.tasks import load_task_for  # noqa: E402
-from cldyn.training.closed_loop import task_input  # noqa: E402
-from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped  # noqa: E402
+from cldyn.training.closed_loop import reward_penalty, task_input  # noqa: E402
+from cldyn.weights import load_vfn_or_shipped  # noqa: E402
 
 TASKS = ("detection", "segmentation", "saliency")
 
 
 def collect(args: argparse.Namespace) -> None:
-    vfn = load_vfn_or_shipped(None)
-    model = CLDyN(vfn, load_rsc_or_shipped(None, vfn)).eval()
+    model = CLDyN(load_vfn_or_shipped(None)).eval()  # only its base (VFN) fusion is used
     head = ToneHead(ToneConfig(knots=args.knots))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,11 +84,6 @@ def first_order(head: ToneHead, x: torch.Tensor, g: torch.Tensor, scale: torch.T
     return ((head.coefficients_of_inputs(x) * 255.0 / head.cfg.max_levels) * g / scale).sum(1)
 
 
-def reward_penalty_first_order(change: torch.Tensor, penalty: float) -> torch.Tensor:
-    """The closed loop's ``L + penalty * max(0, L - L_base)`` per image, to first order (``change = L - L_base``)."""
-    return change + penalty * torch.relu(change)
-
-
 def fit(args: argparse.Namespace) -> None:
     out = Path(args.out)
     x, g, t = load(out, args.fit)
@@ -111,7 +105,8 @@ def fit(args: argparse.Namespace) -> None:
     print("first-order change per (image, task), in units of its gradient's L1 norm: -1 is the labelled sign oracle")
     for epoch in range(args.epochs):
         opt.zero_grad()
-        objective = reward_penalty_first_order(first_order(head, zn, g, scale), args.penalty).mean()
+        # the closed loop's reward-penalty loss to first order: L - L_base is the first-order change, L_base is 0
+        objective = reward_penalty(first_order(head, zn, g, scale), torch.zeros(()), args.penalty).mean()
         objective.backward()
         opt.step()
         if epoch % args.report_every == 0 or epoch == args.epochs - 1:
@@ -135,8 +130,7 @@ def write(args: argparse.Namespace) -> None:
     head = ToneHead(ToneConfig(**d["cfg"]))
     head.load_state_dict(d["state"])
     head.eval()
-    vfn = load_vfn_or_shipped(None)
-    model = CLDyN(vfn, load_rsc_or_shipped(None, vfn)).eval()
+    model = CLDyN(load_vfn_or_shipped(None)).eval()  # only its base (VFN) fusion is used
     record = {}
     for task in args.tasks.split(","):
         adapter = load_task_for(task).freeze()
@@ -150,7 +144,7 @@ def write(args: argparse.Namespace) -> None:
             with torch.no_grad():
                 base_y = model.base_luma_and_reach(ir, vis)[0]
                 feats = adapter.features(task_input(vis, base_y))
-                y = apply_tone_curve(base_y, head.coefficients(feats, base_y))
+                y = head(feats, base_y)
             changes.append(float((y - base_y).abs().mean()) * 255)
             write_image(folder / f"{it.name}.png", with_colour_of(vis, y)[0].permute(1, 2, 0).numpy())
         record[task] = sum(changes) / len(changes)
