@@ -45,6 +45,31 @@ def test_vectorised_matches_loop_reference(selection):
     assert (block.compensate(x, sel) - reference_compensate(block, x, sel)).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_compensation_with_spare_slots_matches_loop(batch, channels_last):
+    # At inference the BatchNorm folds into the kernels and the filter mean is a 1x1 conv per kernel type that
+    # weighs spare slots (a sample with fewer filters of a type than another) 0. Uneven types exercise that, and a
+    # channels-last input (the layout at inference on a CPU) must give the same result and stay channels-last.
+    block, bank = _block()
+    with torch.no_grad():  # a BatchNorm that is not the identity, so that folding it is checked
+        block.post[0].running_mean.uniform_(-0.5, 0.5)
+        block.post[0].running_var.uniform_(0.5, 2.0)
+        block.post[0].weight.uniform_(0.5, 1.5)
+        block.post[0].bias.uniform_(-0.5, 0.5)
+    block.eval()
+    torch.manual_seed(3)
+    x = torch.randn(batch, 8, 17, 13)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    sel = block.select(bank.weight, torch.randn(batch, 16, 6, 5), x)
+    forced = torch.tensor([[0, 1, 1, 3], [1, 1, 1, 3], [2, 2, 0, 0]])[:batch]
+    sel.types, sel.type_weights = forced, F.one_hot(forced, 4).float()
+    out = block.compensate(x, sel)
+    assert (out - reference_compensate(block, x, sel)).abs().max() < 1e-5
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 def test_selection_distinct_within_set_and_matches_loop():
     block, bank = _block()
     block.train()

@@ -59,9 +59,10 @@ def test_semantic_encoder_starts_without_modulation_and_modulates_where_the_task
     t = torch.randn(2, 40, 4, 4)
     type_emb, basis_emb, sig = enc.embed(t)
     assert type_emb.shape == (2, 8) and basis_emb.shape == (2, 128) and sig.shape == (2, 32)
-    gamma, beta = enc.modulation(t, sig, (16, 20))
-    assert gamma.shape == beta.shape == (2, 8, 16, 20)
-    assert gamma.abs().max() == 0 and beta.abs().max() == 0  # identity at initialisation
+    scale, beta = enc.modulation(t, sig, (16, 20))
+    assert scale.shape == beta.shape == (2, 8, 16, 20)
+    # identity at initialisation (the 1 is added before the resize, so up to its rounding)
+    assert (scale - 1).abs().max() < 1e-6 and beta.abs().max() == 0
     torch.nn.init.normal_(enc.film_spatial[-1].weight)
     # A task that responds in one corner only: the spatial FiLM varies over the image, and is the same
     # (bias only) far from the response.
@@ -69,13 +70,17 @@ def test_semantic_encoder_starts_without_modulation_and_modulates_where_the_task
     # 18..21 read task pixels 4 and 5 only, at least 4 away from the response and 2 from the zero-padded border.
     corner = torch.zeros(1, 40, 8, 8)
     corner[0, :, 0, 0] = 1.0
-    gamma, _ = enc.modulation(corner, enc.embed(corner)[2], (32, 32))
+    scale, _ = enc.modulation(corner, enc.embed(corner)[2], (32, 32))
+    gamma = scale - 1
     assert gamma.shape == (1, 8, 32, 32) and gamma[0, :, :6, :6].std() > 0
     assert torch.allclose(gamma[0, :, 18:22, 18:22], gamma[0, :, 19:20, 19:20].expand(-1, 4, 4), atol=1e-6)
     # ... and the same FiLM as convolving the task map first, then resizing (what the encoder does by design)
     low = enc.film_spatial(response_maps(corner)) + enc.film_global(enc.embed(corner)[2])[..., None, None]
     want = torch.nn.functional.interpolate(low, size=(32, 32), mode="bilinear", align_corners=False)[:, :8]
     assert torch.allclose(gamma, want, atol=1e-6)
+    # ... in channels-last memory when asked (the layout of the image features at inference on a CPU)
+    scale_cl, _ = enc.modulation(corner, enc.embed(corner)[2], (32, 32), channels_last=True)
+    assert scale_cl.stride(1) == 1 and torch.equal(scale_cl, scale)  # channels innermost (a slice of the FiLM)
 
 
 def test_upstream_embedding_is_the_public_codes_pathway_run_literally():

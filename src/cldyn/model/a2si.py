@@ -84,6 +84,11 @@ def _exporting() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """Whether ``(B, C, H, W)`` ``x`` is laid out channels-last (and not also plainly contiguous)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def adaptive_avg_pool2d_traceable(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``F.adaptive_avg_pool2d(x, size)`` from running sums, so that a traced graph keeps height and width dynamic
     (ONNX has no adaptive pooling to a size other than 1). Bin ``i`` of ``n`` over ``L`` pixels is
@@ -107,11 +112,11 @@ def adaptive_avg_pool2d(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def apply_film(y: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    """``y * (1 + gamma) + beta`` (``y`` unchanged without a FiLM)."""
+    """``y * scale + shift`` for a FiLM ``(scale, shift)`` = ``(1 + gamma, beta)`` (``y`` unchanged without one)."""
     if film is None:
         return y
-    gamma, beta = film
-    return y * (1 + gamma) + beta
+    scale, shift = film
+    return torch.addcmul(shift, y, scale)
 
 
 def _image_embedding(cin: int, widths: tuple[int, ...], slope: float) -> nn.Sequential:
@@ -130,7 +135,7 @@ def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
 class Selection:
     """What an A2SI block chose for a batch: ``types`` ``(B, F)`` kernel-type indices, ``type_weights``
     ``(B, F, S)`` hard one-hot (with straight-through gradient), ``vector_index`` ``(B, F)`` basis indices within
-    the chosen set, ``vectors`` ``(B, F, D)`` the chosen basis vectors, ``film`` the task's ``(gamma, beta)``
+    the chosen set, ``vectors`` ``(B, F, D)`` the chosen basis vectors, ``film`` the task's FiLM ``(1 + gamma, beta)``
     ``(B, C, H, W)`` (``semantic`` task encoder; ``None`` for ``upstream``), ``task_embedding`` ``(B, E)`` the task
     halves of the two queries, side by side (for diagnostics)."""
 
@@ -214,7 +219,8 @@ class A2SI(nn.Module):
             type_emb, basis_emb = self.type_task(seq), self.basis_task(seq)
         else:
             type_emb, basis_emb, signature = self.task_encoder.embed(stats)
-            film = self.task_encoder.modulation(stats, signature, image_features.shape[-2:])
+            film = self.task_encoder.modulation(stats, signature, image_features.shape[-2:],
+                                                channels_last=_channels_last(image_features))
         q = self.type_query(torch.cat((type_emb, self.type_image(small)), 1)).view(b, f, -1)
         logits = F.normalize(q, dim=-1) @ F.normalize(self.prototypes, dim=-1).t()  # (B, F, S) cosine
         if self.training:
@@ -255,20 +261,22 @@ class A2SI(nn.Module):
 
     # -- compensation ------------------------------------------------------------------------------------------
 
-    def _type_groups(self, image_features: torch.Tensor, sel: Selection,
-                     affine: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """For each kernel type in use: the flat ``(sample * F + filter)`` indices of its filters (sample-major) and
-        their outputs ``(n, C, H, W)``, from one convolution grouped by sample. Each sample's filters of the type are
-        stacked as output channels of one kernel, so a sample's features are read once, not once per filter (on a
-        CPU about 3x faster than a group per filter, at one sample and four filters); a sample with fewer filters of
-        the type than the most in the batch gets zero kernels in the spare slots, whose outputs are dropped. With
-        trainable selection the type weights (1 forward, Gumbel gradient backward) are folded into the kernels: the
-        conv is linear. ``affine``: a per-output-channel ``(scale, shift)`` folded into the kernels and a bias (an
+    def _type_convs(self, image_features: torch.Tensor, sel: Selection,
+                    affine: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """For each kernel type in use: ``(of_type (B, F), slots, y (1, B * slots * C, H, W))``, the outputs of one
+        convolution grouped by sample. Each sample's filters of the type are stacked as output channels of one
+        kernel, so a sample's features are read once, not once per filter (on a CPU about 3x faster than a group per
+        filter, at one sample and four filters); ``slots`` is the most filters of the type in one sample, and a
+        sample with fewer gets zero kernels in its spare slots (the caller drops their outputs). With trainable
+        selection the type weights (1 forward, Gumbel gradient backward) are folded into the kernels: the conv is
+        linear. ``affine``: a per-output-channel ``(scale, shift)`` folded into the kernels and a bias (an
         inference-mode BatchNorm)."""
         b, c, h, w = image_features.shape
-        f = self.cfg.filter_num
         k1, k3 = self.kernels(sel.vectors)  # (B, F, C, C, k, k)
-        x = image_features.reshape(1, b * c, h, w)
+        # One sample: no reshape. Reshaped to its own shape, a channels-last (1, C, H, W) tensor gets a batch stride
+        # of C, which oneDNN no longer takes for channels-last: the convolution copied it to NCHW and ran about 5x
+        # slower (3x3, 8 -> 16 channels at 640x480: 24 ms instead of 4).
+        x = image_features if b == 1 else image_features.reshape(1, b * c, h, w)
         for t, (size, dilation) in enumerate(KERNEL_TYPES):
             of_type = sel.types == t  # (B, F)
             rows, filters = of_type.nonzero(as_tuple=True)  # sample-major, filters ascending
@@ -283,12 +291,33 @@ class A2SI(nn.Module):
             if affine is not None:
                 kernels = kernels * affine[0].view(1, c, 1, 1, 1)
                 bias = affine[1].repeat(b * slots)
-            flat = rows * slots + slot
-            if flat.numel() != b * slots:  # spare slots: zero kernels
-                kernels = kernels.new_zeros(b * slots, c, c, size, size).index_copy(0, flat, kernels)
+            if rows.numel() != b * slots:  # spare slots: zero kernels
+                kernels = kernels.new_zeros(b * slots, c, c, size, size).index_copy(0, rows * slots + slot, kernels)
             y = F.conv2d(x, kernels.reshape(b * slots * c, c, size, size), bias, padding=dilation * (size // 2),
-                         dilation=dilation, groups=b).view(b * slots, c, h, w)
-            yield rows * f + filters, (y if flat.numel() == b * slots else y.index_select(0, flat))
+                         dilation=dilation, groups=b)
+            yield of_type, slots, y
+
+    def _type_groups(self, image_features: torch.Tensor, sel: Selection):
+        """For each kernel type in use: the flat ``(sample * F + filter)`` indices of its filters (sample-major) and
+        their outputs ``(n, C, H, W)`` (:meth:`_type_convs` without the spare slots)."""
+        b, c, h, w = image_features.shape
+        f = self.cfg.filter_num
+        for of_type, slots, y in self._type_convs(image_features, sel):
+            rows, filters = of_type.nonzero(as_tuple=True)
+            y = y.view(b * slots, c, h, w)
+            if rows.numel() != y.shape[0]:
+                y = y.index_select(0, rows * slots + (of_type.cumsum(1) - 1)[rows, filters])
+            yield rows * f + filters, y
+
+    def _slot_mean_kernel(self, of_type: torch.Tensor, slots: int, like: torch.Tensor) -> torch.Tensor:
+        """``(B * C, slots * C, 1, 1)`` kernel that sums each sample's ``slots`` filter outputs of one type, divided by
+        ``filter_num``, with the spare slots (:meth:`_type_convs`) weighted 0. A 1x1 convolution and not a sum over a
+        slot axis: on channels-last outputs that strided reduction (or ``index_add_``) took several times as long as
+        the convolution whose outputs it sums."""
+        c = self.cfg.channels
+        keep = torch.arange(slots, device=like.device) < of_type.sum(1, keepdim=True)  # (B, slots)
+        eye = torch.eye(c, dtype=like.dtype, device=like.device) / self.cfg.filter_num
+        return (keep.to(like.dtype)[:, None, :, None, None] * eye[None, :, None, :, None]).reshape(-1, slots * c, 1, 1)
 
     def _post_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The inference-mode BatchNorm of :attr:`post` as ``(scale, shift)`` per channel."""
@@ -309,7 +338,9 @@ class A2SI(nn.Module):
 
         Same result as running :meth:`dynamic_conv` and then BN, LeakyReLU and the filter mean, with fewer passes
         over the ``(B*F, C, H, W)`` intermediate (the costly part on a CPU): the filters' outputs stay in kernel-type
-        order (BN and LeakyReLU do not care about order) and the filter mean is a scatter-add into each sample.
+        order (BN and LeakyReLU do not care about order) and the filter mean is a scatter-add into each sample in
+        training, and at inference a 1x1 convolution per kernel type (:meth:`_slot_mean_kernel`), which keeps
+        channels-last features channels-last.
         """
         b, c, h, w = image_features.shape
         if self.training:  # BatchNorm over all filter outputs of the batch at once
@@ -317,10 +348,15 @@ class A2SI(nn.Module):
             owners = torch.cat([idx for idx, _ in groups]) // self.cfg.filter_num
             y = self.post(torch.cat([y for _, y in groups]) if len(groups) > 1 else groups[0][1])
             total = y.new_zeros(b, c, h, w).index_add_(0, owners, y)
-        else:  # a fixed affine BatchNorm folds into the kernels: each type's outputs go straight into the sum
-            total = image_features.new_zeros(b, c, h, w)
-            for idx, y in self._type_groups(image_features, sel, self._post_affine()):
-                total.index_add_(0, idx // self.cfg.filter_num, F.leaky_relu(y, self.cfg.negative_slope))
+        else:  # a fixed affine BatchNorm folds into the kernels; the filter mean is a 1x1 conv per type
+            mean = None
+            for of_type, slots, y in self._type_convs(image_features, sel, self._post_affine()):
+                y = F.leaky_relu(y, self.cfg.negative_slope, inplace=True)  # (1, B * slots * C, H, W)
+                part = F.conv2d(y, self._slot_mean_kernel(of_type, slots, y), groups=b)  # (1, B * C, H, W)
+                mean = part if mean is None else mean + part
+            # (1, C, H, W) as it is: viewed as itself, a channels-last tensor can lose the layout (see _type_convs)
+            mean = mean if b == 1 else mean.view(b, c, h, w)
+            return image_features + self.out_conv(apply_film(mean, sel.film))
         return image_features + self.out_conv(apply_film(total / self.cfg.filter_num, sel.film))
 
     def compensate_static(self, image_features: torch.Tensor, sel: Selection) -> torch.Tensor:

@@ -183,15 +183,21 @@ class SemanticTaskEncoder(nn.Module):
         return self.type_head(sig), self.basis_head(sig), sig
 
     def modulation(self, task_features: torch.Tensor | TaskStatistics, signature: torch.Tensor,
-                   size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """FiLM ``(gamma, beta)``, each ``(B, C, H, W)`` at the encoder stage's ``size``: global (from the
-        signature) plus spatial (from the response maps). The spatial convs run at the task features' own
-        resolution and their output is resized bilinearly to ``size``: at a task network's stride of 4 to 8 that is
-        16 to 64 times fewer pixels than convolving at the image's resolution, which cost as much as the dynamic
-        convolutions themselves at 640x480."""
+                   size: tuple[int, int], channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """FiLM ``(1 + gamma, beta)`` (a scale and a shift), each ``(B, C, H, W)`` at the encoder stage's ``size``:
+        global (from the signature) plus spatial (from the response maps). The spatial convs run at the task
+        features' own resolution and their output is resized bilinearly to ``size``: at a task network's stride of 4
+        to 8 that is 16 to 64 times fewer pixels than convolving at the image's resolution, which cost as much as the
+        dynamic convolutions themselves at 640x480. The 1 is added before the resize, where it costs nothing (a
+        bilinear resize keeps constants). ``channels_last``: resize into channels-last memory, the layout of the
+        image features at inference on a CPU (a FiLM in the other layout slows every later element-wise pass)."""
         film = self.film_spatial(as_statistics(task_features).response()) + self.film_global(signature)[..., None, None]
-        gamma, beta = F.interpolate(film, size=size, mode="bilinear", align_corners=False).chunk(2, dim=1)
-        return gamma, beta
+        gamma, beta = film.chunk(2, dim=1)
+        film = torch.cat((1 + gamma, beta), 1)
+        if channels_last:
+            film = film.contiguous(memory_format=torch.channels_last)
+        scale, shift = F.interpolate(film, size=size, mode="bilinear", align_corners=False).chunk(2, dim=1)
+        return scale, shift
 
 
 __all__ = ["TASK_ENCODERS", "SemanticTaskEncoder", "TaskStatistics", "UpstreamTaskEmbedding", "as_statistics",
