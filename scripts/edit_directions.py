@@ -1,0 +1,188 @@
+"""Which global or task-located edits of the fused image would each task want on images it has not seen?
+
+For each pair and task (full images, the VFN's fusion ``y``), the labelled gradient ``g`` of the task loss with
+respect to ``y`` is projected onto a set of candidate edits ``e_k`` of the image (detail at several scales, a shift
+towards the infrared or the visible luminance, contrast, tone bands, and the same edits weighted by where the task
+network responds), each scaled to a mean |change| of one 8-bit grey level. ``d_k = <g, e_k>`` is the first-order change
+of the task loss for that edit at one level. Then, per task, each edit's sign is fitted on one split and scored on
+another:
+
+    python scripts/edit_directions.py collect --data ../shared/data/msrs --split train --out runs/edits
+    python scripts/edit_directions.py collect --data ../shared/data/msrs --split val --out runs/edits
+    python scripts/edit_directions.py score --out runs/edits --fit train --check val --levels 3
+    python scripts/edit_directions.py write --data ../shared/data/msrs --split val --plan runs/edits/plan_train.json \
+        --images runs/edits/val_b3
+
+Units: a (pair, task)'s first-order change divided by ``sum |g| / 255``, the first-order change of the labelled
+per-pixel sign oracle at one level: -1 is that oracle, 0 the VFN. One edit applied to every image of a task with the
+sign fitted on the fit split is what a per-task customisation of that kind could give on unseen images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from oracle_customisation import labels_of  # noqa: E402
+
+from cldyn.data.io import write_image  # noqa: E402
+from cldyn.data.task_bank import load_task_bank  # noqa: E402
+from cldyn.inference.sources import image_source  # noqa: E402
+from cldyn.model.color import luma_of, with_colour_of  # noqa: E402
+from cldyn.model.ops import unsharp  # noqa: E402
+from cldyn.model.rsc import CLDyN  # noqa: E402
+from cldyn.model.task_encoder import response_maps  # noqa: E402
+from cldyn.model.tone import tone_hats  # noqa: E402
+from cldyn.runtime import progress_bar  # noqa: E402
+from cldyn.tasks import load_task_for  # noqa: E402
+from cldyn.training.closed_loop import task_input  # noqa: E402
+from cldyn.weights import load_vfn_or_shipped  # noqa: E402
+
+TASKS = ("detection", "segmentation", "saliency")
+TONE_KNOTS = 8
+
+
+def edits(y: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, response: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Candidate edits of the fused luminance ``y`` ``(1, 1, H, W)``, each scaled to a mean |change| of one level.
+    ``response``: where the task network responds, ``(1, 1, H, W)`` in [0, 1]."""
+    base = {f"detail_s{s}": unsharp(y, 1.0, float(s)) - y for s in (1, 2, 4, 8)}
+    base |= {"to_ir": ir - y, "to_vis": vis_y - y, "ir_hot": torch.relu(ir - y), "contrast": y - y.mean(),
+             "midtones": y * (1 - y), "brighten": torch.ones_like(y)}
+    out = dict(base)
+    for name in ("detail_s1", "detail_s2", "detail_s4", "to_ir", "to_vis", "contrast", "brighten"):
+        out[f"R_{name}"] = response * base[name]
+        out[f"notR_{name}"] = (1 - response) * base[name]
+    hats = tone_hats(y, TONE_KNOTS)  # (1, K, H*W)
+    for k in range(TONE_KNOTS):
+        out[f"tone{k}"] = hats[:, k].view_as(y)
+    return {k: v / (255.0 * v.abs().mean().clamp_min(1e-12)) for k, v in out.items()}
+
+
+def collect(args: argparse.Namespace) -> None:
+    model = CLDyN(load_vfn_or_shipped(None)).eval()  # only its base (VFN) fusion is used
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for task in args.tasks.split(","):
+        adapter = load_task_for(task).freeze()
+        bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, print)
+        rows, oracle, names, keys = [], [], [], None
+        for it in progress_bar(bank.items[:args.limit], desc=f"{args.split} {task}", unit="pair"):
+            x = it.image[None].float() / 255.0
+            ir, vis = x[:, :1], x[:, 1:]
+            with torch.no_grad():
+                base_y = model.base_luma_and_reach(ir, vis)[0]
+            y = base_y.clone().requires_grad_(True)
+            feats, output = adapter.features_and_output(task_input(vis, y))
+            grad = torch.autograd.grad(adapter.loss_from_output(output, labels_of(task, it.label)), y)[0]
+            with torch.no_grad():
+                r = F.interpolate(response_maps(feats.detach())[:, :1], size=y.shape[-2:], mode="bilinear",
+                                  align_corners=False)
+                r = r / r.amax().clamp_min(1e-12)
+                e = edits(base_y, ir, luma_of(vis), r)
+            keys = keys or list(e)
+            rows.append(torch.stack([(grad * e[k]).sum() for k in keys]))
+            oracle.append(float(grad.abs().sum()) / 255.0)
+            names.append(it.name)
+        torch.save({"d": torch.stack(rows), "oracle": torch.tensor(oracle), "edits": keys, "names": names},
+                   out / f"{args.split}_{task}.pt")
+
+
+def score(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    report: dict = {}
+    plan: dict = {}
+    for task in TASKS:
+        fit, check = torch.load(out / f"{args.fit}_{task}.pt"), torch.load(out / f"{args.check}_{task}.pt")
+        keys = fit["edits"]
+        u_fit = fit["d"] / fit["oracle"][:, None]  # (N, K) first-order change per image, oracle units
+        u_chk = check["d"] / check["oracle"][:, None]
+        sign = -u_fit.mean(0).sign()  # the per-task sign fitted on the fit split
+        rows = []
+        for k, name in enumerate(keys):
+            rows.append({"edit": name, "sign": int(sign[k]), "fit": float(sign[k] * u_fit[:, k].mean()),
+                         "check": float(sign[k] * u_chk[:, k].mean()),
+                         "check_share_helped": float((sign[k] * u_chk[:, k] < 0).float().mean()),
+                         "check_oracle": float(-u_chk[:, k].abs().mean())})
+        rows.sort(key=lambda r: r["check"])
+        report[task] = rows
+        best = min(rows, key=lambda r: r["fit"])  # chosen on the fit split only
+        plan[task] = {best["edit"]: best["sign"] * args.levels}
+        print(f"{task}: best edit on {args.fit}: {best['edit']} ({best['sign']:+d}), {args.fit} {best['fit']:+.4f}, "
+              f"{args.check} {best['check']:+.4f}")
+        print(f"\n{task} ({len(u_fit)} fit, {len(u_chk)} check pairs): edit, fitted sign, fit, check, share of check "
+              "pairs helped, per-image sign oracle of that edit on check")
+        for r in rows[:args.top]:
+            print(f"  {r['edit']:18s} {r['sign']:+d}  {r['fit']:+.4f}  {r['check']:+.4f}  {r['check_share_helped']:.2f}"
+                  f"  {r['check_oracle']:+.4f}")
+    # Does each task want its own edits? The fitted signs side by side, for the edits that help on check.
+    (out / f"score_{args.fit}_{args.check}.json").write_text(json.dumps(report, indent=1))
+    (out / f"plan_{args.fit}.json").write_text(json.dumps(plan, indent=1))
+    print("wrote", out / f"score_{args.fit}_{args.check}.json", "and", out / f"plan_{args.fit}.json", plan)
+
+
+def write(args: argparse.Namespace) -> None:
+    """Each task's planned edits (``{task: {edit: levels}}``) applied to the VFN fusion of every pair of a split,
+    written as colour images into ``images/task``."""
+    plan = json.loads(Path(args.plan).read_text())
+    model = CLDyN(load_vfn_or_shipped(None)).eval()
+    record = {}
+    for task, amounts in plan.items():
+        adapter = load_task_for(task).freeze()
+        bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, print)
+        folder = Path(args.images) / task
+        folder.mkdir(parents=True, exist_ok=True)
+        changes = []
+        for it in progress_bar(bank.items[:args.limit], desc=f"write {task}", unit="pair"):
+            x = it.image[None].float() / 255.0
+            ir, vis = x[:, :1], x[:, 1:]
+            with torch.no_grad():
+                base_y = model.base_luma_and_reach(ir, vis)[0]
+                feats = adapter.features(task_input(vis, base_y))
+                r = F.interpolate(response_maps(feats)[:, :1], size=base_y.shape[-2:], mode="bilinear",
+                                  align_corners=False)
+                e = edits(base_y, ir, luma_of(vis), r / r.amax().clamp_min(1e-12))
+                y = (base_y + sum(a * e[k] for k, a in amounts.items())).clamp(0, 1)
+            changes.append(float((y - base_y).abs().mean()) * 255)
+            write_image(folder / f"{it.name}.png", with_colour_of(vis, y)[0].permute(1, 2, 0).numpy())
+        record[task] = {"plan": amounts, "mean_abs_change_levels": sum(changes) / len(changes)}
+        print(task, record[task])
+    (Path(args.images) / "changes.json").write_text(json.dumps(record, indent=2))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--data", required=True)
+    c.add_argument("--split", default="val")
+    c.add_argument("--tasks", default=",".join(TASKS))
+    c.add_argument("--limit", type=int)
+    c.add_argument("--out", required=True)
+    c.add_argument("--threads", type=int, default=1)
+    s = sub.add_parser("score")
+    s.add_argument("--out", required=True)
+    s.add_argument("--fit", default="train")
+    s.add_argument("--check", default="val")
+    s.add_argument("--top", type=int, default=12)
+    s.add_argument("--levels", type=float, default=3.0, help="the plan's amplitude: mean |change| in grey levels")
+    w = sub.add_parser("write")
+    w.add_argument("--data", required=True)
+    w.add_argument("--split", default="val")
+    w.add_argument("--plan", required=True)
+    w.add_argument("--images", required=True)
+    w.add_argument("--limit", type=int)
+    w.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    if args.cmd in ("collect", "write"):
+        torch.set_num_threads(args.threads)
+    {"collect": collect, "score": score, "write": write}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
