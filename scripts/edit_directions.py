@@ -29,19 +29,17 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from oracle_customisation import labels_of  # noqa: E402
+from oracle_customisation import labelled_pass, write_customisations  # noqa: E402
 
-from cldyn.data.io import write_image  # noqa: E402
 from cldyn.data.task_bank import load_task_bank  # noqa: E402
 from cldyn.inference.sources import image_source  # noqa: E402
-from cldyn.model.color import luma_of, with_colour_of  # noqa: E402
+from cldyn.model.color import luma_of  # noqa: E402
 from cldyn.model.ops import unsharp  # noqa: E402
 from cldyn.model.rsc import CLDyN  # noqa: E402
 from cldyn.model.task_encoder import response_maps  # noqa: E402
 from cldyn.model.tone import tone_hats  # noqa: E402
 from cldyn.runtime import progress_bar  # noqa: E402
 from cldyn.tasks import load_task_for  # noqa: E402
-from cldyn.training.closed_loop import task_input  # noqa: E402
 from cldyn.weights import load_vfn_or_shipped  # noqa: E402
 
 TASKS = ("detection", "segmentation", "saliency")
@@ -64,6 +62,13 @@ def edits(y: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, response: torc
     return {k: v / (255.0 * v.abs().mean().clamp_min(1e-12)) for k, v in out.items()}
 
 
+def task_response(features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Where the task network responds: its features' channel RMS, resized to ``y``'s size, scaled to a maximum of
+    1: ``(1, 1, H, W)``."""
+    r = F.interpolate(response_maps(features)[:, :1], size=y.shape[-2:], mode="bilinear", align_corners=False)
+    return r / r.amax().clamp_min(1e-12)
+
+
 def collect(args: argparse.Namespace) -> None:
     model = CLDyN(load_vfn_or_shipped(None)).eval()  # only its base (VFN) fusion is used
     out = Path(args.out)
@@ -73,18 +78,9 @@ def collect(args: argparse.Namespace) -> None:
         bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, print)
         rows, oracle, names, keys = [], [], [], None
         for it in progress_bar(bank.items[:args.limit], desc=f"{args.split} {task}", unit="pair"):
-            x = it.image[None].float() / 255.0
-            ir, vis = x[:, :1], x[:, 1:]
+            ir, vis, base_y, feats, _, grad = labelled_pass(model, task, adapter, it)
             with torch.no_grad():
-                base_y = model.base_luma_and_reach(ir, vis)[0]
-            y = base_y.clone().requires_grad_(True)
-            feats, output = adapter.features_and_output(task_input(vis, y))
-            grad = torch.autograd.grad(adapter.loss_from_output(output, labels_of(task, it.label)), y)[0]
-            with torch.no_grad():
-                r = F.interpolate(response_maps(feats.detach())[:, :1], size=y.shape[-2:], mode="bilinear",
-                                  align_corners=False)
-                r = r / r.amax().clamp_min(1e-12)
-                e = edits(base_y, ir, luma_of(vis), r)
+                e = edits(base_y, ir, luma_of(vis), task_response(feats, base_y))
             keys = keys or list(e)
             rows.append(torch.stack([(grad * e[k]).sum() for k in keys]))
             oracle.append(float(grad.abs().sum()) / 255.0)
@@ -120,7 +116,6 @@ def score(args: argparse.Namespace) -> None:
         for r in rows[:args.top]:
             print(f"  {r['edit']:18s} {r['sign']:+d}  {r['fit']:+.4f}  {r['check']:+.4f}  {r['check_share_helped']:.2f}"
                   f"  {r['check_oracle']:+.4f}")
-    # Does each task want its own edits? The fitted signs side by side, for the edits that help on check.
     (out / f"score_{args.fit}_{args.check}.json").write_text(json.dumps(report, indent=1))
     (out / f"plan_{args.fit}.json").write_text(json.dumps(plan, indent=1))
     print("wrote", out / f"score_{args.fit}_{args.check}.json", "and", out / f"plan_{args.fit}.json", plan)
@@ -130,28 +125,14 @@ def write(args: argparse.Namespace) -> None:
     """Each task's planned edits (``{task: {edit: levels}}``) applied to the VFN fusion of every pair of a split,
     written as colour images into ``images/task``."""
     plan = json.loads(Path(args.plan).read_text())
-    model = CLDyN(load_vfn_or_shipped(None)).eval()
-    record = {}
-    for task, amounts in plan.items():
-        adapter = load_task_for(task).freeze()
-        bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, print)
-        folder = Path(args.images) / task
-        folder.mkdir(parents=True, exist_ok=True)
-        changes = []
-        for it in progress_bar(bank.items[:args.limit], desc=f"write {task}", unit="pair"):
-            x = it.image[None].float() / 255.0
-            ir, vis = x[:, :1], x[:, 1:]
-            with torch.no_grad():
-                base_y = model.base_luma_and_reach(ir, vis)[0]
-                feats = adapter.features(task_input(vis, base_y))
-                r = F.interpolate(response_maps(feats)[:, :1], size=base_y.shape[-2:], mode="bilinear",
-                                  align_corners=False)
-                e = edits(base_y, ir, luma_of(vis), r / r.amax().clamp_min(1e-12))
-                y = (base_y + sum(a * e[k] for k, a in amounts.items())).clamp(0, 1)
-            changes.append(float((y - base_y).abs().mean()) * 255)
-            write_image(folder / f"{it.name}.png", with_colour_of(vis, y)[0].permute(1, 2, 0).numpy())
-        record[task] = {"plan": amounts, "mean_abs_change_levels": sum(changes) / len(changes)}
-        print(task, record[task])
+
+    def customise(task, ir, vis, base_y, feats):
+        e = edits(base_y, ir, luma_of(vis), task_response(feats, base_y))
+        return (base_y + sum(a * e[k] for k, a in plan[task].items())).clamp(0, 1)
+
+    changes = write_customisations(CLDyN(load_vfn_or_shipped(None)).eval(), args.data, args.split, list(plan),
+                                   args.images, customise, args.limit)
+    record = {t: {"plan": plan[t], "mean_abs_change_levels": changes[t]} for t in plan}
     (Path(args.images) / "changes.json").write_text(json.dumps(record, indent=2))
 
 

@@ -86,6 +86,49 @@ def step_against(y: torch.Tensor, grad: torch.Tensor, budget: float, sign: bool 
     return (y - budget / 255.0 * step).clamp(0, 1).detach()
 
 
+def pair_tensors(item) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ir (1, 1, H, W), vis (1, 3, H, W))`` in [0, 1] of a task-bank item."""
+    x = item.image[None].float() / 255.0
+    return x[:, :1], x[:, 1:]
+
+
+def labelled_pass(model: CLDyN, task: str, adapter, item, pseudo: bool = False):
+    """One pair's VFN fusion and the task network on it: ``(ir, vis, base_y, features, loss, gradient of the loss
+    with respect to base_y)``, with the pair's labels (or, ``pseudo``, the network's own predictions as labels)."""
+    ir, vis = pair_tensors(item)
+    with torch.no_grad():
+        base_y = model.base_luma_and_reach(ir, vis)[0]
+        target = pseudo_labels(task, adapter, vis, base_y) if pseudo else labels_of(task, item.label)
+    y = base_y.clone().requires_grad_(True)
+    feats, output = adapter.features_and_output(task_input(vis, y))
+    loss = adapter.loss_from_output(output, target)
+    return ir, vis, base_y, feats.detach(), loss.detach(), torch.autograd.grad(loss, y)[0]
+
+
+def write_customisations(model: CLDyN, data: str, split: str, tasks, images: str | Path, customise,
+                         limit: int | None = None) -> dict[str, float]:
+    """For each task, ``customise(task, ir, vis, base_y, features) -> y`` applied to every pair of ``split`` (the VFN
+    fusion ``base_y`` and the task network's features of it), written with the visible colour put back into
+    ``images/task``; returns each task's mean |change| in grey levels."""
+    record = {}
+    for task in tasks:
+        adapter = load_task_for(task).freeze()
+        bank = load_task_bank(task, data, split, image_source("pair"), adapter.config, print)
+        folder = Path(images) / task
+        folder.mkdir(parents=True, exist_ok=True)
+        changes = []
+        for it in progress_bar(bank.items[:limit], desc=f"write {task}", unit="pair"):
+            ir, vis = pair_tensors(it)
+            with torch.no_grad():
+                base_y = model.base_luma_and_reach(ir, vis)[0]
+                y = customise(task, ir, vis, base_y, adapter.features(task_input(vis, base_y)))
+            changes.append(float((y - base_y).abs().mean()) * 255)
+            write_image(folder / f"{it.name}.png", with_colour_of(vis, y)[0].permute(1, 2, 0).numpy())
+        record[task] = sum(changes) / len(changes)
+        print(task, "mean |change|", record[task])
+    return record
+
+
 def tone_gradient(grad: torch.Tensor, y: torch.Tensor, knots: int) -> torch.Tensor:
     """The loss gradient with respect to the tone-curve coefficients at zero: ``(B, K)``."""
     return (grad.flatten(2) * tone_hats(y, knots)).sum(-1)

@@ -23,17 +23,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from oracle_customisation import labels_of, pseudo_labels, tone_gradient  # noqa: E402
+from oracle_customisation import labelled_pass, tone_gradient, write_customisations  # noqa: E402
 
-from cldyn.data.io import write_image  # noqa: E402
 from cldyn.data.task_bank import load_task_bank  # noqa: E402
 from cldyn.inference.sources import image_source  # noqa: E402
-from cldyn.model.color import with_colour_of  # noqa: E402
 from cldyn.model.rsc import CLDyN  # noqa: E402
 from cldyn.model.tone import ToneConfig, ToneHead  # noqa: E402
 from cldyn.runtime import progress_bar  # noqa: E402
 from cldyn.tasks import load_task_for  # noqa: E402
-from cldyn.training.closed_loop import reward_penalty, task_input  # noqa: E402
+from cldyn.training.closed_loop import reward_penalty  # noqa: E402
 from cldyn.weights import load_vfn_or_shipped  # noqa: E402
 
 TASKS = ("detection", "segmentation", "saliency")
@@ -49,16 +47,8 @@ def collect(args: argparse.Namespace) -> None:
         bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, print)
         xs, gs, losses, names = [], [], [], []
         for it in progress_bar(bank.items[:args.limit], desc=f"{args.split} {task}", unit="pair"):
-            x = it.image[None].float() / 255.0
-            ir, vis = x[:, :1], x[:, 1:]
-            with torch.no_grad():
-                base_y = model.base_luma_and_reach(ir, vis)[0]
-                target = pseudo_labels(task, adapter, vis, base_y) if args.pseudo else labels_of(task, it.label)
-            y = base_y.clone().requires_grad_(True)
-            feats, output = adapter.features_and_output(task_input(vis, y))
-            loss = adapter.loss_from_output(output, target)
-            grad = torch.autograd.grad(loss, y)[0]
-            xs.append(head.inputs(feats.detach(), base_y))
+            _, _, base_y, feats, loss, grad = labelled_pass(model, task, adapter, it, args.pseudo)
+            xs.append(head.inputs(feats, base_y))
             gs.append(tone_gradient(grad, base_y, args.knots))
             losses.append(float(loss))
             names.append(it.name)
@@ -131,24 +121,8 @@ def write(args: argparse.Namespace) -> None:
     head.load_state_dict(d["state"])
     head.eval()
     model = CLDyN(load_vfn_or_shipped(None)).eval()  # only its base (VFN) fusion is used
-    record = {}
-    for task in args.tasks.split(","):
-        adapter = load_task_for(task).freeze()
-        bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, print)
-        folder = Path(args.images) / task
-        folder.mkdir(parents=True, exist_ok=True)
-        changes = []
-        for it in progress_bar(bank.items[:args.limit], desc=f"write {task}", unit="pair"):
-            x = it.image[None].float() / 255.0
-            ir, vis = x[:, :1], x[:, 1:]
-            with torch.no_grad():
-                base_y = model.base_luma_and_reach(ir, vis)[0]
-                feats = adapter.features(task_input(vis, base_y))
-                y = head(feats, base_y)
-            changes.append(float((y - base_y).abs().mean()) * 255)
-            write_image(folder / f"{it.name}.png", with_colour_of(vis, y)[0].permute(1, 2, 0).numpy())
-        record[task] = sum(changes) / len(changes)
-        print(task, "mean |change|", record[task])
+    record = write_customisations(model, args.data, args.split, args.tasks.split(","), args.images,
+                                  lambda task, ir, vis, base_y, feats: head(feats, base_y), args.limit)
     (Path(args.images) / "changes.json").write_text(json.dumps(record, indent=2))
 
 
