@@ -29,7 +29,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from oracle_customisation import labelled_pass, write_customisations  # noqa: E402
+from oracle_customisation import (  # noqa: E402
+    add_fit_arguments,
+    add_split_arguments,
+    labelled_pass,
+    write_customisations,
+)
 
 from cldyn.data.task_bank import load_task_bank  # noqa: E402
 from cldyn.inference.sources import image_source  # noqa: E402
@@ -130,35 +135,23 @@ def write(args: argparse.Namespace) -> None:
         e = edits(base_y, ir, luma_of(vis), task_response(feats, base_y))
         return (base_y + sum(a * e[k] for k, a in plan[task].items())).clamp(0, 1)
 
-    changes = write_customisations(CLDyN(load_vfn_or_shipped(None)).eval(), args.data, args.split, list(plan),
-                                   args.images, customise, args.limit)
-    record = {t: {"plan": plan[t], "mean_abs_change_levels": changes[t]} for t in plan}
-    (Path(args.images) / "changes.json").write_text(json.dumps(record, indent=2))
+    write_customisations(CLDyN(load_vfn_or_shipped(None)).eval(), args.data, args.split, list(plan), args.images,
+                         customise, args.limit, {"plan": plan})
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("collect")
-    c.add_argument("--data", required=True)
-    c.add_argument("--split", default="val")
-    c.add_argument("--tasks", default=",".join(TASKS))
-    c.add_argument("--limit", type=int)
+    add_split_arguments(c)
     c.add_argument("--out", required=True)
-    c.add_argument("--threads", type=int, default=1)
     s = sub.add_parser("score")
-    s.add_argument("--out", required=True)
-    s.add_argument("--fit", default="train")
-    s.add_argument("--check", default="val")
+    add_fit_arguments(s)  # --levels: the plan's mean |change|
     s.add_argument("--top", type=int, default=12)
-    s.add_argument("--levels", type=float, default=3.0, help="the plan's amplitude: mean |change| in grey levels")
     w = sub.add_parser("write")
-    w.add_argument("--data", required=True)
-    w.add_argument("--split", default="val")
+    add_split_arguments(w)  # the plan names the tasks
     w.add_argument("--plan", required=True)
     w.add_argument("--images", required=True)
-    w.add_argument("--limit", type=int)
-    w.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     if args.cmd in ("collect", "write"):
         torch.set_num_threads(args.threads)

@@ -86,6 +86,23 @@ def step_against(y: torch.Tensor, grad: torch.Tensor, budget: float, sign: bool 
     return (y - budget / 255.0 * step).clamp(0, 1).detach()
 
 
+def add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a step that runs the task networks over a split: data, split, tasks, limit, threads."""
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--tasks", default="detection,segmentation,saliency")
+    parser.add_argument("--limit", type=int, help="only the first N pairs")
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a step that fits on one collected split and scores on another."""
+    parser.add_argument("--out", required=True, help="the folder of the collected splits")
+    parser.add_argument("--fit", default="train")
+    parser.add_argument("--check", default="val")
+    parser.add_argument("--levels", type=float, default=3.0, help="the customisation's size in grey levels")
+
+
 def pair_tensors(item) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ir (1, 1, H, W), vis (1, 3, H, W))`` in [0, 1] of a task-bank item."""
     x = item.image[None].float() / 255.0
@@ -106,10 +123,11 @@ def labelled_pass(model: CLDyN, task: str, adapter, item, pseudo: bool = False):
 
 
 def write_customisations(model: CLDyN, data: str, split: str, tasks, images: str | Path, customise,
-                         limit: int | None = None) -> dict[str, float]:
+                         limit: int | None = None, notes: dict | None = None) -> dict[str, float]:
     """For each task, ``customise(task, ir, vis, base_y, features) -> y`` applied to every pair of ``split`` (the VFN
     fusion ``base_y`` and the task network's features of it), written with the visible colour put back into
-    ``images/task``; returns each task's mean |change| in grey levels."""
+    ``images/task``; returns each task's mean |change| in grey levels, also written with ``notes`` (e.g. what made
+    the customisations) to ``images/changes.json``."""
     record = {}
     for task in tasks:
         adapter = load_task_for(task).freeze()
@@ -126,6 +144,8 @@ def write_customisations(model: CLDyN, data: str, split: str, tasks, images: str
             write_image(folder / f"{it.name}.png", with_colour_of(vis, y)[0].permute(1, 2, 0).numpy())
         record[task] = sum(changes) / len(changes)
         print(task, "mean |change|", record[task])
+    (Path(images) / "changes.json").write_text(json.dumps({"mean_abs_change_levels": record, **(notes or {})},
+                                                          indent=2))
     return record
 
 

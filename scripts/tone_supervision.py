@@ -16,14 +16,19 @@ with respect to the knots), on whole images instead of crops, with each image's 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from oracle_customisation import labelled_pass, tone_gradient, write_customisations  # noqa: E402
+from oracle_customisation import (  # noqa: E402
+    add_fit_arguments,
+    add_split_arguments,
+    labelled_pass,
+    tone_gradient,
+    write_customisations,
+)
 
 from cldyn.data.task_bank import load_task_bank  # noqa: E402
 from cldyn.inference.sources import image_source  # noqa: E402
@@ -121,27 +126,20 @@ def write(args: argparse.Namespace) -> None:
     head.load_state_dict(d["state"])
     head.eval()
     model = CLDyN(load_vfn_or_shipped(None)).eval()  # only its base (VFN) fusion is used
-    record = write_customisations(model, args.data, args.split, args.tasks.split(","), args.images,
-                                  lambda task, ir, vis, base_y, feats: head(feats, base_y), args.limit)
-    (Path(args.images) / "changes.json").write_text(json.dumps(record, indent=2))
+    write_customisations(model, args.data, args.split, args.tasks.split(","), args.images,
+                         lambda task, ir, vis, base_y, feats: head(feats, base_y), args.limit, {"head": args.head})
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("collect")
-    c.add_argument("--data", required=True)
-    c.add_argument("--split", required=True)
+    add_split_arguments(c)
     c.add_argument("--knots", type=int, default=8)
-    c.add_argument("--tasks", default=",".join(TASKS))
-    c.add_argument("--limit", type=int)
     c.add_argument("--pseudo", action="store_true", help="the network's own predictions on the base fusion as labels")
     c.add_argument("--out", required=True)
     f = sub.add_parser("fit")
-    f.add_argument("--out", required=True)
-    f.add_argument("--fit", default="train")
-    f.add_argument("--check", default="val")
-    f.add_argument("--levels", type=float, default=3.0)
+    add_fit_arguments(f)  # --levels: the head's largest knot move
     f.add_argument("--hidden", type=int, default=32)
     f.add_argument("--lr", type=float, default=3e-3)
     f.add_argument("--weight-decay", type=float, default=1e-3)
@@ -151,14 +149,9 @@ def main() -> None:
     f.add_argument("--penalty", type=float, default=5.0, help="the reward-penalty weight (0: first-order loss only)")
     f.add_argument("--name", default="head.pt")
     w = sub.add_parser("write")
-    w.add_argument("--data", required=True)
-    w.add_argument("--split", default="val")
-    w.add_argument("--tasks", default=",".join(TASKS))
+    add_split_arguments(w)
     w.add_argument("--head", required=True)
     w.add_argument("--images", required=True)
-    w.add_argument("--limit", type=int)
-    for p in (c, w):
-        p.add_argument("--threads", type=int)
     args = ap.parse_args()
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
