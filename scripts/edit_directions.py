@@ -135,7 +135,8 @@ def write(args: argparse.Namespace) -> None:
         e = edits(base_y, ir, luma_of(vis), task_response(feats, base_y))
         return (base_y + sum(a * e[k] for k, a in plan[task].items())).clamp(0, 1)
 
-    write_customisations(CLDyN(load_vfn_or_shipped(None)).eval(), args.data, args.split, list(plan), args.images,
+    tasks = [t for t in args.tasks.split(",") if t in plan]  # the planned tasks, of those asked for
+    write_customisations(CLDyN(load_vfn_or_shipped(None)).eval(), args.data, args.split, tasks, args.images,
                          customise, args.limit, {"plan": plan})
 
 
@@ -149,7 +150,7 @@ def main() -> None:
     add_fit_arguments(s)  # --levels: the plan's mean |change|
     s.add_argument("--top", type=int, default=12)
     w = sub.add_parser("write")
-    add_split_arguments(w)  # the plan names the tasks
+    add_split_arguments(w)
     w.add_argument("--plan", required=True)
     w.add_argument("--images", required=True)
     args = ap.parse_args()

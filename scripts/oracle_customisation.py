@@ -190,18 +190,16 @@ def main() -> None:
             fit_bank = load_task_bank(task, args.data, args.tone_fit, image_source("pair"), adapter.config, print)
             fitted = torch.zeros(1, args.tone)
             for it in progress_bar(fit_bank.items[:args.limit], desc=f"{task} fit", unit="pair"):
-                x = it.image[None].float() / 255.0
+                ir, vis = pair_tensors(it)
                 with torch.no_grad():
-                    base_y = model.base_luma_and_reach(x[:, :1], x[:, 1:])[0]
-                fitted += tone_gradient(loss_gradient(adapter, x[:, 1:], base_y, labels_of(task, it.label)),
+                    base_y = model.base_luma_and_reach(ir, vis)[0]
+                fitted += tone_gradient(loss_gradient(adapter, vis, base_y, labels_of(task, it.label)),
                                         base_y, args.tone)
             record.setdefault("tone_gradient", {})[task] = fitted[0].tolist()
         for it in progress_bar(bank.items[:args.limit], desc=task, unit="pair"):
-            x = it.image[None].float() / 255.0
-            ir, vis = x[:, :1], x[:, 1:]
+            ir, vis = pair_tensors(it)
             with torch.no_grad():
                 base_y = model.base_luma_and_reach(ir, vis)[0]
-            with torch.no_grad():
                 target = pseudo_labels(task, adapter, vis, base_y) if args.pseudo else labels_of(task, it.label)
             # the same for every budget (none for a fitted curve)
             first = None if fitted is not None else sparsify(loss_gradient(adapter, vis, base_y, target), args.keep)
