@@ -29,7 +29,7 @@ from cldyn.model.tone import apply_tone_curve, tone_hats
 from cldyn.runtime import progress_bar
 from cldyn.tasks import load_task_for
 from cldyn.training.closed_loop import task_input
-from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
+from cldyn.weights import load_vfn_or_shipped
 
 
 def labels_of(task: str, label: torch.Tensor):
@@ -176,8 +176,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    vfn = load_vfn_or_shipped(None)
-    model = CLDyN(vfn, load_rsc_or_shipped(None, vfn)).eval()
+    model = CLDyN(load_vfn_or_shipped(None)).eval()  # only its base (VFN) fusion is used
     out = Path(args.out)
     record = {"budgets": args.budgets, "steps": args.steps, "keep": args.keep, "sign": args.sign,
               "pseudo": args.pseudo, "tone": args.tone, "tone_fit": args.tone_fit, "tasks": {}}

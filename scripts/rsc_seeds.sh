@@ -1,0 +1,66 @@
+#!/bin/bash
+# Issue 13 point 5 on the 2-core CPU: the RSC runs behind `cldyn experiment` (seeds of the full method and of the
+# no-closed-loop ablation, one seed of every other ablation), trained with the half-B protocol: task networks trained
+# on half A of the MSRS train split (runs/p5/task_*_half_a), the RSC on half B, which those networks never saw.
+#
+#   bash scripts/rsc_seeds.sh list            # the runs and whether each is done
+#   bash scripts/rsc_seeds.sh worker 0 2      # worker 0 of 2: every second run, one thread; resumable
+#
+# Each run writes runs/p5/NAME/ (log.csv, last.safetensors, best.safetensors); a finished run leaves
+# runs/p5/NAME/done, and a stopped one goes on from last.safetensors when the worker is started again.
+set -euo pipefail
+OUT=${P5_OUT:-runs/p5}
+STEPS=${P5_STEPS:-150}
+NET=$OUT
+COMMON=(--data ../shared/data/msrs --split docs/training/splits/msrs_train_b.txt
+        --task-weights detection=$NET/task_detection_half_a/best.safetensors
+                       segmentation=$NET/task_segmentation_half_a/best.safetensors
+                       saliency=$NET/task_saliency_half_a/best.safetensors
+        --vfn-weights ${P5_VFN:-runs/vfn_p5.safetensors}
+        --steps "$STEPS" --lr 1e-3 --batch-size 4 --crop 256 --change-weight 5
+        --val-every "$STEPS" --val-limit 20 --checkpoint-every 10 --threads 1 --quiet)
+
+# name | extra flags; the order interleaves full and no-closed-loop seeds so that two workers finish them first.
+RUNS=(
+  "full_s0|--seed 0"
+  "no_closed_loop_s0|--seed 0 --no-closed-loop"
+  "full_s1|--seed 1"
+  "no_closed_loop_s1|--seed 1 --no-closed-loop"
+  "full_s2|--seed 2"
+  "no_closed_loop_s2|--seed 2 --no-closed-loop"
+  "upstream_encoder_s0|--seed 0 --task-encoder upstream"
+  "no_penalty_s0|--seed 0 --no-penalty"
+  "mean_s0|--seed 0 --aggregate mean"
+  "upstream_selection_s0|--seed 0 --selection upstream"
+  "no_fusion_loss_s0|--seed 0 --fusion-weight 0"
+  "no_change_penalty_s0|--seed 0 --change-weight 0"
+)
+
+run_one() {
+  local name=$1 extra=$2 dir=$OUT/$1
+  [ -e "$dir/done" ] && return 0
+  local resume=()
+  [ -e "$dir/last.safetensors" ] && resume=(--resume)
+  mkdir -p "$dir"
+  # shellcheck disable=SC2086  # extra holds several flags
+  echo "$(date -u +%FT%TZ) cldyn train-rsc ${COMMON[*]} $extra --out $dir ${resume[*]}" >> "$OUT/commands.txt"
+  cldyn train-rsc "${COMMON[@]}" $extra --out "$dir" "${resume[@]}"
+  date -u +%FT%TZ > "$dir/done"
+}
+
+case ${1:-list} in
+  list)
+    for r in "${RUNS[@]}"; do
+      n=${r%%|*}
+      if [ -e "$OUT/$n/done" ]; then s=done; elif [ -e "$OUT/$n/last.safetensors" ]; then s=started; else s=-; fi
+      printf '%-24s %-8s %s\n' "$n" "$s" "${r#*|}"
+    done ;;
+  worker)
+    w=$2 n=$3
+    for i in "${!RUNS[@]}"; do
+      [ $((i % n)) -eq "$w" ] || continue
+      r=${RUNS[$i]}
+      run_one "${r%%|*}" "${r#*|}"
+    done ;;
+  *) echo "usage: $0 list | worker W N" >&2; exit 2 ;;
+esac
