@@ -5,6 +5,7 @@
 #
 #   bash scripts/rsc_seeds.sh list            # the runs and whether each is done
 #   bash scripts/rsc_seeds.sh worker 0 2      # worker 0 of 2: every second run, one thread; resumable
+#   bash scripts/rsc_seeds.sh experiment      # cldyn experiment on MSRS val over the finished runs
 #
 # Each run writes runs/p5/NAME/ (log.csv, last.safetensors, best.safetensors); a finished run leaves
 # runs/p5/NAME/done, and a stopped one goes on from last.safetensors when the worker is started again.
@@ -62,5 +63,25 @@ case ${1:-list} in
       r=${RUNS[$i]}
       run_one "${r%%|*}" "${r#*|}"
     done ;;
-  *) echo "usage: $0 list | worker W N" >&2; exit 2 ;;
+  experiment)
+    # Seeds of the full method are the main rows; every other name (seed suffix dropped) is an ablation row.
+    full=()
+    declare -A abl=()
+    for r in "${RUNS[@]}"; do
+      n=${r%%|*} f=$OUT/${r%%|*}/best.safetensors
+      [ -e "$OUT/$n/done" ] || continue
+      if [[ $n == full_s* ]]; then full+=("$f"); else k=${n%_s*}; abl[$k]=${abl[$k]:+${abl[$k]},}$f; fi
+    done
+    # The second detector: the YOLO11n shipped until 2026-12-02 (needs cldyn[yolo]); neither RSC protocol saw it.
+    yolo=$OUT/det_yolo11n_2026-11.safetensors
+    [ -e "$yolo" ] || git show 51f0144^:src/cldyn/weights/task_detection.safetensors > "$yolo"
+    args=()
+    for k in "${!abl[@]}"; do args+=("$k=${abl[$k]}"); done
+    [ ${#args[@]} -eq 0 ] || args=(--ablation "${args[@]}")
+    set -x
+    cldyn experiment --data ../shared/data/msrs --split val --out "${P5_EXPERIMENT:-runs/p5_experiment}" \
+      --rsc-weights "${full[@]}" "${args[@]}" \
+      --other-rsc shipped=src/cldyn/weights/rsc.safetensors \
+      --second-detector "$yolo" --workers 2 --threads 2 --quiet ;;
+  *) echo "usage: $0 list | worker W N | experiment" >&2; exit 2 ;;
 esac
