@@ -67,3 +67,27 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path
     assert "fusing" not in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in [*(out / "fused").rglob("*.png"), out / "inspect_rsc.json"]} == stamps
     assert (out / "fusion" / "metrics.json").stat().st_mtime_ns == metrics_time
+
+
+def test_runs_table_names_each_runs_switches(tmp_path):
+    from types import SimpleNamespace
+
+    from cldyn.evaluation.experiment_report import runs_markdown
+    from cldyn.model.rsc import RSC
+    from cldyn.weights import save_rsc
+
+    full, ablation, old = tmp_path / "full.safetensors", tmp_path / "abl.safetensors", tmp_path / "old.safetensors"
+    cfg = {"aggregate": "cagrad", "penalty": 5.0, "closed_loop": True, "selection": "trainable", "seed": 1,
+           "steps": 150, "task_encoder": "semantic", "fusion_weight": 1.0, "change_weight": 5.0,
+           "split": "docs/training/splits/msrs_train_b.txt"}
+    save_rsc(full, RSC(), {"train_config": cfg, "global_step": 150})
+    save_rsc(ablation, RSC(), {"train_config": {**cfg, "task_encoder": "upstream"}, "global_step": 140})
+    save_rsc(old, RSC(), {"train_config": {"aggregate": "mean", "steps": 400, "seed": 0}, "global_step": 50})
+    exp = SimpleNamespace(rsc_paths=[full], ablations={"upstream_encoder": [(ablation, None, None)],
+                                                       "old": [(old, None, None)]}, second=None)
+    rows = runs_markdown(exp).splitlines()[2:]
+    assert rows[0] == (f"| cldyn | `{full}` | 1 | 150 (150) | aggregate=cagrad, penalty=5.0, closed_loop=True, "
+                       "selection=trainable, task_encoder=semantic, fusion_weight=1.0, change_weight=5.0, "
+                       "split=msrs_train_b | cpu |")
+    assert "task_encoder=upstream" in rows[1] and "| 150 (140) |" in rows[1]
+    assert rows[2] == f"| old | `{old}` | 0 | 400 (50) | aggregate=mean | cpu |"  # older keys only

@@ -126,6 +126,11 @@ def _training_record(path: Path) -> dict[str, Any]:
             "train_config": meta.get("train_config") or src.get("train_config") or {}}
 
 
+# what tells the runs behind the rows apart (older checkpoints lack the later keys: they are left out)
+_SWITCHES = ("aggregate", "penalty", "closed_loop", "selection", "task_encoder", "fusion_weight", "change_weight",
+             "split")
+
+
 def runs_markdown(exp) -> str:
     """One row per trained checkpoint the tables use: which run, its switches, seed, steps and device."""
     lines = ["| rows | checkpoint | seed | training steps (best kept) | switches | device |",
@@ -135,8 +140,8 @@ def runs_markdown(exp) -> str:
         for path in paths:
             rec = _training_record(path)
             cfg = rec["train_config"]
-            switches = ", ".join(f"{k}={cfg[k]}" for k in ("aggregate", "penalty", "closed_loop", "selection")
-                                 if k in cfg) or "n/a"
+            switches = ", ".join(f"{k}={Path(str(cfg[k])).stem if k == 'split' else cfg[k]}"
+                                 for k in _SWITCHES if k in cfg) or "n/a"
             lines.append(f"| {name} | `{path}` | {cfg.get('seed', 'n/a')} | {cfg.get('steps', 'n/a')} "
                          f"({rec['step']}) | {switches} | {cfg.get('device', 'cpu')} |")
     if exp.second is not None:
