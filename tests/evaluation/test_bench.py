@@ -71,6 +71,9 @@ def test_bench_rsc_keys_small():
     assert res["a2si_speedup_bound"] == pytest.approx(res["a2si_loop_ms"] / res["a2si_no_conv_ms"], rel=0.02)
     assert res["a2si_max_abs_diff"] < 1e-4
     assert res["step_cache_speedup"] == pytest.approx(res["step_seconds"] / res["step_seconds_cached"], rel=0.02)
+    # (rounded to 0.01: at this toy size channels-last is slower, the ratio small)
+    assert res["step_channels_last_speedup"] == pytest.approx(res["step_seconds_nchw"] / res["step_seconds"],
+                                                              rel=0.02, abs=0.006)
 
 
 def test_bench_tasks_times_and_counts_each_network():

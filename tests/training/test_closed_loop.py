@@ -275,6 +275,27 @@ def test_cached_base_pass_gives_the_same_run_and_is_computed_once_per_batch(labe
     assert len(calls) == 2
 
 
+def test_channels_last_training_gives_the_same_losses_and_gradients(labelled, tmp_path):
+    from cldyn.data.io import read_csv
+
+    def run(name: str, channels_last: bool) -> dict:
+        vfn, adapters = _setup()
+        cfg = TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / name),
+                             steps=1, batch_size=2, crop=48, val_every=100, val_limit=1, channels_last=channels_last)
+        train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
+        kernels = [p for p in adapters["saliency"].model.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+        assert all(p.is_contiguous(memory_format=torch.channels_last) == channels_last for p in kernels)
+        return read_csv(tmp_path / name / "log.csv")
+
+    plain, last = run("plain", False), run("cl", True)
+    # The same losses and gradient norm. (Adam moves a parameter with a near-zero gradient by about lr whatever its
+    # size, so the weights after a step are no fair comparison.)
+    keys = [f"saliency_{k}" for k in ("loss", "base_loss", "total", "fusion", "change", "pathway_grad_norm")]
+    for k in keys:
+        a, b = float(plain[0][k]), float(last[0][k])
+        assert abs(a - b) <= 1e-4 * abs(a) + 1e-6, (k, a, b)
+
+
 def test_two_task_networks_choose_differently_after_a_few_steps_on_real_pairs(labelled, pairs_dir, tmp_path):
     from cldyn.evaluation.inspect_rsc import inspect_rsc, load_pairs
 

@@ -3,6 +3,7 @@ and task-customised fusion at inference against plain VFN fusion."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 
@@ -87,31 +88,39 @@ def bench_rsc(batch: int = 4, size: int = 320, repeats: int = 3, step_tasks: lis
         f"without its convolutions {t_rest:.1f} ms (bound on the speedup: {t_loop / t_rest:.2f}x)")
 
     step_s, cached_s, tasks = _closed_loop_step_seconds(batch, size, step_tasks, dev)
+    nchw_s = _closed_loop_step_seconds(batch, size, step_tasks, dev, channels_last=False, cached=False)[0]
     log(f"closed-loop step ({', '.join(tasks)}; batch {batch}, {size}x{size}): {step_s:.2f} s; with the base pass "
-        f"cached (train-rsc --cache-batches): {cached_s:.2f} s ({step_s / cached_s:.2f}x faster)")
+        f"cached (train-rsc --cache-batches): {cached_s:.2f} s ({step_s / cached_s:.2f}x faster); in NCHW memory "
+        f"(train-rsc before channels-last): {nchw_s:.2f} s ({nchw_s / step_s:.2f}x slower)")
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else peak_rss_mb()
     return {"a2si_ms": round(t_fast, 2), "a2si_loop_ms": round(t_loop, 2), "a2si_speedup": round(t_loop / t_fast, 2),
             "a2si_no_conv_ms": round(t_rest, 2), "a2si_speedup_bound": round(t_loop / t_rest, 2),
             "a2si_max_abs_diff": diff, "step_seconds": round(step_s, 3),
             "step_seconds_cached": round(cached_s, 3), "step_cache_speedup": round(step_s / cached_s, 2),
+            "step_seconds_nchw": round(nchw_s, 3), "step_channels_last_speedup": round(nchw_s / step_s, 2),
             "step_tasks": tasks,
             "peak_mb": round(peak, 1), "peak_kind": "cuda_max_allocated" if cuda else "process_rss",
             "threads": torch.get_num_threads(), "device": torch.cuda.get_device_name(dev) if cuda else "cpu",
             "torch": torch.__version__}
 
 
-def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
-                              device: torch.device | None = None) -> tuple[float, float, list[str]]:
+def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None, device: torch.device | None = None,
+                              channels_last: bool = True, cached: bool = True) -> tuple[float, float, list[str]]:
     """Seconds of one closed-loop step (all tasks' reward-penalty gradients, CAGrad, Adam) with the shipped task
     networks: as it is, and with each task's base pass already computed (what ``train-rsc --cache-batches``
-    saves)."""
+    saves; NaN unless ``cached``). ``channels_last``: models and images in channels-last memory on CPU, as
+    train-rsc runs them."""
     tasks = tasks or ["detection", "segmentation", "saliency"]
     device = device or torch.device("cpu")
+    memory = torch.channels_last if channels_last and device.type == "cpu" else torch.contiguous_format
     adapters = {t: load_task_for(t).to(device).freeze() for t in tasks}
-    model = CLDyN(VFN()).to(device).train()
+    for a in adapters.values():
+        a.model.to(memory_format=memory)
+    model = CLDyN(VFN()).to(device).train().to(memory_format=memory)
     params = list(model.rsc.parameters())
     opt = torch.optim.Adam(params, lr=0.01)
     ir, vis = torch.rand(batch, 1, size, size, device=device), torch.rand(batch, 3, size, size, device=device)
+    ir, vis = ir.contiguous(memory_format=memory), vis.contiguous(memory_format=memory)
     targets = {
         "detection": [torch.tensor([[0, 0.5, 0.5, 0.2, 0.4], [2, 0.3, 0.6, 0.1, 0.1]], device=device)] * batch,
         "segmentation": torch.randint(0, 9, (batch, size, size), device=device),
@@ -138,8 +147,9 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None,
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    return (statistics.median(time_ms(step, 2, warmup=1)) / 1e3,
-            statistics.median(time_ms(lambda: step(cached=True), 2, warmup=1)) / 1e3, tasks)
+    plain = statistics.median(time_ms(step, 2, warmup=1)) / 1e3
+    with_cache = statistics.median(time_ms(lambda: step(cached=True), 2, warmup=1)) / 1e3 if cached else math.nan
+    return plain, with_cache, tasks
 
 
 # (label, adapter spec, config): the networks the closed loop can be given, the current built-ins and the pretrained

@@ -115,6 +115,9 @@ class TrainRSCConfig:
     val_every: int = 500
     val_limit: int | None = None  # validate on the first N val images of each task (None or 0: all)
     device: str = "cpu"  # cpu, cuda, cuda:N or auto (under torchrun: each process's own GPU)
+    # on CPU, the VFN, RSC, task networks and batches in channels-last memory: oneDNN's fast path (a closed-loop
+    # step at batch 4, 256² on one thread 1.22-1.29x faster; same losses, gradients within 4e-6 relative)
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         if self.trainable not in ("all", "tone"):
@@ -202,6 +205,10 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     model = CLDyN(vfn, rsc).to(device)
     for a in adapters.values():
         a.to(device)
+    memory = torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
+    model.to(memory_format=memory)  # in place: the optimiser below gets the same parameters
+    for a in adapters.values():
+        a.model.to(memory_format=memory)
     if ctx.active:
         convert_batchnorm(model.rsc)
     source = image_source("pair")
@@ -275,7 +282,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                 generator=seeded_generator(cfg.seed, 11, k, step)).log()
             x, y = take_shard(ctx, x, y)
             (gumbel,) = take_shard(ctx, gumbel, dim=1)
-            x, gumbel = x.to(device), gumbel.to(device)
+            x, gumbel = x.to(device).contiguous(memory_format=memory), gumbel.to(device)
             y = y.to(device) if isinstance(y, torch.Tensor) else y  # box lists: the adapter moves them
             base = cache.get((task, stream))
             if base is None:
