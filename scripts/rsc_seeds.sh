@@ -12,11 +12,10 @@
 set -euo pipefail
 OUT=${P5_OUT:-runs/p5}
 STEPS=${P5_STEPS:-150}
-NET=$OUT
 COMMON=(--data ../shared/data/msrs --split docs/training/splits/msrs_train_b.txt
-        --task-weights detection=$NET/task_detection_half_a/best.safetensors
-                       segmentation=$NET/task_segmentation_half_a/best.safetensors
-                       saliency=$NET/task_saliency_half_a/best.safetensors
+        --task-weights detection=$OUT/task_detection_half_a/best.safetensors
+                       segmentation=$OUT/task_segmentation_half_a/best.safetensors
+                       saliency=$OUT/task_saliency_half_a/best.safetensors
         --vfn-weights ${P5_VFN:-runs/vfn_p5.safetensors}
         --steps "$STEPS" --lr 1e-3 --batch-size 4 --crop 256 --change-weight 5
         --val-every "$STEPS" --val-limit 20 --checkpoint-every 10 --threads 1 --quiet)
@@ -43,8 +42,8 @@ run_one() {
   local resume=()
   [ -e "$dir/last.safetensors" ] && resume=(--resume)
   mkdir -p "$dir"
-  # shellcheck disable=SC2086  # extra holds several flags
   echo "$(date -u +%FT%TZ) cldyn train-rsc ${COMMON[*]} $extra --out $dir ${resume[*]}" >> "$OUT/commands.txt"
+  # shellcheck disable=SC2086  # extra holds several flags
   cldyn train-rsc "${COMMON[@]}" $extra --out "$dir" "${resume[@]}"
   date -u +%FT%TZ > "$dir/done"
 }

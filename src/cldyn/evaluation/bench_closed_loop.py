@@ -19,7 +19,7 @@ from cldyn.model.vfn import VFN
 from cldyn.runtime import resolve_device
 from cldyn.tasks import TaskAdapter, create_task, load_task_for
 from cldyn.training.cagrad import combine
-from cldyn.training.closed_loop import base_pass, closed_loop_losses
+from cldyn.training.closed_loop import base_pass, closed_loop_losses, to_training_memory
 
 
 def a2si_without_convolutions(block: A2SI, bank: torch.Tensor, task_features: torch.Tensor,
@@ -112,11 +112,9 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None, de
     train-rsc runs them."""
     tasks = tasks or ["detection", "segmentation", "saliency"]
     device = device or torch.device("cpu")
-    memory = torch.channels_last if channels_last and device.type == "cpu" else torch.contiguous_format
     adapters = {t: load_task_for(t).to(device).freeze() for t in tasks}
-    for a in adapters.values():
-        a.model.to(memory_format=memory)
-    model = CLDyN(VFN()).to(device).train().to(memory_format=memory)
+    model = CLDyN(VFN()).to(device).train()
+    memory = to_training_memory(model, adapters.values(), device, channels_last)
     params = list(model.rsc.parameters())
     opt = torch.optim.Adam(params, lr=0.01)
     ir, vis = torch.rand(batch, 1, size, size, device=device), torch.rand(batch, 3, size, size, device=device)

@@ -4,6 +4,7 @@ of :func:`cldyn.training.rsc.train_rsc` (which runs them over tasks and steps).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -99,6 +100,18 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
     return total, {**parts, "total": total.item()}
 
 
+def to_training_memory(model: CLDyN, adapters: Iterable[TaskAdapter], device: torch.device,
+                       channels_last: bool = True) -> torch.memory_format:
+    """Put ``model`` and the adapters' networks in place into the closed loop's memory format, and return it for
+    the batches: channels-last on CPU (oneDNN's fast path; a step at batch 4, 256² on one thread 1.22-1.29x faster),
+    else contiguous. In place, so an optimiser made before or after keeps the same parameters."""
+    memory = torch.channels_last if channels_last and device.type == "cpu" else torch.contiguous_format
+    model.to(memory_format=memory)
+    for a in adapters:
+        a.model.to(memory_format=memory)
+    return memory
+
+
 def with_fresh_tone_head(rsc: RSC, cfg: RSCConfig) -> RSC:
     """``rsc``'s weights in an RSC of configuration ``cfg``, which adds a fresh (identity) tone head: to train a
     tone head on top of trained A2SI blocks."""
@@ -117,4 +130,4 @@ def pathway_mask(params: list[torch.nn.Parameter], pathway: set[int]) -> torch.T
 
 
 __all__ = ["BasePass", "base_pass", "closed_loop_losses", "features_of_base_luma", "pathway_mask",
-           "reward_penalty", "specificity_hinge", "task_input", "with_fresh_tone_head"]
+           "reward_penalty", "specificity_hinge", "task_input", "to_training_memory", "with_fresh_tone_head"]

@@ -48,6 +48,7 @@ from cldyn.training.closed_loop import (
     closed_loop_losses,
     features_of_base_luma,
     pathway_mask,
+    to_training_memory,
     with_fresh_tone_head,
 )
 from cldyn.training.distributed import DistContext, convert_batchnorm, local_context
@@ -115,8 +116,8 @@ class TrainRSCConfig:
     val_every: int = 500
     val_limit: int | None = None  # validate on the first N val images of each task (None or 0: all)
     device: str = "cpu"  # cpu, cuda, cuda:N or auto (under torchrun: each process's own GPU)
-    # on CPU, the VFN, RSC, task networks and batches in channels-last memory: oneDNN's fast path (a closed-loop
-    # step at batch 4, 256² on one thread 1.22-1.29x faster; same losses, gradients within 4e-6 relative)
+    # on CPU, the VFN, RSC, task networks and batches in channels-last memory (closed_loop.to_training_memory;
+    # same losses, gradients within 4e-6 relative)
     channels_last: bool = True
 
     def __post_init__(self) -> None:
@@ -205,10 +206,7 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     model = CLDyN(vfn, rsc).to(device)
     for a in adapters.values():
         a.to(device)
-    memory = torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
-    model.to(memory_format=memory)  # in place: the optimiser below gets the same parameters
-    for a in adapters.values():
-        a.model.to(memory_format=memory)
+    memory = to_training_memory(model, adapters.values(), device, cfg.channels_last)
     if ctx.active:
         convert_batchnorm(model.rsc)
     source = image_source("pair")
