@@ -36,7 +36,7 @@ from cldyn.evaluation.bench_closed_loop import bench_customise
 from cldyn.evaluation.evaluate import evaluate_folders
 from cldyn.evaluation.experiment_report import write_experiment_report
 from cldyn.evaluation.inspect_rsc import inspect_rsc, pair_tensors
-from cldyn.evaluation.tables import TASK_COLUMNS, mean_std
+from cldyn.evaluation.tables import SECOND_DETECTOR_ROW, TASK_COLUMNS, ablation_row, customised_row, mean_std
 from cldyn.inference.fuse import Fuser, fuse_tensors, prepare_for_inference
 from cldyn.inference.sources import image_source
 from cldyn.model.rsc import CLDyN
@@ -118,7 +118,7 @@ class Experiment:
         # Ablations and other runs are fused and scored alike; only their row labels differ.
         self.ablations = {name: [(Path(p), load_rsc(p), sha256_file(p)) for p in paths]
                           for name, paths in {**cfg.ablations, **cfg.other_rscs}.items()}
-        self.row_labels = {**{n: f"ablation: {n}" for n in cfg.ablations},
+        self.row_labels = {**{n: ablation_row(n) for n in cfg.ablations},
                            **{n: f"other run: {n}" for n in cfg.other_rscs}}
         self.second = None
         if cfg.second_detector:
@@ -253,8 +253,7 @@ class Experiment:
             for m in ("average", "vfn"):
                 rows[m] = [self.task_metrics(t, adapter, m, fused[m])]
             for other in self.adapters:
-                label = f"cldyn customised for {other}" + (" (this task)" if other == t else "")
-                rows[label] = [self.task_metrics(t, adapter, m, d) for m, d in fused.items()
+                rows[customised_row(other, t)] = [self.task_metrics(t, adapter, m, d) for m, d in fused.items()
                                if m == f"cldyn_{other}" or m.startswith(f"cldyn_{other}_s")]
             for abl in self.ablations:
                 rows[self.row_labels[abl]] = [self.task_metrics(t, adapter, m, d) for m, d in fused.items()
@@ -263,7 +262,7 @@ class Experiment:
                         for row, runs in rows.items()}
         if self.second is not None:
             rows = {"vfn": [self.task_metrics("detection", self.second, "vfn", fused["vfn"])],
-                    "cldyn customised with this detector (never seen in training)": [
+                    SECOND_DETECTOR_ROW: [
                         self.task_metrics("detection", self.second, m, d) for m, d in fused.items()
                         if m.startswith("cldyn_second_detector")]}
             table["detection (second detector)"] = {

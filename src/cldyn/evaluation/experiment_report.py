@@ -6,6 +6,7 @@ import html
 import json
 import math
 import re
+from dataclasses import asdict
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 
 from cldyn.data.io import atomic_write_bytes, read_image, three_channels, to_single_channel
 from cldyn.evaluation.baselines import BASELINES
+from cldyn.evaluation.done_when import verdict_markdown, verdicts
 from cldyn.evaluation.inspect_rsc import inspection_markdown
 from cldyn.evaluation.metrics import DIRECTION
 from cldyn.evaluation.report import png_data_uri
@@ -94,13 +96,13 @@ def task_markdown(tasks: dict[str, dict[str, dict[str, list]]]) -> str:
     return "\n\n".join(out)
 
 
-def customisation_markdown(exp, fused: dict[str, Path]) -> str:
-    """How much CLDyN's images differ when customised for different task networks, against how much they differ
-    from VFN: mean absolute difference in 8-bit levels over all pixels of the split, per RSC run."""
+def customisation_distances(exp, fused: dict[str, Path]) -> list[dict[str, float]]:
+    """Per RSC run, the mean absolute difference in 8-bit levels over all pixels of the split between CLDyN's images
+    customised for each pair of task networks (``"a vs b"``) and between each and VFN (``"a vs VFN"``)."""
     tasks = list(exp.adapters)
     n_runs = len(exp.rscs)
     names = [f"{a} vs {b}" for a, b in combinations(tasks, 2)] + [f"{t} vs VFN" for t in tasks]
-    lines = ["| RSC run | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    runs = []
     for i in range(n_runs):
         folders = {t: fused[f"cldyn_{t}" + (f"_s{i}" if n_runs > 1 else "")] for t in tasks}
         folders["VFN"] = fused["vfn"]
@@ -109,11 +111,21 @@ def customisation_markdown(exp, fused: dict[str, Path]) -> str:
         for n in exp.names:
             img = {k: read_image(d / f"{n}.png").pixels.astype(np.float64) * 255 for k, d in folders.items()}
             count += img["VFN"].size
-            for a, b in combinations(tasks, 2):
-                sums[f"{a} vs {b}"] += float(np.abs(img[a] - img[b]).sum())
-            for t in tasks:
-                sums[f"{t} vs VFN"] += float(np.abs(img[t] - img["VFN"]).sum())
-        lines.append(f"| {i} | " + " | ".join(f"{sums[k] / count:.3f}" for k in names) + " |")
+            for a, b in combinations(["VFN", *tasks], 2):
+                key = f"{b} vs {a}" if a == "VFN" else f"{a} vs {b}"
+                sums[key] += float(np.abs(img[a] - img[b]).sum())
+        runs.append({k: v / count for k, v in sums.items()})
+    return runs
+
+
+def customisation_markdown(distances: list[dict[str, float]]) -> str:
+    """How much CLDyN's images differ when customised for different task networks, against how much they differ
+    from VFN (:func:`customisation_distances`), one row per RSC run."""
+    if not distances:
+        return "(no RSC run)"
+    names = list(distances[0])
+    lines = ["| RSC run | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    lines += [f"| {i} | " + " | ".join(f"{d[k]:.3f}" for k in names) + " |" for i, d in enumerate(distances)]
     return "\n".join(lines)
 
 
@@ -207,8 +219,12 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
     frows = fusion_rows(result["fusion"])
     fusion_md, rel_md = fusion_markdown(frows), vfn_relative_markdown(frows)
     tasks_md, eff_md = task_markdown(result["tasks"]), efficiency_markdown(result["efficiency"])
-    custom_md, runs_md = customisation_markdown(exp, fused), runs_markdown(exp)
+    distances = customisation_distances(exp, fused)
+    custom_md, runs_md = customisation_markdown(distances), runs_markdown(exp)
     inspect_md = inspection_markdown(result.get("inspect_rsc", []))
+    checks = verdicts(result["tasks"], frows, distances, result.get("inspect_rsc", []))
+    checks_md = verdict_markdown(checks)
+    atomic_write_bytes(out / "done_when.json", json.dumps([asdict(v) for v in checks], indent=2).encode())
     atomic_write_bytes(out / "tasks.json", json.dumps(result["tasks"], indent=2).encode())
     atomic_write_bytes(out / "tasks.md", (tasks_md + "\n").encode())
     atomic_write_bytes(out / "efficiency.json", json.dumps(result["efficiency"], indent=2).encode())
@@ -223,7 +239,8 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
              f"frozen and were trained on VFN-fused images. Segmentation and saliency labels of the shared MSRS set "
              f"are pseudo-labels (see its README).")
     results_md = "\n\n".join([
-        "## Results", notes, "### Fusion quality (mean over pairs; best per column in bold)", fusion_md,
+        "## Results", notes, "### Issue 13's acceptance criteria, measured", checks_md,
+        "### Fusion quality (mean over pairs; best per column in bold)", fusion_md,
         "### CLDyN against VFN (change per metric)", rel_md,
         "### Does the customisation depend on the task? (mean |difference| in 8-bit levels)", custom_md,
         f"### Does the RSC read the task? (`cldyn inspect-rsc`, first {exp.cfg.inspect_pairs} pairs)", inspect_md,
@@ -250,7 +267,8 @@ margin-bottom:1em}} td,th{{border:1px solid #ccc;padding:3px 6px;text-align:righ
 text-align:left}} td.best{{background:#ffe9a8;font-weight:bold}} .row{{display:flex;gap:4px;align-items:center}}
 figure{{margin:0}} figure img{{max-width:200px;display:block}} figcaption{{font-size:10px;text-align:center}}
 .lab{{width:90px;font-size:11px}}</style></head><body><h1>cldyn experiment</h1>
-<p>{html.escape(notes)}</p><h2>Fusion quality</h2>{md_table_to_html(fusion_md)}
+<p>{html.escape(notes)}</p><h2>Issue 13's acceptance criteria, measured</h2>{md_table_to_html(checks_md)}
+<h2>Fusion quality</h2>{md_table_to_html(fusion_md)}
 <h2>CLDyN against VFN</h2>{md_table_to_html(rel_md)}
 <h2>Does the customisation depend on the task?</h2><p>Mean absolute difference in 8-bit levels between CLDyN's images
 customised for different task networks, and between each and VFN.</p>{md_table_to_html(custom_md)}

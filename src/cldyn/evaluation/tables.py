@@ -12,6 +12,18 @@ FUSION_COLUMNS = ("en", "sd", "sf", "ag", "mi", "scd", "vif", "qabf", "nabf", "s
 TASK_COLUMNS = {"detection": ("map50", "map50_95"), "segmentation": ("miou",),
                 "saliency": ("mae", "max_f", "s_measure", "mean_e")}
 
+SECOND_DETECTOR_ROW = "cldyn customised with this detector (never seen in training)"
+
+
+def customised_row(for_task: str, scored_by: str) -> str:
+    """The task-table row of CLDyN customised for ``for_task``, in the table of task network ``scored_by``."""
+    return f"cldyn customised for {for_task}" + (" (this task)" if for_task == scored_by else "")
+
+
+def ablation_row(name: str) -> str:
+    """The task-table row of RSC runs trained with ablation switch ``name``."""
+    return f"ablation: {name}"
+
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     vals = [v for v in values if v is not None and not math.isnan(v)]
