@@ -13,6 +13,7 @@ from cldyn.evaluation.done_when import (
     over_vfn,
     own_customisation_best,
     second_detector_gain,
+    unseen_quality_holds,
     verdict_markdown,
     verdicts,
 )
@@ -102,6 +103,18 @@ def test_fusion_quality_takes_the_worst_customisation_against_vfn():
     assert fusion_quality_holds(fusion).met is False
 
 
+def test_unseen_camera_allows_five_percent_on_vif_ssim_and_qabf():
+    def row(vif, ssim):
+        return {"vif": (vif, 0, 1), "ssim": (ssim, 0, 1), "qabf": (0.6, 0, 1)}
+
+    unseen = {"vfn": row(0.8, 1.0), "cldyn_detection": row(0.776, 0.99)}  # VIF -3%, SSIM -1%
+    v = unseen_quality_holds(unseen)
+    assert v.met is True and "VIF -3.0%" in v.measured and v.target == "VIF, SSIM, QABF ≥ -5%"
+    unseen["cldyn_saliency"] = row(0.8, 0.94)  # SSIM -6%
+    assert unseen_quality_holds(unseen).met is False
+    assert unseen_quality_holds(None).met is None
+
+
 def test_second_detector_gain_and_the_markdown_table():
     tasks = {"detection (second detector)": {"vfn": {"map50_95": [0.30, 0.0, 1]},
                                              SECOND_DETECTOR_ROW: {"map50_95": [0.31, 0.004, 3]}}}
@@ -109,8 +122,8 @@ def test_second_detector_gain_and_the_markdown_table():
     tasks["detection (second detector)"][SECOND_DETECTOR_ROW]["map50_95"] = [0.302, 0.004, 3]
     assert second_detector_gain(tasks).met is False
     items = verdicts(tasks, {}, [], [])
-    assert len(items) == 7 and all(v.met is None for v in items[:-1])
+    assert len(items) == 8 and all(v.met is None for v in items[:-1])
     md = verdict_markdown(items)
-    assert md.count("\n") == 8
+    assert md.count("\n") == 9
     assert "| second detector gains (goal) | +0.0020 (std 0.0040) | gain > seeds' std | no |" in md
     assert "not measurable" in md

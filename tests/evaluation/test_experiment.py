@@ -7,7 +7,7 @@ import torch
 from cldyn.cli import main
 
 
-def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path, capsys):
+def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, pairs_dir, tmp_path, capsys):
     from cldyn.model.rsc import CLDyN
     from cldyn.weights import load_pretrained_vfn, save_rsc
 
@@ -20,7 +20,7 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path
     rsc_file = str(tmp_path / "rsc.safetensors")
     args = ["experiment", "--data", str(labelled), "--split", "train", "--out", str(out), "--tasks",
             "saliency,segmentation", "--rsc-weights", rsc_file, rsc_file, "--ablation", f"no_penalty={rsc_file}",
-            "--other-rsc", f"shipped={rsc_file}",
+            "--other-rsc", f"shipped={rsc_file}", "--unseen", str(pairs_dir),
             "--gallery", "1", "--timing-repeats", "1", "--threads", "1", "--quiet"]
     assert main(args) == 0
     for name in ("report.html", "results.md", "tasks.json", "tasks.md", "efficiency.json", "experiment.json",
@@ -44,7 +44,8 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path
     assert eff["params"]["vfn_frozen"] == 46954 and eff["ms_per_pair"]["cldyn_saliency"] > 0
     page = (out / "report.html").read_text()
     assert "http://" not in page and "https://" not in page
-    assert page.count("<img") == 2 * 5  # 2 task rows x (IR, VIS, VFN, CLDyN-sal, CLDyN-seg)
+    # gallery: 2 task rows x (IR, VIS, VFN, CLDyN-sal, CLDyN-seg); unseen: 2 pairs x the same 5 images
+    assert page.count("<img") == 2 * 5 + 2 * 5
     assert "## Results" in (out / "results.md").read_text()
     results = (out / "results.md").read_text()
     assert "Does the customisation depend on the task?" in results and "| 0 | " in results
@@ -60,20 +61,30 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, tmp_path
     assert row.rstrip(" |").endswith(" / ".join(f"{t[:3]} {v:.3f}" for t, v in vs.items()))
     # issue 13's verdicts, from the same tables: the distance is the customisation table's, pooled over the 2 runs
     checks = {c["criterion"]: c for c in json.loads((out / "done_when.json").read_text())}
-    assert len(checks) == 7 and "Issue 13's acceptance criteria" in results and "Issue 13's acceptance" in page
+    assert len(checks) == 8 and "Issue 13's acceptance criteria" in results and "Issue 13's acceptance" in page
     table_row = next(ln for ln in results.splitlines() if ln.startswith("| 0 | ") and "semantic" not in ln)
     dist = table_row.split(" | ")[1]
     assert checks["customisations differ"]["measured"].startswith(f"saliency vs segmentation {dist} ± 0.000")
     assert checks["customisations differ"]["met"] is (float(dist) >= 1.0)
     assert checks["full method beats no_closed_loop"]["met"] is None  # no such ablation in this experiment
+    # the unseen camera: VFN and each run's customisations fused there and scored against VFN
+    assert sorted(p.name for p in (out / "unseen" / "fused").iterdir()) == [
+        "cldyn_saliency_s0", "cldyn_saliency_s1", "cldyn_segmentation_s0", "cldyn_segmentation_s1", "vfn"]
+    unseen = json.loads((out / "unseen" / "fusion" / "metrics.json").read_text())
+    base = unseen["vfn"]["vif"]
+    worst_vif = min(100 * (unseen[m]["vif"] - base) / base for m in unseen if m != "vfn")
+    check = checks["no artefacts on an unseen camera"]
+    assert f"VIF {worst_vif:+.1f}%" in check["measured"] and check["met"] is not None
+    assert "A camera no network saw" in results and "A camera no network saw" in page
 
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "fused").rglob("*.png")}
+    stamps = {p: p.stat().st_mtime_ns for p in [*(out / "fused").rglob("*.png"), *(out / "unseen").rglob("*.png")]}
     stamps[out / "inspect_rsc.json"] = (out / "inspect_rsc.json").stat().st_mtime_ns
     metrics_time = (out / "fusion" / "metrics.json").stat().st_mtime_ns
     capsys.readouterr()
     assert main(args) == 0  # cached: nothing is fused or scored again
     assert "fusing" not in capsys.readouterr().out
-    assert {p: p.stat().st_mtime_ns for p in [*(out / "fused").rglob("*.png"), out / "inspect_rsc.json"]} == stamps
+    assert {p: p.stat().st_mtime_ns for p in [*(out / "fused").rglob("*.png"), *(out / "unseen").rglob("*.png"),
+                                              out / "inspect_rsc.json"]} == stamps
     assert (out / "fusion" / "metrics.json").stat().st_mtime_ns == metrics_time
 
 

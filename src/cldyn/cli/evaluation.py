@@ -67,8 +67,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                            rsc_weights=args.rsc_weights or [],
                            task_weights=task_map(args.task_weights, tasks, "--task-weights"),
                            ablations=ablations, other_rscs=others, second_detector=args.second_detector,
-                           limit=args.limit, gallery=args.gallery, workers=args.workers, device=args.device,
-                           timing_repeats=args.timing_repeats, inspect_pairs=args.inspect_pairs)
+                           unseen=args.unseen, limit=args.limit, gallery=args.gallery, workers=args.workers,
+                           device=args.device, timing_repeats=args.timing_repeats, inspect_pairs=args.inspect_pairs)
     result = Experiment(cfg, log=print, progress=not args.quiet).run()
     print(f"{result['pairs']} pairs; {result['timings']['total_s']:.0f} s; wrote {cfg.out}/report.html, "
           f"{cfg.out}/results.md")
@@ -236,6 +236,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RSC weights of other runs of the full method, shown as their own rows (e.g. the shipped "
                         "weights beside seeds trained with another protocol)")
     s.add_argument("--second-detector", help="a detection network the RSC never saw (generalisation row)")
+    s.add_argument("--unseen", metavar="DIR", help="pairs from a camera no network saw (e.g. "
+                   "../shared/data/m3fd-samples): fused, scored against VFN and shown side by side (artefacts)")
     s.add_argument("--limit", type=int, help="only the first N pairs of the split")
     s.add_argument("--gallery", type=int, default=e.gallery, help="pairs in the gallery")
     s.add_argument("--workers", type=int, default=e.workers, help="processes for the fusion metrics")

@@ -2,7 +2,9 @@
 
 Writes into ``out``: ``fused/<method>/`` (the fused images), ``fusion/`` (fusion-quality metrics of every method and
 the classical baselines, CSV/JSON/Markdown), ``tasks.json|md`` (each task network on every image source),
-``efficiency.json|md``, ``report.html`` (self-contained) and ``results.md`` (the README's "Results" section).
+``efficiency.json|md``, ``report.html`` (self-contained), ``results.md`` (the README's "Results" section),
+``done_when.json`` (issue 13's criteria, measured) and, with ``unseen``, ``unseen/`` (the same for a camera no network
+saw: fused images and fusion metrics).
 
 Long steps are cached: a fused folder is reused while the weights that made it (their SHA-256) and the pair list
 are unchanged, and so are the metric files computed from it; a re-run recomputes only what changed.
@@ -61,8 +63,10 @@ class ExperimentConfig:
     ``rsc_weights``: RSC checkpoints of the method (several = seeds; empty = the shipped one). ``ablations``: name ->
     RSC checkpoints trained with an ablation switch (e.g. ``no_penalty``). ``other_rscs``: name -> RSC checkpoints
     of other runs of the full method (their own rows, e.g. the shipped weights). ``second_detector``: a detection
-    network of another architecture that the RSC never saw (generalisation). ``limit``: the first N pairs of the
-    split. ``inspect_pairs``: the first N pairs on which each run's RSC is inspected (``cldyn inspect-rsc``).
+    network of another architecture that the RSC never saw (generalisation). ``unseen``: a folder of aligned pairs
+    from a camera that no network saw (e.g. ``m3fd-samples``), where VFN and each run's customisations are fused,
+    scored by the fusion metrics and shown side by side (artefacts). ``limit``: the first N pairs of the split.
+    ``inspect_pairs``: the first N pairs on which each run's RSC is inspected (``cldyn inspect-rsc``).
     """
 
     data: str
@@ -74,6 +78,7 @@ class ExperimentConfig:
     ablations: dict[str, list[str]] = field(default_factory=dict)
     other_rscs: dict[str, list[str]] = field(default_factory=dict)
     second_detector: str | None = None
+    unseen: str | None = None
     limit: int | None = None
     gallery: int = 8
     workers: int = 1
@@ -87,6 +92,11 @@ class _Average(nn.Module):
 
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         return 0.5 * (ir + vis_y)
+
+
+def seeded(prefix: str, runs: list[tuple[Any, str]]) -> dict[str, tuple[Any, str]]:
+    """Method names of RSC runs: ``prefix`` (one run) or ``prefix_s<i>`` (several) -> (rsc, sha)."""
+    return {prefix + (f"_s{i}" if len(runs) > 1 else ""): run for i, run in enumerate(runs)}
 
 
 class Experiment:
@@ -126,73 +136,90 @@ class Experiment:
             if self.second.task != "detection":
                 raise CldynError(f"{cfg.second_detector}: holds a {self.second.task!r} network, not a detector")
         self.names = [p.name for p in self.pairs]
+        self.unseen_pairs: list[Pair] = []
+        if cfg.unseen:
+            self.unseen_pairs = sorted(discover_pairs([cfg.unseen])[0], key=lambda p: p.name)
+            if not self.unseen_pairs:
+                raise CldynError(f"{cfg.unseen}: no image pairs found")
         self.timings: dict[str, float] = {}
 
     # -- fused images --------------------------------------------------------------------------------------------
 
-    def _cached(self, method: str, identity: dict[str, Any]) -> bool:
-        folder = self.out / "fused" / method
+    @staticmethod
+    def _cached(folder: Path, identity: dict[str, Any], names: list[str]) -> bool:
         stamp = folder / ".identity.json"
-        return stamp.is_file() and json.loads(stamp.read_text()) == {**identity, "pairs": self.names} and \
-            all((folder / f"{n}.png").is_file() for n in self.names)
+        return stamp.is_file() and json.loads(stamp.read_text()) == {**identity, "pairs": names} and \
+            all((folder / f"{n}.png").is_file() for n in names)
 
-    def fuse(self, methods: dict[str, dict[str, Any]], make_fuser: Callable[[list[str]], Any]) -> dict[str, Path]:
-        """``out/fused/<method>`` for each method (name -> identity); those whose cached folder has another identity
-        are made in one pass by ``make_fuser(names)``, a fuser with one output per name (RSCs that share a task
-        network share its base fusion and features)."""
-        folders = {m: self.out / "fused" / m for m in methods}
-        todo = [m for m, ident in methods.items() if not self._cached(m, ident)]
+    def fuse(self, methods: dict[str, dict[str, Any]], make_fuser: Callable[[list[str]], Any],
+             pairs: list[Pair] | None = None, root: str = "fused") -> dict[str, Path]:
+        """``out/<root>/<method>`` for each method (name -> identity) on ``pairs`` (default: the split's); those
+        whose cached folder has another identity are made in one pass by ``make_fuser(names)``, a fuser with one
+        output per name (RSCs that share a task network share its base fusion and features)."""
+        pairs = self.pairs if pairs is None else pairs
+        names = [p.name for p in pairs]
+        folders = {m: self.out / root / m for m in methods}
+        todo = [m for m, ident in methods.items() if not self._cached(folders[m], ident, names)]
         if todo:
             for m in todo:
                 if folders[m].exists():
                     shutil.rmtree(folders[m])
-            self.log(f"fusing {len(self.pairs)} pairs: {', '.join(todo)}")
-            report = make_fuser(todo).fuse_pairs(self.pairs, [folders[m] for m in todo], bits=8,
-                                                 progress=self.progress)
+            self.log(f"fusing {len(pairs)} pairs: {', '.join(todo)}")
+            report = make_fuser(todo).fuse_pairs(pairs, [folders[m] for m in todo], bits=8, progress=self.progress)
             if report.errors:
                 raise CldynError(f"{todo[0]}: {len(report.errors)} pairs failed, first: {report.errors[0]}")
             for m in todo:
                 atomic_write_bytes(folders[m] / ".identity.json",
-                                   json.dumps({**methods[m], "pairs": self.names}).encode())
+                                   json.dumps({**methods[m], "pairs": names}).encode())
         return folders
+
+    def _vfn(self, **where: Any) -> dict[str, Path]:
+        dev, w = self.cfg.device, self.cfg.workers
+        return self.fuse({"vfn": {"vfn": self.vfn_id}}, lambda _: Fuser(self.vfn, device=dev, workers=w), **where)
+
+    def _customised(self, adapter, task_id: str, runs: dict[str, tuple[Any, str]], **where: Any) -> dict[str, Path]:
+        """Each RSC run of ``runs`` (method -> (rsc, sha)) customised for ``adapter``, fused in one pass."""
+        dev, w = self.cfg.device, self.cfg.workers
+        rscs = {m: r for m, (r, _) in runs.items()}
+        return self.fuse({m: {"vfn": self.vfn_id, "rsc": rid, "task": task_id} for m, (_, rid) in runs.items()},
+                         lambda names: Fuser(self.vfn, device=dev, workers=w, task=adapter,
+                                             rsc=[rscs[m] for m in names]), **where)
 
     def fused_methods(self) -> dict[str, Path]:
         """Every fused folder the tables need: vfn, average, cldyn_<task>[_s<seed>], ablations, second detector."""
         dev, w = self.cfg.device, self.cfg.workers
-        out = {**self.fuse({"vfn": {"vfn": self.vfn_id}}, lambda _: Fuser(self.vfn, device=dev, workers=w)),
+        out = {**self._vfn(),
                **self.fuse({"average": {"average": 1}}, lambda _: Fuser(_Average(), device=dev, workers=w))}
-
-        def seeded(prefix: str, runs: list[tuple[Any, str]]) -> dict[str, tuple[Any, str]]:
-            """``prefix`` (one run) or ``prefix_s<i>`` (several) -> (rsc, sha)."""
-            return {prefix + (f"_s{i}" if len(runs) > 1 else ""): run for i, run in enumerate(runs)}
-
-        def customised(adapter, task_id: str, runs: dict[str, tuple[Any, str]]) -> dict[str, Path]:
-            rscs = {m: r for m, (r, _) in runs.items()}
-            return self.fuse({m: {"vfn": self.vfn_id, "rsc": rid, "task": task_id} for m, (_, rid) in runs.items()},
-                             lambda names: Fuser(self.vfn, device=dev, workers=w, task=adapter,
-                                                 rsc=[rscs[m] for m in names]))
-
         main = list(zip(self.rscs, self.rsc_ids, strict=True))
         for t, adapter in self.adapters.items():
             runs = seeded(f"cldyn_{t}", main)
             for abl, abl_runs in self.ablations.items():
                 runs.update(seeded(f"{abl}_{t}", [(r, rid) for _, r, rid in abl_runs]))
-            out.update(customised(adapter, self.task_ids[t], runs))
+            out.update(self._customised(adapter, self.task_ids[t], runs))
         if self.second is not None:
             second_id = sha256_file(self.cfg.second_detector)
-            out.update(customised(self.second, second_id, seeded("cldyn_second_detector", main)))
+            out.update(self._customised(self.second, second_id, seeded("cldyn_second_detector", main)))
+        return out
+
+    def unseen_methods(self) -> dict[str, Path]:
+        """VFN and each run's task customisations on the ``unseen`` pairs, in ``out/unseen/fused``."""
+        where = {"pairs": self.unseen_pairs, "root": "unseen/fused"}
+        out = self._vfn(**where)
+        main = list(zip(self.rscs, self.rsc_ids, strict=True))
+        for t, adapter in self.adapters.items():
+            out.update(self._customised(adapter, self.task_ids[t], seeded(f"cldyn_{t}", main), **where))
         return out
 
     # -- tables --------------------------------------------------------------------------------------------------
 
-    def _sources(self) -> Path:
-        """The split's pairs as ``out/sources/{ir,vi}`` (what the fusion metrics read)."""
-        root = self.out / "sources"
+    @staticmethod
+    def _sources(pairs: list[Pair], root: Path) -> Path:
+        """``pairs`` as ``root/{ir,vi}`` (what the fusion metrics read)."""
         for sub, attr in (("ir", "ir"), ("vi", "vis")):
             d = root / sub
             d.mkdir(parents=True, exist_ok=True)
             keep = set()
-            for p in self.pairs:
+            for p in pairs:
                 src = getattr(p, attr)
                 dst = d / f"{p.name}{src.suffix}"
                 keep.add(dst.name)
@@ -203,27 +230,35 @@ class Experiment:
                     extra.unlink()
         return root
 
-    def fusion_table(self, fused: dict[str, Path]) -> dict[str, Any]:
-        """Fusion-quality metrics of every method (cached on the fused folders' identities)."""
-
-        # The issue's table: VFN and CLDyN customised for each task (ablations and the second detector only enter the
-        # task table; average is scored as a baseline).
-        methods = {m: d for m, d in fused.items() if m == "vfn" or
-                   (m.startswith("cldyn_") and not m.startswith("cldyn_second_detector"))}
+    def _scored(self, methods: dict[str, Path], pairs: list[Pair], sources: Path, out: Path,
+                baselines: list[str]) -> dict[str, Any]:
+        """Fusion-quality metrics of ``methods`` on ``pairs`` (+ ``baselines``) in ``out``, cached on the fused
+        folders' identities."""
         ident = {m: json.loads((d / ".identity.json").read_text()) for m, d in methods.items()}
-        cache = self.out / "fusion" / "identity.json"
-        summary_path = self.out / "fusion" / "metrics.json"
+        cache, summary_path = out / "identity.json", out / "metrics.json"
         if cache.is_file() and summary_path.is_file() and json.loads(cache.read_text()) == ident:
             return json.loads(summary_path.read_text())
-        src = self._sources()
-        self.log(f"fusion metrics: {len(methods)} methods + {len(BASELINES)} baselines x {len(self.pairs)} pairs")
+        src = self._sources(pairs, sources)
+        self.log(f"fusion metrics: {len(methods)} methods + {len(baselines)} baselines x {len(pairs)} pairs")
         ev = evaluate_folders(src / "ir", src / "vi", list(methods.values()), names=list(methods),
-                              baselines=list(BASELINES), workers=self.cfg.workers, progress=self.progress)
+                              baselines=baselines, workers=self.cfg.workers, progress=self.progress)
         if any(ev.failures.values()):
             raise CldynError(f"fusion metrics failed: {next(iter(v for v in ev.failures.values() if v))[0]}")
-        ev.write(self.out / "fusion", overwrite=True)  # the experiment folder is a cache its rerun refreshes
+        ev.write(out, overwrite=True)  # the experiment folder is a cache its rerun refreshes
         atomic_write_bytes(cache, json.dumps(ident).encode())
         return json.loads(summary_path.read_text())
+
+    def fusion_table(self, fused: dict[str, Path]) -> dict[str, Any]:
+        """Fusion-quality metrics of VFN and CLDyN customised for each task, and the baselines (ablations and the
+        second detector only enter the task table; average is scored as a baseline)."""
+        methods = {m: d for m, d in fused.items() if m == "vfn" or
+                   (m.startswith("cldyn_") and not m.startswith("cldyn_second_detector"))}
+        return self._scored(methods, self.pairs, self.out / "sources", self.out / "fusion", list(BASELINES))
+
+    def unseen_table(self, fused: dict[str, Path]) -> dict[str, Any]:
+        """Fusion-quality metrics of VFN and the customisations on the ``unseen`` pairs (``out/unseen/fusion``)."""
+        root = self.out / "unseen"
+        return self._scored(fused, self.unseen_pairs, root / "sources", root / "fusion", [])
 
     def task_metrics(self, task: str, adapter, source: str, folder: Path | None) -> dict[str, Any]:
         """One task network on one image source (``visible``, ``infrared`` or a fused folder), cached."""
@@ -331,7 +366,11 @@ class Experiment:
         eff = self.efficiency()
         result = {"config": asdict(self.cfg), "pairs": len(self.pairs), "fusion": fusion, "tasks": tasks,
                   "efficiency": eff, "inspect_rsc": self.inspection(), "rsc_weights": [str(p) for p in self.rsc_paths]}
-        write_experiment_report(self, result, fused)
+        unseen: dict[str, Path] = {}
+        if self.unseen_pairs:
+            unseen = self.unseen_methods()
+            result["unseen"] = self.unseen_table(unseen)
+        write_experiment_report(self, result, fused, unseen)
         self.timings["total_s"] = time.perf_counter() - t0
         result["timings"] = self.timings
         atomic_write_bytes(self.out / "experiment.json", json.dumps(result, indent=2, default=str).encode())

@@ -214,7 +214,24 @@ def gallery_html(exp, fused: dict[str, Path]) -> str:
     return "".join(blocks)
 
 
-def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path]) -> None:
+def unseen_gallery_html(exp, unseen: dict[str, Path]) -> str:
+    """Each unseen pair side by side: infrared, visible, VFN and CLDyN customised for each task (first run)."""
+    columns = [m for m in unseen if m == "vfn" or re.fullmatch(r"cldyn_[a-z]+(_s0)?", m)]
+    rows = []
+    for p in exp.unseen_pairs:
+        images = {"infrared": three_channels(to_single_channel(read_image(p.ir))),
+                  "visible": three_channels(read_image(p.vis).pixels),
+                  **{re.sub(r"_s0$", "", m): three_channels(read_image(unseen[m] / f"{p.name}.png").pixels)
+                     for m in columns}}
+        cells = "".join(f'<figure><img src="{_uri(img)}" alt="{html.escape(name)}">'
+                        f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, img in images.items())
+        rows.append(f"<div class=row><span class=lab>{html.escape(p.name)}</span>{cells}</div>")
+    return "".join(rows)
+
+
+def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path],
+                            unseen: dict[str, Path] | None = None) -> None:
+    """``results.md``, ``report.html``, ``done_when.json`` and the task and efficiency tables, into ``exp.out``."""
     out = exp.out
     frows = fusion_rows(result["fusion"])
     fusion_md, rel_md = fusion_markdown(frows), vfn_relative_markdown(frows)
@@ -222,7 +239,9 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
     distances = customisation_distances(exp, fused)
     custom_md, runs_md = customisation_markdown(distances), runs_markdown(exp)
     inspect_md = inspection_markdown(result.get("inspect_rsc", []))
-    checks = verdicts(result["tasks"], frows, distances, result.get("inspect_rsc", []))
+    unseen_rows = fusion_rows(result["unseen"]) if "unseen" in result else None
+    unseen_md = vfn_relative_markdown(unseen_rows) if unseen_rows else ""
+    checks = verdicts(result["tasks"], frows, distances, result.get("inspect_rsc", []), unseen=unseen_rows)
     checks_md = verdict_markdown(checks)
     atomic_write_bytes(out / "done_when.json", json.dumps([asdict(v) for v in checks], indent=2).encode())
     atomic_write_bytes(out / "tasks.json", json.dumps(result["tasks"], indent=2).encode())
@@ -242,6 +261,8 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
         "## Results", notes, "### Issue 13's acceptance criteria, measured", checks_md,
         "### Fusion quality (mean over pairs; best per column in bold)", fusion_md,
         "### CLDyN against VFN (change per metric)", rel_md,
+        *([f"### A camera no network saw (`{exp.cfg.unseen}`, {len(exp.unseen_pairs)} pairs): CLDyN against VFN",
+           unseen_md] if unseen_md else []),
         "### Does the customisation depend on the task? (mean |difference| in 8-bit levels)", custom_md,
         f"### Does the RSC read the task? (`cldyn inspect-rsc`, first {exp.cfg.inspect_pairs} pairs)", inspect_md,
         "### Task networks on each image source", tasks_md,
@@ -259,6 +280,9 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path])
             for c in r) + "</tr>" for r in rows[1:])
         return f"<table><tr>{head}</tr>{body}</table>"
 
+    unseen_html = "" if not unseen_md else (
+        f"<h2>A camera no network saw</h2><p>{html.escape(str(exp.cfg.unseen))}: CLDyN against VFN, and every pair side"
+        f" by side (look for artefacts).</p>{md_table_to_html(unseen_md)}{unseen_gallery_html(exp, unseen or {})}")
     task_html = "".join(f"<h3>{html.escape(block.splitlines()[0].strip('*'))}</h3>" + md_table_to_html(block)
                         for block in tasks_md.split("\n\n**"))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cldyn experiment</title>
@@ -270,8 +294,8 @@ figure{{margin:0}} figure img{{max-width:200px;display:block}} figcaption{{font-
 <p>{html.escape(notes)}</p><h2>Issue 13's acceptance criteria, measured</h2>{md_table_to_html(checks_md)}
 <h2>Fusion quality</h2>{md_table_to_html(fusion_md)}
 <h2>CLDyN against VFN</h2>{md_table_to_html(rel_md)}
-<h2>Does the customisation depend on the task?</h2><p>Mean absolute difference in 8-bit levels between CLDyN's images
-customised for different task networks, and between each and VFN.</p>{md_table_to_html(custom_md)}
+{unseen_html}<h2>Does the customisation depend on the task?</h2><p>Mean absolute difference in 8-bit levels between
+CLDyN's images customised for different task networks, and between each and VFN.</p>{md_table_to_html(custom_md)}
 <h2>Does the RSC read the task?</h2><p><code>cldyn inspect-rsc</code> on the first {exp.cfg.inspect_pairs} pairs: the
 share of pairs whose kernel choices agree across the task networks, how far apart the task embeddings lie, and how much
 the customisations differ.</p>{md_table_to_html(inspect_md)}
