@@ -81,6 +81,6 @@ case ${1:-list} in
     cldyn experiment --data ../shared/data/msrs --split val --out "${P5_EXPERIMENT:-runs/p5_experiment}" \
       --rsc-weights "${full[@]}" "${args[@]}" \
       --other-rsc shipped=src/cldyn/weights/rsc.safetensors \
-      --second-detector "$yolo" --workers 2 --threads 2 --quiet ;;
+      --second-detector "$yolo" --unseen ../shared/data/m3fd-samples --workers 2 --threads 2 --quiet ;;
   *) echo "usage: $0 list | worker W N | experiment" >&2; exit 2 ;;
 esac
