@@ -110,3 +110,48 @@ def test_runs_table_names_each_runs_switches(tmp_path):
                        "split=msrs_train_b | cpu |")
     assert "task_encoder=upstream" in rows[1] and "| 150 (140) |" in rows[1]
     assert rows[2] == f"| old | `{old}` | 0 | 400 (50) | aggregate=mean | cpu |"  # older keys only
+
+
+def test_fusion_scores_are_cached_per_method(pairs_dir, tmp_path):
+    """A rerun with one more method scores that method alone, and the table equals scoring all at once."""
+    import types
+
+    import cv2
+
+    from cldyn.data.pairs import discover_pairs
+    from cldyn.evaluation.evaluate import evaluate_folders
+    from cldyn.evaluation.experiment import Experiment
+
+    pairs = sorted(discover_pairs([pairs_dir])[0], key=lambda p: p.name)
+    folders = {}
+    for m, pick in (("ir_copy", "ir"), ("vis_grey", "vis"), ("mean", None)):
+        d = folders[m] = tmp_path / "fused" / m
+        d.mkdir(parents=True)
+        for p in pairs:
+            ir, vis = cv2.imread(str(p.ir), 0), cv2.imread(str(p.vis), 0)
+            img = {"ir": ir, "vis": vis, None: ((ir.astype(int) + vis) // 2).astype("uint8")}[pick]
+            cv2.imwrite(str(d / f"{p.name}.png"), img)
+        (d / ".identity.json").write_text(json.dumps({"method": m}))
+    logged: list[str] = []
+    stub = types.SimpleNamespace(_sources=Experiment._sources, log=logged.append,
+                                 cfg=types.SimpleNamespace(workers=1), progress=False)
+    out = tmp_path / "fusion"
+
+    def score(methods):
+        return Experiment._scored(stub, {m: folders[m] for m in methods}, pairs, tmp_path / "src", out, ["dwt"])
+
+    first = score(["ir_copy", "vis_grey"])
+    assert logged == ["fusion metrics: 2 methods + 1 baselines x 2 pairs"]
+    both = score(["ir_copy", "vis_grey", "mean"])
+    assert logged[-1] == "fusion metrics: 1 methods + 0 baselines x 2 pairs"
+    assert {m: both[m] for m in first} == first
+    stamp = (out / "metrics.json").stat().st_mtime_ns
+    assert score(["ir_copy", "vis_grey", "mean"]) == both and len(logged) == 2  # nothing changed: nothing scored
+    assert (out / "metrics.json").stat().st_mtime_ns == stamp
+    src = tmp_path / "src"
+    ref = evaluate_folders(src / "ir", src / "vi", [folders[m] for m in ("ir_copy", "vis_grey", "mean")],
+                           names=["ir_copy", "vis_grey", "mean"], baselines=["dwt"], progress=False).to_json()
+    assert both == ref
+    (folders["mean"] / ".identity.json").write_text(json.dumps({"method": "mean", "weights": 2}))
+    score(["ir_copy", "vis_grey", "mean"])  # new weights behind a folder: that folder is scored again
+    assert logged[-1] == "fusion metrics: 1 methods + 0 baselines x 2 pairs"

@@ -35,7 +35,7 @@ from cldyn.errors import CldynError
 from cldyn.evaluation.baselines import BASELINES
 from cldyn.evaluation.bench import peak_rss_mb
 from cldyn.evaluation.bench_closed_loop import bench_customise
-from cldyn.evaluation.evaluate import evaluate_folders
+from cldyn.evaluation.evaluate import Evaluation, evaluate_folders
 from cldyn.evaluation.experiment_report import write_experiment_report
 from cldyn.evaluation.inspect_rsc import inspect_rsc, pair_tensors
 from cldyn.evaluation.tables import SECOND_DETECTOR_ROW, TASK_COLUMNS, ablation_row, customised_row, mean_std
@@ -232,21 +232,38 @@ class Experiment:
 
     def _scored(self, methods: dict[str, Path], pairs: list[Pair], sources: Path, out: Path,
                 baselines: list[str]) -> dict[str, Any]:
-        """Fusion-quality metrics of ``methods`` on ``pairs`` (+ ``baselines``) in ``out``, cached on the fused
-        folders' identities."""
-        ident = {m: json.loads((d / ".identity.json").read_text()) for m, d in methods.items()}
-        cache, summary_path = out / "identity.json", out / "metrics.json"
-        if cache.is_file() and summary_path.is_file() and json.loads(cache.read_text()) == ident:
-            return json.loads(summary_path.read_text())
-        src = self._sources(pairs, sources)
-        self.log(f"fusion metrics: {len(methods)} methods + {len(baselines)} baselines x {len(pairs)} pairs")
-        ev = evaluate_folders(src / "ir", src / "vi", list(methods.values()), names=list(methods),
-                              baselines=baselines, workers=self.cfg.workers, progress=self.progress)
-        if any(ev.failures.values()):
-            raise CldynError(f"fusion metrics failed: {next(iter(v for v in ev.failures.values() if v))[0]}")
-        ev.write(out, overwrite=True)  # the experiment folder is a cache its rerun refreshes
-        atomic_write_bytes(cache, json.dumps(ident).encode())
-        return json.loads(summary_path.read_text())
+        """Fusion-quality metrics of ``methods`` on ``pairs`` (+ ``baselines``), written to ``out``. Each method's
+        per-image scores are cached in ``out/cache`` on its fused folder's identity, so a rerun with one more seed
+        scores that seed alone."""
+        ident = {**{m: json.loads((d / ".identity.json").read_text()) for m, d in methods.items()},
+                 **{b: {"baseline": b, "pairs": [p.name for p in pairs]} for b in baselines}}
+        stamp, summary = out / "identity.json", out / "metrics.json"
+        if stamp.is_file() and summary.is_file() and json.loads(stamp.read_text()) == ident:
+            return json.loads(summary.read_text())
+        cache = out / "cache"
+        per_image: dict[str, dict[str, dict[str, float]]] = {}
+        for m, i in ident.items():
+            f = cache / f"{m}.json"
+            if f.is_file() and (held := json.loads(f.read_text()))["identity"] == i:
+                per_image[m] = held["per_image"]
+        todo = [m for m in methods if m not in per_image]
+        todo_base = [b for b in baselines if b not in per_image]
+        if todo or todo_base:
+            src = self._sources(pairs, sources)
+            self.log(f"fusion metrics: {len(todo)} methods + {len(todo_base)} baselines x {len(pairs)} pairs")
+            ev = evaluate_folders(src / "ir", src / "vi", [methods[m] for m in todo], names=todo,
+                                  baselines=todo_base, workers=self.cfg.workers, progress=self.progress)
+            if any(ev.failures.values()):
+                raise CldynError(f"fusion metrics failed: {next(iter(v for v in ev.failures.values() if v))[0]}")
+            for m in [*todo, *todo_base]:
+                per_image[m] = ev.per_image[m]
+                atomic_write_bytes(cache / f"{m}.json",
+                                   json.dumps({"identity": ident[m], "per_image": per_image[m]}).encode())
+        order = [*methods, *baselines]
+        # the experiment folder is a cache its rerun refreshes
+        Evaluation(methods=order, per_image={m: per_image[m] for m in order}).write(out, overwrite=True)
+        atomic_write_bytes(stamp, json.dumps(ident).encode())
+        return json.loads(summary.read_text())
 
     def fusion_table(self, fused: dict[str, Path]) -> dict[str, Any]:
         """Fusion-quality metrics of VFN and CLDyN customised for each task, and the baselines (ablations and the
