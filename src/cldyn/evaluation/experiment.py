@@ -251,11 +251,13 @@ class Experiment:
         if todo or todo_base:
             src = self._sources(pairs, sources)
             self.log(f"fusion metrics: {len(todo)} methods + {len(todo_base)} baselines x {len(pairs)} pairs")
-            ev = evaluate_folders(src / "ir", src / "vi", [methods[m] for m in todo], names=todo,
-                                  baselines=todo_base, workers=self.cfg.workers, progress=self.progress)
-            if any(ev.failures.values()):
-                raise CldynError(f"fusion metrics failed: {next(iter(v for v in ev.failures.values() if v))[0]}")
+            # one method at a time, each cached as soon as it is scored: an interrupted run keeps what it finished
             for m in [*todo, *todo_base]:
+                folder, base = ([methods[m]], []) if m in methods else ([], [m])
+                ev = evaluate_folders(src / "ir", src / "vi", folder, names=[m] if folder else None, baselines=base,
+                                      workers=self.cfg.workers, progress=self.progress)
+                if ev.failures.get(m):
+                    raise CldynError(f"fusion metrics of {m} failed: {ev.failures[m][0]}")
                 per_image[m] = ev.per_image[m]
                 atomic_write_bytes(cache / f"{m}.json",
                                    json.dumps({"identity": ident[m], "per_image": per_image[m]}).encode())
