@@ -76,6 +76,8 @@ def test_distances_use_the_mean_over_runs_and_every_pair():
     v = distances_differ(runs)
     assert v.met is True and "a vs b 1.100 ± 0.100" in v.measured
     assert distances_differ([{"a vs b": 1.2, "a vs c": 0.9}]).met is False
+    against_vfn = distances_differ([{"a vs b": 1.2, "a vs VFN": 0.1}])  # each against VFN is not a task pair
+    assert against_vfn.met is True and "VFN" not in against_vfn.measured
     assert distances_differ([]).met is None
 
 
