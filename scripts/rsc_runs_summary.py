@@ -16,8 +16,9 @@ import json
 import shutil
 from pathlib import Path
 
-TASKS = ("detection", "segmentation", "saliency")
-VAL = {"detection": "map50_95", "segmentation": "miou", "saliency": "max_f"}
+from cldyn.evaluation.done_when import JUDGED_ON
+
+TASKS = tuple(JUDGED_ON)
 
 
 def summarise(run: Path, last: int) -> dict:
@@ -33,7 +34,7 @@ def summarise(run: Path, last: int) -> dict:
         base = sum(float(r[f"{t}_base_loss"]) for r in tail)
         out[f"{t}_loss_vs_base_pct"] = 100 * (loss - base) / base
         out[f"{t}_change"] = 255 * sum(float(r[f"{t}_change"]) for r in tail) / len(tail)  # 8-bit grey levels
-        out[f"{t}_val"] = best["val"][t][VAL[t]]
+        out[f"{t}_val"] = best["val"][t][JUDGED_ON[t]]
     return out
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from cldyn.evaluation.tables import SECOND_DETECTOR_ROW, ablation_row, customised_row
+from cldyn.evaluation.tables import SECOND_DETECTOR_ROW, ablation_row, customised_row, percent_change
 
 #: The metric each task is judged on: the issue's, which for saliency is max F-beta (checkpoint selection uses
 #: S-measure: :data:`cldyn.tasks.evaluation.PRIMARY_METRIC`).
@@ -136,8 +136,8 @@ def beats_ablation(tasks: Mapping[str, Any], ablation: str = "no_closed_loop") -
         wins += gap > std
         judged &= own[2] > 1 and abl[2] > 1
         parts.append(f"{t} {gap:+.4f} (std {std:.4f})")
-    return Verdict(f"full method beats {ablation}", f"{wins}/3 ({'; '.join(parts)})", "≥ 2 of 3 tasks by > std",
-                   wins >= 2 if judged else None)
+    return Verdict(f"full method beats {ablation}", f"{wins}/{len(names)} ({'; '.join(parts)})",
+                   "≥ 2 of 3 tasks by > std", wins >= 2 if judged else None)
 
 
 def _quality(criterion: str, fusion: Mapping[str, Mapping[str, Any]] | None, floor: Mapping[str, float],
@@ -151,8 +151,7 @@ def _quality(criterion: str, fusion: Mapping[str, Mapping[str, Any]] | None, flo
         return Verdict(criterion, "not measured", target, None)
     worst: dict[str, float] = {}
     for k in (*floor, *ceiling):
-        base = fusion["vfn"][k][0]
-        changes = [100 * (fusion[g][k][0] - base) / abs(base) for g in groups]
+        changes = [percent_change(fusion[g][k][0], fusion["vfn"][k][0]) for g in groups]
         worst[k] = min(changes) if k in floor else max(changes)
     met = all(worst[k] >= f for k, f in floor.items()) and all(worst[k] <= c for k, c in ceiling.items())
     text = ", ".join(f"{k.upper()} {v:+.1f}%" for k, v in worst.items()) + " (worst of the task customisations)"

@@ -19,7 +19,7 @@ from cldyn.evaluation.done_when import verdict_markdown, verdicts
 from cldyn.evaluation.inspect_rsc import inspection_markdown
 from cldyn.evaluation.metrics import DIRECTION
 from cldyn.evaluation.report import png_data_uri
-from cldyn.evaluation.tables import FUSION_COLUMNS, TASK_COLUMNS, mean_std
+from cldyn.evaluation.tables import FUSION_COLUMNS, TASK_COLUMNS, mean_std, percent_change
 from cldyn.tasks.visualise import prediction_overlay
 from cldyn.weights.checkpoint import load_checkpoint
 
@@ -73,10 +73,7 @@ def vfn_relative_markdown(rows: dict[str, dict[str, tuple[float, float, int]]]) 
     for r, vals in rows.items():
         if r in (*BASELINES, "vfn"):
             continue
-        changes = []
-        for k in FUSION_COLUMNS:
-            v, b = vals[k][0], rows["vfn"][k][0]
-            changes.append(float("nan") if math.isnan(v) or math.isnan(b) or b == 0 else 100 * (v - b) / abs(b))
+        changes = [percent_change(vals[k][0], rows["vfn"][k][0]) for k in FUSION_COLUMNS]
         finite = [abs(c) for c in changes if not math.isnan(c)]
         lines.append("| " + " | ".join([r, *[f"{c:+.1f}%" for c in changes],
                                         f"{max(finite):.1f}%" if finite else "n/a"]) + " |")

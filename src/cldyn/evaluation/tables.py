@@ -25,6 +25,13 @@ def ablation_row(name: str) -> str:
     return f"ablation: {name}"
 
 
+def percent_change(value: float, base: float) -> float:
+    """``100 (value - base) / |base|``: a metric's change against VFN in percent; NaN where undefined."""
+    if math.isnan(value) or math.isnan(base) or base == 0:
+        return float("nan")
+    return 100 * (value - base) / abs(base)
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
