@@ -155,3 +155,27 @@ def test_fusion_scores_are_cached_per_method(pairs_dir, tmp_path):
     (folders["mean"] / ".identity.json").write_text(json.dumps({"method": "mean", "weights": 2}))
     score(["ir_copy", "vis_grey", "mean"])  # new weights behind a folder: that folder is scored again
     assert logged[-1] == "fusion metrics: 1 methods + 0 baselines x 2 pairs"
+
+
+def test_second_detector_has_its_own_task_cache(tmp_path, monkeypatch):
+    """Both detectors score the VFN folder: each keeps its own cached file, so a rerun evaluates neither again."""
+    import types
+
+    from cldyn.evaluation import experiment as E
+
+    calls: list[object] = []
+    monkeypatch.setattr(E, "load_task_bank", lambda *a, **k: None)
+    monkeypatch.setattr(E, "evaluate_bank", lambda adapter, bank: calls.append(adapter) or {"map50": adapter.score})
+    monkeypatch.setattr(E, "image_source", lambda spec: spec)
+    primary, second = (types.SimpleNamespace(config=None, score=s) for s in (0.6, 0.3))
+    folder = tmp_path / "fused" / "vfn"
+    folder.mkdir(parents=True)
+    (folder / ".identity.json").write_text(json.dumps({"method": "vfn"}))
+    stub = types.SimpleNamespace(out=tmp_path, adapters={"detection": primary}, task_ids={"detection": "sha"},
+                                 names=["a", "b"], cfg=types.SimpleNamespace(data="d", split="val"))
+    for _ in range(2):
+        got = [E.Experiment.task_metrics(stub, "detection", a, "vfn", folder) for a in (primary, second)]
+        assert got == [{"map50": 0.6}, {"map50": 0.3}]
+    assert calls == [primary, second]  # the second pass is served from the two files
+    assert sorted(p.name for p in (tmp_path / "tasks").iterdir()) == ["detection__vfn.json",
+                                                                     "detection_second__vfn.json"]

@@ -281,10 +281,12 @@ class Experiment:
 
     def task_metrics(self, task: str, adapter, source: str, folder: Path | None) -> dict[str, Any]:
         """One task network on one image source (``visible``, ``infrared`` or a fused folder), cached."""
-        ident = {"task": self.task_ids.get(task) if adapter is self.adapters.get(task) else "second",
+        primary = adapter is self.adapters.get(task)
+        ident = {"task": self.task_ids.get(task) if primary else "second",
                  "source": source, "pairs": self.names,
                  "folder": json.loads((folder / ".identity.json").read_text()) if folder else None}
-        path = self.out / "tasks" / f"{task}__{source}.json"
+        # the second detector scores the same sources (vfn): its own file, or the two would evict each other
+        path = self.out / "tasks" / f"{task}{'' if primary else '_second'}__{source}.json"
         if path.is_file():
             cached = json.loads(path.read_text())
             if cached.get("identity") == ident:
