@@ -74,13 +74,16 @@ case ${1:-list} in
     # The second detector: the YOLO11n shipped until 2026-12-02 (needs cldyn[yolo]); neither RSC protocol saw it.
     yolo=$OUT/det_yolo11n_2026-11.safetensors
     [ -e "$yolo" ] || git show 51f0144^:src/cldyn/weights/task_detection.safetensors > "$yolo"
+    # The RSC shipped on 2026-12-03 (change5 step 300, before full_s0 replaced it) as a row of its own.
+    old=$OUT/rsc_shipped_2026-12-03.safetensors
+    [ -e "$old" ] || git show 1756400:src/cldyn/weights/rsc.safetensors > "$old"
     args=()
     for k in "${!abl[@]}"; do args+=("$k=${abl[$k]}"); done
     [ ${#args[@]} -eq 0 ] || args=(--ablation "${args[@]}")
     set -x
     cldyn experiment --data ../shared/data/msrs --split val --out "${P5_EXPERIMENT:-runs/p5_experiment}" \
       --rsc-weights "${full[@]}" "${args[@]}" \
-      --other-rsc shipped=src/cldyn/weights/rsc.safetensors \
+      --other-rsc shipped_2026_12_03="$old" \
       --second-detector "$yolo" --unseen ../shared/data/m3fd-samples --workers 2 --threads 2 --quiet ;;
   *) echo "usage: $0 list | worker W N | experiment" >&2; exit 2 ;;
 esac
