@@ -172,10 +172,13 @@ def test_second_detector_has_its_own_task_cache(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     (folder / ".identity.json").write_text(json.dumps({"method": "vfn"}))
     stub = types.SimpleNamespace(out=tmp_path, adapters={"detection": primary}, task_ids={"detection": "sha"},
-                                 names=["a", "b"], cfg=types.SimpleNamespace(data="d", split="val"))
+                                 second_id="sha2", names=["a", "b"], cfg=types.SimpleNamespace(data="d", split="val"))
     for _ in range(2):
         got = [E.Experiment.task_metrics(stub, "detection", a, "vfn", folder) for a in (primary, second)]
         assert got == [{"map50": 0.6}, {"map50": 0.3}]
     assert calls == [primary, second]  # the second pass is served from the two files
+    stub.second_id = "sha3"  # other weights behind the second detector: its scores are not served from the cache
+    assert E.Experiment.task_metrics(stub, "detection", second, "vfn", folder) == {"map50": 0.3}
+    assert calls == [primary, second, second]
     assert sorted(p.name for p in (tmp_path / "tasks").iterdir()) == ["detection__vfn.json",
                                                                      "detection_second__vfn.json"]

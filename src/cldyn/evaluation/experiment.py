@@ -130,9 +130,10 @@ class Experiment:
                           for name, paths in {**cfg.ablations, **cfg.other_rscs}.items()}
         self.row_labels = {**{n: ablation_row(n) for n in cfg.ablations},
                            **{n: f"other run: {n}" for n in cfg.other_rscs}}
-        self.second = None
+        self.second, self.second_id = None, None
         if cfg.second_detector:
             self.second = load_task(cfg.second_detector).freeze()
+            self.second_id = sha256_file(cfg.second_detector)
             if self.second.task != "detection":
                 raise CldynError(f"{cfg.second_detector}: holds a {self.second.task!r} network, not a detector")
         self.names = [p.name for p in self.pairs]
@@ -197,8 +198,7 @@ class Experiment:
                 runs.update(seeded(f"{abl}_{t}", [(r, rid) for _, r, rid in abl_runs]))
             out.update(self._customised(adapter, self.task_ids[t], runs))
         if self.second is not None:
-            second_id = sha256_file(self.cfg.second_detector)
-            out.update(self._customised(self.second, second_id, seeded("cldyn_second_detector", main)))
+            out.update(self._customised(self.second, self.second_id, seeded("cldyn_second_detector", main)))
         return out
 
     def unseen_methods(self) -> dict[str, Path]:
@@ -282,7 +282,7 @@ class Experiment:
     def task_metrics(self, task: str, adapter, source: str, folder: Path | None) -> dict[str, Any]:
         """One task network on one image source (``visible``, ``infrared`` or a fused folder), cached."""
         primary = adapter is self.adapters.get(task)
-        ident = {"task": self.task_ids.get(task) if primary else "second",
+        ident = {"task": self.task_ids.get(task) if primary else self.second_id,
                  "source": source, "pairs": self.names,
                  "folder": json.loads((folder / ".identity.json").read_text()) if folder else None}
         # the second detector scores the same sources (vfn): its own file, or the two would evict each other
