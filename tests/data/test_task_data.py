@@ -104,3 +104,36 @@ def test_voc_xml_labels(tmp_path):
     xml.write_text("<annotation><object>")
     with pytest.raises(InputError, match="not a readable VOC xml"):
         read_voc_boxes(xml, ["car"], (10, 10))
+
+
+def test_a_label_variant_beside_the_default_folder(labelled):
+    # MSRS keeps the boxes of what each camera alone shows beside the fused ones
+    visible = labelled / "labels/det/visible"
+    visible.mkdir()
+    names = sorted(p.stem for p in (labelled / "ir").iterdir())
+    (visible / f"{names[0]}.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    assert find_label_dir(labelled, "detection", "visible") == visible
+    found = discover_task_samples(labelled, "detection", "train", labels="visible")
+    bank = TaskBank("detection", found.samples, image_source("visible"), 3)
+    assert [it.label[:, 0].tolist() for it in bank.items] == [[1.0], []]  # the second pair: no file, no objects
+    with pytest.raises(InputError, match=r"no detection labels named 'infrared' beside fusion/ \(found: fusion, "
+                                         r"visible\)"):
+        find_label_dir(labelled, "detection", "infrared")
+    with pytest.raises(InputError, match="no segmentation labels named 'visible'"):
+        find_label_dir(labelled, "segmentation", "visible")
+
+
+def test_pixel_rule_sources_fuse_the_luminance_and_keep_the_colour(labelled):
+    from cldyn.data.io import luma, read_image
+    from cldyn.data.pairs import Pair
+
+    name = sorted(p.stem for p in (labelled / "ir").iterdir())[0]
+    pair = Pair(name, next((labelled / "ir").glob(f"{name}.*")), next((labelled / "vi").glob(f"{name}.*")))
+    ir, vis = luma(read_image(pair.ir).pixels), read_image(pair.vis).pixels
+    for rule, expected in (("average", (ir + luma(vis)) / 2), ("max", np.maximum(ir, luma(vis)))):
+        fused = image_source(rule)(pair)
+        inside = (expected > 0.05) & (expected < 0.95)  # away from the clipping of the colour put back
+        np.testing.assert_allclose(luma(fused)[inside], expected[inside], atol=2e-3)
+        # the chroma is the visible image's: its Cb/Cr (BT.601) survive where nothing is clipped
+        cb = lambda rgb: rgb @ np.array([-0.168736, -0.331264, 0.5], np.float32)  # noqa: E731
+        np.testing.assert_allclose(cb(fused)[inside], cb(vis)[inside], atol=2e-2)

@@ -33,7 +33,7 @@ def cmd_eval_task(args: argparse.Namespace) -> int:
     result = evaluate_task(args.task, args.data, args.split, args.source, weights=args.weights,
                            vfn_weights=args.vfn_weights, rsc_weights=args.rsc_weights, log=_stderr,
                            progress=not args.quiet, against=args.against, metric=args.metric,
-                           resamples=args.resamples, seed=args.seed)
+                           resamples=args.resamples, seed=args.seed, labels=args.labels)
     print(json.dumps(result, indent=2))
     if "comparison" in result:
         _stderr(format_comparison(result))
@@ -192,8 +192,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data", required=True)
     s.add_argument("--split", default="val")
     s.add_argument("--source", default="vfn",
-                   help="visible, infrared, vfn, cldyn (task-customised fusion, needs RSC weights), or a folder "
-                        "of fused images")
+                   help="visible, infrared, average or max (a pixel rule on the luminance), vfn, cldyn "
+                        "(task-customised fusion), or a folder of fused images")
+    s.add_argument("--labels", help="a label variant beside the default folder, e.g. visible (MSRS: the boxes of what "
+                                    "the visible image alone shows)")
     s.add_argument("--rsc-weights", help="RSC checkpoint for --source cldyn (default: the shipped one)")
     s.add_argument("--weights", help="task checkpoint (default: the shipped network)")
     s.add_argument("--vfn-weights", help="VFN checkpoint for --source vfn (default: shipped)")

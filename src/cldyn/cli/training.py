@@ -35,7 +35,7 @@ def cmd_train_vfn(args: argparse.Namespace) -> int:
 
 def cmd_train_task(args: argparse.Namespace) -> int:
     cfg = TrainTaskConfig(
-        task=args.task, data=args.data, out_dir=args.out, input=args.input, train_split=args.split,
+        task=args.task, data=args.data, out_dir=args.out, input=args.input, labels=args.labels, train_split=args.split,
         val_split=args.val_split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop=args.crop,
         seed=args.seed, adapter=key_values(args.set), vfn_weights=args.vfn_weights, max_steps=args.max_steps,
         val_every=args.val_every, init=args.init, pretrained=args.pretrained, device=args.device,
@@ -129,6 +129,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--task", required=True, help="detection, segmentation, saliency or module:Class")
     s.add_argument("--data", required=True, help="dataset root with labels (e.g. ../shared/data/msrs)")
     s.add_argument("--input", default=t.input, help="fused (shipped VFN), visible, infrared, or a folder of images")
+    s.add_argument("--labels", default=t.labels,
+                   help="a label variant beside the default folder, e.g. visible or infrared (MSRS keeps the boxes of "
+                        "what each camera alone shows in labels/det/visible and labels/det/infrared)")
     s.add_argument("--out", default=t.out_dir)
     s.add_argument("--split", default=t.train_split,
                    help="training split: ROOT/splits/SPLIT.txt, or the path of a .txt file of pair names")

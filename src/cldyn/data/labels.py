@@ -33,10 +33,22 @@ from cldyn.errors import InputError
 LABEL_EXT = {"detection": ".txt", "segmentation": ".png", "saliency": ".png"}
 
 
-def find_label_dir(root: Path, task: str) -> Path:
-    """The label folder of ``task`` under a dataset root (see the module table)."""
+def find_label_dir(root: Path, task: str, labels: str | None = None) -> Path:
+    """The label folder of ``task`` under a dataset root (see the module table).
+
+    ``labels`` names a sibling of that folder instead: MSRS keeps ``labels/det/fusion``, ``labels/det/visible`` and
+    ``labels/det/infrared``, so ``labels="visible"`` gives the boxes of what the visible image alone shows.
+    """
     if task not in LABEL_DIRS:
-        raise InputError(root, f"no label layout known for task {task!r}")
+        raise InputError(root, f"no label layout known for task {task!r} (known: {', '.join(LABEL_DIRS)})")
+    if labels is not None:
+        default = find_label_dir(root, task)
+        variant = default.parent / labels
+        if not labels or "/" in labels or "\\" in labels or not variant.is_dir():
+            siblings = sorted(p.name for p in default.parent.iterdir() if p.is_dir())
+            raise InputError(variant, f"no {task} labels named {labels!r} beside {default.name}/ "
+                             f"(found: {', '.join(siblings)})")
+        return variant
     for rel in LABEL_DIRS[task]:
         cur = root
         for part in rel.split("/"):
@@ -65,10 +77,11 @@ class TaskSplit:
     notes: list[str] = field(default_factory=list)
 
 
-def discover_task_samples(root: str | Path, task: str, split: str | None) -> TaskSplit:
+def discover_task_samples(root: str | Path, task: str, split: str | None, labels: str | None = None) -> TaskSplit:
+    """The labelled pairs of one split; ``labels`` picks a label variant (see :func:`find_label_dir`)."""
     root = Path(root)
     pairs, problems = pair_folders(*find_layout(root))
-    label_dir = find_label_dir(root, task)
+    label_dir = find_label_dir(root, task, labels)
     notes = [f"{root}: {len(problems)} unpaired image files skipped (first: {problems[0]})"] if problems else []
     names = split_names(root, split)
     if names is not None:
@@ -100,8 +113,9 @@ def discover_task_samples(root: str | Path, task: str, split: str | None) -> Tas
     return TaskSplit(samples, notes)
 
 
-def read_yolo_boxes(path: Path | None, num_classes: int) -> np.ndarray:
-    """``(N, 5)`` float32 rows ``class cx cy w h`` (normalised); an absent or empty file gives ``(0, 5)``."""
+def read_yolo_boxes(path: Path | None, num_classes: int | None) -> np.ndarray:
+    """``(N, 5)`` float32 rows ``class cx cy w h`` (normalised); an absent or empty file gives ``(0, 5)``.
+    ``num_classes=None`` accepts any non-negative class id."""
     if path is None:
         return np.zeros((0, 5), np.float32)
     rows = []
@@ -116,16 +130,19 @@ def read_yolo_boxes(path: Path | None, num_classes: int) -> np.ndarray:
         if len(vals) != 5:
             raise InputError(path, f"line {lineno}: expected 'class cx cy w h', got {len(vals)} values")
         cls, cx, cy, w, h = vals
-        if cls != int(cls) or not 0 <= cls < num_classes:
-            raise InputError(path, f"line {lineno}: class {vals[0]:g} outside 0..{num_classes - 1}")
+        if cls != int(cls) or cls < 0 or (num_classes is not None and cls >= num_classes):
+            bound = "a class id" if num_classes is None else f"0..{num_classes - 1}"
+            raise InputError(path, f"line {lineno}: class {vals[0]:g} outside {bound}")
         if not (0 <= cx <= 1 and 0 <= cy <= 1 and 0 < w <= 1 and 0 < h <= 1):
             raise InputError(path, f"line {lineno}: box {cx:g} {cy:g} {w:g} {h:g} not normalised to [0, 1]")
         rows.append(vals)
     return np.array(rows, np.float32).reshape(-1, 5)
 
 
-def read_voc_boxes(path: Path, class_names: list[str], size: tuple[int, int]) -> np.ndarray:
-    """VOC xml objects as ``(N, 5)`` YOLO rows; ``size`` = image ``(H, W)`` for normalisation."""
+def read_voc_boxes(path: Path, class_names: list[str], size: tuple[int, int], skip_unknown: bool = False
+                   ) -> np.ndarray:
+    """VOC xml objects as ``(N, 5)`` YOLO rows; ``size`` = image ``(H, W)`` for normalisation. Objects whose class is
+    not in ``class_names`` are an error, or left out with ``skip_unknown`` (a network that reads some classes)."""
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as exc:
@@ -135,6 +152,8 @@ def read_voc_boxes(path: Path, class_names: list[str], size: tuple[int, int]) ->
     rows = []
     for k, obj in enumerate(root.iter("object"), 1):
         name = (obj.findtext("name") or "").strip()
+        if name.lower() not in lookup and skip_unknown:
+            continue
         if name.lower() not in lookup:
             raise InputError(path, f"object {k}: class {name!r} is not one of {class_names}")
         box = obj.find("bndbox")
@@ -164,8 +183,13 @@ def _read_label_png(path: Path, size: tuple[int, int]) -> np.ndarray:
     return arr
 
 
-def read_seg_label(path: Path, size: tuple[int, int], num_classes: int) -> np.ndarray:
+def read_seg_label(path: Path, size: tuple[int, int], num_classes: int | None) -> np.ndarray:
+    """A class-index map ``(H, W)`` uint8 (255 = ignore); ``num_classes=None`` accepts any index."""
     arr = _read_label_png(path, size)
+    if num_classes is None:
+        if arr.max(initial=0) > 255:
+            raise InputError(path, f"class index {int(arr.max())} outside 0..254 (255 = ignore)")
+        return arr.astype(np.uint8)
     bad = (arr >= num_classes) & (arr != 255)
     if bad.any():
         raise InputError(path, f"class index {int(arr[bad].max())} outside 0..{num_classes - 1} (255 = ignore)")

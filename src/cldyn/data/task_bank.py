@@ -37,21 +37,24 @@ class TaskBank:
     """Images (from a source function) and labels of one split, decoded once and kept in memory."""
 
     def __init__(self, task: str, samples: Sequence[TaskSample], source: Callable[[Pair], np.ndarray],
-                 num_classes: int, class_names: Sequence[str] | None = None) -> None:
+                 num_classes: int, class_names: Sequence[str] | None = None,
+                 classes: Sequence[int] | None = None) -> None:
         self.task = task
         self.items: list[TaskItem] = []
         for s in samples:
             rgb = source(s.pair)  # (H, W, 3) float in [0, 1] (4 channels for the "pair" source)
             size = rgb.shape[:2]
             if task == "segmentation":
-                label = torch.from_numpy(read_seg_label(s.label, size, num_classes))
+                seg = read_seg_label(s.label, size, None if classes else num_classes)
+                label = torch.from_numpy(seg if classes is None else select_seg_classes(seg, classes))
             elif task == "saliency":
                 label = torch.from_numpy(read_sal_mask(s.label, size))
             elif s.label is not None and s.label.suffix.lower() == ".xml":
                 names = list(class_names or [str(i) for i in range(num_classes)])
-                label = torch.from_numpy(read_voc_boxes(s.label, names, size))
+                label = torch.from_numpy(read_voc_boxes(s.label, names, size, skip_unknown=classes is not None))
             else:
-                label = torch.from_numpy(read_yolo_boxes(s.label, num_classes))
+                boxes = read_yolo_boxes(s.label, None if classes else num_classes)
+                label = torch.from_numpy(boxes if classes is None else select_box_classes(boxes, classes))
             img = torch.from_numpy(np.rint(rgb * 255).astype(np.uint8)).permute(2, 0, 1).contiguous()
             self.items.append(TaskItem(s.name, img, label))
 
@@ -100,6 +103,26 @@ class TaskBank:
         return x, labels
 
 
+def select_box_classes(boxes: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """The ``(N, 5)`` YOLO rows of the dataset classes ``classes``, renumbered to their positions in it.
+
+    >>> select_box_classes(np.array([[2, .5, .5, .1, .1], [0, .2, .2, .1, .1]], np.float32), (0,))[:, 0]
+    array([0.], dtype=float32)
+    """
+    lut = np.full(int(max(boxes[:, 0].max(initial=0), max(classes))) + 1, -1, np.int64)
+    lut[list(classes)] = np.arange(len(classes))
+    new = lut[boxes[:, 0].astype(np.int64)]
+    return np.concatenate((new[:, None].astype(np.float32), boxes[:, 1:]), 1)[new >= 0].reshape(-1, 5)
+
+
+def select_seg_classes(label: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """A class-index map renumbered to the positions of ``classes``; other classes become 0, 255 (ignore) stays."""
+    lut = np.zeros(256, np.uint8)
+    lut[list(classes)] = np.arange(len(classes), dtype=np.uint8)
+    lut[255] = 255
+    return lut[label]
+
+
 def crop_boxes(boxes: torch.Tensor, size: tuple[int, int], window: tuple[int, int, int, int],
                min_visible: float = 0.4) -> torch.Tensor:
     """Normalised YOLO boxes of an ``size = (H, W)`` image, re-expressed in a crop ``(top, left, h, w)``."""
@@ -120,17 +143,20 @@ def crop_boxes(boxes: torch.Tensor, size: tuple[int, int], window: tuple[int, in
 
 def load_task_bank(task: str, root: str | Path, split: str | None, source: Callable[[Pair], np.ndarray],
                    adapter_config: dict, log: Callable[[str], None] = print, progress: bool = False,
-                   names: Sequence[str] | None = None) -> TaskBank:
+                   names: Sequence[str] | None = None, labels: str | None = None,
+                   classes: Sequence[int] | None = None) -> TaskBank:
     """Discover a split's labelled pairs (logging what was left out) and load them into a :class:`TaskBank`, with the
-    class count and names taken from the task network's config; ``names`` keeps only those pairs."""
-    found = discover_task_samples(root, task, split)
+    class count and names taken from the task network's config; ``names`` keeps only those pairs, ``labels`` picks a
+    label variant (e.g. ``visible`` boxes, :func:`~cldyn.data.labels.find_label_dir`) and ``classes`` the dataset
+    class ids the network reads (a task adapter's ``label_classes``)."""
+    found = discover_task_samples(root, task, split, labels)
     for note in found.notes:
         log(note)
     wanted = None if names is None else set(names)
     keep = found.samples if wanted is None else [s for s in found.samples if s.name in wanted]
     samples = progress_bar(keep, disable=not progress, desc=f"load {split}", leave=False)
     num_classes = adapter_config.get("num_labels", adapter_config.get("num_classes", 1))
-    return TaskBank(task, samples, source, num_classes, adapter_config.get("class_names"))
+    return TaskBank(task, samples, source, num_classes, adapter_config.get("class_names"), classes)
 
 
 # --- image sources --------------------------------------------------------------------------------------------

@@ -292,8 +292,8 @@ class Experiment:
             if cached.get("identity") == ident:
                 return cached["metrics"]
         spec = str(folder) if folder else source
-        bank = load_task_bank(task, self.cfg.data, self.cfg.split, image_source(spec), adapter.config,
-                              log=lambda m: None, names=self.names)
+        bank = load_task_bank(adapter.task, self.cfg.data, self.cfg.split, image_source(spec), adapter.config,
+                              log=lambda m: None, names=self.names, classes=adapter.label_classes)
         metrics = evaluate_bank(adapter, bank)
         metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, type(None)))}
         atomic_write_bytes(path, json.dumps({"identity": ident, "metrics": metrics}, indent=2).encode())

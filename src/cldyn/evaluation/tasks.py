@@ -12,21 +12,23 @@ from cldyn.errors import CldynError
 from cldyn.evaluation.bootstrap import COMPARED_METRIC, metric_scorer, paired_bootstrap
 from cldyn.inference.sources import image_source
 from cldyn.model.rsc import CLDyN
-from cldyn.tasks import load_task_for
+from cldyn.tasks import TaskAdapter, load_task_for
 from cldyn.tasks.evaluation import predict_bank, predict_cldyn
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
 
 
-def _predictions(adapter, task: str, data: str | Path, split: str, source: str, vfn_weights, rsc_weights,
-                 log: Callable[[str], None], progress: bool) -> tuple[list[str], list[Any], list[Any]]:
-    """``(names, predictions, targets)`` of the task network on one image source."""
+def _predictions(adapter: TaskAdapter, data: str | Path, split: str, source: str, vfn_weights, rsc_weights,
+                 log: Callable[[str], None], progress: bool, labels: str | None
+                 ) -> tuple[list[str], list[Any], list[Any]]:
+    """``(names, predictions, targets)`` of the task network on one image source; the labels are those of the
+    adapter's own layout (``adapter.task``, also for a ``module:Class`` network) and classes."""
+    spec = "pair" if source == "cldyn" else source
+    bank = load_task_bank(adapter.task, data, split, image_source(spec, vfn_weights), adapter.config, log,
+                          labels=labels, classes=adapter.label_classes)
     if source == "cldyn":
         vfn = load_vfn_or_shipped(vfn_weights)
-        rsc = load_rsc_or_shipped(rsc_weights, vfn)
-        bank = load_task_bank(task, data, split, image_source("pair"), adapter.config, log)
-        preds = predict_cldyn(CLDyN(vfn, rsc), adapter, bank)
+        preds = predict_cldyn(CLDyN(vfn, load_rsc_or_shipped(rsc_weights, vfn)), adapter, bank)
     else:
-        bank = load_task_bank(task, data, split, image_source(source, vfn_weights), adapter.config, log)
         preds = predict_bank(adapter, bank, progress=progress)
     return [it.name for it in bank.items], preds, [it.label for it in bank.items]
 
@@ -35,11 +37,15 @@ def evaluate_task(task: str, data: str | Path, split: str = "val", source: str =
                   weights: str | Path | None = None, vfn_weights: str | Path | None = None,
                   rsc_weights: str | Path | None = None, log: Callable[[str], None] = print,
                   progress: bool = False, against: str | None = None, metric: str | None = None,
-                  resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+                  resamples: int = 1000, seed: int = 0, labels: str | None = None,
+                  adapter: TaskAdapter | None = None) -> dict[str, Any]:
     """``{"task", "source", "n", "metrics"}`` for the task network (``weights``, default: shipped) on ``source``.
 
-    ``source="cldyn"`` fuses each pair with the closed loop (base fusion -> the network's features -> compensated
-    fusion) using ``rsc_weights`` (default: shipped) on the VFN ``vfn_weights`` (default: shipped).
+    ``source``: an :func:`~cldyn.inference.sources.image_source` (``visible``, ``infrared``, ``average``, ``max``,
+    ``vfn``, a folder of fused images) or ``cldyn``, which fuses each pair with the closed loop (base fusion -> the
+    network's features -> compensated fusion) using ``rsc_weights`` (default: shipped) on the VFN ``vfn_weights``
+    (default: shipped). ``labels`` picks a label variant (e.g. ``visible`` boxes); ``adapter``, a loaded network,
+    stands in for ``task`` and ``weights``.
 
     ``against``: a second source (same choices) scored on the same images; the result then also holds
     ``against_metrics`` and ``comparison``, the :func:`~cldyn.evaluation.bootstrap.paired_bootstrap` of ``metric``
@@ -48,20 +54,22 @@ def evaluate_task(task: str, data: str | Path, split: str = "val", source: str =
     """
     if resamples < 1:
         raise CldynError(f"resamples must be at least 1, got {resamples}")
-    adapter = load_task_for(task, weights)
-    names, preds, targets = _predictions(adapter, task, data, split, source, vfn_weights, rsc_weights, log, progress)
+    adapter = adapter or load_task_for(task, weights, weights_flag="--weights")
+    if against is not None:  # settled before any scoring: a missing metric must not cost a pass over the data
+        metric = metric or COMPARED_METRIC.get(adapter.task)
+        if metric is None:
+            raise CldynError(f"{task}: no default metric to compare {source} and {against} on; name one with "
+                             "--metric")
+    names, preds, targets = _predictions(adapter, data, split, source, vfn_weights, rsc_weights, log, progress, labels)
     result: dict[str, Any] = {"task": task, "source": source, "n": len(names),
                               "metrics": adapter.evaluate(preds, targets)}
     if against is None:
         return result
-    metric = metric or COMPARED_METRIC.get(adapter.task)
-    if metric is None:
-        raise CldynError(f"{task}: no default metric to compare {source} and {against} on; name one")
     if not isinstance(result["metrics"].get(metric), (int, float)):
         raise CldynError(f"{task}: no metric {metric!r} to compare on (its metrics: "
                          f"{', '.join(k for k, v in result['metrics'].items() if isinstance(v, (int, float)))})")
-    other_names, other_preds, _ = _predictions(adapter, task, data, split, against, vfn_weights, rsc_weights, log,
-                                               progress)
+    other_names, other_preds, _ = _predictions(adapter, data, split, against, vfn_weights, rsc_weights, log,
+                                               progress, labels)
     if other_names != names:
         raise CldynError(f"--against {against}: scores {len(other_names)} images, {source} {len(names)}: "
                          "the two sources must cover the same pairs")

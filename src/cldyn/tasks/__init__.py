@@ -14,7 +14,7 @@ from typing import Any
 from cldyn.errors import CldynError
 from cldyn.model.ops import as_rgb
 from cldyn.tasks.base import TaskAdapter
-from cldyn.weights import read_manifest, shipped_file, shipped_task_file
+from cldyn.weights import shipped_file, shipped_networks, shipped_task_file
 from cldyn.weights.checkpoint import load_checkpoint
 
 # The built-in detector needs core dependencies only; the Ultralytics YOLO adapter (AGPL extra cldyn[yolo]) stays
@@ -63,30 +63,39 @@ def load_task(path: str | Path, expected_sha256: str | None = None) -> TaskAdapt
 
 
 def load_pretrained_task(name: str) -> TaskAdapter:
-    """The network shipped for a built-in task, SHA-256 verified."""
-    shipped = sorted(k for k in read_manifest() if k.startswith("task_"))
-    path, sha = shipped_file(shipped_task_file(name), f"no shipped network for task {name!r} (shipped: {shipped}); "
-                                                      "pass --task-weights FILE")
-    return task_class(name).load(path, expected_sha256=sha)
+    """A network shipped in the package (a built-in task's, or one of :func:`~cldyn.weights.shipped_networks` by
+    name), SHA-256 verified; its adapter class comes from the file."""
+    path, sha = shipped_file(shipped_task_file(name), f"no shipped network {name!r} (shipped: "
+                                                      f"{', '.join(shipped_networks())}); pass --task-weights FILE")
+    return load_task(path, expected_sha256=sha)
 
 
-def load_task_for(task: str, weights: str | Path | None = None) -> TaskAdapter:
-    """The frozen network for ``task``: from ``weights``, or the shipped one when ``weights`` is ``None``.
+def is_shipped_network(weights: str | Path) -> bool:
+    """``weights`` names a shipped network (``detection-visible``) rather than a file."""
+    return isinstance(weights, str) and not Path(weights).suffix and "/" not in weights and not Path(weights).exists() \
+        and weights in shipped_networks()
+
+
+def load_task_for(task: str, weights: str | Path | None = None, weights_flag: str = "--task-weights"
+                  ) -> TaskAdapter:
+    """The frozen network for ``task``: from ``weights`` (a file, or the name of a shipped network such as
+    ``detection-visible``), or the one shipped for ``task`` when ``weights`` is ``None``.
+    ``weights_flag`` is the option that gives ``weights`` in the caller's command, for the error message.
 
     Raises:
         CldynError: unknown task, a missing optional extra, or ``weights`` that hold another task's network.
     """
     if weights is None:
         if ":" in task:
-            raise CldynError(f"--task {task}: a user adapter needs --task-weights FILE")
+            raise CldynError(f"--task {task}: a user adapter needs {weights_flag} FILE")
         task_class(task)  # a clear error for unknown names or a missing optional extra
         return load_pretrained_task(task).freeze()
-    adapter = load_task(weights)
+    adapter = load_pretrained_task(str(weights)) if is_shipped_network(weights) else load_task(weights)
     expected = task_class(task).task if ":" in task else task  # a user adapter is named by its class
     if adapter.task != expected:
         raise CldynError(f"{weights}: holds a {adapter.task!r} network, not {expected!r}")
     return adapter.freeze()
 
 
-__all__ = ["TaskAdapter", "as_rgb", "create_task", "load_task", "load_pretrained_task", "load_task_for", "list_tasks",
-           "task_class"]
+__all__ = ["TaskAdapter", "as_rgb", "create_task", "is_shipped_network", "load_task", "load_pretrained_task",
+           "load_task_for", "list_tasks", "task_class"]

@@ -40,7 +40,9 @@ def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
 class TaskAdapter(ABC):
     """A downstream network as CLDyN sees it.
 
-    Subclasses set :attr:`task` (``detection``, ``segmentation``, ``saliency`` or a user name), build
+    Subclasses set :attr:`task` (the label layout and metrics they read: ``detection``, ``segmentation``,
+    ``saliency``; or a name of their own, for a network that is only fused for, never trained or scored), optionally
+    :attr:`label_classes` (which of the dataset's classes they use), build
     :attr:`model` in ``__init__`` from a config dict (no download), and name the layer whose output
     :meth:`features` returns (:attr:`feature_layer`, a module name of :attr:`model`).
 
@@ -49,6 +51,10 @@ class TaskAdapter(ABC):
     """
 
     task: ClassVar[str] = "task"
+    # The dataset's class ids that the network reads, in its own class order (``None``: all, ids unchanged). A person
+    # detector on MSRS (``0 person, 1 bicycle, 2 car``) sets ``(0,)``: person boxes become its class 0 and the other
+    # boxes are dropped; for segmentation, pixels of other classes become its class 0 (its background).
+    label_classes: ClassVar[tuple[int, ...] | None] = None
     # optional dependencies (module -> the pip extra that installs it), checked before the adapter is built
     requires: ClassVar[dict[str, str]] = {}
     model: nn.Module

@@ -110,16 +110,19 @@ class LiteSemanticFPN(nn.Module):
         return self.classifier(out)
 
 
-SEGMENTATION_ARCHS = ("segformer", "lite0-fpn")
+# the semantic-FPN archs and their EfficientNet-Lite backbones (lite1: the same widths, deeper middle stages)
+LITE_SEG_ARCHS = {"lite0-fpn": "lite0", "lite1-fpn": "lite1"}
+SEGMENTATION_ARCHS = ("segformer", *LITE_SEG_ARCHS)
 
 
 class SegmentationAdapter(TaskAdapter):
-    """Semantic segmentation adapter: SegFormer or EfficientNet-Lite0 + semantic FPN.
+    """Semantic segmentation adapter: SegFormer or EfficientNet-Lite0/Lite1 + semantic FPN.
 
     Targets: label maps ``(B, H, W)`` int64 (``255`` = ignore). Predictions: label maps ``(B, H, W)``.
-    Config keys: ``arch`` (``segformer``, or ``lite0-fpn``), ``size`` (SegFormer: ``b0``), ``num_labels`` (9, the
-    MSRS classes), ``class_names``, ``feature_layer`` (SegFormer: ``segformer.stages.3``, the last encoder stage;
-    ``lite0-fpn``: ``smooth.0``, the head's stride-4 level, task-specific unlike the shared backbone),
+    Config keys: ``arch`` (``segformer``, ``lite0-fpn`` or ``lite1-fpn``), ``size`` (SegFormer: ``b0``),
+    ``num_labels`` (9, the MSRS classes), ``class_names``, ``feature_layer`` (SegFormer: ``segformer.stages.3``,
+    the last encoder stage; ``lite0/1-fpn``: ``smooth.0``, the head's stride-4 level, task-specific unlike the
+    shared backbone),
     ``class_weights`` (``None``: plain cross-entropy; a list of ``num_labels`` floats, e.g. from
     :func:`enet_class_weights`, weights the loss per class).
     """
@@ -131,11 +134,11 @@ class SegmentationAdapter(TaskAdapter):
         if arch not in SEGMENTATION_ARCHS:
             raise ValueError(f"unknown segmentation arch {arch!r}; choose from {', '.join(SEGMENTATION_ARCHS)}")
         base = {"num_labels": len(MSRS_SEG_CLASSES), "class_names": list(MSRS_SEG_CLASSES)}
-        if arch == "lite0-fpn":
+        if arch in LITE_SEG_ARCHS:
             cfg = {"arch": arch, **base, "feature_layer": "smooth.0", **(config or {})}
             cfg.setdefault("class_weights", None)
             super().__init__(cfg)
-            self.model: nn.Module = LiteSemanticFPN(cfg["num_labels"])
+            self.model: nn.Module = LiteSemanticFPN(cfg["num_labels"], variant=LITE_SEG_ARCHS[arch])
             self._mean, self._std = LITE_MEAN, LITE_STD
         else:
             # transformers is heavy (seconds to import): loaded only when a SegFormer is built
@@ -155,8 +158,8 @@ class SegmentationAdapter(TaskAdapter):
         self.set_class_weights(cfg["class_weights"])
 
     def load_pretrained(self, path: str) -> None:
-        """Start the ``lite0-fpn`` backbone from the converted ImageNet EfficientNet-Lite0."""
-        if self.arch != "lite0-fpn":
+        """Start the ``lite0-fpn`` (``lite1-fpn``) backbone from the converted ImageNet EfficientNet-Lite0 (Lite1)."""
+        if self.arch not in LITE_SEG_ARCHS:
             super().load_pretrained(path)
         load_lite_backbone(self.model.backbone, path)
 
@@ -191,7 +194,7 @@ class SegmentationAdapter(TaskAdapter):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, K, H/4, W/4)``."""
-        if self.arch == "lite0-fpn":
+        if self.arch in LITE_SEG_ARCHS:
             return self.model(self.preprocess(image))
         return self.model(pixel_values=self.preprocess(image)).logits
 

@@ -214,7 +214,8 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
     val_banks: dict[str, TaskBank] = {}
     for task in cfg.tasks:
         for split, banks in ((cfg.train_split, train_banks), (cfg.val_split, val_banks)):
-            banks[task] = load_task_bank(task, cfg.data[task], split, source, adapters[task].config, log)
+            a = adapters[task]
+            banks[task] = load_task_bank(a.task, cfg.data[task], split, source, a.config, log, classes=a.label_classes)
         log(f"{task}: {len(train_banks[task])} train / {len(val_banks[task])} val pairs from {cfg.data[task]}")
     if cfg.trainable == "tone":
         model.rsc.requires_grad_(False)

@@ -37,6 +37,7 @@ class TrainTaskConfig:
     data: str = ""
     out_dir: str = "runs/task"
     input: str = "fused"
+    labels: str | None = None  # a label variant beside the default one, e.g. "visible" (MSRS labels/det/visible)
     train_split: str = "train"
     val_split: str = "val"
     epochs: int = 60
@@ -87,7 +88,8 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     adapter = create_task(cfg.task, cfg.adapter)
     task = adapter.task  # the task's name (labels, metric) also when cfg.task is a module:Class spec
     source = image_source(cfg.input, cfg.vfn_weights)
-    train, val = (load_task_bank(task, cfg.data, split, source, adapter.config, log, progress)
+    train, val = (load_task_bank(task, cfg.data, split, source, adapter.config, log, progress, labels=cfg.labels,
+                                 classes=adapter.label_classes)
                   for split in (cfg.train_split, cfg.val_split))
     if hasattr(adapter, "fit_class_weights"):  # e.g. segmentation class_weights="enet": from the train labels
         adapter.fit_class_weights([it.label for it in train.items])
@@ -98,7 +100,8 @@ def train_task(cfg: TrainTaskConfig, resume: bool = False, progress: bool = True
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     log(f"{adapter.describe()}")
-    log(f"{len(train)} train / {len(val)} val samples, input {cfg.input}, {steps_per_epoch} steps/epoch")
+    log(f"{len(train)} train / {len(val)} val samples, input {cfg.input}, labels {cfg.labels or 'default'}, "
+        f"{steps_per_epoch} steps/epoch")
 
     fresh = not (resume and (out / LAST).is_file())
     if cfg.pretrained and fresh and not cfg.init:

@@ -44,8 +44,20 @@ PRETRAINED_FILES: dict[str, str] = {SHIPPED_MODEL: SHIPPED_VFN}
 
 
 def shipped_task_file(task: str) -> str:
-    """File name of the network shipped for a built-in task."""
+    """File name of the network shipped for a built-in task, or of a shipped network by name (e.g.
+    ``detection-visible``)."""
     return f"task_{task}.safetensors"
+
+
+def shipped_networks() -> list[str]:
+    """Names of the task networks shipped in the package: one per built-in task (``detection``: trained on the
+    shipped VFN's fused images) and the networks trained elsewhere (``detection-visible``: on visible images only).
+
+    >>> "detection" in shipped_networks()
+    True
+    """
+    return sorted(k.removeprefix("task_").removesuffix(".safetensors") for k, v in read_manifest().items()
+                  if v.get("kind") == "task")
 
 
 def shipped_weights_dir() -> Path:
