@@ -27,6 +27,7 @@ _API: dict[str, str] = {
     "fuse_tensors": "cldyn.inference.fuse",
     "fuse_tiled": "cldyn.inference.tiling",
     "load_customisation": "cldyn.inference.customise",
+    "check_strength": "cldyn.inference.customise",
     # models and weights
     "VFN": "cldyn.model.vfn",
     "VFNConfig": "cldyn.model.vfn",
@@ -44,6 +45,8 @@ _API: dict[str, str] = {
     "create_task": "cldyn.tasks",
     "load_task": "cldyn.tasks",
     "load_pretrained_task": "cldyn.tasks",
+    "load_task_for": "cldyn.tasks",
+    "shipped_networks": "cldyn.weights",
     "list_tasks": "cldyn.tasks",
     # evaluation
     "evaluate_folders": "cldyn.evaluation.evaluate",

@@ -127,3 +127,24 @@ def test_fuse_with_exported_customised_fusion_matches_torch(tmp_path, pairs_dir)
         assert np.abs(t - v).max() > 5 / 255  # customised differs from plain VFN
     assert main(["fuse", *common, "-o", str(tmp_path / "x"), "--backend", "onnxruntime", "--onnx", str(onnx),
                  "--task", "saliency"]) == 2
+
+
+def test_exported_strength_matches_the_fuser(tmp_path, pairs_dir):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev/onnx extras")
+    from cldyn.data.io import read_image
+    from cldyn.weights import load_pretrained_vfn, save_rsc
+
+    rsc_path = tmp_path / "rsc.safetensors"
+    save_rsc(rsc_path, _live_rsc(load_pretrained_vfn()))
+    onnx = tmp_path / "sal_half.onnx"
+    assert main(["export", "--task", "saliency", "--rsc-weights", str(rsc_path), "--strength", "0.5", "-o",
+                 str(onnx)]) == 0
+    common = [str(pairs_dir), "--quiet"]
+    assert main(["fuse", *common, "-o", str(tmp_path / "t"), "--task", "saliency", "--rsc-weights", str(rsc_path),
+                 "--strength", "0.5"]) == 0
+    assert main(["fuse", *common, "-o", str(tmp_path / "f"), "--task", "saliency", "--rsc-weights", str(rsc_path)]) == 0
+    assert main(["fuse", *common, "-o", str(tmp_path / "o"), "--backend", "onnxruntime", "--onnx", str(onnx)]) == 0
+    for name in sorted(p.name for p in (tmp_path / "t").iterdir()):
+        t, o, f = (read_image(tmp_path / d / name).pixels for d in "tof")
+        assert np.abs(t - o).max() <= 1 / 255 + 1e-6
+        assert np.abs(t - f).max() > 2 / 255  # half strength is not the full customisation

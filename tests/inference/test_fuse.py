@@ -187,3 +187,39 @@ def test_overwrite_refusal_names_the_python_keyword_and_the_flag(net, tmp_path, 
     out.write_bytes(b"keep me")
     with pytest.raises(InputError, match=r"pass overwrite=True \(on the command line: --overwrite\)"):
         Fuser(net, device="cpu").fuse_files(pairs[0].ir, pairs[0].vis, out)
+
+
+def test_strength_goes_from_the_vfn_to_the_full_customisation(pairs_dir):
+    from cldyn.model.rsc import CLDyN
+    from cldyn.tasks import create_task
+    from cldyn.weights import load_pretrained_vfn
+
+    vfn = load_pretrained_vfn()
+    pairs, _ = pair_folders(pairs_dir / "ir", pairs_dir / "vi")
+    ir, vis = read_image(pairs[0].ir), read_image(pairs[0].vis)
+    task = create_task("tiny_adapter:TinyAdapter")
+    torch.manual_seed(3)
+    rsc = CLDyN(vfn).rsc
+    for block in [*rsc.ir_blocks, *rsc.vis_blocks]:  # a compensation far from zero
+        torch.nn.init.normal_(block.out_conv.weight, std=0.3)
+    rsc.eval()
+    plain = Fuser(vfn, device="cpu").fuse_images(ir, vis)
+    at = {s: Fuser(vfn, device="cpu", task=task, rsc=rsc, strength=s).fuse_images(ir, vis) for s in (0.0, 0.5, 1.0)}
+    assert np.array_equal(at[0.0], plain)  # strength 0 is the VFN, bit for bit
+    full, half = at[1.0] - plain, at[0.5] - plain
+    assert np.abs(full).mean() > 1e-3  # the RSC does change the image
+    # half way in the luminance (the colour put back clips at 0 and 1, so compare away from the clipped pixels)
+    inside = (plain > 0.02).all(-1) & (plain < 0.98).all(-1) & (at[1.0] > 0.02).all(-1) & (at[1.0] < 0.98).all(-1)
+    np.testing.assert_allclose(rgb_to_luma(torch.from_numpy(half[inside].T[:, None])).numpy(),
+                               rgb_to_luma(torch.from_numpy(full[inside].T[:, None])).numpy() / 2, atol=2e-5)
+    with pytest.raises(CldynError, match=r"--strength must be in \[0, 1\]"):
+        Fuser(vfn, device="cpu", task=task, rsc=rsc, strength=1.5)
+
+
+def test_fuse_refuses_a_strength_outside_0_1_before_any_work(pairs_dir, tmp_path, capsys):
+    from cldyn.cli import main
+
+    ir, vis = sorted((pairs_dir / "ir").iterdir())[0], sorted((pairs_dir / "vi").iterdir())[0]
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "o.png"), "--task", "saliency",
+                 "--strength", "-0.1"]) == 2
+    assert "--strength must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "o.png").exists()

@@ -11,14 +11,20 @@ import torch
 from cldyn.cli.common import set_threads
 from cldyn.data.pairs import pairs_from_inputs
 from cldyn.errors import CldynError
-from cldyn.inference.customise import load_customisation
+from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength, load_customisation
 from cldyn.inference.demo import DEMO_TASKS, run_demo
 from cldyn.inference.export import export_cldyn_onnx, export_vfn_onnx
 from cldyn.inference.fuse import Fuser
 from cldyn.model.vfn import count_parameters
 from cldyn.runtime import installed_extras
 from cldyn.version import __version__
-from cldyn.weights import SHIPPED_VFN, load_vfn_or_shipped, shipped_weights_dir, shipped_weights_info
+from cldyn.weights import (
+    SHIPPED_VFN,
+    load_vfn_or_shipped,
+    shipped_networks,
+    shipped_weights_dir,
+    shipped_weights_info,
+)
 
 TASK_HELP = ("customise the fusion for a task: none (plain VFN), detection, segmentation, saliency, or "
              "module:Class")
@@ -36,6 +42,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         check = "verified" if row["sha256_ok"] else "MISMATCH: reinstall cldyn"
         print(f"  {row['file']:30s} {row['kind']:5s} {row['parameters']:>10,} parameters  sha256 "
               f"{row['sha256'][:16]}... ({check})  {row['trained']}")
+    print("shipped task networks (--task-weights NAME): " + ", ".join(shipped_networks()))
     print("optional extras:")
     for extra, dists in installed_extras().items():
         found = ", ".join(f"{d} {v}" if v else f"{d} not installed" for d, v in dists.items())
@@ -46,6 +53,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_fuse(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    check_strength(args.strength)
     vfn = load_vfn_or_shipped(args.weights)
     task, rsc = load_customisation(args.task, vfn, args.task_weights, args.rsc_weights)
     if args.backend == "onnxruntime" and not args.onnx:
@@ -55,7 +63,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     single = len(inputs) == 2 and not args.ir and not any(p.is_dir() for p in inputs)
     fuser = Fuser(vfn, device=args.device, batch_size=1 if single else args.batch_size, workers=args.workers,
-                  task=task, rsc=rsc, onnx=onnx, tile=args.tile, overlap=args.overlap)
+                  task=task, rsc=rsc, onnx=onnx, tile=args.tile, overlap=args.overlap, strength=args.strength)
     if single:
         print(f"wrote {fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)}")
         return 0
@@ -84,22 +92,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    check_strength(args.strength)
     vfn = load_vfn_or_shipped(args.weights)
     task, rsc = load_customisation(args.task, vfn, args.task_weights, args.rsc_weights)
     if task is None:
         out = export_vfn_onnx(vfn, args.output, opset=args.opset)
         print(f"wrote {out} (inputs ir, vis_y: (B, 1, H, W) in [0, 1]; output fused_y; H, W >= 2)")
     else:
-        out = export_cldyn_onnx(vfn, rsc, task, args.output, opset=args.opset)
-        print(f"wrote {out} (CLDyN customised for {task.name}; inputs ir (B, 1, H, W), vis (B, 3, H, W) RGB in "
-              "[0, 1]; output fused_y; H, W >= 2)")
+        out = export_cldyn_onnx(vfn, rsc, task, args.output, opset=args.opset, strength=args.strength)
+        print(f"wrote {out} (CLDyN customised for {task.name} at strength {args.strength:g}; inputs ir (B, 1, H, W), "
+              "vis (B, 3, H, W) RGB in [0, 1]; output fused_y; H, W >= 2)")
     return 0
 
 
 def _add_customisation_args(s: argparse.ArgumentParser, task_help: str) -> None:
     s.add_argument("--task", default="none", help=task_help)
-    s.add_argument("--task-weights", help="task network checkpoint (default: the shipped one)")
+    s.add_argument("--task-weights", help="task network checkpoint, or the name of a shipped network such as "
+                                          "detection-visible (cldyn info lists them; default: the task's own)")
     s.add_argument("--rsc-weights", help="RSC checkpoint from train-rsc (default: the shipped one)")
+    s.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+                   help=f"how far the customisation goes: 0 = the VFN's image, 1 = full (default: "
+                        f"{DEFAULT_STRENGTH:g})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

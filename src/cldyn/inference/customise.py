@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cldyn.errors import CldynError
 from cldyn.model.rsc import RSC
 from cldyn.model.vfn import VFN
 from cldyn.tasks import load_task_for
@@ -29,3 +30,19 @@ def load_customisation(task: str | None, vfn: VFN, task_weights: str | Path | No
         return None, None
     adapter = load_task_for(task, task_weights)
     return adapter, load_rsc_or_shipped(rsc_weights, vfn)
+
+
+# How far the customisation goes by default, from the VFN's image (0) to the RSC's full compensation (1, the paper's).
+DEFAULT_STRENGTH = 1.0
+
+
+def check_strength(strength: float) -> float:
+    """``strength`` as a float in [0, 1] (0: the VFN's image, 1: the full customisation), or a one-line error.
+
+    >>> check_strength(0.5)
+    0.5
+    """
+    s = float(strength)
+    if not 0.0 <= s <= 1.0:  # also refuses NaN
+        raise CldynError(f"--strength must be in [0, 1] (0: VFN, 1: full customisation), got {strength}")
+    return s

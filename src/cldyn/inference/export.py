@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldyn.data.io import atomic_write_bytes
+from cldyn.inference.customise import check_strength
 from cldyn.model.color import replace_luma, rgb_to_luma
 from cldyn.model.rsc import CLDyN
 from cldyn.model.vfn import VFN, fold_batchnorm
@@ -54,9 +55,9 @@ class _CustomisedFusion(nn.Module):
     """ONNX entry point of task-customised fusion: ``(ir (B, 1, H, W), vis (B, 3, H, W) RGB)`` -> fused luminance
     ``(B, 1, H, W)``; the closed loop of :meth:`cldyn.model.rsc.CLDyN.fuse` with the task network inside the graph."""
 
-    def __init__(self, cldyn, task) -> None:
+    def __init__(self, cldyn, task, strength: float = 1.0) -> None:
         super().__init__()
-        self.cldyn, self.task = cldyn, task
+        self.cldyn, self.task, self.strength = cldyn, task, strength
         self.task_model = task.model  # registered, so the task network's weights go into the graph
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
@@ -66,14 +67,16 @@ class _CustomisedFusion(nn.Module):
         h, w = base.shape[-2:]
         # Replicate padding to multiples of 32 for the task network, as CLDyN.fuse; traced, so sizes stay dynamic.
         feats = self.task.features(F.pad(base, (0, (32 - w % 32) % 32, 0, (32 - h % 32) % 32), mode="replicate"))
-        return self.cldyn.compensated_luma(ir, vis_y, feats, base_reach=reach)
+        y = self.cldyn.compensated_luma(ir, vis_y, feats, base_reach=reach)
+        return y if self.strength == 1.0 else torch.lerp(base_y, y, self.strength)
 
 
-def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, example_size: tuple[int, int] = (96, 128)
-                      ) -> Path:
+def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, example_size: tuple[int, int] = (96, 128),
+                      strength: float = 1.0) -> Path:
     """Write CLDyN customised for ``task`` (a frozen :class:`~cldyn.tasks.base.TaskAdapter`) as ONNX: inputs ``ir``
     ``(B, 1, H, W)`` and ``vis`` ``(B, 3, H, W)`` (RGB; repeat a gray image), output ``fused_y`` ``(B, 1, H, W)``;
-    ``B``, ``H`` and ``W`` dynamic (sides >= 2). The A2SI blocks run their static-shape path
+    ``B``, ``H`` and ``W`` dynamic (sides >= 2); ``strength`` (see :meth:`cldyn.model.rsc.CLDyN.customised`) is
+    fixed in the graph. The A2SI blocks run their static-shape path
     (:meth:`cldyn.model.a2si.A2SI.compensate_static`), which gives the same result."""
     h, w = example_size
     if h % 32 or w % 32:
@@ -81,7 +84,7 @@ def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, ex
     require_extra("onnx", "onnx", "ONNX export")
     path = Path(path)
     task.freeze()
-    model = _CustomisedFusion(CLDyN(vfn, rsc).eval().requires_grad_(False), task).eval()
+    model = _CustomisedFusion(CLDyN(vfn, rsc).eval().requires_grad_(False), task, check_strength(strength)).eval()
     example = (torch.rand(1, 1, h, w), torch.rand(1, 3, h, w))
     axes = {0: "batch", 2: "height", 3: "width"}
     buf = io.BytesIO()

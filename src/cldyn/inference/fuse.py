@@ -29,7 +29,7 @@ from cldyn.data.io import (
 )
 from cldyn.data.pairs import Pair
 from cldyn.errors import CldynError, InputError
-from cldyn.inference.customise import load_customisation
+from cldyn.inference.customise import check_strength, load_customisation
 from cldyn.inference.tiling import fuse_tiled
 from cldyn.model.color import luma_of, rgb_to_luma, with_colour_of
 from cldyn.model.rsc import RSC, CLDyN
@@ -170,6 +170,8 @@ class Fuser:
         rsc: for a task, the trained :class:`~cldyn.model.rsc.RSC` or the path of its checkpoint; ``None`` loads
             the shipped RSC (it must fit ``model``). A list of RSCs (e.g. seeds or ablations) shares the base fusion
             and the task features, and :meth:`fuse_pairs` then takes one output folder per RSC.
+        strength: for a task, from the VFN's image (0) to the full customisation (1)
+            (:meth:`~cldyn.model.rsc.CLDyN.customised`).
 
     Example:
         >>> fuser = Fuser(VFN(), device="cpu")
@@ -181,9 +183,10 @@ class Fuser:
 
     def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
                  workers: int = 2, task=None, rsc=None, onnx: str | Path | None = None, tile: int | None = None,
-                 overlap: int = 64) -> None:
+                 overlap: int = 64, strength: float = 1.0) -> None:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
+        self.strength = check_strength(strength)
         self.session, self._onnx_customised = None, False
         if onnx is not None:  # onnxruntime backend: the exported VFN graph replaces the PyTorch model
             if task is not None:
@@ -238,8 +241,9 @@ class Fuser:
         if len(self.cldyns) <= 1:
             return [self.fuse_batch(ir, vis)]
         ir, vis = self._to_device(ir, vis)
-        feats = self.cldyns[0].task_features(ir, vis, self.task)
-        return [m(ir, vis, feats).float().cpu() for m in self.cldyns]
+        base_y, reach = self.cldyns[0].base_luma_and_reach(ir, vis)
+        feats = self.cldyns[0].features_of_base(with_colour_of(vis, base_y), self.task)
+        return [m.customised(ir, vis, feats, base_y, reach, self.strength).float().cpu() for m in self.cldyns]
 
     def _to_device(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
@@ -248,7 +252,7 @@ class Fuser:
     def _fuse_whole(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         ir, vis = self._to_device(ir, vis)
         if self.cldyns:
-            return self.cldyns[0].fuse(ir, vis, self.task).float().cpu()
+            return self.cldyns[0].fuse(ir, vis, self.task, strength=self.strength).float().cpu()
         if self.session is not None and self._onnx_customised:
             return self._onnx_cldyn(ir.cpu(), vis.cpu())
         if self.session is not None:
@@ -293,7 +297,7 @@ class Fuser:
         check_same_size(ir.path, ir.size, vis.path, vis.size)
         ir_t, vis_t = self._to_device(_chw(to_single_channel(ir))[None], _chw(vis.pixels)[None])
         loop = self.cldyns[0]
-        base, fused = loop.fuse_with_base(ir_t, vis_t, self.task)
+        base, fused = loop.fuse_with_base(ir_t, vis_t, self.task, strength=self.strength)
         return _hwc(base[0].float().cpu()), _hwc(fused[0].float().cpu())
 
     def fuse_files(self, ir_path: str | Path, vis_path: str | Path, out_path: str | Path, bits: Bits = "auto",

@@ -160,24 +160,35 @@ class CLDyN(nn.Module):
                 gumbel: torch.Tensor | None = None, base_reach: torch.Tensor | None = None) -> torch.Tensor:
         return with_colour_of(vis, self.compensated_luma(ir, luma_of(vis), task_features, gumbel, base_reach))
 
-    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, task=None, multiple: int = 32) -> torch.Tensor:
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, task=None, multiple: int = 32, strength: float = 1.0
+             ) -> torch.Tensor:
         """The closed loop at inference: base fusion -> task features -> compensated fusion.
 
         ``task``: a :class:`~cldyn.tasks.base.TaskAdapter` (frozen), or ``None`` for plain VFN fusion. The task
         network sees the base fused image replicate-padded on the bottom/right to multiples of ``multiple`` (what
         detection networks need); the fusion itself runs at the pair's own size, so a fresh RSC reproduces the VFN
-        exactly. The exported ONNX graph does the same.
+        exactly. ``strength`` in [0, 1] goes from the VFN (0) to the full customisation (1): see :meth:`customised`.
+        The exported ONNX graph does the same.
         """
         if task is None:
             return self.base(ir, vis)
-        return self.fuse_with_base(ir, vis, task, multiple)[1]
+        return self.fuse_with_base(ir, vis, task, multiple, strength)[1]
 
-    def fuse_with_base(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32
+    def fuse_with_base(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32, strength: float = 1.0
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(base, customised)``: :meth:`fuse` with a task, also returning the base fusion it starts from (one base
         pass: its reach image goes on to the compensated pass)."""
-        base, reach = self.base_and_reach(ir, vis)
-        return base, self(ir, vis, self.features_of_base(base, task, multiple), base_reach=reach)
+        base_y, reach = self.base_luma_and_reach(ir, vis)
+        base = with_colour_of(vis, base_y)
+        return base, self.customised(ir, vis, self.features_of_base(base, task, multiple), base_y, reach, strength)
+
+    def customised(self, ir: torch.Tensor, vis: torch.Tensor, task_features: torch.Tensor, base_y: torch.Tensor,
+                   base_reach: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+        """The compensated fusion at ``strength`` ``s``: luminance ``base_y + s * (compensated - base_y)`` with the
+        visible colour put back, so ``s = 0`` is the VFN's own image, bit for bit, and ``s = 1`` the full
+        customisation. ``base_y``, ``base_reach``: from :meth:`base_luma_and_reach` of the same pair."""
+        y = self.compensated_luma(ir, luma_of(vis), task_features, base_reach=base_reach)
+        return with_colour_of(vis, y if strength == 1.0 else torch.lerp(base_y, y, strength))
 
     def task_features(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32) -> torch.Tensor:
         """The closed loop's first half: the task network's features of the base fused image (replicate-padded to
