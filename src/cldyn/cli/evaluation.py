@@ -1,4 +1,4 @@
-"""Commands that score: ``eval-task``, ``experiment``, ``evaluate``, ``report``, ``bench``."""
+"""Commands that score: ``eval-task``, ``frozen-table``, ``experiment``, ``evaluate``, ``report``, ``bench``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from cldyn.cli.common import add_run_args, named_runs, set_threads, task_map, write_json
+from cldyn.cli.common import add_run_args, key_values, named_runs, set_threads, task_map, write_json
 from cldyn.data.io import refuse_to_replace
 from cldyn.data.pairs import pair_folders
 from cldyn.errors import CldynError
@@ -16,12 +16,14 @@ from cldyn.evaluation.bench_closed_loop import bench_customise, bench_rsc, bench
 from cldyn.evaluation.compare import evaluate_split
 from cldyn.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate_folders, evaluation_outputs
 from cldyn.evaluation.experiment import Experiment, ExperimentConfig
+from cldyn.evaluation.frozen_table import FrozenTable, FrozenTableConfig
 from cldyn.evaluation.inspect_rsc import format_inspection, inspect_rsc, load_pairs
 from cldyn.evaluation.report import render_report, report_path
 from cldyn.evaluation.tasks import evaluate_task, format_comparison
+from cldyn.inference.customise import DEFAULT_STRENGTH
 from cldyn.model.rsc import CLDyN
 from cldyn.tasks import load_task_for
-from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
+from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped, shipped_networks
 
 
 def _stderr(msg: str) -> None:
@@ -38,6 +40,20 @@ def cmd_eval_task(args: argparse.Namespace) -> int:
     if "comparison" in result:
         _stderr(format_comparison(result))
     write_json(args.json, result)
+    return 0
+
+
+def cmd_frozen_table(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    peers = dict(key_values(args.peer, "--peer"))
+    cfg = FrozenTableConfig(data=args.data, networks=args.networks or shipped_networks(), out=args.out,
+                            split=args.split, peers={k: str(v) for k, v in peers.items()},
+                            rsc_weights=args.rsc_weights or [None], vfn_weights=args.vfn_weights,
+                            strength=args.strength, det_labels=tuple(args.det_labels.split(",")),
+                            resamples=args.resamples, seed=args.seed, limit=args.limit)
+    result = FrozenTable(cfg, log=_stderr if not args.quiet else lambda _m: None, progress=not args.quiet).run()
+    print((Path(args.out) / "table.md").read_text(), end="")
+    print(f"wrote {Path(args.out) / 'table.md'} and table.json ({len(result['networks'])} networks)")
     return 0
 
 
@@ -207,6 +223,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: 0)")
     _add_json_threads_quiet(s)
     s.set_defaults(func=cmd_eval_task)
+
+    s = sub.add_parser("frozen-table", help="score frozen task networks on every input: each camera, average, max, "
+                                            "VFN, peers' fusion and CLDyN customised for the network")
+    s.add_argument("--data", required=True, help="dataset root with labels (e.g. ../shared/data/msrs)")
+    s.add_argument("--networks", nargs="+", help="shipped network names or checkpoints (default: every shipped one)")
+    s.add_argument("--split", default="val")
+    s.add_argument("--peer", nargs="*", action="extend", metavar="NAME=FOLDER",
+                   help="a peer's fused images for the same pairs, e.g. "
+                        "seafusion=../shared/data/peers/seafusion/msrs-val")
+    s.add_argument("--rsc-weights", nargs="+", help="RSC checkpoints, one CLDyN row each (default: the shipped RSC)")
+    s.add_argument("--vfn-weights", help="VFN checkpoint (default: shipped)")
+    s.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="the customisation's strength, 0..1")
+    s.add_argument("--det-labels", default="fusion,visible", help="detection label variants to score against")
+    s.add_argument("--resamples", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--limit", type=int, help="the first N pairs of the split")
+    s.add_argument("--out", default="frozen-table", help="folder for table.md, table.json and the prediction cache")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_frozen_table)
 
     s = sub.add_parser("inspect-rsc", help="does the RSC customise for the task? kernel choices, task embeddings "
                                            "and customisation differences per A2SI block")

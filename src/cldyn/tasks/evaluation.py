@@ -52,16 +52,16 @@ def evaluate_bank(adapter: TaskAdapter, bank: TaskBank, progress: bool = False) 
 
 @torch.no_grad()
 def predict_cldyn(model: CLDyN, adapter: TaskAdapter, bank: TaskBank, limit: int | None = None,
-                  customised: bool = True) -> list[Any]:
-    """Predictions of ``adapter`` on the pairs of a ``pair``-source bank fused by CLDyN customised for it (or by the
-    plain VFN with ``customised=False``)."""
+                  customised: bool = True, strength: float = 1.0, progress: bool = False) -> list[Any]:
+    """Predictions of ``adapter`` on the pairs of a ``pair``-source bank fused by CLDyN customised for it at
+    ``strength`` (or by the plain VFN with ``customised=False``)."""
     model.eval()
     device = next(model.rsc.parameters()).device
     preds = []
-    for it in bank.items[:limit]:
+    for it in progress_bar(bank.items[:limit], disable=not progress, desc="fuse and predict", unit="img", leave=False):
         x, (h, w) = pad_to_multiple(it.image[None].float().to(device) / 255.0, 32)
         ir, vis = x[:, :1], x[:, 1:]
-        fused = model.fuse(ir, vis, adapter if customised else None)
+        fused = model.fuse(ir, vis, adapter if customised else None, strength=strength)
         preds.append(unpad_prediction(adapter.predict(as_rgb(fused))[0], h, w))
     return preds
 
