@@ -12,6 +12,7 @@ from cldyn.cli import main
 from cldyn.data.task_bank import load_task_bank, select_box_classes, select_seg_classes
 from cldyn.inference.sources import image_source
 from cldyn.tasks import create_task
+from cldyn.weights import load_pretrained_rsc, load_rsc
 
 SPEC = "ssdlite_person:SSDLitePersonAdapter"
 
@@ -62,10 +63,16 @@ def test_train_task_then_train_rsc_then_fuse_and_export(labelled, person_net, tm
                  "--out", str(net), "--quiet"]) == 0
     assert (net / "best.safetensors").is_file()
     rsc = tmp_path / "rsc"
-    assert main(["train-rsc", "--tasks", SPEC, "--data", str(labelled), f"--task-weights={SPEC}={person_net}",
-                 "--steps", "1", "--batch-size", "2", "--crop", "64", "--val-every", "1", "--out", str(rsc),
-                 "--quiet"]) == 0
+    # "customise for my network": the shipped RSC continued for this one
+    assert main(["train-rsc", "--task", SPEC, "--init", "shipped", "--data", str(labelled),
+                 f"--task-weights={SPEC}={person_net}", "--steps", "1", "--batch-size", "2", "--crop", "64",
+                 "--val-every", "1", "--out", str(rsc), "--quiet"]) == 0
     assert (rsc / "last.safetensors").is_file()
+    shipped, continued = load_pretrained_rsc().state_dict(), load_rsc(rsc / "last.safetensors").state_dict()
+    floats = [k for k, v in shipped.items() if v.is_floating_point() and v.abs().sum() > 0]
+    flat = lambda sd: torch.cat([sd[k].float().flatten() for k in floats])  # noqa: E731
+    step = (flat(continued) - flat(shipped)).norm() / flat(shipped).norm()
+    assert 0 < step < 0.2  # one Adam step (lr 0.01) from the shipped weights; a fresh RSC lies further than 1
     ir, vis = sorted((pairs_dir / "ir").iterdir())[0], sorted((pairs_dir / "vi").iterdir())[0]
     fused = tmp_path / "fused.png"
     assert main(["fuse", str(ir), str(vis), "-o", str(fused), "--task", SPEC, "--task-weights", str(person_net),

@@ -153,7 +153,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = TrainRSCConfig()
     s = sub.add_parser("train-rsc", help="closed-loop training of the RSC module with frozen VFN and task networks")
-    s.add_argument("--tasks", default=",".join(r.tasks), help="comma-separated task names")
+    s.add_argument("--tasks", "--task", default=",".join(r.tasks),
+                   help="comma-separated task names or module:Class adapters (e.g. your own network)")
     s.add_argument("--data", nargs="+", action="extend", required=True, metavar="[TASK=]ROOT",
                    help="one dataset root for all tasks, or TASK=ROOT per task (one data stream per task)")
     s.add_argument("--task-weights", nargs="*", action="extend", metavar="TASK=FILE",
@@ -196,7 +197,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the tone head's largest move of one knot, 8-bit grey levels")
     s.add_argument("--trainable", choices=("all", "tone"), default=r.trainable,
                    help="all: the RSC and bank train; tone: the tone head alone (the rest frozen as loaded)")
-    s.add_argument("--init", help="RSC weights to start from (fresh optimiser, step 0; default: a fresh RSC)")
+    s.add_argument("--init", help="RSC weights to start from (fresh optimiser, step 0): a checkpoint, or 'shipped' to "
+                                  "continue the shipped RSC for your network (default: a fresh RSC)")
     s.add_argument("--cache-batches", type=int, default=r.cache_batches,
                    help="cycle each task's stream through its first N batches, computing their base fusion's task "
                         "features and loss once (0: a fresh crop every step)")

@@ -53,7 +53,7 @@ from cldyn.training.closed_loop import (
 )
 from cldyn.training.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.training.loop import TrainingRun, average_parts, take_shard
-from cldyn.weights import load_rsc, load_vfn_or_shipped, save_rsc
+from cldyn.weights import load_pretrained_rsc, load_rsc, load_vfn_or_shipped, save_rsc
 
 
 @dataclass
@@ -104,7 +104,9 @@ class TrainRSCConfig:
     # what trains: "all" (the RSC and bank) or "tone" (the tone head alone, the A2SI blocks and bank frozen as
     # loaded: a step then needs no backward pass through the VFN and the blocks)
     trainable: str = "all"
-    init: str | None = None  # RSC weights to start from (a fresh optimiser at step 0); None: a fresh RSC
+    # RSC weights to start from (a fresh optimiser at step 0): a checkpoint, or "shipped" (continue the shipped RSC
+    # for another network, e.g. a user's own); None: a fresh RSC
+    init: str | None = None
     # > 0: each task's stream cycles through its first N batches, whose base-fusion task features and base loss are
     # computed once and kept (the VFN and task networks are frozen: they depend on the crop alone). 0: a fresh crop
     # every step, as in the paper.
@@ -194,7 +196,10 @@ def train_rsc(cfg: TrainRSCConfig, resume: bool = False, progress: bool = True,
                                         task_encoder=cfg.task_encoder),
                         bank=cfg.bank, closed_loop=cfg.closed_loop,
                         tone=ToneConfig(knots=cfg.tone_knots, max_levels=cfg.tone_max_levels))
-    rsc = load_rsc(cfg.init, vfn=vfn) if cfg.init else RSC(rsc_cfg)
+    if cfg.init == "shipped":
+        rsc = load_pretrained_rsc(vfn)
+    else:
+        rsc = load_rsc(cfg.init, vfn=vfn) if cfg.init else RSC(rsc_cfg)
     if cfg.init:  # the ablation switch is the run's, whatever the starting weights were trained with
         rsc.cfg = replace(rsc.cfg, closed_loop=cfg.closed_loop)
         untoned = replace(rsc_cfg, tone=ToneConfig()).to_dict()
