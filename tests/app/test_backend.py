@@ -70,7 +70,7 @@ def test_bad_inputs_give_the_cli_messages(pairs_dir, models, tmp_path):
     tiny = ModelCache(AppConfig(max_pixels=100))
     with pytest.raises(InputError, match=r"96x72 is over the size limit of 0.0 megapixels"):
         run_pair(ir, ir, "none", tiny)
-    with pytest.raises(CldynError, match="unknown task 'depth'"):
+    with pytest.raises(CldynError, match="unknown network 'depth'"):
         run_pair(ir, other, "depth", models)
 
 
@@ -80,3 +80,20 @@ def test_difference_map_scale():
     img, peak = difference_map(a, b)
     assert peak == pytest.approx(10) and img.shape == (2, 2, 3)
     assert difference_map(a, a)[1] == 0
+
+
+def test_strength_and_a_user_network_on_the_page(pairs_dir, tmp_path):
+    from cldyn.tasks import create_task
+
+    net = tmp_path / "person.safetensors"
+    create_task("ssdlite_person:SSDLitePersonAdapter").save(net)
+    cache = ModelCache(AppConfig(networks={"person": ("ssdlite_person:SSDLitePersonAdapter", str(net))}))
+    assert cache.cfg.choices()[-1] == "person" and "detection" in cache.cfg.choices()
+    ir, vis = _up(pairs_dir / "ir" / "msrs_00004N_crop.png"), _up(pairs_dir / "vi" / "msrs_00004N_crop.png")
+    r = run_pair(ir, vis, "person", cache, strength=0.0)
+    assert r["strength"] == 0.0 and "person on CLDyN" in r["images"]
+    assert r["downloads"]["cldyn"] == r["downloads"]["vfn"]  # strength 0: the VFN's image, bit for bit
+    with pytest.raises(CldynError, match=r"--strength must be in \[0, 1\]"):
+        run_pair(ir, vis, "person", cache, strength=2.0)
+    with pytest.raises(CldynError, match="unknown network 'nobody'; choose one of none, detection"):
+        run_pair(ir, vis, "nobody", cache)

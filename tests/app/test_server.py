@@ -34,7 +34,9 @@ def test_page_and_demo_list(client):
     assert page.status_code == 200 and '<form id="form">' in page.text and "http" not in page.text.split("<body>")[1]
     demo = client.get("/api/demo").json()
     assert [p["name"] for p in demo["pairs"]] == ["msrs_00854N", "msrs_01506D", "roadscene_FLIR_04514"]
-    assert demo["tasks"] == ["none", "detection", "segmentation", "saliency"]
+    from cldyn.weights import shipped_networks
+
+    assert demo["tasks"] == ["none", *shipped_networks()] and demo["strength"] == 1.0
 
 
 def test_upload_a_pair_with_a_task(client, pairs_dir):

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,14 @@ from cldyn.data.io import Image, check_same_size, encode_png, luma, read_image, 
 from cldyn.errors import CldynError, InputError
 from cldyn.evaluation.evaluate import fusion_metrics, gray_of_array
 from cldyn.evaluation.report import png_data_uri
-from cldyn.inference.customise import load_customisation
+from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength, load_customisation
 from cldyn.inference.fuse import Fuser, output_bits
+from cldyn.tasks import list_tasks, load_pretrained_task, load_task_for
 from cldyn.tasks.visualise import prediction_overlay
-from cldyn.weights import load_vfn_or_shipped
+from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped, shipped_networks
 from cldyn.weights.checkpoint import sha256_file
 
-TASKS = ("none", "detection", "segmentation", "saliency")
+TASKS = ("none", *list_tasks())
 APP_METRICS = ("en", "sd", "sf", "mi", "scd", "vif", "qabf", "ssim")
 
 
@@ -45,12 +46,19 @@ class AppConfig:
         max_pixels: largest accepted image (width x height); 16.8 MP is 4096 x 4096.
         device: where the networks run (``cpu``, ``cuda``, ``auto``).
         metrics: fusion metrics shown for both results (the comparison-table eight by default).
+        networks: user networks offered beside the shipped ones: name -> ``(module:Class, weights file)``.
     """
 
     max_upload_bytes: int = 32 * 2**20
     max_pixels: int = 4096 * 4096
     device: str = "cpu"
     metrics: tuple[str, ...] = APP_METRICS
+    networks: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def choices(self) -> list[str]:
+        """What the page's network list offers: ``none`` (the VFN alone), the shipped networks (a built-in task's
+        own, and those trained elsewhere, e.g. ``detection-visible``), then the user's."""
+        return ["none", *shipped_networks(), *self.networks]
 
 
 @dataclass(frozen=True)
@@ -112,16 +120,24 @@ class ModelCache:
         self.lock = threading.Lock()
         self._fusers: dict[tuple, Fuser] = {}
 
-    def fuser(self, task: str, vfn: Path | None, task_weights: Path | None, rsc: Path | None) -> Fuser:
-        """A fuser for ``task`` (``none``: the VFN alone); user weights are keyed by their content's hash."""
-        key = (task, *(None if p is None else sha256_file(p) for p in (vfn, task_weights, rsc)))
+    def fuser(self, task: str, vfn: Path | None, task_weights: Path | None, rsc: Path | None,
+              strength: float = DEFAULT_STRENGTH) -> Fuser:
+        """A fuser for ``task`` (``none``: the VFN alone; a built-in task, a shipped network's name, or one of the
+        config's user networks); user weights are keyed by their content's hash."""
+        key = (task, strength, *(None if p is None else sha256_file(p) for p in (vfn, task_weights, rsc)))
         if key not in self._fusers:
             model = load_vfn_or_shipped(vfn)
             if task == "none":
                 self._fusers[key] = Fuser(model, device=self.cfg.device)
             else:
-                adapter, rsc_model = load_customisation(task, model, task_weights, rsc)
-                self._fusers[key] = Fuser(model, device=self.cfg.device, task=adapter, rsc=rsc_model)
+                if task in self.cfg.networks:
+                    adapter = load_task_for(*self.cfg.networks[task])
+                elif task_weights is None and task not in TASKS:  # a shipped network by name
+                    adapter = load_pretrained_task(task).freeze()
+                else:
+                    adapter, _ = load_customisation(task, model, task_weights, rsc)
+                self._fusers[key] = Fuser(model, device=self.cfg.device, task=adapter,
+                                          rsc=load_rsc_or_shipped(rsc, model), strength=strength)
         return self._fusers[key]
 
 
@@ -157,21 +173,24 @@ def _scores(fused: np.ndarray, ir: np.ndarray, vis: np.ndarray, keys: tuple[str,
 
 
 def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCache,
-             weights: dict[str, Upload] | None = None) -> dict[str, Any]:
+             weights: dict[str, Upload] | None = None, strength: float = DEFAULT_STRENGTH) -> dict[str, Any]:
     """Everything the page shows for one pair: images (data URIs), per-image metrics of VFN and CLDyN, the
     prediction of the task network drawn on both, their difference, the full-size fused PNGs and the time of each
     step.
 
     Args:
         ir_upload, vis_upload: the two images as uploaded.
-        task: ``none`` (VFN alone) or a built-in task.
+        task: ``none`` (VFN alone), a built-in task, a shipped network (``detection-visible``) or a user network
+            of the config (:meth:`AppConfig.choices`).
         weights: optional user files ``vfn``, ``task``, ``rsc`` (default: the shipped ones).
+        strength: how far the customisation goes, from the VFN's image (0) to the full customisation (1).
 
     Raises:
         CldynError: a one-line problem with the input (the page shows it as the CLI would).
     """
-    if task not in TASKS:
-        raise CldynError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task not in models.cfg.choices():
+        raise CldynError(f"unknown network {task!r}; choose one of {', '.join(models.cfg.choices())}")
+    strength = check_strength(strength)
     clock = _Clock({})
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cldyn-serve-") as tmp:  # uploads live here and nowhere else
@@ -192,7 +211,7 @@ def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCach
                 results = {"vfn": clock.run("VFN fusion", lambda: plain.fuse_images(ir, vis))}
             else:
                 custom = clock.run("load VFN, task network and RSC",
-                                   lambda: models.fuser(task, paths["vfn"], paths["task"], paths["rsc"]))
+                                   lambda: models.fuser(task, paths["vfn"], paths["task"], paths["rsc"], strength))
                 vfn_out, cldyn_out = clock.run("closed loop: VFN fusion, task features, compensated fusion",
                                                lambda: custom.fuse_images_with_base(ir, vis))
                 results = {"vfn": vfn_out, "cldyn": cldyn_out}
@@ -219,7 +238,8 @@ def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCach
         downloads["cldyn"] = _png_uri(results["cldyn"], bits)
     clock.steps["total"] = round((time.perf_counter() - t_start) * 1000, 1)
     h, w = ir_l.shape
-    return {"task": task, "size": [w, h], "bits": bits, "images": images, "metrics": metrics,
+    return {"task": task, "strength": strength if "cldyn" in results else None, "size": [w, h], "bits": bits,
+            "images": images, "metrics": metrics,
             "difference_max_levels": difference, "downloads": downloads, "timings_ms": clock.steps,
             "names": {"infrared": ir_upload.name, "visible": vis_upload.name}}
 

@@ -17,8 +17,9 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from cldyn.app.backend import TASKS, AppConfig, ModelCache, Upload, run_pair
+from cldyn.app.backend import AppConfig, ModelCache, Upload, run_pair
 from cldyn.errors import CldynError
+from cldyn.inference.customise import DEFAULT_STRENGTH
 from cldyn.inference.demo import demo_pairs, pair_title
 
 OptionalFile = Annotated[UploadFile | None, File()]
@@ -57,11 +58,13 @@ def create_app(cfg: AppConfig | None = None) -> FastAPI:
 
     @app.get("/api/demo")
     def demo() -> dict[str, Any]:
-        return {"pairs": [{"name": p.name, "title": pair_title(p)} for p in demo_pairs()], "tasks": list(TASKS),
+        return {"pairs": [{"name": p.name, "title": pair_title(p)} for p in demo_pairs()], "tasks": cfg.choices(),
+                "strength": DEFAULT_STRENGTH,
                 "max_upload_mb": cfg.max_upload_bytes / 2**20}
 
     @app.post("/api/fuse")
     async def fuse(task: Annotated[str, Form()] = "none", demo: Annotated[str, Form()] = "",
+                   strength: Annotated[float, Form()] = DEFAULT_STRENGTH,
                    ir: OptionalFile = None, vis: OptionalFile = None, vfn_weights: OptionalFile = None,
                    task_weights: OptionalFile = None, rsc_weights: OptionalFile = None):
         try:
@@ -78,7 +81,7 @@ def create_app(cfg: AppConfig | None = None) -> FastAPI:
             given = {"vfn": vfn_weights, "task": task_weights, "rsc": rsc_weights}
             weights = {k: u for k, f in given.items() if (u := await _read(f, cfg)) is not None}
             # The compute is synchronous: run it in the thread pool so the server keeps answering meanwhile.
-            return await run_in_threadpool(run_pair, ir_up, vis_up, task, models, weights)
+            return await run_in_threadpool(run_pair, ir_up, vis_up, task, models, weights, strength)
         except CldynError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
