@@ -18,6 +18,16 @@ class InputError(CldynError):
         super().__init__(problem if path is None else f"{path}: {problem}")
 
 
+class OutputExistsError(InputError):
+    """An output exists and replacing it was not asked for. The message names the API's switch
+    (``overwrite=True``); :meth:`for_command_line` names the command line's (``--overwrite``)."""
+
+    API_HINT, CLI_HINT = "pass overwrite=True", "pass --overwrite"
+
+    def for_command_line(self) -> str:
+        return str(self).replace(self.API_HINT, self.CLI_HINT)
+
+
 class CheckpointError(InputError):
     """A checkpoint is missing, corrupt, or does not fit the model it is loaded into."""
 

@@ -1,13 +1,12 @@
 """cldyn serve in a real browser: Debian's chromium driven by Playwright (no browser download). Uploads a real pair,
-picks a task, waits for the result; then a bad file; then the 640x480 timing. The screenshot goes to
-``docs/screenshots/serve.png``.
+picks a task, waits for the result; then a bad file; then a bundled 640x480 pair at half strength. Screenshots go to
+a temporary folder (``docs/screenshots`` is written only by the slow ``tests/test_screenshots.py``).
 """
 
 import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,6 @@ import uvicorn  # noqa: E402 (after the skips)
 from cldyn.app.backend import AppConfig  # noqa: E402
 from cldyn.app.server import create_app  # noqa: E402
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
 
@@ -81,20 +79,18 @@ def test_a_bad_file_shows_the_one_line_error(page, pairs_dir, tmp_path):
     assert page.inner_text("#error").startswith("notes.txt: ")
 
 
-def test_a_640x480_pair_with_a_task_under_5_s(page, capsys):
+def test_a_640x480_demo_pair_with_a_shipped_network_at_half_strength(page, tmp_path):
     page.set_input_files("#ir", [])
     page.set_input_files("#vis", [])
     page.select_option("#demo", "msrs_00854N")
     page.select_option("#task", "saliency")
-    _run(page)  # the first run of this task on this size warms the caches
-    t0 = time.perf_counter()
+    page.fill("#strength", "0.5")  # a range input takes fill; the output beside it follows
+    assert page.inner_text("#strength_value") == "0.5"
     _run(page)
-    seconds = time.perf_counter() - t0
-    total_ms = float(page.locator("#timings tr").last.inner_text().split()[-2])
-    with capsys.disabled():  # into the test log, also when the test passes
-        print(f"\ncldyn serve: msrs_00854N (640x480), task saliency: {seconds:.2f} s in the browser, "
-              f"{total_ms / 1000:.2f} s in the backend")
-    assert page.is_visible("#result") and "640x480" in page.inner_text("#title")
-    DOCS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS / "serve.png"), full_page=True)
-    assert seconds < 5, f"{seconds:.2f} s for a 640x480 pair with a task"
+    assert page.is_visible("#result") and not page.is_visible("#error")
+    assert "640x480" in page.inner_text("#title") and "strength 0.5" in page.inner_text("#title")
+    # what it costs is a benchmark's business (cldyn bench customise), not a test's: here only that the steps ran
+    assert float(page.locator("#timings tr").last.inner_text().split()[-2]) > 0
+    shot = tmp_path / "serve.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -20,8 +20,9 @@ def test_evaluate_refuses_to_replace_without_overwrite(pairs_dir, tmp_path, cli)
     r = cli(*args)
     err = r.stderr.strip()
     assert r.returncode == 2 and len(err.splitlines()) == 1, err
-    assert err.endswith("to replace them") and "metrics.csv: already exists (4 of 4 outputs do)" in err
-    assert "--overwrite" in err
+    assert err.endswith("; pass --overwrite to replace them")
+    assert "metrics.csv: already exists (4 of 4 outputs do)" in err
+    assert "overwrite=True" not in err  # the command line names its own switch, the API its own
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ev").iterdir()} == before  # nothing touched
     assert cli(*args, "--overwrite").returncode == 0
 
@@ -119,3 +120,23 @@ def test_training_split_option_reaches_the_config(command, field, monkeypatch):
     args = build_parser().parse_args([command, *extra, "--data", "d", "--split", "splits/half_b.txt"])
     args.func(args)
     assert getattr(seen["cfg"], field) == "splits/half_b.txt"
+
+
+def test_the_api_names_its_own_overwrite_switch(tmp_path):
+    from cldyn.data.io import refuse_to_replace
+    from cldyn.errors import OutputExistsError
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(OutputExistsError, match=r"a.png: already exists; pass overwrite=True to replace it$") as e:
+        refuse_to_replace([tmp_path / "a.png"])
+    assert e.value.for_command_line().endswith("a.png: already exists; pass --overwrite to replace it")
+    refuse_to_replace([tmp_path / "a.png"], overwrite=True)
+
+
+def test_a_corrupt_png_gets_one_line_and_no_opencv_chatter(pairs_dir, tmp_path, cli):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(50))  # a PNG signature, then no IHDR chunk
+    r = cli("fuse", pairs_dir / "ir" / "msrs_00004N_crop.png", bad, "-o", tmp_path / "o.png")
+    assert r.returncode == 2 and not (tmp_path / "o.png").exists()
+    assert r.stderr.strip().splitlines() == [f"cldyn fuse: error: {bad}: not a readable image (unknown format or "
+                                             "truncated/corrupt data)"]

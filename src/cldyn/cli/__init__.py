@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from cldyn.cli import app, evaluation, fusion, training
-from cldyn.errors import CldynError
+from cldyn.errors import CldynError, OutputExistsError
 from cldyn.runtime import tune_malloc
 from cldyn.version import __version__
 
@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CldynError as exc:
-        print(f"cldyn {args.command}: error: {exc}", file=sys.stderr)
+        message = exc.for_command_line() if isinstance(exc, OutputExistsError) else str(exc)
+        print(f"cldyn {args.command}: error: {message}", file=sys.stderr)
         return 2
     except OSError as exc:  # the system refused: a read-only folder, a full disk, a path that is a file
         where = f"{exc.filename}: " if exc.filename else ""

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cldyn.errors import InputError
+from cldyn.errors import InputError, OutputExistsError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -53,7 +53,13 @@ def _decode(path: Path) -> np.ndarray:
         raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
     if data.size == 0:
         raise InputError(path, "empty file (0 bytes)")
-    array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    level = cv2.utils.logging.getLogLevel()
+    # silent: a corrupt file gets our one line, not OpenCV's own [ERROR]/[WARN] lines on stderr too
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if array is None or array.size == 0:
         raise InputError(path, "not a readable image (unknown format or truncated/corrupt data)")
     return array
@@ -150,21 +156,17 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-# Said where an output exists: the same words serve the Python API and the command line.
-OVERWRITE_HINT = "pass overwrite=True (on the command line: --overwrite)"
-
-
 def refuse_to_replace(paths: Iterable[str | Path], overwrite: bool = False) -> None:
-    """One policy for every output: unless ``overwrite``, raise :class:`InputError` naming the first of ``paths``
-    that exists (and how many do), before anything is written."""
+    """One policy for every output: unless ``overwrite``, raise :class:`~cldyn.errors.OutputExistsError` naming
+    the first of ``paths`` that exists (and how many do), before anything is written."""
     if overwrite:
         return
     paths = [Path(p) for p in paths]
     existing = [p for p in paths if p.exists()]
     if existing:
         count = f" ({len(existing)} of {len(paths)} outputs do)" if len(paths) > 1 else ""
-        raise InputError(existing[0], f"already exists{count}; {OVERWRITE_HINT} to replace "
-                         f"{'them' if len(existing) > 1 else 'it'}")
+        raise OutputExistsError(existing[0], f"already exists{count}; {OutputExistsError.API_HINT} to replace "
+                                f"{'them' if len(existing) > 1 else 'it'}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
