@@ -18,6 +18,7 @@ import io
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 import torch
@@ -96,6 +97,17 @@ def require_extra(module: str, extra: str, what: str) -> None:
         raise MissingExtraError(f"{what} needs {module}, which is not installed: pip install 'cldyn[{extra}]'")
 
 
+def _cgroup_headroom() -> int | None:
+    """Bytes left under this process's cgroup (v2) memory limit, or ``None`` when there is none."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(0, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        return None
+
+
 def available_memory(device: torch.device) -> int | None:
     """Bytes free for new tensors on ``device``: the GPU's free memory, or the system's ``MemAvailable`` on the
     CPU (``None`` where neither can be read)."""
@@ -105,7 +117,9 @@ def available_memory(device: torch.device) -> int | None:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
+                    limit = _cgroup_headroom()  # a container's limit binds before the machine's memory
+                    return free if limit is None else min(free, limit)
     except OSError:
         pass
     try:

@@ -140,3 +140,51 @@ def test_a_corrupt_png_gets_one_line_and_no_opencv_chatter(pairs_dir, tmp_path, 
     assert r.returncode == 2 and not (tmp_path / "o.png").exists()
     assert r.stderr.strip().splitlines() == [f"cldyn fuse: error: {bad}: not a readable image (unknown format or "
                                              "truncated/corrupt data)"]
+
+
+def test_an_image_too_large_for_memory_is_fused_in_tiles_and_says_so(pairs_dir, tmp_path, monkeypatch, capsys):
+    from cldyn.cli import main
+    from cldyn.data.io import read_image
+
+    ir, vis = pairs_dir / "ir" / "msrs_00004N_crop.png", pairs_dir / "vi" / "msrs_00004N_crop.png"
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "whole.png")]) == 0
+    # 96x72 needs about 7 MiB: with 2 MiB free, the fuser picks the smallest tile side and notes it
+    monkeypatch.setattr("cldyn.inference.fuse.available_memory", lambda device: 2 * 2**20)
+    capsys.readouterr()
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "tiled.png")]) == 0
+    err = capsys.readouterr().err
+    assert "note: fused 96x72 pairs in 256-pixel tiles: the whole image needs about 0.0 GiB" in err
+    # a 256-pixel tile holds this whole small image: the same result
+    whole, tiled = read_image(tmp_path / "whole.png").pixels, read_image(tmp_path / "tiled.png").pixels
+    assert (whole == tiled).all()
+
+
+def test_tiles_are_chosen_to_fit_and_noted_once(monkeypatch):
+    import torch
+
+    from cldyn.model.vfn import VFN
+
+    fuser = Fuser(VFN().eval(), device="cpu")
+    monkeypatch.setattr("cldyn.inference.fuse.available_memory", lambda device: 8 * 2**30)
+    # 6000x4000 needs about 23 GiB: 4 GiB (half the free memory) holds a tile of about 2048 pixels
+    assert fuser._tile_to_fit((4000, 6000), 1) == 2048
+    assert fuser._tile_to_fit((4000, 6000), 1) == 2048 and len(fuser.notes) == 1
+    assert fuser._tile_to_fit((480, 640), 1) is None  # fits whole
+    x = torch.rand(1, 1, 600, 300)
+    monkeypatch.setattr("cldyn.inference.fuse.available_memory", lambda device: 1 * 2**20)
+    assert fuser.fuse_batch(x, x).shape == (1, 1, 600, 300)  # fused in 256-pixel tiles
+
+
+def test_an_unwritable_output_format_is_refused_before_any_work(pairs_dir, tmp_path, capsys, monkeypatch):
+    from cldyn.cli import main
+
+    def no_fusion(*_a, **_k):
+        raise AssertionError("fused before the output name was checked")
+
+    monkeypatch.setattr(Fuser, "fuse_images", no_fusion)
+    ir, vis = pairs_dir / "ir" / "msrs_00004N_crop.png", pairs_dir / "vi" / "msrs_00004N_crop.png"
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "out.xyz")]) == 2
+    assert "out.xyz: cannot write '.xyz' files; use one of .bmp, .jpeg, .jpg, .png, .tif, .tiff" in \
+        capsys.readouterr().err
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "out.jpg"), "--bits", "16"]) == 2
+    assert "out.jpg: .jpg files hold 8-bit pixels, not 16" in capsys.readouterr().err

@@ -65,7 +65,10 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     fuser = Fuser(vfn, device=args.device, batch_size=1 if single else args.batch_size, workers=args.workers,
                   task=task, rsc=rsc, onnx=onnx, tile=args.tile, overlap=args.overlap, strength=args.strength)
     if single:
-        print(f"wrote {fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)}")
+        written = fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)
+        for note in fuser.notes:
+            print(f"cldyn fuse: note: {note}", file=sys.stderr)
+        print(f"wrote {written}")
         return 0
     pairs, problems = pairs_from_inputs(inputs, args.ir, args.vis)
     out_dir = Path(args.output)
@@ -74,7 +77,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     report = fuser.fuse_pairs(pairs, out_dir, bits=bits, overwrite=args.overwrite, progress=not args.quiet)
     report.errors[:0] = problems
     for note in report.notes:
-        print(f"cldyn fuse: warning: {note}", file=sys.stderr)
+        print(f"cldyn fuse: note: {note}", file=sys.stderr)
     for err in report.errors:
         print(f"cldyn fuse: error: {err}", file=sys.stderr)
     print(f"{report.summary().split(' (first')[0]} -> {out_dir}")

@@ -202,6 +202,19 @@ def encode_image(pixels: np.ndarray, bits: int = 8, ext: str = ".png") -> bytes:
     return buf.tobytes()
 
 
+def check_output_format(path: str | Path, bits: int | None = None) -> None:
+    """Raise :class:`InputError` naming ``path`` when its extension is not a format :func:`write_image` writes (or
+    not at ``bits``): checked before any work, not after it."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in WRITE_EXTENSIONS:
+        raise InputError(path, f"cannot write {ext or 'extension-less'!r} files; use one of "
+                               f"{', '.join(sorted(WRITE_EXTENSIONS))}")
+    if bits is not None and bits not in WRITE_EXTENSIONS[ext]:
+        raise InputError(path, f"{ext} files hold {' or '.join(map(str, WRITE_EXTENSIONS[ext]))}-bit pixels, "
+                               f"not {bits}")
+
+
 def encode_png(pixels: np.ndarray, bits: int = 8) -> bytes:
     """Encode float pixels in [0, 1] (``(H, W)`` or RGB ``(H, W, 3)``) as an 8- or 16-bit PNG."""
     return encode_image(pixels, bits, ".png")

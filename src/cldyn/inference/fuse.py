@@ -21,6 +21,7 @@ from torch import nn
 from cldyn.data.io import (
     IMAGE_EXTENSIONS,
     Image,
+    check_output_format,
     check_same_size,
     read_pair,
     refuse_to_replace,
@@ -211,6 +212,7 @@ class Fuser:
         self.batch_size = batch_size
         self.workers = max(1, workers)
         self.tile, self.overlap = tile, overlap
+        self.notes: list[str] = []  # what the fuser decided for the user, e.g. tiles for an image too large
         # Task-customised fusion (CLDyN): base fusion -> task features -> compensated fusion.
         self.task, self.cldyns = task, []
         if task is not None:
@@ -231,9 +233,34 @@ class Fuser:
     def fuse_batch(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """:func:`fuse_tensors` on the fuser's device (in tiles when the image is larger than ``tile``); returns a
         CPU tensor."""
-        if self.tile and max(ir.shape[-2:]) > self.tile:
-            return fuse_tiled(self._fuse_whole, ir, vis, self.tile, self.overlap)
-        return self._fuse_whole(ir, vis)
+        tile = self.tile or self._tile_to_fit(tuple(ir.shape[-2:]), ir.shape[0])
+        if tile and max(ir.shape[-2:]) > tile:
+            return fuse_tiled(self._fuse_whole, ir, vis, tile, self.overlap)
+        try:
+            return self._fuse_whole(ir, vis)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:  # the estimate below was too hopeful
+            if "memory" not in str(exc).lower():
+                raise
+            h, w = ir.shape[-2:]
+            raise CldynError(f"out of memory fusing a {w}x{h} pair; fuse it in tiles (--tile 1024)") from None
+
+    def _tile_to_fit(self, size: tuple[int, int], batch: int) -> int | None:
+        """A tile side that fits half the free memory when the whole image does not (with a note, once per size),
+        else ``None``."""
+        free = available_memory(self.device)
+        per_pixel = BYTES_PER_PIXEL * (TASK_MEMORY_FACTOR if self.cldyns else 1) * batch
+        if free is None or self.session is not None or size[0] * size[1] * per_pixel <= free // 2:
+            return None
+        if len(self.cldyns) > 1:
+            raise CldynError(f"a {size[1]}x{size[0]} pair does not fit in memory and tiled fusion takes one RSC at "
+                             "a time")
+        side = max(256, int((free // 2 // per_pixel) ** 0.5) // 256 * 256)
+        note = (f"fused {size[1]}x{size[0]} pairs in {side}-pixel tiles: the whole image needs about "
+                f"{size[0] * size[1] * per_pixel / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free (--tile sets "
+                "the size)")
+        if note not in self.notes:
+            self.notes.append(note)
+        return side
 
     @torch.inference_mode()
     def fuse_batch_all(self, ir: torch.Tensor, vis: torch.Tensor) -> list[torch.Tensor]:
@@ -306,6 +333,7 @@ class Fuser:
         out_path = Path(out_path)
         if out_path.is_dir():
             raise InputError(out_path, "is a folder; give a file name for a single pair")
+        check_output_format(out_path, None if bits == "auto" else int(bits))
         refuse_to_replace([out_path], overwrite)
         ir, vis = read_pair(ir_path, vis_path)
         write_image(out_path, self.fuse_images(ir, vis), output_bits(ir, vis, bits))
@@ -371,6 +399,7 @@ class Fuser:
                 batch.append(item)
             if batch:
                 flush(batch)
+            report.notes += self.notes
             for fut, out, pair in writes:
                 try:
                     fut.result()
