@@ -80,6 +80,13 @@ def test_difference_map_scale():
     img, peak = difference_map(a, b)
     assert peak == pytest.approx(10) and img.shape == (2, 2, 3)
     assert difference_map(a, a)[1] == 0
+    # one scale for every pair, the demo's: 10 levels x 8 = 80 on the map, not the map's own maximum (255)
+    from cldyn.inference.demo import heat_map
+
+    np.testing.assert_array_equal(img, heat_map(np.array([[10.0, 0], [0, 0]])))
+    b[0, 0] = 40 / 255  # 40 x 8 saturates
+    assert (difference_map(a, b)[0][0, 0] == heat_map(np.array([[255.0]]))[0, 0]).all()
+    assert not (img[0, 0] == heat_map(np.array([[255.0]]))[0, 0]).all()
 
 
 def test_strength_and_a_user_network_on_the_page(pairs_dir, tmp_path):

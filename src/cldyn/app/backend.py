@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from cldyn.data.io import Image, check_same_size, encode_png, luma, read_image, three_channels, to_single_channel
@@ -27,6 +26,7 @@ from cldyn.errors import CldynError, InputError
 from cldyn.evaluation.evaluate import fusion_metrics, gray_of_array
 from cldyn.evaluation.report import png_data_uri
 from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength, load_customisation
+from cldyn.inference.demo import heat_map
 from cldyn.inference.fuse import Fuser, output_bits
 from cldyn.tasks import list_tasks, load_pretrained_task, load_task_for
 from cldyn.tasks.visualise import prediction_overlay
@@ -104,12 +104,11 @@ def _uri(rgb01: np.ndarray) -> str:
 
 
 def difference_map(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
-    """``|luma(a) - luma(b)|`` as an inferno colour map scaled to its own maximum, and that maximum in 8-bit
+    """``|luma(a) - luma(b)|`` as the demo draws it (inferno colour map, :data:`~cldyn.inference.demo.DIFF_GAIN`
+    times brighter, so one scale for every pair: a change of a few levels looks small), and its maximum in 8-bit
     levels (0: the images are equal)."""
     d = np.abs(luma(a).astype(np.float64) - luma(b).astype(np.float64)) * 255
-    peak = float(d.max())
-    scaled = np.zeros(d.shape, np.uint8) if peak == 0 else np.rint(d / peak * 255).astype(np.uint8)
-    return cv2.applyColorMap(scaled, cv2.COLORMAP_INFERNO)[:, :, ::-1].astype(np.float32) / 255, peak
+    return heat_map(d), float(d.max())
 
 
 class ModelCache:

@@ -90,7 +90,7 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return rgb_to_luma(torch.from_numpy(np.ascontiguousarray(three_channels(rgb))).permute(2, 0, 1))[0].numpy()
 
 
-def _heat(diff: np.ndarray) -> np.ndarray:
+def heat_map(diff: np.ndarray) -> np.ndarray:
     """``(H, W)`` grey-level differences -> RGB in [0, 1] (OpenCV's inferno map), ``DIFF_GAIN`` times brighter."""
     grey = np.clip(diff * DIFF_GAIN, 0, 255).astype(np.uint8)
     return cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
@@ -126,7 +126,7 @@ def customisation_rows(pairs: list[Pair], device: str = "auto", tasks: tuple[str
             custom = three_channels(fused[task][k][1])
             top.append(_saliency_tint(custom, drawn[task][k]) if task == "saliency" else drawn[task][k])
         diffs = [np.abs(_luma(fused[t][k][1]) - _luma(vfn)) * 255 for t in tasks]
-        rows += [top, [three_channels(images[k][0].pixels), *map(_heat, diffs)]]
+        rows += [top, [three_channels(images[k][0].pixels), *map(heat_map, diffs)]]
         labels += [["VFN", *(f"for {t}" for t in tasks)], ["infrared", *(f"{t} - VFN" for t in tasks)]]
         titles += [f"{pair_title(pair)}: fused for each task, with that task's prediction",
                    f"what each customisation changed, |customised - VFN| x{DIFF_GAIN}; mean "
