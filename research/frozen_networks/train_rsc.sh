@@ -19,7 +19,7 @@ cldyn train-rsc --data ../shared/data/msrs --split docs/training/splits/msrs_tra
     --task-weights detection="$NETS/detection-visible/best.safetensors" \
                    segmentation="$NETS/segmentation-visible/best.safetensors" \
                    saliency="$NETS/saliency-visible/best.safetensors" \
-    --steps "$STEPS" --lr 3e-3 --batch-size 4 --crop 256 --fusion-weight 0.5 --change-weight 0 \
+    --steps "$STEPS" --lr 5e-3 --batch-size 4 --crop 256 --fusion-weight 0.5 --change-weight 0 \
     --cache-batches 30 --val-every "$STEPS" --val-limit 20 --checkpoint-every 10 --threads 1 --quiet \
     --out "$dir" "${resume[@]}" "$@"
 date -u +%FT%TZ > "$dir/done"

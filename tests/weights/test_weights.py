@@ -79,6 +79,14 @@ def test_shipped_weights_info_counts_parameters_and_checks_hashes():
     assert rows["task_saliency.safetensors"]["parameters"] == sum(p.numel() for p in saliency.model.parameters())
 
 
+def test_training_summary_names_the_camera_a_network_was_trained_on():
+    meta = {"global_step": 650, "train_config": {"data": "../shared/data/msrs", "input": "visible",
+                                                 "train_split": "docs/training/splits/msrs_train_a.txt"}}
+    assert W._training_summary(meta) == "650 steps on msrs (msrs_train_a), visible images only"
+    meta["train_config"]["input"] = "runs/msrs_vfn"
+    assert W._training_summary(meta) == "650 steps on msrs (msrs_train_a), fused images"
+
+
 def test_training_summary_of_a_record():
     meta = {"global_step": 960, "epoch": 40, "val_score": 1.44921,
             "train_config": {"data": ["../shared/data/msrs", "/x/roadscene"], "split": "train"}}

@@ -40,7 +40,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"shipped weights ({shipped_weights_dir()}):")
     for row in shipped_weights_info():
         check = "verified" if row["sha256_ok"] else "MISMATCH: reinstall cldyn"
-        print(f"  {row['file']:30s} {row['kind']:5s} {row['parameters']:>10,} parameters  sha256 "
+        print(f"  {row['file']:38s} {row['kind']:5s} {row['parameters']:>10,} parameters  sha256 "
               f"{row['sha256'][:16]}... ({check})  {row['trained']}")
     print("shipped task networks (--task-weights NAME): " + ", ".join(shipped_networks()))
     print("optional extras:")

@@ -22,14 +22,13 @@ def _predictions(adapter: TaskAdapter, data: str | Path, split: str, source: str
                  ) -> tuple[list[str], list[Any], list[Any]]:
     """``(names, predictions, targets)`` of the task network on one image source; the labels are those of the
     adapter's own layout (``adapter.task``, also for a ``module:Class`` network) and classes."""
-    spec = "pair" if source == "cldyn" else source
-    bank = load_task_bank(adapter.task, data, split, image_source(spec, vfn_weights), adapter.config, log,
-                          labels=labels, classes=adapter.label_classes)
-    if source == "cldyn":
+    model = None
+    if source == "cldyn":  # weights first: a bad file is refused before any data is read
         vfn = load_vfn_or_shipped(vfn_weights)
-        preds = predict_cldyn(CLDyN(vfn, load_rsc_or_shipped(rsc_weights, vfn)), adapter, bank)
-    else:
-        preds = predict_bank(adapter, bank, progress=progress)
+        model = CLDyN(vfn, load_rsc_or_shipped(rsc_weights, vfn))
+    bank = load_task_bank(adapter.task, data, split, image_source("pair" if model else source, vfn_weights),
+                          adapter.config, log, labels=labels, classes=adapter.label_classes)
+    preds = predict_cldyn(model, adapter, bank) if model else predict_bank(adapter, bank, progress=progress)
     return [it.name for it in bank.items], preds, [it.label for it in bank.items]
 
 

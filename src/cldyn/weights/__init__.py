@@ -227,8 +227,13 @@ def _training_summary(meta: dict[str, Any]) -> str:
     roots = data.values() if isinstance(data, dict) else data if isinstance(data, list) else [data] if data else []
     names = sorted({Path(str(r)).name for r in roots})
     text = ", ".join(parts) + (f" on {'+'.join(names)}" if names else "")
-    if cfg.get("split"):
-        text += f" ({cfg['split']})"
+    split = cfg.get("split") or cfg.get("train_split")
+    if split:
+        text += f" ({Path(str(split)).stem})"
+    if cfg.get("input") in ("visible", "infrared"):
+        text += f", {cfg['input']} images only"
+    elif cfg.get("input"):
+        text += ", fused images"
     if meta.get("val_score") is not None:
         text += f"; val score {float(meta['val_score']):.4f}"
     return text or "no training record"
