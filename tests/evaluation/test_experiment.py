@@ -167,7 +167,8 @@ def test_second_detector_has_its_own_task_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(E, "load_task_bank", lambda *a, **k: None)
     monkeypatch.setattr(E, "evaluate_bank", lambda adapter, bank: calls.append(adapter) or {"map50": adapter.score})
     monkeypatch.setattr(E, "image_source", lambda spec: spec)
-    primary, second = (types.SimpleNamespace(config=None, score=s) for s in (0.6, 0.3))
+    primary, second = (types.SimpleNamespace(config=None, score=s, task="detection", label_classes=None)
+                       for s in (0.6, 0.3))
     folder = tmp_path / "fused" / "vfn"
     folder.mkdir(parents=True)
     (folder / ".identity.json").write_text(json.dumps({"method": "vfn"}))

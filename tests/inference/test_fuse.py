@@ -185,7 +185,7 @@ def test_overwrite_refusal_names_the_python_keyword_and_the_flag(net, tmp_path, 
     pairs, _ = pair_folders(pairs_dir / "ir", pairs_dir / "vi")
     out = tmp_path / "x.png"
     out.write_bytes(b"keep me")
-    with pytest.raises(InputError, match=r"pass overwrite=True \(on the command line: --overwrite\)"):
+    with pytest.raises(InputError, match=r"x.png: already exists; pass overwrite=True to replace it"):
         Fuser(net, device="cpu").fuse_files(pairs[0].ir, pairs[0].vis, out)
 
 

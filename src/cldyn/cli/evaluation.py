@@ -227,17 +227,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("frozen-table", help="score frozen task networks on every input: each camera, average, max, "
                                             "VFN, peers' fusion and CLDyN customised for the network")
     s.add_argument("--data", required=True, help="dataset root with labels (e.g. ../shared/data/msrs)")
-    s.add_argument("--networks", nargs="+", help="shipped network names or checkpoints (default: every shipped one)")
+    s.add_argument("--networks", nargs="+", action="extend",
+                   help="shipped network names or checkpoints (default: every shipped one)")
     s.add_argument("--split", default="val")
     s.add_argument("--peer", nargs="*", action="extend", metavar="NAME=FOLDER",
                    help="a peer's fused images for the same pairs, e.g. "
                         "seafusion=../shared/data/peers/seafusion/msrs-val")
-    s.add_argument("--rsc-weights", nargs="+", help="RSC checkpoints, one CLDyN row each (default: the shipped RSC)")
+    s.add_argument("--rsc-weights", nargs="+", action="extend",
+                   help="RSC checkpoints, one CLDyN row each (default: the shipped RSC)")
     s.add_argument("--vfn-weights", help="VFN checkpoint (default: shipped)")
     s.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="the customisation's strength, 0..1")
     s.add_argument("--det-labels", default="fusion,visible", help="detection label variants to score against")
-    s.add_argument("--resamples", type=int, default=1000)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    s.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     s.add_argument("--limit", type=int, help="the first N pairs of the split")
     s.add_argument("--out", default="frozen-table", help="folder for table.md, table.json and the prediction cache")
     s.add_argument("--threads", type=int)

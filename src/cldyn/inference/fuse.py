@@ -31,19 +31,16 @@ from cldyn.data.io import (
 from cldyn.data.pairs import Pair
 from cldyn.errors import CldynError, InputError
 from cldyn.inference.customise import check_strength, load_customisation
+from cldyn.inference.memory import batch_that_fits, bytes_per_pair, tile_that_fits
+from cldyn.inference.onnx_backend import OnnxBackend
 from cldyn.inference.tiling import fuse_tiled
 from cldyn.model.color import luma_of, rgb_to_luma, with_colour_of
 from cldyn.model.rsc import RSC, CLDyN
 from cldyn.model.vfn import VFN, check_pair_tensors, fold_batchnorm
-from cldyn.runtime import available_memory, progress_bar, require_extra, resolve_device, torch_threads
+from cldyn.runtime import available_memory, progress_bar, resolve_device, torch_threads
 from cldyn.weights import load_pretrained_vfn, load_rsc_or_shipped
 
 Bits = Literal["auto", 8, 16]
-# Peak memory of one fused pair per input pixel: the VFN's float32 activations, measured at about 820 B/px for
-# 640x480 pairs on the CPU (251 MB at batch 1, 786 MB at batch 4), rounded up; a task network in the loop
-# (task-customised fusion) costs several times more.
-BYTES_PER_PIXEL = 1024
-TASK_MEMORY_FACTOR = 4
 
 
 def fuse_tensors(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor, grad: bool = False) -> torch.Tensor:
@@ -188,21 +185,11 @@ class Fuser:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
         self.strength = check_strength(strength)
-        self.session, self._onnx_customised = None, False
-        if onnx is not None:  # onnxruntime backend: the exported VFN graph replaces the PyTorch model
-            if task is not None:
-                raise CldynError("--backend onnxruntime runs the exported graph, which already holds its task network "
-                                 "(cldyn export --task T); drop --task")
-            require_extra("onnxruntime", "onnx", "--backend onnxruntime")
-            import onnxruntime as ort  # optional extra cldyn[onnx]
-            try:
-                self.session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-            except Exception as exc:  # onnxruntime raises its own exception types
-                raise InputError(onnx, f"not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-            names = [i.name for i in self.session.get_inputs()]
-            if names not in (["ir", "vis_y"], ["ir", "vis"]):
-                raise InputError(onnx, f"inputs {names} are not those of a cldyn export (ir, vis_y) or (ir, vis)")
-            self._onnx_customised = names[1] == "vis"  # CLDyN with its task network, from export --task T
+        if onnx is not None and task is not None:
+            raise CldynError("--backend onnxruntime runs the exported graph, which already holds its task network "
+                             "(cldyn export --task T); drop --task")
+        # onnxruntime backend: the exported graph replaces the PyTorch model
+        self.onnx = None if onnx is None else OnnxBackend(onnx)
         if model is None:
             model = load_pretrained_vfn()
         if isinstance(task, str) or (task is not None and not isinstance(rsc, (RSC, list, tuple))):
@@ -248,16 +235,15 @@ class Fuser:
         """A tile side that fits half the free memory when the whole image does not (with a note, once per size),
         else ``None``."""
         free = available_memory(self.device)
-        per_pixel = BYTES_PER_PIXEL * (TASK_MEMORY_FACTOR if self.cldyns else 1) * batch
-        if free is None or self.session is not None or size[0] * size[1] * per_pixel <= free // 2:
+        side = None if self.onnx is not None else tile_that_fits(size, batch, free, bool(self.cldyns))
+        if side is None:
             return None
         if len(self.cldyns) > 1:
             raise CldynError(f"a {size[1]}x{size[0]} pair does not fit in memory and tiled fusion takes one RSC at "
                              "a time")
-        side = max(256, int((free // 2 // per_pixel) ** 0.5) // 256 * 256)
+        need = bytes_per_pair(size, bool(self.cldyns)) * batch
         note = (f"fused {size[1]}x{size[0]} pairs in {side}-pixel tiles: the whole image needs about "
-                f"{size[0] * size[1] * per_pixel / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free (--tile sets "
-                "the size)")
+                f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free (--tile sets the size)")
         if note not in self.notes:
             self.notes.append(note)
         return side
@@ -280,28 +266,9 @@ class Fuser:
         ir, vis = self._to_device(ir, vis)
         if self.cldyns:
             return self.cldyns[0].fuse(ir, vis, self.task, strength=self.strength).float().cpu()
-        if self.session is not None and self._onnx_customised:
-            return self._onnx_cldyn(ir.cpu(), vis.cpu())
-        if self.session is not None:
-            return fuse_tensors(self._onnx_luma, ir.cpu(), vis.cpu()).float()
+        if self.onnx is not None:
+            return self.onnx.fuse(ir, vis, fuse_tensors)
         return fuse_tensors(self.model, ir, vis).float().cpu()
-
-    def _onnx_luma(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
-        """The exported VFN through onnxruntime; sides under 2 pixels are padded and cropped as the model does."""
-        h, w = ir.shape[-2:]
-        ph, pw = max(0, 2 - h), max(0, 2 - w)
-        if ph or pw:
-            ir = torch.nn.functional.pad(ir, (0, pw, 0, ph), mode="replicate")
-            vis_y = torch.nn.functional.pad(vis_y, (0, pw, 0, ph), mode="replicate")
-        feeds = {"ir": ir.contiguous().numpy(), "vis_y": vis_y.contiguous().numpy()}
-        return torch.from_numpy(self.session.run(None, feeds)[0])[..., :h, :w]
-
-    def _onnx_cldyn(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """Task-customised fusion through onnxruntime (a gray visible image is given to the graph as RGB)."""
-        rgb = vis if vis.shape[1] == 3 else vis.expand(-1, 3, -1, -1)
-        feeds = {"ir": ir.contiguous().numpy(), "vis": rgb.contiguous().numpy()}
-        y = torch.from_numpy(self.session.run(None, feeds)[0])
-        return with_colour_of(vis, y).float()
 
     def fuse_arrays(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """Fuse float arrays in [0, 1]: ``ir`` ``(H, W)`` (or RGB), ``vis`` ``(H, W)`` or ``(H, W, 3)``."""
@@ -342,10 +309,10 @@ class Fuser:
     def _memory_cap(self, size: tuple[int, int], batch_size: int, report: FuseReport) -> int:
         """``batch_size`` lowered (with a note in ``report``) to what half the free memory holds for ``size``."""
         free = available_memory(self.device)
-        per_pair = size[0] * size[1] * BYTES_PER_PIXEL * (TASK_MEMORY_FACTOR if self.cldyns else 1)
-        if free is None or batch_size * per_pair <= free // 2:
+        cap = batch_that_fits(size, batch_size, free, bool(self.cldyns))
+        if cap == batch_size:
             return batch_size
-        cap = max(1, int(free // 2 // per_pair))
+        per_pair = bytes_per_pair(size, bool(self.cldyns))
         report.notes.append(f"batch size {self.batch_size} lowered to {cap} for {size[1]}x{size[0]} pairs: "
                             f"{free / 2**30:.1f} GiB free, about {per_pair / 2**20:.0f} MiB per pair")
         return cap
