@@ -234,7 +234,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a peer's fused images for the same pairs, e.g. "
                         "seafusion=../shared/data/peers/seafusion/msrs-val")
     s.add_argument("--rsc-weights", nargs="+", action="extend",
-                   help="RSC checkpoints, one CLDyN row each (default: the shipped RSC)")
+                   help="RSC checkpoints, one CLDyN row each; NAME=FILE groups rows (seeds of one method: mean and "
+                        "std in the table; default: the shipped RSC)")
     s.add_argument("--vfn-weights", help="VFN checkpoint (default: shipped)")
     s.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="the customisation's strength, 0..1")
     s.add_argument("--det-labels", default="fusion,visible", help="detection label variants to score against")

@@ -47,7 +47,8 @@ class FrozenTableConfig:
         data: dataset root with labels (MSRS layout).
         networks: shipped network names or checkpoint paths.
         peers: name -> a folder of a peer's fused images for the same pairs (scored as one more source).
-        rsc_weights: one CLDyN row per file (``None`` in the list: the shipped RSC).
+        rsc_weights: one CLDyN row per file (``None``: the shipped RSC), ``NAME=FILE`` to group rows (e.g. the
+            seeds of one method, ``cldyn=a cldyn=b no_closed_loop=c``): the table shows each group's mean and std.
         strength: the customisation's strength (:meth:`cldyn.model.rsc.CLDyN.customised`).
         det_labels: detection label variants (``fusion`` is the default folder).
     """
@@ -105,8 +106,13 @@ class FrozenTable:
         self.cfg, self.log, self.progress = cfg, log, progress
         self.out = Path(cfg.out)
         self.vfn = load_vfn_or_shipped(cfg.vfn_weights)
-        self.rscs = [(w, load_rsc_or_shipped(w, self.vfn), sha256_file(w) if w else "shipped")
-                     for w in cfg.rsc_weights]
+        self.rscs: dict[str, tuple[Any, str]] = {}  # row -> (RSC, its SHA-256)
+        groups: dict[str, int] = {}
+        for item in cfg.rsc_weights:
+            group, _, path = (item or "").rpartition("=") if item and "=" in item else ("cldyn", "", item)
+            k = groups[group] = groups.get(group, -1) + 1
+            self.rscs[f"{group}_s{k}"] = (load_rsc_or_shipped(path or None, self.vfn),
+                                         sha256_file(path) if path else "shipped")
 
     def _cached(self, key: dict[str, Any], compute: Callable[[], list[Any]]) -> list[Any]:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
@@ -121,11 +127,11 @@ class FrozenTable:
         return preds
 
     def _sources(self) -> list[tuple[str, str | None]]:
-        """``(row name, image source)``; ``None``: CLDyN."""
-        rows = [(s, s) for s in PLAIN_SOURCES] + [(name, folder) for name, folder in self.cfg.peers.items()]
-        many = len(self.rscs) > 1
-        rows += [(f"cldyn_s{i}" if many else "cldyn", None) for i in range(len(self.rscs))]
-        return rows
+        """``(row name, image source)``; ``None``: through CLDyN (``vfn``: its base fusion, the others customised),
+        so that the VFN and CLDyN rows see their images the same way (in float, never rounded to 8 bits)."""
+        rows = [(s, None if s == "vfn" else s) for s in PLAIN_SOURCES]
+        rows += [(name, folder) for name, folder in self.cfg.peers.items()]
+        return rows + [(row, None) for row in self.rscs]
 
     def score_network(self, spec: str) -> dict[str, Any]:
         adapter, sha = _network(spec)
@@ -143,12 +149,12 @@ class FrozenTable:
                                                    log=lambda _m: None, names=names, classes=adapter.label_classes)
             bank = bank_of[spec_src]
             if source is None:
-                w, rsc, rsc_sha = self.rscs[int(row.removeprefix("cldyn_s") or 0) if row != "cldyn" else 0]
-                key = {"net": sha, "source": "cldyn", "rsc": rsc_sha, "strength": cfg.strength, "split": cfg.split,
-                       "limit": cfg.limit, "vfn": cfg.vfn_weights}
+                rsc, rsc_sha = self.rscs[row] if row != "vfn" else (None, "none")
+                key = {"net": sha, "source": "cldyn", "rsc": rsc_sha, "split": cfg.split, "limit": cfg.limit,
+                       "vfn": cfg.vfn_weights, **({"strength": cfg.strength} if rsc is not None else {})}
                 model = CLDyN(self.vfn, rsc).eval()
-                preds_of[row] = self._cached(key, lambda model=model, bank=bank: predict_cldyn(
-                    model, adapter, bank, strength=cfg.strength, progress=self.progress))
+                preds_of[row] = self._cached(key, lambda model=model, bank=bank, c=rsc is not None: predict_cldyn(
+                    model, adapter, bank, customised=c, strength=cfg.strength, progress=self.progress))
             else:
                 key = {"net": sha, "source": str(source), "split": cfg.split, "limit": cfg.limit,
                        "vfn": cfg.vfn_weights}
@@ -169,7 +175,7 @@ class FrozenTable:
         targets = _targets(adapter, cfg, variant if variant != "default" else "fusion", bank_of["visible"])
         best_camera = max(CAMERAS, key=lambda c: results["sources"][variant][c]["all"])
         comparisons = {}
-        for row in [r for r, s in self._sources() if s is None]:
+        for row in self.rscs:
             for other in ("vfn", best_camera):
                 comparisons[f"{row} vs {other}"] = paired_bootstrap(
                     metric_scorer(adapter, preds_of[row], targets, metric),
@@ -187,28 +193,41 @@ class FrozenTable:
         return result
 
 
-def _cldyn_rows(sources: dict[str, Any]) -> list[str]:
-    return [k for k in sources if k.startswith("cldyn")]
+def rsc_groups(rows: Sequence[str], plain: Sequence[str]) -> dict[str, list[str]]:
+    """CLDyN rows (``GROUP_sK``) by group, in order.
+
+    >>> rsc_groups(["vfn", "cldyn_s0", "cldyn_s1", "nocl_s0"], ["vfn"])
+    {'cldyn': ['cldyn_s0', 'cldyn_s1'], 'nocl': ['nocl_s0']}
+    """
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        if r not in plain:
+            out.setdefault(r.rpartition("_s")[0], []).append(r)
+    return out
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """One line per network and label variant: each source's score on all images (day / night below it), CLDyN as
-    the mean and std over its RSCs, and the bootstrap of CLDyN against VFN and the better camera."""
+    """One line per network, label variant and subset (all, day, night): each plain source's score (the best in
+    bold) and each CLDyN group's mean (and std over its RSCs); then the bootstraps of every CLDyN row."""
     lines = []
+    plain_names = [*PLAIN_SOURCES, *result["config"]["peers"]]
     for net in result["networks"]:
         for variant, sources in net["sources"].items():
-            plain = [k for k in sources if not k.startswith("cldyn")]
-            header = ["network", "labels", "subset", *plain, "CLDyN"]
+            plain = [k for k in sources if k in plain_names]
+            groups = rsc_groups(list(sources), plain)
+            named = [f"CLDyN {g}" if g != "cldyn" else "CLDyN" for g in groups]
+            header = ["network", "labels", "subset", *plain, *named]
             if not lines or lines[-1] == "":
                 lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for subset in sources["vfn"]:
                 values = [sources[k][subset] for k in plain]
                 best = max(values)
                 cells = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in values]
-                cl = np.array([sources[k][subset] for k in _cldyn_rows(sources)])
-                cl_cell = f"{cl.mean():.3f}" + (f" ± {cl.std():.3f}" if len(cl) > 1 else "")
+                for rows in groups.values():
+                    cl = np.array([sources[k][subset] for k in rows])
+                    cells.append(f"{cl.mean():.3f}" + (f" ± {cl.std():.3f}" if len(cl) > 1 else ""))
                 label = variant if variant != "default" else "-"
-                lines.append(f"| {net['network']} | {label} | {subset} | " + " | ".join(cells) + f" | {cl_cell} |")
+                lines.append(f"| {net['network']} | {label} | {subset} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Bootstrap (all images, first label set): CLDyN minus the source, 95% interval, share of resamples "
                  "where CLDyN is not better.")
