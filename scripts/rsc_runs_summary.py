@@ -16,7 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-from cldyn.evaluation.done_when import JUDGED_ON
+from cldyn.evaluation.claims import JUDGED_ON
 
 TASKS = tuple(JUDGED_ON)
 

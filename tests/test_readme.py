@@ -1,27 +1,65 @@
-"""The README's Python snippet runs as written (twice: the second run replaces its outputs) on a real pair."""
+"""Every code block of the README runs as pasted: the opening block's demo, the command-line quick start (bash) and
+the Python quick start, each in a temporary folder; and the README stays a front door."""
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def python_snippet() -> str:
+def code_blocks() -> list[tuple[str, str]]:
+    """``(language, code)`` of every fenced block, in order."""
+    return re.findall(r"```(\w*)\n(.*?)```", README.read_text(), re.S)
+
+
+def test_the_readme_is_a_front_door():
     text = README.read_text()
-    section = text[text.index("### Python API"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(text.splitlines()) <= 250
+    assert "issue" not in text.lower()  # the project's issues live elsewhere
+    lang, first = code_blocks()[0]
+    # .ci/run runs the second line; the first installs and runs the demo
+    assert lang == "bash" and first.splitlines() == ["pip install . && cldyn demo",
+                                                    'pip install -e ".[dev,yolo,pretrained]" && python -m pytest']
+    for link in re.findall(r"\]\((docs/[^)#]+)", text):
+        assert (README.parent / link).exists(), link
 
 
-def test_python_api_snippet_runs_twice(pairs_dir, tmp_path):
-    shutil.copy(pairs_dir / "ir" / "msrs_00004N_crop.png", tmp_path / "ir.png")
-    shutil.copy(pairs_dir / "vi" / "msrs_00004N_crop.png", tmp_path / "vis.png")
-    (tmp_path / "snippet.py").write_text(python_snippet())
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def test_the_opening_demo_runs(tmp_path):
+    demo = code_blocks()[0][1].splitlines()[0].split("&&")[1].strip()
+    r = _run(["bash", "-c", f"{demo} --quiet"], tmp_path)  # the demo as the README runs it, without the bar
+    assert r.returncode == 0, r.stderr
+    for name in ("side_by_side.png", "customised.png"):
+        assert cv2.imread(str(tmp_path / "cldyn-demo" / name)) is not None
+
+
+def test_the_command_line_quick_start_runs_twice(tmp_path):
+    blocks = [code for lang, code in code_blocks()[1:] if lang == "bash"]
+    assert blocks, "no command-line quick start"
+    for _ in range(2):  # a second run replaces its outputs (--overwrite)
+        for code in blocks:
+            r = _run(["bash", "-euo", "pipefail", "-c", code], tmp_path)
+            assert r.returncode == 0, f"{code}\n{r.stderr}"
+    assert sorted(p.name for p in (tmp_path / "fused").iterdir())[:1] == ["msrs_00854N.png"]
+    day, plain = cv2.imread(str(tmp_path / "day_for_detection.png")), cv2.imread(str(tmp_path / "fused" /
+                                                                                      "msrs_01506D.png"))
+    assert day.shape == plain.shape == (480, 640, 3) and (day != plain).any()  # customised, not the VFN's image
+
+
+def test_the_python_quick_start_runs_twice(tmp_path):
+    blocks = [code for lang, code in code_blocks() if lang == "python"]
+    assert len(blocks) == 1
+    (tmp_path / "quick_start.py").write_text(blocks[0])
     for _ in range(2):
-        r = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        r = _run([sys.executable, "quick_start.py"], tmp_path)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.strip() == "torch.Size([1, 3, 480, 640]) False"
-    assert (tmp_path / "fused.png").is_file() and (tmp_path / "fused_for_saliency.png").is_file()
-    assert (tmp_path / "fused.png").read_bytes() != (tmp_path / "fused_for_saliency.png").read_bytes()
+        assert r.stdout.strip() == "detection 0.5"
+    fused, custom = cv2.imread(str(tmp_path / "fused.png")), cv2.imread(str(tmp_path / "fused_for_detection.png"))
+    assert fused.shape == custom.shape and (fused != custom).any()

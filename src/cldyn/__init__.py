@@ -27,6 +27,7 @@ _API: dict[str, str] = {
     "fuse_tensors": "cldyn.inference.fuse",
     "fuse_tiled": "cldyn.inference.tiling",
     "load_customisation": "cldyn.inference.customise",
+    "demo_pairs": "cldyn.inference.demo",
     "check_strength": "cldyn.inference.customise",
     # models and weights
     "VFN": "cldyn.model.vfn",

@@ -60,8 +60,8 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, pairs_di
     assert f"| {diff:.3f} |" in row and diff > 0
     assert row.rstrip(" |").endswith(" / ".join(f"{t[:3]} {v:.3f}" for t, v in vs.items()))
     # issue 13's verdicts, from the same tables: the distance is the customisation table's, pooled over the 2 runs
-    checks = {c["criterion"]: c for c in json.loads((out / "done_when.json").read_text())}
-    assert len(checks) == 8 and "Issue 13's acceptance criteria" in results and "Issue 13's acceptance" in page
+    checks = {c["criterion"]: c for c in json.loads((out / "claims.json").read_text())}
+    assert len(checks) == 8 and "The claims, measured" in results and "The claims, measured" in page
     table_row = next(ln for ln in results.splitlines() if ln.startswith("| 0 | ") and "semantic" not in ln)
     dist = table_row.split(" | ")[1]
     assert checks["customisations differ"]["measured"].startswith(f"saliency vs segmentation {dist} ± 0.000")

@@ -12,7 +12,7 @@ from cldyn.cli.common import set_threads
 from cldyn.data.pairs import pairs_from_inputs
 from cldyn.errors import CldynError
 from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength, load_customisation
-from cldyn.inference.demo import DEMO_TASKS, run_demo
+from cldyn.inference.demo import DEMO_TASKS, demo_dir, run_demo
 from cldyn.inference.export import export_cldyn_onnx, export_vfn_onnx
 from cldyn.inference.fuse import Fuser
 from cldyn.model.vfn import count_parameters
@@ -31,6 +31,9 @@ TASK_HELP = ("customise the fusion for a task: none (plain VFN), detection, segm
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    if args.demo_data:  # for scripts: DEMO=$(cldyn info --demo-data)
+        print(demo_dir())
+        return 0
     model = load_vfn_or_shipped(args.weights)
     print(f"cldyn {__version__}  torch {torch.__version__}  threads {torch.get_num_threads()}  "
           f"cuda {'yes' if torch.cuda.is_available() else 'no'}")
@@ -121,6 +124,8 @@ def _add_customisation_args(s: argparse.ArgumentParser, task_help: str) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("info", help="print versions, the VFN's configuration, the shipped weights and the extras")
     s.add_argument("--weights", help="a VFN checkpoint (default: the shipped weights)")
+    s.add_argument("--demo-data", action="store_true",
+                   help="print only the folder of the bundled sample pairs (ir/ and vi/), e.g. for cldyn fuse")
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("export", help="export the fusion network to ONNX (dynamic batch, height, width)")

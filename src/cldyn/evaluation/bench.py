@@ -78,7 +78,7 @@ def paired_time_ms(fn: Callable[[], object], reference: Callable[[], object], re
 
 @dataclass
 class FuseBenchResult:
-    """What ``cldyn bench fuse`` reports; the first four keys are the issue's contract."""
+    """What ``cldyn bench fuse`` reports; the first four keys are the benchmark's contract."""
 
     ms_per_pair: float
     gflops: float

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-# The metric each task is compared on: the primary metric of the task.
+# The metric each task is compared on: its primary metric.
 COMPARED_METRIC: dict[str, str] = {"detection": "map50_95", "segmentation": "miou", "saliency": "max_f"}
 
 Scorer = Callable[[np.ndarray], float]

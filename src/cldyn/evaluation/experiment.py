@@ -3,7 +3,7 @@
 Writes into ``out``: ``fused/<method>/`` (the fused images), ``fusion/`` (fusion-quality metrics of every method and
 the classical baselines, CSV/JSON/Markdown), ``tasks.json|md`` (each task network on every image source),
 ``efficiency.json|md``, ``report.html`` (self-contained), ``results.md`` (the README's "Results" section),
-``done_when.json`` (issue 13's criteria, measured) and, with ``unseen``, ``unseen/`` (the same for a camera no network
+``claims.json`` (the claims, measured) and, with ``unseen``, ``unseen/`` (the same for a camera no network
 saw: fused images and fusion metrics).
 
 Long steps are cached: a fused folder is reused while the weights that made it (their SHA-256) and the pair list

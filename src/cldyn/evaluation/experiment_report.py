@@ -15,7 +15,7 @@ import numpy as np
 
 from cldyn.data.io import atomic_write_bytes, read_image, three_channels, to_single_channel
 from cldyn.evaluation.baselines import BASELINES
-from cldyn.evaluation.done_when import verdict_markdown, verdicts
+from cldyn.evaluation.claims import verdict_markdown, verdicts
 from cldyn.evaluation.inspect_rsc import inspection_markdown
 from cldyn.evaluation.metrics import DIRECTION
 from cldyn.evaluation.report import png_data_uri
@@ -228,7 +228,7 @@ def unseen_gallery_html(exp, unseen: dict[str, Path]) -> str:
 
 def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path],
                             unseen: dict[str, Path] | None = None) -> None:
-    """``results.md``, ``report.html``, ``done_when.json`` and the task and efficiency tables, into ``exp.out``."""
+    """``results.md``, ``report.html``, ``claims.json`` and the task and efficiency tables, into ``exp.out``."""
     out = exp.out
     frows = fusion_rows(result["fusion"])
     fusion_md, rel_md = fusion_markdown(frows), vfn_relative_markdown(frows)
@@ -240,7 +240,7 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path],
     unseen_md = vfn_relative_markdown(unseen_rows) if unseen_rows else ""
     checks = verdicts(result["tasks"], frows, distances, result.get("inspect_rsc", []), unseen=unseen_rows)
     checks_md = verdict_markdown(checks)
-    atomic_write_bytes(out / "done_when.json", json.dumps([asdict(v) for v in checks], indent=2).encode())
+    atomic_write_bytes(out / "claims.json", json.dumps([asdict(v) for v in checks], indent=2).encode())
     atomic_write_bytes(out / "tasks.json", json.dumps(result["tasks"], indent=2).encode())
     atomic_write_bytes(out / "tasks.md", (tasks_md + "\n").encode())
     atomic_write_bytes(out / "efficiency.json", json.dumps(result["efficiency"], indent=2).encode())
@@ -255,7 +255,7 @@ def write_experiment_report(exp, result: dict[str, Any], fused: dict[str, Path],
              f"frozen and were trained on VFN-fused images. Segmentation and saliency labels of the shared MSRS set "
              f"are pseudo-labels (see its README).")
     results_md = "\n\n".join([
-        "## Results", notes, "### Issue 13's acceptance criteria, measured", checks_md,
+        "## Results", notes, "### The claims, measured", checks_md,
         "### Fusion quality (mean over pairs; best per column in bold)", fusion_md,
         "### CLDyN against VFN (change per metric)", rel_md,
         *([f"### A camera no network saw (`{exp.cfg.unseen}`, {len(exp.unseen_pairs)} pairs): CLDyN against VFN",
@@ -288,7 +288,7 @@ margin-bottom:1em}} td,th{{border:1px solid #ccc;padding:3px 6px;text-align:righ
 text-align:left}} td.best{{background:#ffe9a8;font-weight:bold}} .row{{display:flex;gap:4px;align-items:center}}
 figure{{margin:0}} figure img{{max-width:200px;display:block}} figcaption{{font-size:10px;text-align:center}}
 .lab{{width:90px;font-size:11px}}</style></head><body><h1>cldyn experiment</h1>
-<p>{html.escape(notes)}</p><h2>Issue 13's acceptance criteria, measured</h2>{md_table_to_html(checks_md)}
+<p>{html.escape(notes)}</p><h2>The claims, measured</h2>{md_table_to_html(checks_md)}
 <h2>Fusion quality</h2>{md_table_to_html(fusion_md)}
 <h2>CLDyN against VFN</h2>{md_table_to_html(rel_md)}
 {unseen_html}<h2>Does the customisation depend on the task?</h2><p>Mean absolute difference in 8-bit levels between

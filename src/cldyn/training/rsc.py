@@ -94,7 +94,7 @@ class TrainRSCConfig:
     # weight of the task-specificity hinge max(0, margin + (L - L_other) / L_base): L_other is this task's loss on the
     # compensation made with another task network's features of the same base image (the other task rotates over
     # steps). It costs one more compensated pass a task and step, and asks each task's customisation to serve its
-    # own task better than the others' do (the issue's cross-task table). 0: off (the paper's loss).
+    # own task better than the others' do (the cross-task table). 0: off (the paper's loss).
     specificity_weight: float = 0.0
     specificity_margin: float = 0.02  # the margin, relative to the base loss
     # knots of the tone head (cldyn.model.tone: a monotone tone curve of the compensated luminance, chosen from the

@@ -1,4 +1,5 @@
-"""Issue 13's acceptance criteria ("done when"), measured on a ``cldyn experiment`` result.
+"""The claims of task-customised fusion (customisations differ, each task gains, the loop beats its ablation, fusion
+quality holds), each measured on a ``cldyn experiment`` result.
 
 Every verdict is computed from the experiment's own tables, so the README's claims and the report cannot drift apart:
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from cldyn.evaluation.tables import SECOND_DETECTOR_ROW, ablation_row, customised_row, percent_change
 
-#: The metric each task is judged on: the issue's, which for saliency is max F-beta (checkpoint selection uses
+#: The metric each task is judged on: which for saliency is max F-beta (checkpoint selection uses
 #: S-measure: :data:`cldyn.tasks.evaluation.PRIMARY_METRIC`).
 JUDGED_ON = {"detection": "map50_95", "segmentation": "miou", "saliency": "max_f"}
 #: Fusion quality against VFN, in percent: these may fall by at most 3% ...
@@ -183,8 +184,8 @@ def second_detector_gain(tasks: Mapping[str, Any]) -> Verdict:
 def verdicts(tasks: Mapping[str, Any], fusion: Mapping[str, Mapping[str, Any]],
              distances: Sequence[Mapping[str, float]], inspection: Sequence[Mapping[str, Any]],
              ablation: str = "no_closed_loop", unseen: Mapping[str, Mapping[str, Any]] | None = None) -> list[Verdict]:
-    """Every criterion of issue 13, from one ``cldyn experiment`` (``unseen``: its fusion rows on the unseen camera;
-    the issue's is the 6 ``m3fd-samples``)."""
+    """Every claim, from one ``cldyn experiment`` (``unseen``: its fusion rows on the unseen camera;
+    e.g. the 6 ``m3fd-samples``)."""
     return [distances_differ(distances), kernel_choices_differ(inspection), over_vfn(tasks),
             own_customisation_best(tasks), beats_ablation(tasks, ablation), fusion_quality_holds(fusion),
             unseen_quality_holds(unseen), second_detector_gain(tasks)]

@@ -1,11 +1,11 @@
-"""Issue 13's acceptance verdicts on hand-made experiment tables (every figure below is computed by hand)."""
+"""The claims' verdicts on hand-made experiment tables (every figure below is computed by hand)."""
 
 from __future__ import annotations
 
 import doctest
 
-import cldyn.evaluation.done_when as dw
-from cldyn.evaluation.done_when import (
+import cldyn.evaluation.claims as dw
+from cldyn.evaluation.claims import (
     beats_ablation,
     distances_differ,
     fusion_quality_holds,
