@@ -13,6 +13,7 @@ from cldyn.data.task_bank import load_task_bank, select_box_classes, select_seg_
 from cldyn.inference.sources import image_source
 from cldyn.tasks import create_task
 from cldyn.weights import load_pretrained_rsc, load_rsc
+from cldyn.weights.checkpoint import load_checkpoint
 
 SPEC = "ssdlite_person:SSDLitePersonAdapter"
 
@@ -58,10 +59,15 @@ def test_eval_task_scores_it_and_compares_two_sources(labelled, person_net, tmp_
 
 def test_train_task_then_train_rsc_then_fuse_and_export(labelled, person_net, tmp_path, pairs_dir):
     net = tmp_path / "net"
+    visible = labelled / "labels/det/visible"  # what the visible camera alone shows: one person per image
+    visible.mkdir()
+    for f in (labelled / "labels/det/fusion").iterdir():
+        (visible / f.name).write_text("0 0.3 0.4 0.2 0.3\n")
     assert main(["train-task", "--task", SPEC, "--data", str(labelled), "--split", "train", "--val-split", "val",
-                 "--input", "visible", "--labels", "fusion", "--epochs", "1", "--batch-size", "2", "--crop", "64",
+                 "--input", "visible", "--labels", "visible", "--epochs", "1", "--batch-size", "2", "--crop", "64",
                  "--out", str(net), "--quiet"]) == 0
     assert (net / "best.safetensors").is_file()
+    assert load_checkpoint(net / "best.safetensors")[1]["train_config"]["labels"] == "visible"
     rsc = tmp_path / "rsc"
     # "customise for my network": the shipped RSC continued for this one
     assert main(["train-rsc", "--task", SPEC, "--init", "shipped", "--data", str(labelled),

@@ -1,0 +1,32 @@
+"""The README's frozen-network table from a `cldyn frozen-table` result: all images, CLDyN as mean ± std over its seeds,
+and each seed's bootstrap against VFN and the better camera.
+    python research/frozen_networks/summary.py runs/ft_vis/table.json"""
+import json
+import sys
+
+import numpy as np
+
+result = json.loads(open(sys.argv[1]).read())
+METRIC = {"map50_95": "mAP@0.5:0.95", "miou": "mIoU", "max_f": "max F"}
+print("| network (metric) | labels | visible | infrared | average | max | VFN | SeAFusion | CLDyN (3 seeds) | CLDyN, no loop |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for net in result["networks"]:
+    for variant, src in net["sources"].items():
+        cl = np.array([v["all"] for k, v in src.items() if k.startswith("cldyn_s")])
+        nocl = [v["all"] for k, v in src.items() if k.startswith("no_closed_loop_s")]
+        plain = [src[k]["all"] for k in ("visible", "infrared", "average", "max", "vfn", "seafusion")]
+        best = max(plain + [cl.mean()])
+        cells = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in plain]
+        c = f"{cl.mean():.3f} ± {cl.std():.3f}"
+        cells.append(f"**{c}**" if cl.mean() == best else c)
+        cells.append(f"{nocl[0]:.3f}" if nocl else "")
+        label = {"default": "", "fusion": "fusion boxes", "visible": "visible boxes"}[variant]
+        print(f"| {net['network']} ({METRIC[net['metric']]}) | {label} | " + " | ".join(cells) + " |")
+print()
+print("| network | CLDyN seed | minus VFN [95% interval], p | minus the better camera [95% interval], p |")
+print("|---|---|---|---|")
+for net in result["networks"]:
+    for k in [r for r in net["sources"][net["labels"]] if r.startswith("cldyn_s")]:
+        a, b = net["comparisons"][f"{k} vs vfn"], net["comparisons"][f"{k} vs {net['best_camera']}"]
+        fmt = lambda c: f"{c['difference']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], {c['p_a_not_better']:.3f}"  # noqa: E731
+        print(f"| {net['network']} | {k.removeprefix('cldyn_')} | {fmt(a)} | {fmt(b)} ({net['best_camera']}) |")
