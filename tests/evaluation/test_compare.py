@@ -55,3 +55,14 @@ def test_unknown_metric_is_one_line(tmp_path, pairs_dir):
         evaluate_split(root, "val", tmp_path / "out", baselines=["average"], metrics=["nope"], progress=False)
     assert np.isfinite(evaluate_split(root, None, tmp_path / "o2", baselines=["average"], metrics=["en"],
                                       progress=False).summary()["average"]["en"]["mean"])
+
+
+def test_the_terminal_table_fits_100_columns_and_the_markdown_keeps_the_stds(pairs_dir):
+    from cldyn.evaluation.evaluate import evaluate_folders
+
+    ev = evaluate_folders(pairs_dir / "ir", pairs_dir / "vi", [], baselines=("average", "max"), progress=False)
+    text = ev.table()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert text.count("method") >= 2 and "±" not in text.splitlines()[1]  # several blocks; means only
+    assert all(name in text for name in ("EN ↑", "QC ↑", "average", "max"))
+    assert "±" in ev.table(markdown=True)

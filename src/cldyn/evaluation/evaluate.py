@@ -176,8 +176,10 @@ class Evaluation:
             out[m] = row
         return out
 
-    def table(self, markdown: bool = False) -> str:
-        """mean ± std per metric (columns) and method (rows); the best mean per column marked with ``*``."""
+    def table(self, markdown: bool = False, width: int = 100) -> str:
+        """mean ± std per metric (columns) and method (rows); the best mean per column marked with ``*``. As plain
+        text (a terminal), the means alone, in blocks of columns at most ``width`` characters wide; the stds are in
+        the markdown and CSV outputs."""
         summ = self.summary()
         best = {}
         for k in self.metrics:
@@ -191,7 +193,8 @@ class Evaluation:
             cells = [m]
             for k in self.metrics:
                 s = summ[m][k]
-                cell = "n/a" if math.isnan(s["mean"]) else f"{s['mean']:.4f} ± {s['std']:.4f}"
+                cell = "n/a" if math.isnan(s["mean"]) else f"{s['mean']:.4f} ± {s['std']:.4f}" if markdown \
+                    else f"{s['mean']:.4f}"
                 if s["undefined"]:
                     cell += f" ({s['undefined']} undef.)"
                 if best.get(k) == m:
@@ -204,8 +207,20 @@ class Evaluation:
             rows += ["| " + " | ".join(c) + " |" for c in lines]
             return "\n".join(rows)
         widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        return "\n".join([fmt.format(*header), *[fmt.format(*r) for r in lines]])
+        blocks, current = [], [0]  # column indices per block; the method column starts every block
+        for i in range(1, len(header)):
+            if len(current) > 1 and sum(widths[j] + 2 for j in [*current, i]) > width:
+                blocks.append(current)
+                current = [0]
+            current.append(i)
+        blocks.append(current)
+        out = []
+        for cols in blocks:
+            fmt = "  ".join(f"{{:<{widths[j]}}}" for j in cols)
+            out += ["" if out else None, fmt.format(*(header[j] for j in cols)).rstrip(),
+                    *[fmt.format(*(r[j] for j in cols)).rstrip() for r in lines]]
+        return "\n".join(line for line in out if line is not None) + "\n(mean over pairs; * best; ± std in the " \
+            "markdown and CSV files)"
 
     def csv_text(self) -> str:
         buf = io.StringIO()
