@@ -170,3 +170,12 @@ def test_public_api_resolves_lazily():
     code = "import sys, cldyn; print('torch' in sys.modules, cldyn.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "False" and out[1] == cldyn.__version__
+
+
+def test_the_architecture_page_names_every_module():
+    import re
+
+    doc = (SRC.parent / "docs" / "architecture.md").read_text()
+    missing = [str(p.relative_to(SRC)) for p in sorted((SRC / "cldyn").rglob("*.py"))
+               if p.stem != "__init__" and not re.search(rf"\b{re.escape(p.stem)}\b", doc)]
+    assert not missing, f"docs/architecture.md does not name {missing}"
