@@ -69,3 +69,25 @@ def test_fuse_images_with_base_is_the_vfn_and_the_closed_loop(pairs_dir):
     assert np.array_equal(fused, custom.fuse_images(ir, vis))
     with pytest.raises(CldynError, match="needs task-customised fusion"):
         Fuser(device="cpu").fuse_images_with_base(ir, vis)
+
+
+def test_two_networks_get_different_customisations_and_strength_0_is_the_vfn(pairs_dir):
+    import numpy as np
+
+    from cldyn.data.io import read_image
+    from cldyn.inference.fuse import Fuser
+    from cldyn.tasks import load_task_for
+    from cldyn.weights import load_pretrained_vfn, load_rsc_or_shipped
+
+    ir = read_image(pairs_dir / "ir" / "msrs_00004N_crop.png")
+    vis = read_image(pairs_dir / "vi" / "msrs_00004N_crop.png")
+    vfn = load_pretrained_vfn()
+    rsc = load_rsc_or_shipped("visible", vfn)  # the RSC trained with the networks that saw visible images only
+    plain = Fuser(vfn, device="cpu").fuse_images(ir, vis)
+    out = {net: Fuser(vfn, device="cpu", task=load_task_for(task, net), rsc=rsc).fuse_images(ir, vis)
+           for task, net in (("detection", "detection-visible"), ("saliency", "saliency-visible"))}
+    levels = lambda a, b: float(np.abs(a - b).mean() * 255)  # noqa: E731
+    assert levels(out["detection-visible"], plain) > 1 and levels(out["saliency-visible"], plain) > 1
+    assert levels(out["detection-visible"], out["saliency-visible"]) > 0.5  # each network its own customisation
+    at_zero = Fuser(vfn, device="cpu", task=load_task_for("detection", "detection-visible"), rsc=rsc, strength=0)
+    assert np.array_equal(at_zero.fuse_images(ir, vis), plain)

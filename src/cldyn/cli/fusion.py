@@ -115,7 +115,8 @@ def _add_customisation_args(s: argparse.ArgumentParser, task_help: str) -> None:
     s.add_argument("--task", default="none", help=task_help)
     s.add_argument("--task-weights", help="task network checkpoint, or the name of a shipped network such as "
                                           "detection-visible (cldyn info lists them; default: the task's own)")
-    s.add_argument("--rsc-weights", help="RSC checkpoint from train-rsc (default: the shipped one)")
+    s.add_argument("--rsc-weights", help="RSC checkpoint from train-rsc, or a shipped one by name: visible (trained "
+                                         "with networks that saw visible images only; default: the shipped RSC)")
     s.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
                    help=f"how far the customisation goes: 0 = the VFN's image, 1 = full (default: "
                         f"{DEFAULT_STRENGTH:g})")

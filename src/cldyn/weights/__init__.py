@@ -190,9 +190,23 @@ def load_pretrained_rsc(vfn: VFN | None = None) -> RSC:
     return load_rsc(path, sha, vfn)
 
 
+def shipped_rsc_file(name: str) -> str:
+    """File name of a shipped RSC by name: ``visible`` -> ``rsc_visible.safetensors`` (trained with networks that saw
+    visible images only)."""
+    return f"rsc_{name}.safetensors"
+
+
 def load_rsc_or_shipped(path: str | Path | None, vfn: VFN | None = None) -> RSC:
-    """``load_rsc(path)``, or the shipped RSC when ``path`` is ``None``."""
-    return load_pretrained_rsc(vfn) if path is None else load_rsc(path, vfn=vfn)
+    """``load_rsc(path)``; the shipped RSC when ``path`` is ``None``; a shipped RSC by name (``visible``) when
+    ``path`` names one (a name without a suffix that is no file)."""
+    if path is None:
+        return load_pretrained_rsc(vfn)
+    name = str(path)
+    if not Path(name).suffix and "/" not in name and not Path(name).exists() \
+            and shipped_rsc_file(name) in read_manifest():
+        file, sha = shipped_file(shipped_rsc_file(name), "")
+        return load_rsc(file, sha, vfn)
+    return load_rsc(path, vfn=vfn)
 
 
 # Stored tensors that are not learned: BatchNorm statistics and the A2SI blocks' fixed prototypes.
