@@ -36,7 +36,7 @@ def test_page_and_demo_list(client):
     assert [p["name"] for p in demo["pairs"]] == ["msrs_00854N", "msrs_01506D", "roadscene_FLIR_04514"]
     from cldyn.weights import shipped_networks
 
-    assert demo["tasks"] == ["none", *shipped_networks()] and demo["strength"] == 1.0
+    assert demo["tasks"] == ["none", *shipped_networks()] and demo["strength"] == 0.5
 
 
 def test_upload_a_pair_with_a_task(client, pairs_dir):

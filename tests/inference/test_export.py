@@ -89,7 +89,7 @@ def test_customised_fusion_onnx_matches_pytorch(tmp_path, config, reach, tone): 
     vfn = _reach_vfn() if reach else VFN().eval()
     rsc = _live_rsc(vfn, tone=tone)
     task = create_task("saliency", config).freeze()
-    path = export_cldyn_onnx(vfn, rsc, task, tmp_path / "cldyn.onnx")
+    path = export_cldyn_onnx(vfn, rsc, task, tmp_path / "cldyn.onnx", strength=1.0)  # the full compensation
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     model = CLDyN(vfn, rsc).eval()
     for b, h, w in [(1, 96, 128), (2, 160, 224), (1, 97, 61)]:  # the example size, larger, not multiples of 32
@@ -142,7 +142,8 @@ def test_exported_strength_matches_the_fuser(tmp_path, pairs_dir):
     common = [str(pairs_dir), "--quiet"]
     assert main(["fuse", *common, "-o", str(tmp_path / "t"), "--task", "saliency", "--rsc-weights", str(rsc_path),
                  "--strength", "0.5"]) == 0
-    assert main(["fuse", *common, "-o", str(tmp_path / "f"), "--task", "saliency", "--rsc-weights", str(rsc_path)]) == 0
+    assert main(["fuse", *common, "-o", str(tmp_path / "f"), "--task", "saliency", "--rsc-weights", str(rsc_path),
+                 "--strength", "1"]) == 0
     assert main(["fuse", *common, "-o", str(tmp_path / "o"), "--backend", "onnxruntime", "--onnx", str(onnx)]) == 0
     for name in sorted(p.name for p in (tmp_path / "t").iterdir()):
         t, o, f = (read_image(tmp_path / d / name).pixels for d in "tof")

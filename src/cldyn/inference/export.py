@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldyn.data.io import atomic_write_bytes
-from cldyn.inference.customise import check_strength
+from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength
 from cldyn.model.color import replace_luma, rgb_to_luma
 from cldyn.model.rsc import CLDyN
 from cldyn.model.vfn import VFN, fold_batchnorm
@@ -72,7 +72,7 @@ class _CustomisedFusion(nn.Module):
 
 
 def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, example_size: tuple[int, int] = (96, 128),
-                      strength: float = 1.0) -> Path:
+                      strength: float = DEFAULT_STRENGTH) -> Path:
     """Write CLDyN customised for ``task`` (a frozen :class:`~cldyn.tasks.base.TaskAdapter`) as ONNX: inputs ``ir``
     ``(B, 1, H, W)`` and ``vis`` ``(B, 3, H, W)`` (RGB; repeat a gray image), output ``fused_y`` ``(B, 1, H, W)``;
     ``B``, ``H`` and ``W`` dynamic (sides >= 2); ``strength`` (see :meth:`cldyn.model.rsc.CLDyN.customised`) is

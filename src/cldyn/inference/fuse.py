@@ -30,7 +30,7 @@ from cldyn.data.io import (
 )
 from cldyn.data.pairs import Pair
 from cldyn.errors import CldynError, InputError
-from cldyn.inference.customise import check_strength, load_customisation
+from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength, load_customisation
 from cldyn.inference.memory import batch_that_fits, bytes_per_pair, tile_that_fits
 from cldyn.inference.onnx_backend import OnnxBackend
 from cldyn.inference.tiling import fuse_tiled
@@ -181,7 +181,7 @@ class Fuser:
 
     def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
                  workers: int = 2, task=None, rsc=None, onnx: str | Path | None = None, tile: int | None = None,
-                 overlap: int = 64, strength: float = 1.0) -> None:
+                 overlap: int = 64, strength: float = DEFAULT_STRENGTH) -> None:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
         self.strength = check_strength(strength)
