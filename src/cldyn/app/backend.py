@@ -25,7 +25,7 @@ from cldyn.data.io import Image, check_same_size, encode_png, luma, read_image, 
 from cldyn.errors import CldynError, InputError
 from cldyn.evaluation.evaluate import fusion_metrics, gray_of_array
 from cldyn.evaluation.report import png_data_uri
-from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength, load_customisation
+from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength
 from cldyn.inference.demo import heat_map
 from cldyn.inference.fuse import Fuser, output_bits
 from cldyn.tasks import list_tasks, load_pretrained_task, load_task_for
@@ -134,7 +134,7 @@ class ModelCache:
                 elif task_weights is None and task not in TASKS:  # a shipped network by name
                     adapter = load_pretrained_task(task).freeze()
                 else:
-                    adapter, _ = load_customisation(task, model, task_weights, rsc)
+                    adapter = load_task_for(task, task_weights)
                 self._fusers[key] = Fuser(model, device=self.cfg.device, task=adapter,
                                           rsc=load_rsc_or_shipped(rsc, model), strength=strength)
         return self._fusers[key]

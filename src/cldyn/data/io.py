@@ -187,10 +187,8 @@ def encode_image(pixels: np.ndarray, bits: int = 8, ext: str = ".png") -> bytes:
     PNG and TIFF take 8 or 16 bits; BMP and JPEG only 8.
     """
     ext = ext.lower()
-    if ext not in WRITE_EXTENSIONS:
-        raise ValueError(f"cannot write {ext!r} files; use one of {sorted(WRITE_EXTENSIONS)}")
-    if bits not in WRITE_EXTENSIONS[ext]:
-        raise ValueError(f"{ext} files hold {' or '.join(map(str, WRITE_EXTENSIONS[ext]))}-bit pixels, not {bits}")
+    if problem := format_problem(ext, bits):
+        raise ValueError(problem)
     scale, dtype = (255.0, np.uint8) if bits == 8 else (65535.0, np.uint16)
     array = np.rint(np.clip(pixels, 0.0, 1.0) * scale).astype(dtype)
     if array.ndim == 3:
@@ -202,17 +200,25 @@ def encode_image(pixels: np.ndarray, bits: int = 8, ext: str = ".png") -> bytes:
     return buf.tobytes()
 
 
+def format_problem(ext: str, bits: int | None) -> str | None:
+    """Why :func:`encode_image` cannot write ``ext`` files (at ``bits``, when given), or ``None``.
+
+    >>> format_problem(".jpg", 16)
+    '.jpg files hold 8-bit pixels, not 16'
+    """
+    if ext not in WRITE_EXTENSIONS:
+        return f"cannot write {ext or 'extension-less'!r} files; use one of {', '.join(sorted(WRITE_EXTENSIONS))}"
+    if bits is not None and bits not in WRITE_EXTENSIONS[ext]:
+        return f"{ext} files hold {' or '.join(map(str, WRITE_EXTENSIONS[ext]))}-bit pixels, not {bits}"
+    return None
+
+
 def check_output_format(path: str | Path, bits: int | None = None) -> None:
     """Raise :class:`InputError` naming ``path`` when its extension is not a format :func:`write_image` writes (or
     not at ``bits``): checked before any work, not after it."""
     path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in WRITE_EXTENSIONS:
-        raise InputError(path, f"cannot write {ext or 'extension-less'!r} files; use one of "
-                               f"{', '.join(sorted(WRITE_EXTENSIONS))}")
-    if bits is not None and bits not in WRITE_EXTENSIONS[ext]:
-        raise InputError(path, f"{ext} files hold {' or '.join(map(str, WRITE_EXTENSIONS[ext]))}-bit pixels, "
-                               f"not {bits}")
+    if problem := format_problem(path.suffix.lower(), bits):
+        raise InputError(path, problem)
 
 
 def encode_png(pixels: np.ndarray, bits: int = 8) -> bytes:

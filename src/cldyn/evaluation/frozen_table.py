@@ -14,6 +14,7 @@ predicts only that.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from cldyn.inference.sources import image_source
 from cldyn.model.rsc import CLDyN
 from cldyn.tasks import TaskAdapter, is_shipped_network, load_pretrained_task, load_task
 from cldyn.tasks.evaluation import predict_bank, predict_cldyn
-from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped, read_manifest, shipped_task_file
+from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped, shipped_file, shipped_task_file
 from cldyn.weights.checkpoint import sha256_file
 
 PLAIN_SOURCES = ("visible", "infrared", "average", "max", "vfn")
@@ -70,7 +71,7 @@ class FrozenTableConfig:
 def _network(spec: str) -> tuple[TaskAdapter, str]:
     """The frozen network and its SHA-256 (the cache key)."""
     if is_shipped_network(spec):
-        return load_pretrained_task(spec).freeze(), read_manifest()[shipped_task_file(spec)]["sha256"]
+        return load_pretrained_task(spec).freeze(), shipped_file(shipped_task_file(spec), "")[1]
     return load_task(spec).freeze(), sha256_file(spec)
 
 
@@ -120,10 +121,9 @@ class FrozenTable:
         if path.is_file():
             return torch.load(path, weights_only=False)
         preds = compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(preds, tmp)
-        tmp.replace(path)
+        buf = io.BytesIO()
+        torch.save(preds, buf)
+        atomic_write_bytes(path, buf.getvalue())
         return preds
 
     def _sources(self) -> list[tuple[str, str | None]]:
@@ -164,22 +164,21 @@ class FrozenTable:
         names = [it.name for it in bank_of["visible"].items]  # the bank's order
         subsets = _subsets(names)
         variants = cfg.det_labels if adapter.task == "detection" else ("default",)
+        scorers = {}  # (variant, row) -> score(index): each one's matching is done once, for table and bootstrap
         for variant in variants:
             targets = _targets(adapter, cfg, variant if variant != "default" else "fusion", bank_of["visible"])
             table = results["sources"].setdefault(variant, {})
             for row, preds in preds_of.items():
-                scorer = metric_scorer(adapter, preds, targets, metric)
+                scorer = scorers[variant, row] = metric_scorer(adapter, preds, targets, metric)
                 table[row] = {k: float(scorer(idx)) for k, idx in subsets.items()}
-        # paired bootstrap on all images, against the default labels
+        # paired bootstrap on all images, against the first label set
         variant = variants[0]
-        targets = _targets(adapter, cfg, variant if variant != "default" else "fusion", bank_of["visible"])
         best_camera = max(CAMERAS, key=lambda c: results["sources"][variant][c]["all"])
         comparisons = {}
         for row in self.rscs:
             for other in ("vfn", best_camera):
                 comparisons[f"{row} vs {other}"] = paired_bootstrap(
-                    metric_scorer(adapter, preds_of[row], targets, metric),
-                    metric_scorer(adapter, preds_of[other], targets, metric), len(names), cfg.resamples, cfg.seed)
+                    scorers[variant, row], scorers[variant, other], len(names), cfg.resamples, cfg.seed)
         results.update(metric=metric, labels=variant, best_camera=best_camera, n=len(names),
                        comparisons=comparisons, subsets={k: len(v) for k, v in subsets.items()})
         return results

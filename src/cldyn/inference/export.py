@@ -15,7 +15,7 @@ from torch import nn
 from cldyn.data.io import atomic_write_bytes
 from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength
 from cldyn.model.color import replace_luma, rgb_to_luma
-from cldyn.model.rsc import CLDyN
+from cldyn.model.rsc import CLDyN, at_strength
 from cldyn.model.vfn import VFN, fold_batchnorm
 from cldyn.runtime import require_extra
 
@@ -67,8 +67,7 @@ class _CustomisedFusion(nn.Module):
         h, w = base.shape[-2:]
         # Replicate padding to multiples of 32 for the task network, as CLDyN.fuse; traced, so sizes stay dynamic.
         feats = self.task.features(F.pad(base, (0, (32 - w % 32) % 32, 0, (32 - h % 32) % 32), mode="replicate"))
-        y = self.cldyn.compensated_luma(ir, vis_y, feats, base_reach=reach)
-        return y if self.strength == 1.0 else torch.lerp(base_y, y, self.strength)
+        return at_strength(base_y, self.cldyn.compensated_luma(ir, vis_y, feats, base_reach=reach), self.strength)
 
 
 def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, example_size: tuple[int, int] = (96, 128),

@@ -106,6 +106,16 @@ class RSC(nn.Module):
         return y if self.tone is None else self.tone(self.statistics(task_features), y)
 
 
+def at_strength(base_y: torch.Tensor, customised_y: torch.Tensor, strength: float) -> torch.Tensor:
+    """The luminance ``base_y + s * (customised_y - base_y)``: the VFN's own (bit for bit) at ``s = 0``, the full
+    customisation at ``s = 1``.
+
+    >>> at_strength(torch.zeros(1), torch.ones(1), 0.25)
+    tensor([0.2500])
+    """
+    return customised_y if strength == 1.0 else torch.lerp(base_y, customised_y, strength)
+
+
 class CLDyN(nn.Module):
     """A frozen VFN with an RSC module: task-customised fusion.
 
@@ -188,7 +198,7 @@ class CLDyN(nn.Module):
         visible colour put back, so ``s = 0`` is the VFN's own image, bit for bit, and ``s = 1`` the full
         customisation. ``base_y``, ``base_reach``: from :meth:`base_luma_and_reach` of the same pair."""
         y = self.compensated_luma(ir, luma_of(vis), task_features, base_reach=base_reach)
-        return with_colour_of(vis, y if strength == 1.0 else torch.lerp(base_y, y, strength))
+        return with_colour_of(vis, at_strength(base_y, y, strength))
 
     def task_features(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32) -> torch.Tensor:
         """The closed loop's first half: the task network's features of the base fused image (replicate-padded to

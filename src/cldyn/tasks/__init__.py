@@ -14,7 +14,7 @@ from typing import Any
 from cldyn.errors import CldynError
 from cldyn.model.ops import as_rgb
 from cldyn.tasks.base import TaskAdapter
-from cldyn.weights import shipped_file, shipped_networks, shipped_task_file
+from cldyn.weights import names_shipped_file, shipped_file, shipped_networks, shipped_task_file
 from cldyn.weights.checkpoint import load_checkpoint
 
 # The built-in detector needs core dependencies only; the Ultralytics YOLO adapter (AGPL extra cldyn[yolo]) stays
@@ -72,8 +72,7 @@ def load_pretrained_task(name: str) -> TaskAdapter:
 
 def is_shipped_network(weights: str | Path) -> bool:
     """``weights`` names a shipped network (``detection-visible``) rather than a file."""
-    return isinstance(weights, str) and not Path(weights).suffix and "/" not in weights and not Path(weights).exists() \
-        and weights in shipped_networks()
+    return isinstance(weights, str) and names_shipped_file(weights, shipped_task_file(weights))
 
 
 def load_task_for(task: str, weights: str | Path | None = None, weights_flag: str = "--task-weights"

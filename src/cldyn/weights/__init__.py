@@ -80,6 +80,13 @@ def shipped_file(name: str, missing: str) -> tuple[Path, str]:
     return shipped_weights_dir() / name, entry["sha256"]
 
 
+def names_shipped_file(value: str | Path, file_name: str) -> bool:
+    """``value`` is the name of a shipped file (``file_name``, in the manifest) rather than a path: no suffix, no
+    folder, and no such file on disk. ``detection-visible`` names ``task_detection-visible.safetensors``."""
+    value = str(value)
+    return not Path(value).suffix and "/" not in value and not Path(value).exists() and file_name in read_manifest()
+
+
 def record_shipped(name: str, entry: dict[str, Any]) -> Path:
     """Add or replace the manifest entry of a shipped file (used by ``scripts/ship_weights.py``)."""
     path = shipped_weights_dir() / MANIFEST
@@ -201,10 +208,8 @@ def load_rsc_or_shipped(path: str | Path | None, vfn: VFN | None = None) -> RSC:
     ``path`` names one (a name without a suffix that is no file)."""
     if path is None:
         return load_pretrained_rsc(vfn)
-    name = str(path)
-    if not Path(name).suffix and "/" not in name and not Path(name).exists() \
-            and shipped_rsc_file(name) in read_manifest():
-        file, sha = shipped_file(shipped_rsc_file(name), "")
+    if names_shipped_file(path, shipped_rsc_file(str(path))):
+        file, sha = shipped_file(shipped_rsc_file(str(path)), "")
         return load_rsc(file, sha, vfn)
     return load_rsc(path, vfn=vfn)
 
