@@ -2,7 +2,8 @@
 # Task networks trained elsewhere: each sees one camera only (never a fused image), on half A of the MSRS train
 # split, so that an RSC can be trained on half B with networks that never saw those pairs.
 #   bash research/frozen_networks/train_networks.sh QUEUE [DATA] [OUT]
-# QUEUE: a = detectors, b = segmentation and saliency networks. Rerunning resumes every unfinished network.
+# QUEUE: a = detectors, b = segmentation and saliency networks. Rerunning resumes every unfinished network;
+# networks already shipped in src/cldyn/weights are skipped (RETRAIN=1 trains them again).
 set -euo pipefail
 QUEUE=$1
 DATA=${2:-../shared/data/msrs}
@@ -15,6 +16,8 @@ train() {  # NAME INPUT then train-task options
     local name=$1 input=$2
     shift 2
     if [[ -f "$OUT/$name/done" ]]; then return; fi
+    # Already shipped inside the package (a fresh clone has no runs/): nothing to train.
+    if [[ -f "src/cldyn/weights/task_$name.safetensors" && -z ${RETRAIN:-} ]]; then return; fi
     local resume=()
     [[ -f "$OUT/$name/last.safetensors" ]] && resume=(--resume)
     echo "$(date -u +%FT%TZ) start $name" >> "$OUT/log.txt"

@@ -8,6 +8,8 @@ NAME=$1
 shift
 NETS=${NETS:-runs/frozen}
 OUT=${RSC_OUT:-runs/frozen_rsc}
+# The fp32 network from train_networks.sh when present, else the shipped (fp16) network of that name.
+net() { if [[ -f $NETS/$1/best.safetensors ]]; then echo "$NETS/$1/best.safetensors"; else echo "$1"; fi; }
 STEPS=${STEPS:-120}
 dir=$OUT/$NAME
 [[ -e $dir/done ]] && exit 0
@@ -16,9 +18,8 @@ resume=()
 mkdir -p "$dir"
 echo "$(date -u +%FT%TZ) start $NAME $*" >> "$OUT/log.txt"
 cldyn train-rsc --data ../shared/data/msrs --split docs/training/splits/msrs_train_b.txt \
-    --task-weights detection="$NETS/detection-visible/best.safetensors" \
-                   segmentation="$NETS/segmentation-visible/best.safetensors" \
-                   saliency="$NETS/saliency-visible/best.safetensors" \
+    --task-weights detection="$(net detection-visible)" segmentation="$(net segmentation-visible)" \
+                   saliency="$(net saliency-visible)" \
     --steps "$STEPS" --lr 5e-3 --batch-size 4 --crop 256 --fusion-weight 0.5 --change-weight 0 \
     --cache-batches 30 --val-every "$STEPS" --val-limit 20 --checkpoint-every 10 --threads 1 --quiet \
     --out "$dir" "${resume[@]}" "$@"
