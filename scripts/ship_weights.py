@@ -18,19 +18,20 @@ from cldyn.weights import load_rsc, load_vfn, record_shipped, save_vfn, shipped_
 from cldyn.weights.checkpoint import load_checkpoint, save_checkpoint
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("kind", choices=("vfn", "task", "rsc"))
     p.add_argument("checkpoint")
     p.add_argument("--name", help="file stem in the package (default: vfn / task_<task> / rsc)")
     p.add_argument("--fp32", action="store_true", help="keep fp32 (default: fp16 to halve the package size)")
-    args = p.parse_args()
+    p.add_argument("--dest", help="folder to ship into, with its manifest.json (default: the package's weights)")
+    args = p.parse_args(argv)
     src = Path(args.checkpoint)
     tensors, meta = load_checkpoint(src)
     provenance = {"source": str(src), "source_meta": {k: meta.get(k) for k in
                                                        ("global_step", "epoch", "train_config", "val", "val_score")
                                                        if k in meta}}
-    wdir = shipped_weights_dir()
+    wdir = Path(args.dest) if args.dest else shipped_weights_dir()
     half = not args.fp32
     if args.kind == "vfn":
         name = args.name or "vfn"
@@ -46,7 +47,7 @@ def main() -> None:
         sha = save_checkpoint(wdir / f"{name}.safetensors", state,
                               {"kind": "rsc", "rsc_config": rsc.cfg.to_dict(), **provenance})
     (wdir / f"{name}.json").unlink(missing_ok=True)  # the manifest is the package's record
-    record_shipped(f"{name}.safetensors", {"sha256": sha, "kind": args.kind, **provenance})
+    record_shipped(f"{name}.safetensors", {"sha256": sha, "kind": args.kind, **provenance}, wdir)
     size = (wdir / f"{name}.safetensors").stat().st_size
     print(f"shipped {name}.safetensors ({size / 1024:.0f} KiB, sha256 {sha[:16]}...)")
 

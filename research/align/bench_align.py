@@ -96,12 +96,13 @@ def _pair_images(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
     return to_single_channel(ir), vis.pixels
 
 
-def bench_align(sets: dict[str, tuple[Sequence[Pair], int]], cfg: AlignBenchConfig = AlignBenchConfig(),
+def bench_align(sets: dict[str, tuple[Sequence[Pair], int]], cfg: AlignBenchConfig | None = None,
                 fuse: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                 fusion_metrics: Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, float]] | None = None,
                 progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Corner errors, failures and time per pair for each set; the refusal rate on unrelated pairs; with ``fuse``
     and ``fusion_metrics``, fusion quality of aligned+fused against fused from the original pair (first set)."""
+    cfg = cfg or AlignBenchConfig()
     rng = np.random.default_rng(cfg.seed)
     align_cfg = AlignConfig(model=cfg.model)
     out: dict[str, Any] = {"config": {**asdict(cfg), "align": asdict(align_cfg)}, "sets": {}, "warps": []}

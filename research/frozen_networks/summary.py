@@ -6,9 +6,11 @@ import sys
 
 import numpy as np
 
-result = json.loads(open(sys.argv[1]).read())
+with open(sys.argv[1]) as f:
+    result = json.load(f)
 METRIC = {"map50_95": "mAP@0.5:0.95", "miou": "mIoU", "max_f": "max F"}
-print("| network (metric) | labels | visible | infrared | average | max | VFN | SeAFusion | CLDyN (3 seeds) | CLDyN, no loop |")
+print("| network (metric) | labels | visible | infrared | average | max | VFN | SeAFusion | CLDyN (3 seeds) "
+      "| CLDyN, no loop |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for net in result["networks"]:
     for variant, src in net["sources"].items():

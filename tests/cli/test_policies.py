@@ -110,7 +110,7 @@ def test_repeated_list_options_accumulate_instead_of_replacing():
         assert not lists, f"{name}: {lists} replace earlier values when repeated"
 
 
-@pytest.mark.parametrize("command,field", [("train-rsc", "train_split"), ("train-task", "train_split")])
+@pytest.mark.parametrize("command,field", [("train-rsc", "streams.train_split"), ("train-task", "train_split")])
 def test_training_split_option_reaches_the_config(command, field, monkeypatch):
     import cldyn.cli.training as training
 
@@ -119,7 +119,10 @@ def test_training_split_option_reaches_the_config(command, field, monkeypatch):
     extra = ["--task", "saliency"] if command == "train-task" else []
     args = build_parser().parse_args([command, *extra, "--data", "d", "--split", "splits/half_b.txt"])
     args.func(args)
-    assert getattr(seen["cfg"], field) == "splits/half_b.txt"
+    value = seen["cfg"]
+    for part in field.split("."):
+        value = getattr(value, part)
+    assert value == "splits/half_b.txt"
 
 
 def test_the_api_names_its_own_overwrite_switch(tmp_path):

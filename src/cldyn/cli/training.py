@@ -6,11 +6,13 @@ import argparse
 
 from cldyn.cli.common import add_run_args, key_values, run_training, task_map
 from cldyn.data.bank import AugmentConfig
+from cldyn.loop.fusion_loss import SSIM_TARGETS, FusionLossConfig
+from cldyn.loop.losses import LossWeights
 from cldyn.model.task_encoder import TASK_ENCODERS
 from cldyn.model.vfn import VFN_SKIPS, VFNConfig
 from cldyn.tasks.pretrained import PRETRAINED, convert_pretrained
-from cldyn.training.losses import SSIM_TARGETS, FusionLossConfig
-from cldyn.training.rsc import TrainRSCConfig, train_rsc
+from cldyn.training.rsc import train_rsc
+from cldyn.training.rsc_config import RSCModelConfig, RSCOptimConfig, RSCRunConfig, RSCStreams, TrainRSCConfig
 from cldyn.training.task import TrainTaskConfig, train_task
 from cldyn.training.validation import ValidationConfig
 from cldyn.training.vfn import LR_SCHEDULES, TrainVFNConfig, train_vfn
@@ -46,17 +48,19 @@ def cmd_train_task(args: argparse.Namespace) -> int:
 def cmd_train_rsc(args: argparse.Namespace) -> int:
     tasks = [t for t in args.tasks.split(",") if t]
     cfg = TrainRSCConfig(
-        tasks=tasks, data=task_map(args.data, tasks, "--data"),
-        task_weights=task_map(args.task_weights, tasks, "--task-weights"), vfn_weights=args.vfn_weights,
-        out_dir=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-        aggregate=args.aggregate, penalty=0.0 if args.no_penalty else args.penalty,
-        closed_loop=not args.no_closed_loop, selection=args.selection, task_encoder=args.task_encoder,
-        fusion_weight=args.fusion_weight, change_weight=args.change_weight, init=args.init,
-        tone_knots=args.tone_knots, tone_max_levels=args.tone_max_levels, trainable=args.trainable,
-        specificity_weight=args.specificity_weight, specificity_margin=args.specificity_margin,
-        cache_batches=args.cache_batches, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, val_every=args.val_every, val_limit=args.val_limit,
-        train_split=args.split, device=args.device,
+        streams=RSCStreams(tasks=tasks, data=task_map(args.data, tasks, "--data"),
+                           task_weights=task_map(args.task_weights, tasks, "--task-weights"),
+                           vfn_weights=args.vfn_weights, train_split=args.split, cache_batches=args.cache_batches),
+        rsc=RSCModelConfig(selection=args.selection, task_encoder=args.task_encoder,
+                           closed_loop=not args.no_closed_loop, tone_knots=args.tone_knots,
+                           tone_max_levels=args.tone_max_levels, init=args.init, trainable=args.trainable),
+        loss=LossWeights(penalty=0.0 if args.no_penalty else args.penalty, fusion_weight=args.fusion_weight,
+                         change_weight=args.change_weight, specificity_weight=args.specificity_weight,
+                         specificity_margin=args.specificity_margin),
+        optim=RSCOptimConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+                             aggregate=args.aggregate, seed=args.seed),
+        run=RSCRunConfig(out_dir=args.out, checkpoint_every=args.checkpoint_every, val_every=args.val_every,
+                         val_limit=args.val_limit, device=args.device),
     )
     return run_training(args, train_rsc, cfg, "best checkpoint")
 
@@ -153,58 +157,58 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = TrainRSCConfig()
     s = sub.add_parser("train-rsc", help="closed-loop training of the RSC module with frozen VFN and task networks")
-    s.add_argument("--tasks", "--task", default=",".join(r.tasks),
+    s.add_argument("--tasks", "--task", default=",".join(r.streams.tasks),
                    help="comma-separated task names or module:Class adapters (e.g. your own network)")
     s.add_argument("--data", nargs="+", action="extend", required=True, metavar="[TASK=]ROOT",
                    help="one dataset root for all tasks, or TASK=ROOT per task (one data stream per task)")
     s.add_argument("--task-weights", nargs="*", action="extend", metavar="TASK=FILE",
                    help="task networks (default: shipped)")
     s.add_argument("--vfn-weights", help="VFN checkpoint (default: shipped)")
-    s.add_argument("--out", default=r.out_dir)
-    s.add_argument("--split", default=r.train_split,
+    s.add_argument("--out", default=r.run.out_dir)
+    s.add_argument("--split", default=r.streams.train_split,
                    help="training split of every task's stream: ROOT/splits/SPLIT.txt, or the path of a .txt file "
                         "of pair names (e.g. pairs that the task networks were not trained on)")
-    s.add_argument("--steps", type=int, default=r.steps)
-    s.add_argument("--batch-size", type=int, default=r.batch_size)
-    s.add_argument("--crop", type=int, default=r.crop)
-    s.add_argument("--lr", type=float, default=r.lr)
-    s.add_argument("--aggregate", choices=("cagrad", "mean", "pcgrad"), default=r.aggregate,
+    s.add_argument("--steps", type=int, default=r.optim.steps)
+    s.add_argument("--batch-size", type=int, default=r.optim.batch_size)
+    s.add_argument("--crop", type=int, default=r.optim.crop)
+    s.add_argument("--lr", type=float, default=r.optim.lr)
+    s.add_argument("--aggregate", choices=("cagrad", "mean", "pcgrad"), default=r.optim.aggregate,
                    help="how the per-task gradients are combined")
-    s.add_argument("--penalty", type=float, default=r.penalty, help="reward-penalty weight")
+    s.add_argument("--penalty", type=float, default=r.loss.penalty, help="reward-penalty weight")
     s.add_argument("--no-penalty", action="store_true", help="ablation: plain task loss")
     s.add_argument("--no-closed-loop", action="store_true", help="ablation: task features replaced by zeros")
-    s.add_argument("--selection", choices=("trainable", "upstream"), default=r.selection,
+    s.add_argument("--selection", choices=("trainable", "upstream"), default=r.rsc.selection,
                    help="trainable: straight-through basis choice; upstream: the public code's (ablation)")
-    s.add_argument("--task-encoder", choices=TASK_ENCODERS, default=r.task_encoder,
+    s.add_argument("--task-encoder", choices=TASK_ENCODERS, default=r.rsc.task_encoder,
                    help="semantic: quantile signature + spatial FiLM of the task features; upstream: the public "
                         "code's flattened-sequence embedding (ablation)")
-    s.add_argument("--fusion-weight", type=float, default=r.fusion_weight,
+    s.add_argument("--fusion-weight", type=float, default=r.loss.fusion_weight,
                    help="weight of the VFN fusion loss on the compensated image (0: the paper's loss)")
-    s.add_argument("--change-weight", type=float, default=r.change_weight,
+    s.add_argument("--change-weight", type=float, default=r.loss.change_weight,
                    help="weight of the mean |compensated - base luminance| ([0, 1] units): an L1 penalty that keeps "
                         "the customisation's change of the image where a task's loss asks for it (0: off)")
-    s.add_argument("--specificity-weight", type=float, default=r.specificity_weight,
+    s.add_argument("--specificity-weight", type=float, default=r.loss.specificity_weight,
                    help="weight of the hinge max(0, margin + (L - L_other) / L_base), L_other: the task's loss on the "
                         "compensation made with another task network's features (one more compensated pass a task "
                         "and step; 0: off)")
-    s.add_argument("--specificity-margin", type=float, default=r.specificity_margin,
+    s.add_argument("--specificity-margin", type=float, default=r.loss.specificity_margin,
                    help="the specificity hinge's margin, relative to the base loss")
-    s.add_argument("--tone-knots", type=int, default=r.tone_knots,
+    s.add_argument("--tone-knots", type=int, default=r.rsc.tone_knots,
                    help="add a tone head: a monotone tone curve of the compensated luminance with this many knots, "
                         "chosen from the task features (0: none, the paper's RSC; with --init weights without one, "
                         "a fresh head is added)")
-    s.add_argument("--tone-max-levels", type=float, default=r.tone_max_levels,
+    s.add_argument("--tone-max-levels", type=float, default=r.rsc.tone_max_levels,
                    help="the tone head's largest move of one knot, 8-bit grey levels")
-    s.add_argument("--trainable", choices=("all", "tone"), default=r.trainable,
+    s.add_argument("--trainable", choices=("all", "tone"), default=r.rsc.trainable,
                    help="all: the RSC and bank train; tone: the tone head alone (the rest frozen as loaded)")
     s.add_argument("--init", help="RSC weights to start from (fresh optimiser, step 0): a checkpoint, or 'shipped' to "
                                   "continue the shipped RSC for your network (default: a fresh RSC)")
-    s.add_argument("--cache-batches", type=int, default=r.cache_batches,
+    s.add_argument("--cache-batches", type=int, default=r.streams.cache_batches,
                    help="cycle each task's stream through its first N batches, computing their base fusion's task "
                         "features and loss once (0: a fresh crop every step)")
-    s.add_argument("--seed", type=int, default=r.seed)
-    s.add_argument("--checkpoint-every", type=int, default=r.checkpoint_every)
-    s.add_argument("--val-every", type=int, default=r.val_every)
+    s.add_argument("--seed", type=int, default=r.optim.seed)
+    s.add_argument("--checkpoint-every", type=int, default=r.run.checkpoint_every)
+    s.add_argument("--val-every", type=int, default=r.run.val_every)
     s.add_argument("--val-limit", type=int, help="validate on the first N val images per task (absent or 0: all)")
     add_run_args(s, resume=True)
     s.set_defaults(func=cmd_train_rsc)

@@ -11,6 +11,9 @@ import torch
 
 from cldyn.evaluation.bench import paired_time_ms, peak_rss_mb, time_ms
 from cldyn.inference.fuse import fuse_tensors, prepare_for_inference
+from cldyn.loop.cache import FrozenPassCache
+from cldyn.loop.losses import LossWeights
+from cldyn.loop.step import TaskBatch, apply_combined, base_pass, task_gradient, to_training_memory
 from cldyn.model.a2si import A2SI
 from cldyn.model.basis_bank import BasisVectorBank
 from cldyn.model.reference import reference_compensate
@@ -18,8 +21,6 @@ from cldyn.model.rsc import RSC, CLDyN
 from cldyn.model.vfn import VFN
 from cldyn.runtime import resolve_device
 from cldyn.tasks import TaskAdapter, create_task, load_task_for
-from cldyn.training.cagrad import combine
-from cldyn.training.closed_loop import base_pass, closed_loop_losses, to_training_memory
 
 
 def a2si_without_convolutions(block: A2SI, bank: torch.Tensor, task_features: torch.Tensor,
@@ -125,22 +126,15 @@ def _closed_loop_step_seconds(batch: int, size: int, tasks: list[str] | None, de
         "saliency": (torch.rand(batch, 1, size, size, device=device) > 0.9).float(),
     }
 
-    bases = {t: base_pass(model, adapters[t], ir, vis, targets[t]) for t in tasks}
+    batches = {t: TaskBatch(ir, vis, targets[t], key=t) for t in tasks}
+    kept = FrozenPassCache(enabled=True)  # what --cache-batches keeps: each task's base pass, computed once here
+    for t in tasks:
+        kept.get("base", t, lambda t=t: base_pass(model, adapters[t], ir, vis, targets[t]))
 
     def step(cached: bool = False) -> None:
-        grads = []
-        for t in tasks:
-            total, _ = closed_loop_losses(model, adapters[t], ir, vis, targets[t], 5.0,
-                                          base=bases[t] if cached else None)
-            g = torch.autograd.grad(total, params, allow_unused=True)
-            grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
-                                    for gi, p in zip(g, params, strict=True)]))
-        d = combine(torch.stack(grads))
-        offset = 0
-        for p in params:
-            p.grad = d[offset:offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        cache = kept if cached else FrozenPassCache(enabled=False)
+        grads = [task_gradient(model, adapters[t], batches[t], params, LossWeights(), cache)[0] for t in tasks]
+        apply_combined(params, torch.stack(grads))
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -21,7 +21,7 @@ from cldyn.evaluation.metrics import DIRECTION
 from cldyn.evaluation.report import png_data_uri
 from cldyn.evaluation.tables import FUSION_COLUMNS, TASK_COLUMNS, mean_std, percent_change
 from cldyn.tasks.visualise import prediction_overlay
-from cldyn.weights.checkpoint import load_checkpoint
+from cldyn.weights.checkpoint import flat_train_config, load_checkpoint
 
 LOWER_BETTER = {"mae"}
 
@@ -132,7 +132,7 @@ def _training_record(path: Path) -> dict[str, Any]:
     _, meta = load_checkpoint(path)
     src = meta.get("source_meta") or {}
     return {"step": meta.get("global_step", src.get("global_step")), "epoch": meta.get("epoch", src.get("epoch")),
-            "train_config": meta.get("train_config") or src.get("train_config") or {}}
+            "train_config": flat_train_config(meta.get("train_config") or src.get("train_config"))}
 
 
 # what tells the runs behind the rows apart (older checkpoints lack the later keys: they are left out)

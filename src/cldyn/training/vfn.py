@@ -25,11 +25,11 @@ from cldyn.data.bank import AugmentConfig, PairBank, seeded_generator
 from cldyn.data.io import atomic_write_bytes, read_csv, write_csv
 from cldyn.data.pairs import discover_pairs
 from cldyn.errors import CheckpointError, CldynError
+from cldyn.loop.fusion_loss import FusionLossConfig, fusion_loss
 from cldyn.model.vfn import VFN, VFNConfig
 from cldyn.runtime import progress_bar
 from cldyn.training.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.training.loop import TrainingRun, average_parts, take_shard
-from cldyn.training.losses import FusionLossConfig, fusion_loss
 from cldyn.training.validation import VAL_METRICS, FusionValidator, ValidationConfig, selection_score
 from cldyn.version import __version__
 from cldyn.weights import load_vfn, save_vfn

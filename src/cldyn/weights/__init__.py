@@ -23,7 +23,14 @@ from cldyn.errors import CheckpointError, CldynError
 from cldyn.model.rsc import RSC, RSCConfig, rsc_fit_problem
 from cldyn.model.vfn import VFN, VFNConfig
 from cldyn.version import __version__
-from cldyn.weights.checkpoint import load_checkpoint, load_state_strict, save_checkpoint, sha256_file, split_prefix
+from cldyn.weights.checkpoint import (
+    flat_train_config,
+    load_checkpoint,
+    load_state_strict,
+    save_checkpoint,
+    sha256_file,
+    split_prefix,
+)
 
 MANIFEST = "manifest.json"
 SHIPPED_VFN = "vfn.safetensors"
@@ -87,9 +94,10 @@ def names_shipped_file(value: str | Path, file_name: str) -> bool:
     return not Path(value).suffix and "/" not in value and not Path(value).exists() and file_name in read_manifest()
 
 
-def record_shipped(name: str, entry: dict[str, Any]) -> Path:
-    """Add or replace the manifest entry of a shipped file (used by ``scripts/ship_weights.py``)."""
-    path = shipped_weights_dir() / MANIFEST
+def record_shipped(name: str, entry: dict[str, Any], folder: str | Path | None = None) -> Path:
+    """Add or replace the manifest entry of a shipped file (used by ``scripts/ship_weights.py``) in the manifest of
+    ``folder`` (default: the package's weights)."""
+    path = Path(folder or shipped_weights_dir()) / MANIFEST
     manifest = json.loads(path.read_text()) if path.is_file() else {}
     manifest[name] = entry
     atomic_write_bytes(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
@@ -181,7 +189,8 @@ def load_rsc(path: str | Path, expected_sha256: str | None = None, vfn: VFN | No
         cfg = RSCConfig.from_dict(meta["rsc_config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(path, f"invalid RSC config in metadata ({exc})") from None
-    if "closed_loop" not in meta["rsc_config"] and (meta.get("train_config") or {}).get("closed_loop") is False:
+    trained = flat_train_config(meta.get("train_config"))
+    if "closed_loop" not in meta["rsc_config"] and trained.get("closed_loop") is False:
         cfg = replace(cfg, closed_loop=False)  # trained with --no-closed-loop before the RSC config recorded it
     if vfn is not None and (problem := rsc_fit_problem(cfg, vfn)):
         raise CheckpointError(path, problem)
@@ -240,7 +249,7 @@ def shipped_weights_info() -> list[dict[str, Any]]:
 
 def _training_summary(meta: dict[str, Any]) -> str:
     """``"960 steps on msrs+roadscene (train)"``-style summary of a checkpoint's training record."""
-    cfg = meta.get("train_config") or {}
+    cfg = flat_train_config(meta.get("train_config"))
     parts = [f"{meta['global_step']} steps"] if "global_step" in meta else []
     data = cfg.get("data")
     roots = data.values() if isinstance(data, dict) else data if isinstance(data, list) else [data] if data else []

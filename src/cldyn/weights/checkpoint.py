@@ -74,6 +74,27 @@ def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> tup
     return tensors, json.loads(raw_meta)
 
 
+# The parts of a nested training configuration (RSC training's) that a record's readers see as one flat dict.
+CONFIG_SECTIONS = ("streams", "rsc", "loss", "optim", "run")
+
+
+def flat_train_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """A checkpoint's ``train_config`` as one flat dict: the keys of its nested parts (``streams``, ``rsc``,
+    ``loss``, ``optim``, ``run``) lifted to the top, so records from before and after the parts existed read alike.
+
+    Example:
+        >>> flat_train_config({"optim": {"seed": 1}, "loss": {"penalty": 5.0}})
+        {'seed': 1, 'penalty': 5.0}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in (cfg or {}).items():
+        if key in CONFIG_SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Entries under ``prefix/`` with the prefix removed."""
     p = prefix + "/"

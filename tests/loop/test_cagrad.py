@@ -1,6 +1,6 @@
 import torch
 
-from cldyn.training.cagrad import cagrad, combine, pcgrad, project_to_simplex
+from cldyn.loop.cagrad import cagrad, combine, pcgrad, project_to_simplex
 
 
 def test_simplex_projection_hand_cases():
@@ -34,7 +34,7 @@ def test_conflicting_pair_is_non_conflicting():
 
 def test_cagrad_dual_optimum_by_grid():
     # For two tasks the dual is one-dimensional: check the solver against a fine grid search.
-    from cldyn.training.cagrad import cagrad_weights
+    from cldyn.loop.cagrad import cagrad_weights
 
     g = torch.tensor([[3.0, 1.0, 0.0], [-1.0, 2.0, 0.5]], dtype=torch.float64)
     gram = g @ g.t()

@@ -1,7 +1,7 @@
 """Mean |difference| (8-bit grey levels, BT.601 luminance) between each pair of task folders of a customisation
 (an oracle's, or `cldyn fuse --task T` outputs laid out as DIR/T/NAME.png):
 
-    python scripts/oracle_distance.py runs/oracle_tone/b3
+    python research/oracles/oracle_distance.py runs/oracle_tone/b3
 """
 
 from __future__ import annotations

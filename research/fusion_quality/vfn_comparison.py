@@ -1,7 +1,7 @@
 """Side-by-side figure of two VFN checkpoints and SeAFusion (issue 15): the RoadScene demo pair's sky (zoomed) and
 an MSRS night pair, columns infrared | visible | old VFN | new VFN | SeAFusion.
 
-    python scripts/vfn_comparison.py OLD.safetensors NEW.safetensors -o docs/figures/vfn_comparison.jpg
+    python research/fusion_quality/vfn_comparison.py OLD.safetensors NEW.safetensors -o docs/figures/vfn_comparison.jpg
 
 SeAFusion's fused images exist for the MSRS val pairs only (``../shared/data/peers/seafusion/msrs-val``); its
 RoadScene panel says so.

@@ -4,8 +4,7 @@ import torch
 
 from cldyn.data.bank import AugmentConfig, PairBank, seeded_generator
 from cldyn.data.pairs import pair_folders
-from cldyn.model.vfn import VFN
-from cldyn.training.losses import (
+from cldyn.loop.fusion_loss import (
     FusionLoss,
     FusionLossConfig,
     fusion_loss,
@@ -16,6 +15,7 @@ from cldyn.training.losses import (
     ssim,
     ssim_loss,
 )
+from cldyn.model.vfn import VFN
 
 
 def test_hand_computed():

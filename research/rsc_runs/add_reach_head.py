@@ -1,7 +1,7 @@
 """Give a max-skip VFN a reach head taken from a paper-form VFN's output head (see ``VFNConfig.reach_head``), so
 that an RSC compensating its features can change the image.
 
-    python scripts/add_reach_head.py docs/training/candidates/vfn_maxdetail_v50.safetensors \
+    python research/rsc_runs/add_reach_head.py docs/training/candidates/vfn_maxdetail_v50.safetensors \
         vfn_stage2.safetensors -o docs/training/candidates/vfn_maxdetail_v50_reach.safetensors
 
 where ``vfn_stage2.safetensors`` is the paper-form VFN shipped before 2026-12-03 (``git show

@@ -2,7 +2,7 @@
 (issue 15's selection rule for VFN checkpoints: the most metrics at or above SeAFusion on the MSRS val pairs,
 ties broken by the run's 16-pair selection score).
 
-    python scripts/peer_wins.py runs/eval_n234/metrics.json --peer SeAFusion
+    python research/fusion_quality/peer_wins.py runs/eval_n234/metrics.json --peer SeAFusion
 """
 
 from __future__ import annotations

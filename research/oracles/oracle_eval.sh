@@ -1,5 +1,5 @@
 #!/bin/bash
-# scripts/oracle_eval.sh FOLDER NAME [THREADS]: each task network on each task's folder (own vs the other two, own vs VFN),
+# research/oracles/oracle_eval.sh FOLDER NAME [THREADS]: each task network on each task's folder (own vs the other two, own vs VFN),
 # paired bootstrap, and fusion quality against the VFN -> $OUT (default docs/training/eval/oracle/)
 set -e
 F=$1; N=$2; T=${3:-1}

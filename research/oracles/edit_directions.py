@@ -7,11 +7,11 @@ network responds), each scaled to a mean |change| of one 8-bit grey level. ``d_k
 of the task loss for that edit at one level. Then, per task, each edit's sign is fitted on one split and scored on
 another:
 
-    python scripts/edit_directions.py collect --data ../shared/data/msrs --split train --out runs/edits
-    python scripts/edit_directions.py collect --data ../shared/data/msrs --split val --out runs/edits
-    python scripts/edit_directions.py score --out runs/edits --fit train --check val --levels 3
-    python scripts/edit_directions.py write --data ../shared/data/msrs --split val --plan runs/edits/plan_train.json \
-        --images runs/edits/val_b3
+    python research/oracles/edit_directions.py collect --data ../shared/data/msrs --split train --out runs/edits
+    python research/oracles/edit_directions.py collect --data ../shared/data/msrs --split val --out runs/edits
+    python research/oracles/edit_directions.py score --out runs/edits --fit train --check val --levels 3
+    python research/oracles/edit_directions.py write --data ../shared/data/msrs --split val \
+        --plan runs/edits/plan_train.json --images runs/edits/val_b3
 
 Units: a (pair, task)'s first-order change divided by ``sum |g| / 255``, the first-order change of the labelled
 per-pixel sign oracle at one level: -1 is that oracle, 0 the VFN. One edit applied to every image of a task with the
@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).parent))
-from oracle_customisation import (  # noqa: E402
+from oracle_customisation import (  # the script's own folder is on sys.path
     add_fit_arguments,
     add_split_arguments,
     labelled_pass,

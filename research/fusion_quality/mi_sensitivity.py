@@ -2,7 +2,7 @@
 fused image costs, by the change's kind: dense noise, smooth fields, a global shift, a tone curve, and sparse local
 changes of the same mean |change|. Why the customisation's change must be local to keep MI (issue 13).
 
-    python scripts/mi_sensitivity.py --ir runs/msrs_val_links/ir --vis runs/msrs_val_links/vi \\
+    python research/fusion_quality/mi_sensitivity.py --ir runs/msrs_val_links/ir --vis runs/msrs_val_links/vi \\
         --fused runs/msrs_vfn_new --limit 12 --json docs/training/mi_sensitivity.json
 """
 

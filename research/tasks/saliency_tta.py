@@ -3,7 +3,7 @@
 Averaging a network's logits over a horizontal flip and several input scales, or over several networks, is the
 usual last lever on a salient-object metric. This measures what each gives on a split, before anyone ships one:
 
-    python scripts/saliency_tta.py --data ../shared/data/msrs --input runs/msrs_vfn_new \
+    python research/tasks/saliency_tta.py --data ../shared/data/msrs --input runs/msrs_vfn_new \
         [--weights shipped runs/task_saliency_lite1/best.safetensors ...] [--json OUT]
 
 Prints max F-beta, S-measure and MAE for each network alone, with the flip, with the scales, with both, and (with

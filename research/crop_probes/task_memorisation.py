@@ -4,7 +4,7 @@ The closed loop asks the frozen task networks what they need from the fused imag
 memorised its loss is already low and its gradient says little about what new images need, so the gap between its
 loss on training crops and on validation crops bounds how useful the RSC's training stream is.
 
-    python scripts/task_memorisation.py --data ../shared/data/msrs --input runs/msrs_vfn_shipped \
+    python research/crop_probes/task_memorisation.py --data ../shared/data/msrs --input runs/msrs_vfn_shipped \
         [--task-weights detection=F ...] [--split docs/training/splits/msrs_train_b.txt] [--json OUT]
 
 Prints, per task, the mean loss over ``--batches`` batches of ``--batch-size`` random ``--crop`` crops (seed 0) of
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 import torch
-from _crop_probe import crop_batches, parse, probe_parser  # scripts/ is the script's own folder
+from _crop_probe import crop_batches, parse, probe_parser  # the script's own folder is on sys.path
 
 from cldyn.data.task_bank import load_task_bank
 from cldyn.inference.sources import image_source

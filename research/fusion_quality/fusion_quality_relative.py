@@ -1,6 +1,6 @@
 """Each method of a `cldyn evaluate --json` file relative to its `vfn` row, in %:
 
-    python scripts/fusion_quality_relative.py docs/training/eval/oracle/fusion_quality_val_tone8_b3.json
+    python research/fusion_quality/fusion_quality_relative.py docs/training/eval/oracle/fusion_quality_val_tone8_b3.json
 """
 
 from __future__ import annotations

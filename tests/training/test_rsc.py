@@ -1,26 +1,34 @@
+"""Closed-loop RSC training runs: configuration, what trains, logs, caches, resume, ablations."""
+
 import pytest
 import torch
 
 from cldyn.model.rsc import CLDyN
 from cldyn.model.vfn import VFN
 from cldyn.tasks import create_task
-from cldyn.training.closed_loop import closed_loop_losses, features_of_base_luma, reward_penalty, specificity_hinge
-from cldyn.training.rsc import TrainRSCConfig, _score, train_rsc
+from cldyn.training.rsc import _score, train_rsc
+from cldyn.training.rsc_config import RSCModelConfig, RSCRunConfig, TrainRSCConfig
 from cldyn.weights import load_rsc
 
 
-def test_reward_penalty():
-    base = torch.tensor(1.0)
-    assert reward_penalty(torch.tensor(0.7), base) == 0.7  # better than base: no penalty
-    assert reward_penalty(torch.tensor(1.0), base) == 1.0
-    assert torch.isclose(reward_penalty(torch.tensor(1.2), base), torch.tensor(1.2 + 5 * 0.2))
+def config(**flat) -> TrainRSCConfig:
+    """A configuration from flat keys (as the records of earlier runs hold them), routed to their parts."""
+    return TrainRSCConfig.from_dict(flat)
+
+
+def _setup():
+    torch.manual_seed(0)
+    vfn = VFN().eval()
+    adapters = {"saliency": create_task("saliency", {"stages": 2, "width": 8}).freeze(),
+                "segmentation": create_task("segmentation", {}).freeze()}
+    return vfn, adapters
 
 
 def test_val_limit_zero_means_every_val_image():
     # A limit of 0 once sliced the val banks to nothing and logged NaN metrics.
-    assert TrainRSCConfig(val_limit=0).val_limit is None
-    assert TrainRSCConfig().val_limit is None
-    assert TrainRSCConfig(val_limit=16).val_limit == 16
+    assert RSCRunConfig(val_limit=0).val_limit is None
+    assert RSCRunConfig().val_limit is None
+    assert config(val_limit=16).run.val_limit == 16
 
 
 def test_validation_score_hand_cases_and_nan_when_nothing_is_usable():
@@ -34,32 +42,12 @@ def test_validation_score_hand_cases_and_nan_when_nothing_is_usable():
     assert score != score
 
 
-def _setup():
-    torch.manual_seed(0)
-    vfn = VFN().eval()
-    adapters = {"saliency": create_task("saliency", {"stages": 2, "width": 8}).freeze(),
-                "segmentation": create_task("segmentation", {}).freeze()}
-    return vfn, adapters
-
-
-def test_closed_loop_losses_at_init_have_no_penalty(pairs_dir):
-    vfn, adapters = _setup()
-    model = CLDyN(vfn)
-    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
-    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
-    total, parts = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0)
-    assert parts["loss"] == parts["base_loss"] and parts["penalty_active"] == 0.0  # CLDyN == VFN at init
-    assert parts["penalty"] == 0.0 and parts["total"] == parts["loss"]
-    total.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.rsc.parameters())
-
-
 def test_one_step_changes_only_rsc(labelled, tmp_path):
     vfn, adapters = _setup()
     frozen = {("vfn", k): v.clone() for k, v in vfn.state_dict().items()}
     for t, a in adapters.items():
         frozen.update({(t, k): v.clone() for k, v in a.model.state_dict().items()})
-    cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+    cfg = config(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
                          "segmentation": str(labelled)}, out_dir=str(tmp_path / "rsc"), steps=2, batch_size=2,
                          crop=48, val_every=100, val_limit=1)
     torch.manual_seed(0)
@@ -86,108 +74,21 @@ def test_one_step_changes_only_rsc(labelled, tmp_path):
             assert abs(float(r[f"{t}_penalty"]) - 5.0 * max(0.0, gap)) < 1e-4
 
 
-def test_fusion_term_is_the_vfn_loss_of_the_compensated_luminance():
-    from cldyn.model.color import rgb_to_luma
-    from cldyn.training.losses import fusion_loss
-
-    vfn, adapters = _setup()
-    model = CLDyN(vfn)
-    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
-    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
-    plain, p0 = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0)
-    total, p1 = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, fusion_weight=0.5)
-    y = rgb_to_luma(vis)
-    want = fusion_loss(vfn(ir, y), ir, y)[0]  # a fresh RSC: the compensated luminance is the VFN's
-    assert abs(p1["fusion"] - float(want)) < 1e-6 and "fusion" not in p0
-    assert torch.isclose(total, plain + 0.5 * want, atol=1e-6)
-
-
-def test_change_term_is_the_mean_absolute_change_of_the_luminance():
-    from cldyn.model.color import rgb_to_luma
-
-    vfn, adapters = _setup()
-    model = CLDyN(vfn)
-    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
-    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
-    _, fresh = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, change_weight=3.0)
-    assert fresh["change"] == 0.0  # a fresh RSC is the VFN
-    with torch.no_grad():  # a non-zero compensation
-        for block in (*model.rsc.ir_blocks, *model.rsc.vis_blocks):
-            block.out_conv.weight.normal_(0, 0.5)
-    model.eval()  # no Gumbel noise, BatchNorm in its fixed mode: the same compensation each call
-    plain, p0 = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0)
-    total, p1 = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, change_weight=3.0)
-    y = rgb_to_luma(vis)
-    feats = adapters["saliency"].features(model.base(ir, vis))
-    with torch.no_grad():
-        want = (model.compensated_luma(ir, y, feats) - vfn(ir, y)).abs().mean()
-    assert float(want) > 1e-3 and p0["change"] == pytest.approx(float(want), rel=1e-5)
-    assert torch.isclose(total, plain + 3.0 * want, rtol=1e-5)
-
-
-def test_specificity_hinge_hand_cases():
-    base = torch.tensor(2.0)
-    # own 1.0 vs other 1.5: (1.0 - 1.5) / 2 = -0.25, beyond the margin 0.02: no cost
-    assert specificity_hinge(torch.tensor(1.0), torch.tensor(1.5), base) == 0.0
-    # equal losses: the margin itself
-    assert torch.isclose(specificity_hinge(torch.tensor(1.0), torch.tensor(1.0), base), torch.tensor(0.02))
-    # own worse by 0.1: 0.02 + 0.1 / 2
-    assert torch.isclose(specificity_hinge(torch.tensor(1.1), torch.tensor(1.0), base, 0.02), torch.tensor(0.07))
-
-
 def test_other_task_rotates_over_the_other_tasks_and_is_off_without_the_term():
-    three = TrainRSCConfig(specificity_weight=1.0)
+    three = config(specificity_weight=1.0)
     assert [[three.other_task(k, step) for step in range(4)] for k in range(3)] == \
         [[1, 2, 1, 2], [2, 0, 2, 0], [0, 1, 0, 1]]
-    assert TrainRSCConfig(tasks=["saliency", "detection"], specificity_weight=1.0).other_task(0, 5) == 1
-    assert TrainRSCConfig().other_task(0, 0) is None  # the term is off by default
-    assert TrainRSCConfig(tasks=["saliency"], specificity_weight=1.0).other_task(0, 0) is None
-    assert TrainRSCConfig(specificity_weight=1.0, closed_loop=False).other_task(0, 0) is None
-
-
-def test_specificity_term_contrasts_with_another_task_networks_compensation():
-    from cldyn.model.color import replace_luma, rgb_to_luma
-
-    vfn, adapters = _setup()
-    model = CLDyN(vfn)
-    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
-    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
-    y = rgb_to_luma(vis)
-    other = features_of_base_luma(adapters["segmentation"], vis, vfn(ir, y))
-    want_other = adapters["segmentation"].features(model.base(ir, vis))
-    assert torch.allclose(other, want_other, atol=1e-6)  # the other network's features of the same base fusion
-    plain, _ = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0)
-    total, fresh = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, other_features=other,
-                                      specificity_weight=2.0, specificity_margin=0.05)
-    # A fresh RSC ignores the task features: both compensations are the VFN's, the hinge is its margin.
-    assert fresh["other_loss"] == fresh["loss"] and fresh["specificity"] == pytest.approx(0.05)
-    assert fresh["specific"] == 0.0 and torch.isclose(total, plain + 2.0 * 0.05, atol=1e-6)
-    with torch.no_grad():  # a compensation that depends on the task features
-        for block in (*model.rsc.ir_blocks, *model.rsc.vis_blocks):
-            block.out_conv.weight.normal_(0, 0.5)
-            block.task_encoder.film_global[-1].weight.normal_(0, 0.5)
-    model.eval()
-    total, parts = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, other_features=other,
-                                      specificity_weight=2.0, specificity_margin=0.05)
-    with torch.no_grad():
-        comp_other = replace_luma(vis, model.compensated_luma(ir, y, other))
-        want = adapters["saliency"].loss(comp_other, mask)
-    assert parts["other_loss"] == pytest.approx(float(want), rel=1e-5) and parts["other_loss"] != parts["loss"]
-    hinge = max(0.0, 0.05 + (parts["loss"] - parts["other_loss"]) / parts["base_loss"])
-    assert parts["specificity"] == pytest.approx(hinge, rel=1e-5, abs=1e-7)
-    model.train()
-    total, _ = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, 5.0, other_features=other,
-                                  specificity_weight=2.0, specificity_margin=10.0)  # a margin that keeps it active
-    total.backward()
-    for block in (*model.rsc.ir_blocks, *model.rsc.vis_blocks):  # the hinge reaches the task pathway
-        assert block.task_encoder.film_global[-1].weight.grad.abs().sum() > 0
+    assert config(tasks=["saliency", "detection"], specificity_weight=1.0).other_task(0, 5) == 1
+    assert config().other_task(0, 0) is None  # the term is off by default
+    assert config(tasks=["saliency"], specificity_weight=1.0).other_task(0, 0) is None
+    assert config(specificity_weight=1.0, closed_loop=False).other_task(0, 0) is None
 
 
 def test_training_with_the_specificity_term_logs_it_per_task(labelled, tmp_path):
     from cldyn.data.io import read_csv
 
     vfn, adapters = _setup()
-    cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+    cfg = config(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
                          "segmentation": str(labelled)}, out_dir=str(tmp_path / "rsc"), steps=2, batch_size=2,
                          crop=48, val_every=100, val_limit=1, specificity_weight=1.0, specificity_margin=0.1)
     train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
@@ -211,7 +112,7 @@ def test_init_starts_from_given_rsc_weights_and_refuses_another_configuration(la
     with torch.no_grad():
         start.ir_blocks[0].out_conv.weight.normal_()
     save_rsc(tmp_path / "start.safetensors", start)
-    cfg = TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / "rsc"),
+    cfg = config(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / "rsc"),
                          steps=0, batch_size=2, crop=48, val_limit=1, init=str(tmp_path / "start.safetensors"))
     train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
     from cldyn.weights.checkpoint import load_checkpoint
@@ -221,14 +122,14 @@ def test_init_starts_from_given_rsc_weights_and_refuses_another_configuration(la
     assert all(torch.equal(saved[k], v) for k, v in start.state_dict().items())
     other = RSC(RSCConfig(num_stages=vfn.num_stages - 1, a2si=A2SIConfig(task_encoder="upstream")))
     save_rsc(tmp_path / "other.safetensors", other)
-    cfg.out_dir, cfg.init = str(tmp_path / "rsc2"), str(tmp_path / "other.safetensors")
+    cfg.run.out_dir, cfg.rsc.init = str(tmp_path / "rsc2"), str(tmp_path / "other.safetensors")
     with pytest.raises(CldynError, match="other.safetensors: its RSC configuration differs"):
         train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
 
 
 def test_task_pathway_is_kept_out_of_weight_decay_and_its_gradient_logged(labelled, tmp_path):
     vfn, adapters = _setup()
-    cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+    cfg = config(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
                          "segmentation": str(labelled)}, out_dir=str(tmp_path / "rsc"), steps=2, batch_size=2,
                          crop=48, val_every=100, val_limit=1, weight_decay=0.5)
     train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
@@ -255,11 +156,11 @@ def test_task_pathway_is_kept_out_of_weight_decay_and_its_gradient_logged(labell
 
 
 def test_cached_base_pass_gives_the_same_run_and_is_computed_once_per_batch(labelled, tmp_path, monkeypatch):
-    import cldyn.training.rsc as rsc_training
+    import cldyn.loop.step as loop_step
 
     def run(name: str, cache: int, steps: int) -> dict:
         vfn, adapters = _setup()
-        cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+        cfg = config(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
                              "segmentation": str(labelled)}, out_dir=str(tmp_path / name), steps=steps, batch_size=2,
                              crop=48, val_every=100, val_limit=1, cache_batches=cache)
         train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
@@ -269,8 +170,8 @@ def test_cached_base_pass_gives_the_same_run_and_is_computed_once_per_batch(labe
     # (two uncached runs already differ by ~2e-6: float reductions in threads are not bit-reproducible)
     assert all(torch.allclose(plain[k].float(), cached[k].float(), atol=2e-5) for k in plain)
     calls = []
-    real = rsc_training.base_pass
-    monkeypatch.setattr(rsc_training, "base_pass", lambda *a: calls.append(1) or real(*a))
+    real = loop_step.base_pass
+    monkeypatch.setattr(loop_step, "base_pass", lambda *a: calls.append(1) or real(*a))
     run("cycle", 1, 3)  # one batch per task, used 3 times
     assert len(calls) == 2
 
@@ -280,7 +181,7 @@ def test_channels_last_training_gives_the_same_losses_and_gradients(labelled, tm
 
     def run(name: str, channels_last: bool) -> dict:
         vfn, adapters = _setup()
-        cfg = TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / name),
+        cfg = config(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / name),
                              steps=1, batch_size=2, crop=48, val_every=100, val_limit=1, channels_last=channels_last)
         train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
         kernels = [p for p in adapters["saliency"].model.parameters() if p.dim() == 4 and p.shape[-1] > 1]
@@ -300,7 +201,7 @@ def test_two_task_networks_choose_differently_after_a_few_steps_on_real_pairs(la
     from cldyn.evaluation.inspect_rsc import inspect_rsc, load_pairs
 
     vfn, adapters = _setup()
-    cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+    cfg = config(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
                          "segmentation": str(labelled)}, out_dir=str(tmp_path / "rsc"), steps=3, batch_size=2,
                          crop=48, val_every=100, val_limit=1)
     torch.manual_seed(0)
@@ -331,7 +232,7 @@ def test_resume_reuses_the_vfn_validation_only_for_the_same_networks_and_data(la
     monkeypatch.setattr(rsc_training, "evaluate_cldyn", counting)
 
     def run(steps: int, resume: bool, val_limit: int = 1) -> None:
-        cfg = TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / "rsc"),
+        cfg = config(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / "rsc"),
                              steps=steps, batch_size=2, crop=48, val_every=1, val_limit=val_limit)
         train_rsc(cfg, resume=resume, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
 
@@ -351,14 +252,14 @@ def test_frozen_fingerprint_follows_weights_of_any_dtype(labelled):
     from cldyn.training.rsc import frozen_fingerprint
 
     vfn, adapters = _setup()
-    cfg = TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)})
+    cfg = config(tasks=["saliency"], data={"saliency": str(labelled)})
     first = frozen_fingerprint(vfn, adapters, cfg)
     assert frozen_fingerprint(vfn, adapters, cfg) == first
     adapters["saliency"].model.to(torch.bfloat16)  # numpy has no bfloat16: hashed as bytes
     assert frozen_fingerprint(vfn, adapters, cfg) != first
-    cfg.val_split = "train"
+    cfg.streams.val_split = "train"
     assert frozen_fingerprint(vfn, adapters, cfg) != frozen_fingerprint(
-        vfn, adapters, TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)}))
+        vfn, adapters, config(tasks=["saliency"], data={"saliency": str(labelled)}))
 
 
 def test_no_closed_loop_from_closed_loop_weights_trains_and_saves_the_ablation(labelled, tmp_path):
@@ -367,12 +268,12 @@ def test_no_closed_loop_from_closed_loop_weights_trains_and_saves_the_ablation(l
 
     vfn, adapters = _setup()
     save_rsc(tmp_path / "init.safetensors", RSC(RSCConfig()))
-    cfg = TrainRSCConfig(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / "rsc"),
+    cfg = config(tasks=["saliency"], data={"saliency": str(labelled)}, out_dir=str(tmp_path / "rsc"),
                          steps=1, batch_size=2, crop=48, val_every=100, val_limit=1, closed_loop=False,
                          init=str(tmp_path / "init.safetensors"))
     train_rsc(cfg, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)
     assert load_rsc(tmp_path / "rsc" / "last.safetensors").cfg.closed_loop is False
-    cfg = TrainRSCConfig(**{**cfg.__dict__, "steps": 2})
+    cfg.optim.steps = 2
     train_rsc(cfg, resume=True, progress=False, log=lambda m: None, adapters=adapters, vfn=vfn)  # resumes
     assert load_rsc(tmp_path / "rsc" / "last.safetensors").cfg.closed_loop is False
 
@@ -393,7 +294,7 @@ def test_tone_only_training_moves_the_tone_head_alone_and_caches_the_frozen_comp
     calls = []
     real = rsc_model.CLDyN.untoned_luma
     monkeypatch.setattr(rsc_model.CLDyN, "untoned_luma", lambda *a, **k: calls.append(1) or real(*a, **k))
-    cfg = TrainRSCConfig(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
+    cfg = config(tasks=["saliency", "segmentation"], data={"saliency": str(labelled),
                          "segmentation": str(labelled)}, out_dir=str(tmp_path / "rsc"), steps=4, batch_size=2,
                          crop=48, val_every=100, val_limit=1, tone_knots=8, trainable="tone", cache_batches=1,
                          init=str(tmp_path / "start.safetensors"))
@@ -413,6 +314,22 @@ def test_tone_only_training_moves_the_tone_head_alone_and_caches_the_frozen_comp
 
 def test_tone_only_training_needs_a_tone_head():
     with pytest.raises(ValueError, match="needs a tone head"):
-        TrainRSCConfig(trainable="tone")
+        RSCModelConfig(trainable="tone")
     with pytest.raises(ValueError, match="trainable"):
-        TrainRSCConfig(trainable="bank")
+        RSCModelConfig(trainable="bank")
+
+
+
+def test_config_parts_round_trip_and_flat_records_of_earlier_runs_load():
+    cfg = config(tasks=["saliency"], steps=7, penalty=0.0, closed_loop=False, out_dir="x", cache_batches=3,
+                 fusion_weight=0.5, bank={"set_num": 2, "vector_num": 8, "embed_dim": 16})
+    assert (cfg.streams.tasks, cfg.optim.steps, cfg.loss.penalty, cfg.rsc.closed_loop, cfg.run.out_dir) == \
+        (["saliency"], 7, 0.0, False, "x")
+    assert cfg.streams.cache_batches == 3 and cfg.loss.fusion_weight == 0.5 and cfg.rsc.bank.set_num == 2
+    nested = cfg.to_dict()
+    assert set(nested) == {"streams", "rsc", "loss", "optim", "run"}
+    assert TrainRSCConfig.from_dict(nested) == cfg
+    from cldyn.weights.checkpoint import flat_train_config
+
+    flat = flat_train_config(nested)  # what the readers of checkpoint records see
+    assert flat["steps"] == 7 and flat["closed_loop"] is False and flat["data"] == {}

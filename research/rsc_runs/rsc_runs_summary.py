@@ -2,7 +2,7 @@
 checkpoint, the training-stream task loss against the base fusion's, and the mean |change| of the image
 (8-bit grey levels, training crops).
 
-    python scripts/rsc_runs_summary.py runs/p5 [--last 50] [--copy-logs docs/training/p5]
+    python research/rsc_runs/rsc_runs_summary.py runs/p5 [--last 50] [--copy-logs docs/training/p5]
 
 Reads each run's `best.json` and `log.csv` only (no model is loaded). With --copy-logs, each run's log.csv is copied
 to DIR/rsc_<run>_log.csv (the record kept in git; runs/ is not).

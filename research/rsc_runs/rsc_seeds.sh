@@ -3,9 +3,9 @@
 # no-closed-loop ablation, one seed of every other ablation), trained with the half-B protocol: task networks trained
 # on half A of the MSRS train split (runs/p5/task_*_half_a), the RSC on half B, which those networks never saw.
 #
-#   bash scripts/rsc_seeds.sh list            # the runs and whether each is done
-#   bash scripts/rsc_seeds.sh worker 0 2      # worker 0 of 2: every second run, one thread; resumable
-#   bash scripts/rsc_seeds.sh experiment      # cldyn experiment on MSRS val over the finished runs
+#   bash research/rsc_runs/rsc_seeds.sh list            # the runs and whether each is done
+#   bash research/rsc_runs/rsc_seeds.sh worker 0 2      # worker 0 of 2: every second run, one thread; resumable
+#   bash research/rsc_runs/rsc_seeds.sh experiment      # cldyn experiment on MSRS val over the finished runs
 #
 # Each run writes runs/p5/NAME/ (log.csv, last.safetensors, best.safetensors); a finished run leaves
 # runs/p5/NAME/done, and a stopped one goes on from last.safetensors when the worker is started again.

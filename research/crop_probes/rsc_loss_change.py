@@ -5,7 +5,7 @@ crops of the validation pairs moves smoothly. For each task this prints the mean
 the base (VFN) fusion and on the RSC's compensated fusion, over the same ``--batches`` batches of random
 ``--crop`` crops (seed 0, the training crops' sampler), and the mean relative change per batch.
 
-    python scripts/rsc_loss_change.py --data ../shared/data/msrs --rsc-weights runs/RUN/last.safetensors \
+    python research/crop_probes/rsc_loss_change.py --data ../shared/data/msrs --rsc-weights runs/RUN/last.safetensors \
         [--task-weights detection=F ...] [--split val] [--json OUT]
 
 ``--no-closed-loop``: the task features are replaced by zeros, as in the ablation of that name.
@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 
 import torch
-from _crop_probe import crop_batches, parse, probe_parser  # scripts/ is the script's own folder
+from _crop_probe import crop_batches, parse, probe_parser  # the script's own folder is on sys.path
 
 from cldyn.data.task_bank import load_task_bank
 from cldyn.inference.sources import image_source
+from cldyn.loop.losses import LossWeights
+from cldyn.loop.step import closed_loop_losses
 from cldyn.model.rsc import CLDyN
 from cldyn.tasks import load_task_for
-from cldyn.training.closed_loop import closed_loop_losses
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped
 
 
@@ -35,7 +37,10 @@ def main() -> None:
     ap.add_argument("--no-closed-loop", action="store_true")
     args, tasks, weights = parse(ap)
     vfn = load_vfn_or_shipped(args.vfn_weights)
-    model = CLDyN(vfn, load_rsc_or_shipped(args.rsc_weights, vfn)).eval()
+    rsc = load_rsc_or_shipped(args.rsc_weights, vfn)
+    if args.no_closed_loop:  # the RSC itself replaces the task features by zeros
+        rsc.cfg = replace(rsc.cfg, closed_loop=False)
+    model = CLDyN(vfn, rsc).eval()
     result = {}
     for task in tasks:
         adapter = load_task_for(task, weights.get(task)).freeze()
@@ -43,8 +48,8 @@ def main() -> None:
         base, comp, change = [], [], []
         with torch.no_grad():
             for x, y in crop_batches(bank, args.batches, args.batch_size, args.crop):
-                _, parts = closed_loop_losses(model, adapter, x[:, :1], x[:, 1:], y, penalty=0.0,
-                                              closed_loop=not args.no_closed_loop)
+                _, parts = closed_loop_losses(model, adapter, x[:, :1], x[:, 1:], y,
+                                              LossWeights(penalty=0.0, fusion_weight=0.0))
                 base.append(parts["base_loss"])
                 comp.append(parts["loss"])
                 change.append(parts["loss"] / parts["base_loss"] - 1.0)

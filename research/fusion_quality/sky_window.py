@@ -1,8 +1,8 @@
 """Flat-sky noise of VFN fusions on the RoadScene demo pair (issue 15): std of the fused luminance in the clear-sky
 window against the visible image's.
 
-    python scripts/sky_window.py                              # the shipped VFN
-    python scripts/sky_window.py runs/vfn_b/best.safetensors  # checkpoints
+    python research/fusion_quality/sky_window.py                              # the shipped VFN
+    python research/fusion_quality/sky_window.py runs/vfn_b/best.safetensors  # checkpoints
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ network on each task's oracle, ``--against`` for the paired bootstrap) and ``cld
 the VFN) bounds what a customisation of that size can do: first-order, label-aware, per image. An RSC sees only the
 task network's features, so it can do no better than this at the same budget, to first order.
 
-    python scripts/oracle_customisation.py --data ../shared/data/msrs --split val --budgets 0 1 --out runs/oracle
+    python research/oracles/oracle_customisation.py --data ../shared/data/msrs --split val --budgets 0 1 \
+        --out runs/oracle
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import torch
 from cldyn.data.io import write_image
 from cldyn.data.task_bank import load_task_bank
 from cldyn.inference.sources import image_source
+from cldyn.loop.step import task_input
 from cldyn.model.color import with_colour_of
 from cldyn.model.rsc import CLDyN
 from cldyn.model.tone import apply_tone_curve, tone_hats
 from cldyn.runtime import progress_bar
 from cldyn.tasks import load_task_for
-from cldyn.training.closed_loop import task_input
 from cldyn.weights import load_vfn_or_shipped
 
 

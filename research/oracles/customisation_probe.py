@@ -6,7 +6,7 @@ mean over the pairs, then the relative change, as ``cldyn evaluate`` tables it);
 of the customisations. A quick check for training runs; the figures to report come from ``cldyn fuse`` +
 ``cldyn evaluate`` on all val pairs.
 
-    python scripts/customisation_probe.py --data ../shared/data/msrs --limit 20 \\
+    python research/oracles/customisation_probe.py --data ../shared/data/msrs --limit 20 \\
         --rsc-weights runs/rsc/best.safetensors --json runs/probe.json
 """
 

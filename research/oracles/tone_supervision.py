@@ -3,10 +3,10 @@ the labelled gradient of the task loss with respect to the tone-curve knots (ful
 a head to move its knots against those gradients (the first-order change of the task loss, summed over the images),
 and write the fitted head's customisations of another split for scoring.
 
-    python scripts/tone_supervision.py collect --data ../shared/data/msrs --split train --out runs/tone_sup
-    python scripts/tone_supervision.py collect --data ../shared/data/msrs --split val --out runs/tone_sup
-    python scripts/tone_supervision.py fit --out runs/tone_sup --fit train --check val --levels 3
-    python scripts/tone_supervision.py write --data ../shared/data/msrs --split val --out runs/tone_sup \
+    python research/oracles/tone_supervision.py collect --data ../shared/data/msrs --split train --out runs/tone_sup
+    python research/oracles/tone_supervision.py collect --data ../shared/data/msrs --split val --out runs/tone_sup
+    python research/oracles/tone_supervision.py fit --out runs/tone_sup --fit train --check val --levels 3
+    python research/oracles/tone_supervision.py write --data ../shared/data/msrs --split val --out runs/tone_sup \
         --head runs/tone_sup/head.pt --images runs/tone_sup/val_b3
 
 The first-order objective is what the closed loop optimises for a tone head at zero (the gradient of the task loss
@@ -16,13 +16,10 @@ with respect to the knots), on whole images instead of crops, with each image's 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from oracle_customisation import (  # noqa: E402
+from oracle_customisation import (  # the script's own folder is on sys.path
     add_fit_arguments,
     add_split_arguments,
     labelled_pass,
@@ -32,11 +29,11 @@ from oracle_customisation import (  # noqa: E402
 
 from cldyn.data.task_bank import load_task_bank  # noqa: E402
 from cldyn.inference.sources import image_source  # noqa: E402
+from cldyn.loop.losses import reward_penalty
 from cldyn.model.rsc import CLDyN  # noqa: E402
 from cldyn.model.tone import ToneConfig, ToneHead  # noqa: E402
 from cldyn.runtime import progress_bar  # noqa: E402
 from cldyn.tasks import load_task_for  # noqa: E402
-from cldyn.training.closed_loop import reward_penalty  # noqa: E402
 from cldyn.weights import load_vfn_or_shipped  # noqa: E402
 
 TASKS = ("detection", "segmentation", "saliency")
