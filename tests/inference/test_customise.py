@@ -49,14 +49,14 @@ def test_fuser_by_task_name_matches_the_command_line(pairs_dir, tmp_path):
     """Issue 17 item 8: ``Fuser(task="saliency")`` loads the shipped RSC and network, as ``fuse --task`` does."""
     ir, vis = pairs_dir / "ir" / "msrs_00004N_crop.png", pairs_dir / "vi" / "msrs_00004N_crop.png"
     fuser = Fuser(device="cpu", task="saliency")
-    assert fuser.task.task == "saliency" and len(fuser.cldyns) == 1
+    assert fuser.task.task == "saliency" and fuser.outputs == 1
     fuser.fuse_files(ir, vis, tmp_path / "api.png")
     assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "cli.png"), "--task", "saliency"]) == 0
     assert (tmp_path / "api.png").read_bytes() == (tmp_path / "cli.png").read_bytes()
     Fuser(device="cpu").fuse_files(ir, vis, tmp_path / "plain.png")
     assert (tmp_path / "plain.png").read_bytes() != (tmp_path / "api.png").read_bytes()
     # an adapter object with no RSC given: the shipped RSC; "none": plain fusion
-    assert len(Fuser(device="cpu", task=fuser.task).cldyns) == 1
+    assert Fuser(device="cpu", task=fuser.task).outputs == 1
     assert Fuser(device="cpu", task="none").task is None
 
 

@@ -7,7 +7,6 @@ to one channel (BT.601 luma).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from cldyn.data.io import (
     IMAGE_EXTENSIONS,
@@ -30,53 +28,23 @@ from cldyn.data.io import (
 )
 from cldyn.data.pairs import Pair
 from cldyn.errors import CldynError, InputError
-from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength, load_customisation
+from cldyn.inference.backends import (
+    CLDyNBackend,
+    FusionBackend,
+    RSCInput,
+    fuse_tensors,
+    make_backend,
+    prepare_for_inference,
+)
+from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength
 from cldyn.inference.memory import batch_that_fits, bytes_per_pair, tile_that_fits
-from cldyn.inference.onnx_backend import OnnxBackend
 from cldyn.inference.tiling import fuse_tiled
-from cldyn.model.color import luma_of, rgb_to_luma, with_colour_of
-from cldyn.model.rsc import RSC, CLDyN
-from cldyn.model.vfn import VFN, check_pair_tensors, fold_batchnorm
+from cldyn.model.color import rgb_to_luma
+from cldyn.model.vfn import VFN
 from cldyn.runtime import available_memory, progress_bar, resolve_device, torch_threads
-from cldyn.weights import load_pretrained_vfn, load_rsc_or_shipped
+from cldyn.tasks.base import TaskAdapter
 
 Bits = Literal["auto", 8, 16]
-
-
-def fuse_tensors(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor, grad: bool = False) -> torch.Tensor:
-    """Fuse infrared with a gray or colour visible image.
-
-    Args:
-        model: a VFN (or anything with its call signature ``model(ir, vis_y) -> fused_y``).
-        ir: ``(B, 1, H, W)`` in [0, 1].
-        vis: ``(B, 1, H, W)`` gray or ``(B, 3, H, W)`` RGB in [0, 1].
-        grad: keep the autograd graph (e.g. to back-propagate through the fusion); by default the fusion runs
-            under ``torch.inference_mode()`` and the result is a plain tensor (``.numpy()`` works).
-
-    Returns:
-        ``(B, C, H, W)`` with ``C`` the visible image's channel count: the fused luminance, recoloured with the
-        visible chroma when ``vis`` is RGB.
-
-    Example:
-        >>> net = VFN().eval()
-        >>> fuse_tensors(net, torch.rand(2, 1, 9, 7), torch.rand(2, 3, 9, 7)).shape
-        torch.Size([2, 3, 9, 7])
-    """
-    if vis.dim() != 4 or vis.shape[1] not in (1, 3):
-        raise ValueError(f"fuse_tensors: vis must be (B, 1, H, W) or (B, 3, H, W), got {tuple(vis.shape)}")
-    vis_y = luma_of(vis)
-    check_pair_tensors(ir, vis_y)
-    with contextlib.nullcontext() if grad else torch.inference_mode():
-        return with_colour_of(vis, model(ir, vis_y))
-
-
-def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
-    """Eval-mode copy with BatchNorm folded into the convs, on ``device``; channels-last memory on CPU (faster
-    for these narrow convs with oneDNN)."""
-    model = fold_batchnorm(model).to(device)
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    return model.requires_grad_(False)
 
 
 def output_bits(ir: Image, vis: Image, bits: Bits) -> int:
@@ -147,13 +115,6 @@ def _hwc(t: torch.Tensor) -> np.ndarray:
     return t[0].numpy() if t.shape[0] == 1 else t.permute(1, 2, 0).numpy()
 
 
-def _customisation(task, vfn: VFN, rsc: str | Path | None) -> tuple[object, RSC | None]:
-    """``(adapter, rsc)`` from a task name or adapter and an RSC path (``None``: the shipped ones)."""
-    if isinstance(task, str):
-        return load_customisation(task, vfn, rsc_weights=rsc)
-    return task, load_rsc_or_shipped(rsc, vfn)
-
-
 class Fuser:
     """Fuses files and folders with a VFN on CPU or GPU.
 
@@ -165,11 +126,17 @@ class Fuser:
         task: task-customised (CLDyN) fusion: a task name (``detection``, ``segmentation``, ``saliency``: the
             shipped network) or a :class:`~cldyn.tasks.base.TaskAdapter`; ``None`` or ``"none"`` fuses with the VFN
             alone.
-        rsc: for a task, the trained :class:`~cldyn.model.rsc.RSC` or the path of its checkpoint; ``None`` loads
-            the shipped RSC (it must fit ``model``). A list of RSCs (e.g. seeds or ablations) shares the base fusion
-            and the task features, and :meth:`fuse_pairs` then takes one output folder per RSC.
+        rsc: for a task, the trained :class:`~cldyn.model.rsc.RSC`, the path of its checkpoint or the name of a
+            shipped one (``visible``); ``None`` loads the shipped default (it must fit ``model``). A list of RSCs
+            (e.g. seeds or ablations) shares the base fusion and the task features, and :meth:`fuse_pairs` then
+            takes one output folder per RSC.
+        onnx: run this graph from ``cldyn export`` with onnxruntime instead (no ``task``: the graph holds it).
+        tile, overlap: fuse in ``tile``-pixel tiles that overlap by ``overlap`` (``None``: whole images, in
+            tiles only when an image does not fit in memory, with a note in :attr:`notes`).
         strength: for a task, from the VFN's image (0) to the full customisation (1)
             (:meth:`~cldyn.model.rsc.CLDyN.customised`).
+
+    What runs the network is :attr:`backend` (:mod:`cldyn.inference.backends`): the VFN, CLDyN or onnxruntime.
 
     Example:
         >>> fuser = Fuser(VFN(), device="cpu")
@@ -180,41 +147,30 @@ class Fuser:
     """
 
     def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
-                 workers: int = 2, task=None, rsc=None, onnx: str | Path | None = None, tile: int | None = None,
-                 overlap: int = 64, strength: float = DEFAULT_STRENGTH) -> None:
+                 workers: int = 2, task: str | TaskAdapter | None = None, rsc: RSCInput | None = None,
+                 onnx: str | Path | None = None, tile: int | None = None, overlap: int = 64,
+                 strength: float = DEFAULT_STRENGTH) -> None:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
         self.strength = check_strength(strength)
-        if onnx is not None and task is not None:
-            raise CldynError("--backend onnxruntime runs the exported graph, which already holds its task network "
-                             "(cldyn export --task T); drop --task")
-        # onnxruntime backend: the exported graph replaces the PyTorch model
-        self.onnx = None if onnx is None else OnnxBackend(onnx)
-        if model is None:
-            model = load_pretrained_vfn()
-        if isinstance(task, str) or (task is not None and not isinstance(rsc, (RSC, list, tuple))):
-            task, rsc = _customisation(task, model, rsc)
         self.device = resolve_device(device)
-        self.model = prepare_for_inference(model, self.device)
+        self.backend: FusionBackend = make_backend(model, self.device, task, rsc, onnx, self.strength)
+        if self.backend.outputs > 1 and tile:
+            raise CldynError("tiled fusion takes one RSC at a time")
         self.batch_size = batch_size
         self.workers = max(1, workers)
         self.tile, self.overlap = tile, overlap
         self.notes: list[str] = []  # what the fuser decided for the user, e.g. tiles for an image too large
-        # Task-customised fusion (CLDyN): base fusion -> task features -> compensated fusion.
-        self.task, self.cldyns = task, []
-        if task is not None:
-            if isinstance(rsc, (list, tuple)) and not rsc:
-                raise CldynError("task-customised fusion needs RSC weights; the list given is empty")
-            rscs = list(rsc) if isinstance(rsc, (list, tuple)) else [rsc]
-            if len(rscs) > 1 and tile:
-                raise CldynError("tiled fusion takes one RSC at a time")
-            self.cldyns = [CLDyN(self.model, r.to(self.device)).eval().requires_grad_(False) for r in rscs]
-            task.to(self.device).freeze()
+
+    @property
+    def task(self) -> TaskAdapter | None:
+        """The frozen task network of task-customised fusion, else ``None``."""
+        return self.backend.task if isinstance(self.backend, CLDyNBackend) else None
 
     @property
     def outputs(self) -> int:
         """Fused images per pair: one per RSC for task-customised fusion, else one."""
-        return max(1, len(self.cldyns))
+        return self.backend.outputs
 
     @torch.inference_mode()
     def fuse_batch(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
@@ -235,13 +191,14 @@ class Fuser:
         """A tile side that fits half the free memory when the whole image does not (with a note, once per size),
         else ``None``."""
         free = available_memory(self.device)
-        side = None if self.onnx is not None else tile_that_fits(size, batch, free, bool(self.cldyns))
+        customised = self.backend.customised
+        side = tile_that_fits(size, batch, free, customised) if self.backend.auto_tiles or self.outputs > 1 else None
         if side is None:
             return None
-        if len(self.cldyns) > 1:
+        if self.outputs > 1:
             raise CldynError(f"a {size[1]}x{size[0]} pair does not fit in memory and tiled fusion takes one RSC at "
                              "a time")
-        need = bytes_per_pair(size, bool(self.cldyns)) * batch
+        need = bytes_per_pair(size, customised) * batch
         note = (f"fused {size[1]}x{size[0]} pairs in {side}-pixel tiles: the whole image needs about "
                 f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free (--tile sets the size)")
         if note not in self.notes:
@@ -251,24 +208,16 @@ class Fuser:
     @torch.inference_mode()
     def fuse_batch_all(self, ir: torch.Tensor, vis: torch.Tensor) -> list[torch.Tensor]:
         """One fused batch per RSC (:attr:`outputs` of them; the base fusion and task features computed once)."""
-        if len(self.cldyns) <= 1:
+        if self.outputs == 1:
             return [self.fuse_batch(ir, vis)]
-        ir, vis = self._to_device(ir, vis)
-        base_y, reach = self.cldyns[0].base_luma_and_reach(ir, vis)
-        feats = self.cldyns[0].features_of_base(with_colour_of(vis, base_y), self.task)
-        return [m.customised(ir, vis, feats, base_y, reach, self.strength).float().cpu() for m in self.cldyns]
+        return self.backend.fuse_all(*self._to_device(ir, vis))
 
     def _to_device(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         return ir.to(self.device).contiguous(memory_format=fmt), vis.to(self.device).contiguous(memory_format=fmt)
 
     def _fuse_whole(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        ir, vis = self._to_device(ir, vis)
-        if self.cldyns:
-            return self.cldyns[0].fuse(ir, vis, self.task, strength=self.strength).float().cpu()
-        if self.onnx is not None:
-            return self.onnx.fuse(ir, vis, fuse_tensors)
-        return fuse_tensors(self.model, ir, vis).float().cpu()
+        return self.backend.fuse_all(*self._to_device(ir, vis))[0]
 
     def fuse_arrays(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """Fuse float arrays in [0, 1]: ``ir`` ``(H, W)`` (or RGB), ``vis`` ``(H, W)`` or ``(H, W, 3)``."""
@@ -286,12 +235,11 @@ class Fuser:
     def fuse_images_with_base(self, ir: Image, vis: Image) -> tuple[np.ndarray, np.ndarray]:
         """``(vfn, customised)``: the plain VFN fusion and the task-customised fusion of one pair, from one pass of
         the closed loop (its base fusion is the VFN result), each gray or RGB like ``vis``. Needs a task."""
-        if not self.cldyns:
+        if not isinstance(self.backend, CLDyNBackend):
             raise CldynError("fuse_images_with_base needs task-customised fusion (Fuser(task=...))")
         check_same_size(ir.path, ir.size, vis.path, vis.size)
         ir_t, vis_t = self._to_device(_chw(to_single_channel(ir))[None], _chw(vis.pixels)[None])
-        loop = self.cldyns[0]
-        base, fused = loop.fuse_with_base(ir_t, vis_t, self.task, strength=self.strength)
+        base, fused = self.backend.fuse_with_base(ir_t, vis_t)
         return _hwc(base[0].float().cpu()), _hwc(fused[0].float().cpu())
 
     def fuse_files(self, ir_path: str | Path, vis_path: str | Path, out_path: str | Path, bits: Bits = "auto",
@@ -309,10 +257,10 @@ class Fuser:
     def _memory_cap(self, size: tuple[int, int], batch_size: int, report: FuseReport) -> int:
         """``batch_size`` lowered (with a note in ``report``) to what half the free memory holds for ``size``."""
         free = available_memory(self.device)
-        cap = batch_that_fits(size, batch_size, free, bool(self.cldyns))
+        cap = batch_that_fits(size, batch_size, free, self.backend.customised)
         if cap == batch_size:
             return batch_size
-        per_pair = bytes_per_pair(size, bool(self.cldyns))
+        per_pair = bytes_per_pair(size, self.backend.customised)
         report.notes.append(f"batch size {self.batch_size} lowered to {cap} for {size[1]}x{size[0]} pairs: "
                             f"{free / 2**30:.1f} GiB free, about {per_pair / 2**20:.0f} MiB per pair")
         return cap

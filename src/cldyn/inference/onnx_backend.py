@@ -3,20 +3,22 @@ PyTorch model, the plain VFN (inputs ``ir``, ``vis_y``) or CLDyN with its task n
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from cldyn.errors import InputError
-from cldyn.model.color import with_colour_of
+from cldyn.model.color import luma_of, with_colour_of
 from cldyn.runtime import require_extra
 
 
 class OnnxBackend:
-    """An exported graph run by onnxruntime on the CPU; :meth:`fuse` takes and gives what the PyTorch path does
-    (``ir`` ``(B, 1, H, W)``, ``vis`` gray or RGB, fused image with the visible image's channels)."""
+    """An exported graph run by onnxruntime on the CPU; :meth:`fuse_all` takes and gives what the PyTorch backends
+    do (``ir`` ``(B, 1, H, W)``, ``vis`` gray or RGB, fused image with the visible image's channels)."""
+
+    # one output; not tiled automatically (the free memory of onnxruntime's arena is not known), --tile works
+    outputs, auto_tiles = 1, False
 
     def __init__(self, path: str | Path) -> None:
         require_extra("onnxruntime", "onnx", "--backend onnxruntime")
@@ -31,15 +33,13 @@ class OnnxBackend:
             raise InputError(path, f"inputs {names} are not those of a cldyn export (ir, vis_y) or (ir, vis)")
         self.customised = names[1] == "vis"  # CLDyN with its task network, from export --task T
 
-    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, plain: Callable[..., torch.Tensor]) -> torch.Tensor:
-        """The fused batch; ``plain(luma_fn, ir, vis)`` wraps a luminance function into colour fusion (the
-        :func:`~cldyn.inference.fuse.fuse_tensors` of the caller)."""
-        ir, vis = ir.cpu(), vis.cpu()
+    def fuse_all(self, ir: torch.Tensor, vis: torch.Tensor) -> list[torch.Tensor]:
+        ir, vis = ir.cpu().contiguous(), vis.cpu().contiguous()
         if not self.customised:
-            return plain(self.luma, ir, vis).float()
+            return [with_colour_of(vis, self.luma(ir, luma_of(vis))).float()]
         rgb = vis if vis.shape[1] == 3 else vis.expand(-1, 3, -1, -1)  # a gray visible image goes in as RGB
-        feeds = {"ir": ir.contiguous().numpy(), "vis": rgb.contiguous().numpy()}
-        return with_colour_of(vis, torch.from_numpy(self.session.run(None, feeds)[0])).float()
+        feeds = {"ir": ir.numpy(), "vis": rgb.contiguous().numpy()}
+        return [with_colour_of(vis, torch.from_numpy(self.session.run(None, feeds)[0])).float()]
 
     def luma(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         """The exported VFN; sides under 2 pixels are padded and cropped as the model does."""
