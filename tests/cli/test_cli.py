@@ -155,3 +155,16 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"cldyn {__version__}"
+
+
+def test_a_second_demo_replaces_its_own_outputs_and_a_foreign_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "demo"
+    for _ in range(2):  # the second run needs no --overwrite: the folder is the first demo's
+        assert main(["demo", "--out", str(out), "--quiet", "--no-tasks"]) == 0
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "side_by_side.png").write_bytes(b"a file of the user's")
+    capsys.readouterr()
+    assert main(["demo", "--out", str(foreign), "--quiet", "--no-tasks"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (foreign / "side_by_side.png").read_bytes() == b"a file of the user's"

@@ -191,3 +191,13 @@ def test_an_unwritable_output_format_is_refused_before_any_work(pairs_dir, tmp_p
         capsys.readouterr().err
     assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "out.jpg"), "--bits", "16"]) == 2
     assert "out.jpg: .jpg files hold 8-bit pixels, not 16" in capsys.readouterr().err
+
+
+def test_workers_means_processes_wherever_it_exists():
+    """``--workers`` once meant threads in ``fuse`` and processes in ``evaluate``; fuse's threads are --io-threads."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    having = {name: next(a for a in cmd._actions if "--workers" in a.option_strings)
+              for name, cmd in sub.choices.items() if "--workers" in cmd.format_help()}
+    assert set(having) == {"evaluate", "experiment", "report"}
+    assert all("processes" in a.help for a in having.values())
+    assert "--io-threads" in sub.choices["fuse"].format_help()

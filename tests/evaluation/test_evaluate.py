@@ -9,7 +9,7 @@ import pytest
 
 from cldyn.cli import main
 from cldyn.data.io import write_png
-from cldyn.evaluation.evaluate import evaluate_folders, fusion_metrics, read_gray
+from cldyn.evaluation.evaluate import Evaluation, evaluate_folders, fusion_metrics, read_gray
 from cldyn.evaluation.report import axis_range, detail_window
 
 
@@ -149,3 +149,40 @@ def test_repeated_fused_options(pairs_dir, fused_dir, tmp_path):
                "--quiet"])
     assert rc == 0
     assert set(json.loads((tmp_path / "e" / "metrics.json").read_text())) == {"A", "B"}
+
+
+def test_evaluate_without_out_writes_nothing_and_runs_again(pairs_dir, fused_dir, tmp_path, monkeypatch, capsys):
+    """Without --out the table is printed and nothing lands in the working folder, so a second run is no refusal."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = ["evaluate", "--ir", str(pairs_dir / "ir"), "--vis", str(pairs_dir / "vi"), "--baselines", "max",
+            "--metrics", "en,ssim", "--quiet"]
+    assert main(argv) == 0 and main(argv) == 0
+    assert "max" in capsys.readouterr().out and list(work.iterdir()) == []
+
+
+def test_report_reads_evaluates_metrics_instead_of_computing_them(pairs_dir, fused_dir, tmp_path, monkeypatch):
+    import cldyn.cli.evaluation as cli_evaluation
+
+    ev_dir = tmp_path / "ev"
+    args = ["--ir", str(pairs_dir / "ir"), "--vis", str(pairs_dir / "vi"), "--fused", str(fused_dir), "--names",
+            "copy", "--baselines", "average", "--metrics", "en,ssim,qabf", "--quiet"]
+    assert main(["evaluate", *args, "--out", str(ev_dir), "--report", str(tmp_path / "at_once.html")]) == 0
+    computed = Evaluation.read(ev_dir)
+    assert computed.methods == ["copy", "average"] and computed.metrics == ("en", "ssim", "qabf")
+
+    def no_scoring(*a, **k):
+        raise AssertionError("the metrics were computed again")
+
+    monkeypatch.setattr(cli_evaluation, "evaluate_folders", no_scoring)
+    out = tmp_path / "later.html"
+    assert main(["report", *args, "--scores", str(ev_dir), "--out", str(out), "--samples", "2"]) == 0
+    page = _Page()
+    page.feed(out.read_text())
+    assert sum(i.get("class") == "zoomable" for i in page.images) == 2 * 4  # IR, visible, copy, average
+    # the same table as the report written by evaluate --report from the metrics it had just computed
+    first = _Page()
+    first.feed((tmp_path / "at_once.html").read_text())
+    assert first.cells == page.cells
+    assert main(["report", "--scores", str(tmp_path / "nowhere"), *args[:4], "--out", str(out), "--overwrite"]) == 2

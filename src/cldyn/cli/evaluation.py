@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from cldyn.cli.common import add_run_args, key_values, named_runs, set_threads, task_map, write_json
 from cldyn.data.io import refuse_to_replace
-from cldyn.data.pairs import pair_folders
+from cldyn.data.pairs import discover_pairs, pair_folders
 from cldyn.errors import CldynError
 from cldyn.evaluation.bench import bench_fuse, bench_tile, demo_pair_tensors
 from cldyn.evaluation.bench_closed_loop import bench_customise, bench_rsc, bench_tasks
@@ -91,7 +92,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scored(args: argparse.Namespace, command: str, outputs: list[Path]
+def _scored(args: argparse.Namespace, command: str, outputs: list[Path], work: str | Path | None = None
             ) -> tuple[Evaluation, list[Path], list[str], list[str]]:
     """The fusion metrics of ``--fused`` folders, ``--vfn`` and ``--baselines``, with what was skipped printed a
     line each. ``outputs`` that exist are refused (without ``--overwrite``) after the usage checks, before the
@@ -113,7 +114,7 @@ def _scored(args: argparse.Namespace, command: str, outputs: list[Path]
         raise CldynError("--ir and --vis go together")
     refuse_to_replace(outputs, args.overwrite)
     if data:
-        ev = evaluate_split(data, None if args.split == "all" else args.split, args.out, fused, names, vfns,
+        ev = evaluate_split(data, None if args.split == "all" else args.split, work, fused, names, vfns,
                             args.convention, baselines, metrics, args.workers, progress=not args.quiet)
     else:
         ev = evaluate_folders(args.ir, args.vis, fused, names=names, convention=args.convention, baselines=baselines,
@@ -127,25 +128,50 @@ def _scored(args: argparse.Namespace, command: str, outputs: list[Path]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    ev, *_ = _scored(args, "evaluate", [*evaluation_outputs(args.out), *([Path(args.json)] if args.json else [])])
-    print(f"convention: {args.convention}")
-    print(ev.table())
-    files = ev.write(Path(args.out), overwrite=args.overwrite)
-    if args.json:
-        write_json(args.json, ev.to_json())
-        files.append(Path(args.json))
-    print("wrote " + ", ".join(str(f) for f in files))
+    outputs = [*(evaluation_outputs(args.out) if args.out else []), *([Path(args.json)] if args.json else []),
+               *([report_path(args.report)] if args.report else [])]
+    # --vfn fuses the pairs into OUT/fused, or without --out into a folder deleted at the end
+    with tempfile.TemporaryDirectory(prefix="cldyn-evaluate-") as scratch:
+        ev, fused, names, _ = _scored(args, "evaluate", outputs, args.out or scratch)
+        print(f"convention: {args.convention}")
+        print(ev.table())
+        files = ev.write(Path(args.out), overwrite=args.overwrite) if args.out else []
+        if args.json:
+            write_json(args.json, ev.to_json())
+            files.append(Path(args.json))
+        if args.report:  # from the metrics just computed
+            files.append(_render(args, ev, fused, names, args.report))
+    if files:
+        print("wrote " + ", ".join(str(f) for f in files))
     failed = sum(len(v) for v in ev.failures.values())
     if failed:
         _stderr(f"{failed} image(s) could not be scored (listed above)")
     return 1 if failed else 0
 
 
+def _render(args: argparse.Namespace, ev: Evaluation, fused: list[Path], names: list[str], out: str) -> Path:
+    """The HTML report of ``ev``, with sample pairs from the --ir/--vis folders (or --data's) and ``fused``."""
+    data = getattr(args, "data", None)
+    if data:
+        pairs, _ = discover_pairs([data], None if args.split == "all" else args.split)
+    else:
+        pairs, _ = pair_folders(args.ir, args.vis)
+    baselines = [b for b in (args.baselines or "").split(",") if b]
+    return render_report(ev, pairs, dict(zip(names, fused, strict=True)), baselines, out, samples=args.samples,
+                         convention=args.convention, overwrite=args.overwrite)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    ev, fused, names, baselines = _scored(args, "report", [report_path(args.out)])
-    pairs, _ = pair_folders(args.ir, args.vis)
-    out = render_report(ev, pairs, dict(zip(names, fused, strict=True)), baselines, args.out, samples=args.samples,
-                        convention=args.convention, overwrite=args.overwrite)
+    if args.scores:  # the metrics of an earlier cldyn evaluate --out DIR, not computed again
+        if not (args.ir and args.vis):
+            raise CldynError("--scores needs --ir DIR and --vis DIR (the pairs shown)")
+        refuse_to_replace([report_path(args.out)], args.overwrite)
+        ev = Evaluation.read(args.scores)
+        fused = [Path(d) for d in args.fused or []]
+        names = args.names or [d.name for d in fused]
+    else:
+        ev, fused, names, _ = _scored(args, "report", [report_path(args.out)])
+    out = _render(args, ev, fused, names, args.out)
     print(ev.table())
     print(f"wrote {out}")
     return 1 if any(ev.failures.values()) else 0
@@ -298,13 +324,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--vfn", nargs="*", action="extend", metavar="FILE",
                    help="with --data: fuse the pairs with the shipped VFN (no FILE) or these checkpoints, and score "
                         "them as methods vfn / vfn:<run>")
-    s.add_argument("--out", default="cldyn-evaluation", help="folder for metrics.csv/.json/.md and per_image.json")
+    s.add_argument("--out", help="write metrics.csv/.json/.md and per_image.json (and --vfn's fused images) into this "
+                                 "folder (default: the table is printed, nothing is written)")
     s.add_argument("--json", help="also write the summary JSON here")
+    s.add_argument("--report", metavar="HTML", help="also write the HTML report of these metrics (as cldyn report)")
+    s.add_argument("--samples", type=int, default=6, help="with --report: pairs shown side by side")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("report", help="self-contained HTML page: sample pairs side by side, metric table, charts")
     _add_scoring_args(s)
     s.add_argument("--samples", type=int, default=6, help="pairs shown side by side")
+    s.add_argument("--scores", metavar="DIR", help="the --out folder of a cldyn evaluate run: its metrics are shown, "
+                                                   "not computed again")
     s.add_argument("--out", default="cldyn-report.html", help="the HTML file (.html added when NAME has no extension)")
     s.set_defaults(func=cmd_report)
 

@@ -65,7 +65,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     bits = "auto" if args.bits == "auto" else int(args.bits)
     inputs = [Path(p) for p in args.inputs]
     single = len(inputs) == 2 and not args.ir and not any(p.is_dir() for p in inputs)
-    fuser = Fuser(vfn, device=args.device, batch_size=1 if single else args.batch_size, workers=args.workers,
+    fuser = Fuser(vfn, device=args.device, batch_size=1 if single else args.batch_size, io_threads=args.io_threads,
                   task=task, rsc=rsc, onnx=onnx, tile=args.tile, overlap=args.overlap, strength=args.strength)
     if single:
         written = fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)
@@ -156,7 +156,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the CPU 1 is usually fastest)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--threads", type=int, help="torch CPU threads")
-    s.add_argument("--workers", type=int, default=2, help="threads decoding/encoding images")
+    s.add_argument("--io-threads", type=int, default=2,
+                   help="threads that decode and encode images while the network runs")
     s.add_argument("--bits", choices=("auto", "8", "16"), default="auto",
                    help="output bit depth; auto = 16 when an input has more than 8 bits")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")

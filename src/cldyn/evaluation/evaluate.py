@@ -231,6 +231,25 @@ class Evaluation:
                 w.writerow([m, k, s["mean"], s["std"], s["n"], s["undefined"], M.DIRECTION[k]])
         return buf.getvalue()
 
+    @classmethod
+    def read(cls, out_dir: str | Path) -> Evaluation:
+        """The evaluation that :meth:`write` wrote into ``out_dir`` (its ``per_image.json``), without computing a
+        metric again; failures are not kept there, so it has none."""
+        path = Path(out_dir) / "per_image.json"
+        try:
+            per_image = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise InputError(path, "not found: give the --out folder of a cldyn evaluate run") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(path, f"not readable as JSON ({exc})") from None
+        if not isinstance(per_image, dict) or not all(isinstance(v, dict) for v in per_image.values()):
+            raise InputError(path, "is not the per-image metrics of cldyn evaluate (method -> image -> metrics)")
+        # the columns in the table's order, as metrics.json keeps it (undefined values: NaN, read back as NaN)
+        summary = Path(out_dir) / "metrics.json"
+        rows = json.loads(summary.read_text()) if summary.is_file() else {}
+        order = next(iter(rows.values()), None) or next((row for r in per_image.values() for row in r.values()), {})
+        return cls(list(per_image), per_image, metrics=tuple(k for k in order if k in METRIC_KEYS))
+
     def write(self, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
         """Write :data:`EVALUATION_FILES` into ``out_dir``; existing ones are replaced only with ``overwrite``."""
         out_dir = Path(out_dir)

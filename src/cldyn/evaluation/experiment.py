@@ -175,22 +175,22 @@ class Experiment:
         return folders
 
     def _vfn(self, **where: Any) -> dict[str, Path]:
-        dev, w = self.cfg.device, self.cfg.workers
-        return self.fuse({"vfn": {"vfn": self.vfn_id}}, lambda _: Fuser(self.vfn, device=dev, workers=w), **where)
+        dev = self.cfg.device
+        return self.fuse({"vfn": {"vfn": self.vfn_id}}, lambda _: Fuser(self.vfn, device=dev), **where)
 
     def _customised(self, adapter, task_id: str, runs: dict[str, tuple[Any, str]], **where: Any) -> dict[str, Path]:
         """Each RSC run of ``runs`` (method -> (rsc, sha)) customised for ``adapter``, fused in one pass."""
-        dev, w = self.cfg.device, self.cfg.workers
+        dev = self.cfg.device
         rscs = {m: r for m, (r, _) in runs.items()}
         return self.fuse({m: {"vfn": self.vfn_id, "rsc": rid, "task": task_id} for m, (_, rid) in runs.items()},
-                         lambda names: Fuser(self.vfn, device=dev, workers=w, task=adapter,
+                         lambda names: Fuser(self.vfn, device=dev, task=adapter,
                                              rsc=[rscs[m] for m in names]), **where)
 
     def fused_methods(self) -> dict[str, Path]:
         """Every fused folder the tables need: vfn, average, cldyn_<task>[_s<seed>], ablations, second detector."""
-        dev, w = self.cfg.device, self.cfg.workers
+        dev = self.cfg.device
         out = {**self._vfn(),
-               **self.fuse({"average": {"average": 1}}, lambda _: Fuser(_Average(), device=dev, workers=w))}
+               **self.fuse({"average": {"average": 1}}, lambda _: Fuser(_Average(), device=dev))}
         main = list(zip(self.rscs, self.rsc_ids, strict=True))
         for t, adapter in self.adapters.items():
             runs = seeded(f"cldyn_{t}", main)

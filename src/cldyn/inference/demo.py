@@ -134,13 +134,19 @@ def customisation_rows(pairs: list[Pair], device: str = "auto", tasks: tuple[str
     return rows, labels, titles
 
 
+# Left in a demo's output folder: a later demo replaces that folder's outputs without --overwrite (they are its own),
+# while files of the same names in any other folder are still refused.
+DEMO_MARKER = ".cldyn-demo"
+
+
 def run_demo(out_dir: str | Path = "cldyn-demo", device: str = "auto", overwrite: bool = False,
              progress: bool = True, tasks: tuple[str, ...] = DEMO_TASKS) -> tuple[Path, Path | None]:
     """Fuse the bundled pairs with the shipped VFN into ``out_dir/fused/`` and write ``out_dir/side_by_side.png``
     (columns IR | visible | fused, one row per pair, titled with the pair and its dataset); with ``tasks``, also
     ``out_dir/customised.png`` (:func:`customisation_rows`). Returns both paths (the second ``None`` without
-    tasks)."""
+    tasks). A folder that an earlier demo wrote is replaced without ``overwrite``."""
     out_dir = Path(out_dir)
+    overwrite = overwrite or (out_dir / DEMO_MARKER).is_file()
     sheet, custom_sheet = out_dir / "side_by_side.png", out_dir / "customised.png"
     refuse_to_replace([sheet, custom_sheet] if tasks else [sheet], overwrite)
     pairs = demo_pairs()
@@ -151,6 +157,7 @@ def run_demo(out_dir: str | Path = "cldyn-demo", device: str = "auto", overwrite
     rows = [[read_image(p.ir).pixels, read_image(p.vis).pixels, read_image(f).pixels]
             for p, f in zip(pairs, report.written, strict=True)]
     write_png(sheet, side_by_side(rows, ["infrared", "visible", "fused (VFN)"], titles=[pair_title(p) for p in pairs]))
+    (out_dir / DEMO_MARKER).write_text("written by cldyn demo: a later demo replaces these outputs\n")
     if not tasks:
         return sheet, None
     rows, labels, titles = customisation_rows(pairs, device, tasks, progress, vfn)

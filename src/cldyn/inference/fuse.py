@@ -122,7 +122,7 @@ class Fuser:
         model: a trained VFN; ``None`` loads the weights shipped in the package.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: pairs per forward pass (consecutive pairs of one size are batched together).
-        workers: threads that decode and encode images while the network runs.
+        io_threads: threads that decode and encode images while the network runs.
         task: task-customised (CLDyN) fusion: a task name (``detection``, ``segmentation``, ``saliency``: the
             shipped network) or a :class:`~cldyn.tasks.base.TaskAdapter`; ``None`` or ``"none"`` fuses with the VFN
             alone.
@@ -147,7 +147,7 @@ class Fuser:
     """
 
     def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
-                 workers: int = 2, task: str | TaskAdapter | None = None, rsc: RSCInput | None = None,
+                 io_threads: int = 2, task: str | TaskAdapter | None = None, rsc: RSCInput | None = None,
                  onnx: str | Path | None = None, tile: int | None = None, overlap: int = 64,
                  strength: float = DEFAULT_STRENGTH) -> None:
         if batch_size < 1:
@@ -158,7 +158,7 @@ class Fuser:
         if self.backend.outputs > 1 and tile:
             raise CldynError("tiled fusion takes one RSC at a time")
         self.batch_size = batch_size
-        self.workers = max(1, workers)
+        self.io_threads = max(1, io_threads)
         self.tile, self.overlap = tile, overlap
         self.notes: list[str] = []  # what the fuser decided for the user, e.g. tiles for an image too large
 
@@ -285,7 +285,7 @@ class Fuser:
         refuse_to_replace([t for ts in outputs for t in ts], overwrite)
         report = FuseReport()
         writes: list[tuple[Future, Path, Pair]] = []
-        with ThreadPoolExecutor(self.workers) as pool, \
+        with ThreadPoolExecutor(self.io_threads) as pool, \
                 progress_bar(total=len(pairs), disable=not progress, desc="fuse", unit="pair") as bar:
 
             def flush(batch: list[_Loaded]) -> None:
@@ -301,7 +301,7 @@ class Fuser:
             batch: list[_Loaded] = []
             size_cap = min(self.batch_size, max(1, len(pairs)))
             caps: dict[tuple[int, int, bool], int] = {}  # per image size: the batch that fits in memory
-            for item in _prefetch(_load, enumerate(pairs), pool, 2 * self.workers + min(size_cap, 256)):
+            for item in _prefetch(_load, enumerate(pairs), pool, 2 * self.io_threads + min(size_cap, 256)):
                 if item.error is not None:
                     report.errors.append(item.error)
                     bar.update(1)
