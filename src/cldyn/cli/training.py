@@ -201,8 +201,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the tone head's largest move of one knot, 8-bit grey levels")
     s.add_argument("--trainable", choices=("all", "tone"), default=r.rsc.trainable,
                    help="all: the RSC and bank train; tone: the tone head alone (the rest frozen as loaded)")
-    s.add_argument("--init", help="RSC weights to start from (fresh optimiser, step 0): a checkpoint, or 'shipped' to "
-                                  "continue the shipped RSC for your network (default: a fresh RSC)")
+    s.add_argument("--init", help="RSC weights to start from (fresh optimiser, step 0): a checkpoint, 'shipped' (the "
+                                  "default RSC) or a shipped RSC's name ('visible', for networks trained elsewhere), "
+                                  "to continue it for your network (default: a fresh RSC)")
     s.add_argument("--cache-batches", type=int, default=r.streams.cache_batches,
                    help="cycle each task's stream through its first N batches, computing their base fusion's task "
                         "features and loss once (0: a fresh crop every step)")

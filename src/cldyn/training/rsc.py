@@ -37,7 +37,7 @@ from cldyn.tasks.evaluation import PRIMARY_METRIC, evaluate_cldyn
 from cldyn.training.distributed import DistContext, convert_batchnorm, local_context
 from cldyn.training.loop import TrainingRun, average_parts, take_shard
 from cldyn.training.rsc_config import RSCModelConfig, RSCOptimConfig, TrainRSCConfig
-from cldyn.weights import load_pretrained_rsc, load_rsc, load_vfn_or_shipped, save_rsc
+from cldyn.weights import load_pretrained_rsc, load_rsc_or_shipped, load_vfn_or_shipped, save_rsc
 
 
 def frozen_fingerprint(vfn: torch.nn.Module, adapters: dict[str, TaskAdapter], cfg: TrainRSCConfig) -> str:
@@ -85,8 +85,8 @@ def build_rsc(cfg: RSCModelConfig, vfn: torch.nn.Module) -> RSC:
     rsc_cfg = cfg.rsc_config(vfn.cfg.width, vfn.num_stages - 1)
     if cfg.init == "shipped":
         rsc = load_pretrained_rsc(vfn)
-    else:
-        rsc = load_rsc(cfg.init, vfn=vfn) if cfg.init else RSC(rsc_cfg)
+    else:  # a checkpoint, or a shipped RSC by name (visible)
+        rsc = load_rsc_or_shipped(cfg.init, vfn) if cfg.init else RSC(rsc_cfg)
     if cfg.init:  # the ablation switch is the run's, whatever the starting weights were trained with
         rsc.cfg = replace(rsc.cfg, closed_loop=cfg.closed_loop)
         untoned = replace(rsc_cfg, tone=ToneConfig()).to_dict()

@@ -45,8 +45,9 @@ class RSCModelConfig:
         task_encoder: ``semantic`` or ``upstream`` (the public code's task pathway; ablation).
         closed_loop: ``False``: the task features are replaced by zeros (the ablation).
         tone_knots, tone_max_levels: the tone head (:mod:`cldyn.model.tone`), 0 knots: none (the paper's RSC).
-        init: weights to start from (a fresh optimiser at step 0): a checkpoint, or ``shipped`` (continue the
-            shipped RSC for another network, e.g. a user's own); ``None``: a fresh RSC.
+        init: weights to start from (a fresh optimiser at step 0): a checkpoint, ``shipped`` (the default shipped
+            RSC) or a shipped RSC's name (``visible``), to continue it for another network, e.g. a user's own;
+            ``None``: a fresh RSC.
         trainable: ``all`` (RSC and bank) or ``tone`` (the tone head alone, the rest frozen as loaded).
     """
 

@@ -333,3 +333,15 @@ def test_config_parts_round_trip_and_flat_records_of_earlier_runs_load():
 
     flat = flat_train_config(nested)  # what the readers of checkpoint records see
     assert flat["steps"] == 7 and flat["closed_loop"] is False and flat["data"] == {}
+
+
+def test_build_rsc_starts_from_a_shipped_rsc_by_name():
+    from cldyn.training.rsc import build_rsc
+    from cldyn.weights import load_pretrained_vfn, load_rsc_or_shipped
+
+    vfn = load_pretrained_vfn()
+    started = build_rsc(RSCModelConfig(init="visible"), vfn).state_dict()
+    shipped = load_rsc_or_shipped("visible", vfn).state_dict()
+    default = build_rsc(RSCModelConfig(init="shipped"), vfn).state_dict()
+    assert all(torch.equal(started[k], shipped[k]) for k in shipped)
+    assert any(not torch.equal(started[k], default[k]) for k in shipped)  # not the default RSC
