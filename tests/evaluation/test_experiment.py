@@ -21,7 +21,7 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, pairs_di
     args = ["experiment", "--data", str(labelled), "--split", "train", "--out", str(out), "--tasks",
             "saliency,segmentation", "--rsc-weights", rsc_file, rsc_file, "--ablation", f"no_penalty={rsc_file}",
             "--other-rsc", f"shipped={rsc_file}", "--unseen", str(pairs_dir),
-            "--gallery", "1", "--timing-repeats", "1", "--threads", "1", "--quiet"]
+            "--gallery", "1", "--timing-repeats", "1", "--timing-size", "96x128", "--threads", "1", "--quiet"]
     assert main(args) == 0
     for name in ("report.html", "results.md", "tasks.json", "tasks.md", "efficiency.json", "experiment.json",
                  "fusion/metrics.json", "fusion/metrics.md"):
@@ -41,6 +41,7 @@ def test_experiment_writes_tables_report_and_reuses_its_cache(labelled, pairs_di
     assert {"vfn", "cldyn_saliency_s0", "ir_only", "dwt"} <= set(fusion)
     assert fusion["cldyn_saliency_s0"]["en"] != fusion["vfn"]["en"]
     eff = json.loads((out / "efficiency.json").read_text())
+    assert eff["size"] == [96, 128] and "GFLOPs at 128×96" in (out / "results.md").read_text()
     assert eff["params"]["vfn_frozen"] == 46954 and eff["ms_per_pair"]["cldyn_saliency"] > 0
     page = (out / "report.html").read_text()
     assert "http://" not in page and "https://" not in page

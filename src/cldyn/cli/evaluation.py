@@ -85,7 +85,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                            task_weights=task_map(args.task_weights, tasks, "--task-weights"),
                            ablations=ablations, other_rscs=others, second_detector=args.second_detector,
                            unseen=args.unseen, limit=args.limit, gallery=args.gallery, workers=args.workers,
-                           device=args.device, timing_repeats=args.timing_repeats, inspect_pairs=args.inspect_pairs)
+                           device=args.device, timing_repeats=args.timing_repeats, inspect_pairs=args.inspect_pairs,
+                           timing_size=_size(args.timing_size))
     result = Experiment(cfg, log=print, progress=not args.quiet).run()
     print(f"{result['pairs']} pairs; {result['timings']['total_s']:.0f} s; wrote {cfg.out}/report.html, "
           f"{cfg.out}/results.md")
@@ -159,6 +160,14 @@ def _render(args: argparse.Namespace, ev: Evaluation, fused: list[Path], names: 
     baselines = [b for b in (args.baselines or "").split(",") if b]
     return render_report(ev, pairs, dict(zip(names, fused, strict=True)), baselines, out, samples=args.samples,
                          convention=args.convention, overwrite=args.overwrite)
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``"480x640"`` -> ``(480, 640)``, or a one-line error."""
+    h, sep, w = text.lower().partition("x")
+    if not (sep and h.isdigit() and w.isdigit() and int(h) >= 2 and int(w) >= 2):
+        raise CldynError(f"--timing-size expects HxW with sides of at least 2, e.g. 480x640, got {text!r}")
+    return int(h), int(w)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -308,6 +317,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--limit", type=int, help="only the first N pairs of the split")
     s.add_argument("--gallery", type=int, default=e.gallery, help="pairs in the gallery")
     s.add_argument("--workers", type=int, default=e.workers, help="processes for the fusion metrics")
+    s.add_argument("--timing-size", default="x".join(map(str, e.timing_size)), metavar="HxW",
+                   help="the random pair the efficiency figures are measured on (height x width)")
     s.add_argument("--timing-repeats", type=int, default=e.timing_repeats,
                    help="timed runs per efficiency figure (median)")
     s.add_argument("--inspect-pairs", type=int, default=e.inspect_pairs,

@@ -85,6 +85,7 @@ class ExperimentConfig:
     device: str = "cpu"
     timing_repeats: int = 3
     inspect_pairs: int = 6
+    timing_size: tuple[int, int] = (480, 640)  # height, width of the pair the efficiency figures are measured on
 
 
 class _Average(nn.Module):
@@ -327,10 +328,11 @@ class Experiment:
         return table
 
     def efficiency(self) -> dict[str, Any]:
-        """Parameters, GFLOPs at 640x480, CPU ms per pair (median of ``timing_repeats``, timed by
+        """Parameters, GFLOPs at ``timing_size`` (640x480), CPU ms per pair (median of ``timing_repeats``, timed by
         :func:`~cldyn.evaluation.bench_closed_loop.bench_customise`, as ``cldyn bench customise``) and peak memory."""
         torch.manual_seed(0)
-        ir, vis = torch.rand(1, 1, 480, 640), torch.rand(1, 3, 480, 640)
+        h, w = self.cfg.timing_size
+        ir, vis = torch.rand(1, 1, h, w), torch.rand(1, 3, h, w)
         vfn = prepare_for_inference(self.vfn, torch.device("cpu"))
 
         def gflops(fn: Callable[[], object]) -> float:
@@ -347,7 +349,7 @@ class Experiment:
                        **{f"task_{t}": sum(p.numel() for p in a.model.parameters()) for t, a in self.adapters.items()}},
             "gflops": {"vfn": gflops(lambda: fuse_tensors(vfn, ir, vis))},
             "ms_per_pair": {"vfn": timed["vfn_ms"]},
-            "size": [480, 640], "threads": torch.get_num_threads(),
+            "size": [h, w], "threads": torch.get_num_threads(),
         }
         model = CLDyN(vfn, self.rscs[0]).eval().requires_grad_(False)
         for t, a in self.adapters.items():

@@ -167,9 +167,9 @@ def efficiency_markdown(eff: dict[str, Any]) -> str:
     for k, v in eff["params"].items():
         lines.append(f"| parameters: {k} | {v:,} |")
     for k, v in eff["gflops"].items():
-        lines.append(f"| GFLOPs at 640×480: {k} | {v:.2f} |")
+        lines.append(f"| GFLOPs at {eff['size'][1]}×{eff['size'][0]}: {k} | {v:.2f} |")
     for k, v in eff["ms_per_pair"].items():
-        lines.append(f"| CPU ms per 640×480 pair ({eff['threads']} threads): {k} | {v:.1f} |")
+        lines.append(f"| CPU ms per {eff['size'][1]}×{eff['size'][0]} pair ({eff['threads']} threads): {k} | {v:.1f} |")
     lines.append(f"| peak resident memory of the experiment process | {eff['peak_rss_mb']:.0f} MB |")
     return "\n".join(lines)
 
