@@ -9,8 +9,8 @@ import numpy as np
 with open(sys.argv[1]) as f:
     result = json.load(f)
 METRIC = {"map50_95": "mAP@0.5:0.95", "miou": "mIoU", "max_f": "max F"}
-print("| network (metric) | labels | visible | infrared | average | max | VFN | SeAFusion | CLDyN (3 seeds) "
-      "| CLDyN, no loop |")
+print("| network (metric) | labels | visible | infrared | average | max | VFN | SeAFusion | CLDyN (seeds) "
+      "| CLDyN, no loop (seeds) |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for net in result["networks"]:
     for variant, src in net["sources"].items():
@@ -21,7 +21,8 @@ for net in result["networks"]:
         cells = [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in plain]
         c = f"{cl.mean():.3f} ± {cl.std():.3f}"
         cells.append(f"**{c}**" if cl.mean() == best else c)
-        cells.append(f"{nocl[0]:.3f}" if nocl else "")
+        cells.append("" if not nocl else f"{nocl[0]:.3f}" if len(nocl) == 1
+                     else f"{np.mean(nocl):.3f} ± {np.std(nocl):.3f}")
         label = {"default": "", "fusion": "fusion boxes", "visible": "visible boxes"}[variant]
         print(f"| {net['network']} ({METRIC[net['metric']]}) | {label} | " + " | ".join(cells) + " |")
 print()
