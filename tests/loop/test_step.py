@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from closed_loop_helpers import random_batch
 
 from cldyn.loop.cache import FrozenPassCache
 from cldyn.loop.losses import LossWeights, reward_penalty, specificity_hinge
@@ -13,22 +14,11 @@ from cldyn.loop.step import (
     features_of_base_luma,
     task_gradient,
 )
-from cldyn.model.rsc import CLDyN
-from cldyn.model.vfn import VFN
-from cldyn.tasks import create_task
 
 NO_FUSION = LossWeights(fusion_weight=0.0)  # the paper's loss: reward-penalty alone
 CHANGE = LossWeights(fusion_weight=0.0, change_weight=3.0)
 SPECIFIC = LossWeights(fusion_weight=0.0, specificity_weight=2.0, specificity_margin=0.05)
 ALWAYS_ON = LossWeights(fusion_weight=0.0, specificity_weight=2.0, specificity_margin=10.0)  # a margin that keeps it on
-
-
-def _setup():
-    torch.manual_seed(0)
-    vfn = VFN().eval()
-    adapters = {"saliency": create_task("saliency", {"stages": 2, "width": 8}).freeze(),
-                "segmentation": create_task("segmentation", {}).freeze()}
-    return vfn, adapters
 
 
 def test_reward_penalty():
@@ -39,10 +29,7 @@ def test_reward_penalty():
 
 
 def test_closed_loop_losses_at_init_have_no_penalty(pairs_dir):
-    vfn, adapters = _setup()
-    model = CLDyN(vfn)
-    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
-    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    model, adapters, ir, vis, mask = random_batch()
     total, parts = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, NO_FUSION)
     assert parts["loss"] == parts["base_loss"] and parts["penalty_active"] == 0.0  # CLDyN == VFN at init
     assert parts["penalty"] == 0.0 and parts["total"] == parts["loss"]
@@ -54,10 +41,8 @@ def test_fusion_term_is_the_vfn_loss_of_the_compensated_luminance():
     from cldyn.loop.fusion_loss import fusion_loss
     from cldyn.model.color import rgb_to_luma
 
-    vfn, adapters = _setup()
-    model = CLDyN(vfn)
-    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
-    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    model, adapters, ir, vis, mask = random_batch()
+    vfn = model.vfn
     plain, p0 = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, NO_FUSION)
     total, p1 = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, LossWeights(fusion_weight=0.5))
     y = rgb_to_luma(vis)
@@ -69,10 +54,8 @@ def test_fusion_term_is_the_vfn_loss_of_the_compensated_luminance():
 def test_change_term_is_the_mean_absolute_change_of_the_luminance():
     from cldyn.model.color import rgb_to_luma
 
-    vfn, adapters = _setup()
-    model = CLDyN(vfn)
-    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
-    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    model, adapters, ir, vis, mask = random_batch()
+    vfn = model.vfn
     _, fresh = closed_loop_losses(model, adapters["saliency"], ir, vis, mask, CHANGE)
     assert fresh["change"] == 0.0  # a fresh RSC is the VFN
     with torch.no_grad():  # a non-zero compensation
@@ -102,10 +85,8 @@ def test_specificity_hinge_hand_cases():
 def test_specificity_term_contrasts_with_another_task_networks_compensation():
     from cldyn.model.color import replace_luma, rgb_to_luma
 
-    vfn, adapters = _setup()
-    model = CLDyN(vfn)
-    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
-    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    model, adapters, ir, vis, mask = random_batch()
+    vfn = model.vfn
     y = rgb_to_luma(vis)
     other = features_of_base_luma(adapters["segmentation"], vis, vfn(ir, y))
     want_other = adapters["segmentation"].features(model.base(ir, vis))
@@ -146,8 +127,7 @@ def test_frozen_pass_cache_computes_once_when_enabled_and_every_time_when_not():
 def test_task_gradient_is_the_gradient_of_the_task_loss_and_reuses_the_kept_base_pass(monkeypatch):
     import cldyn.loop.step as step
 
-    vfn, adapters = _setup()
-    model = CLDyN(vfn)
+    model, adapters, _, _, _ = random_batch()
     with torch.no_grad():  # a non-zero compensation, so every block's parameters get a gradient
         for block in (*model.rsc.ir_blocks, *model.rsc.vis_blocks):
             block.out_conv.weight.normal_(0, 0.5)

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from closed_loop_helpers import small_networks
 
 from cldyn.model.rsc import CLDyN
-from cldyn.model.vfn import VFN
-from cldyn.tasks import create_task
 from cldyn.training.rsc import _score, train_rsc
 from cldyn.training.rsc_config import RSCModelConfig, RSCRunConfig, TrainRSCConfig
 from cldyn.weights import load_rsc
@@ -16,12 +15,7 @@ def config(**flat) -> TrainRSCConfig:
     return TrainRSCConfig.from_dict(flat)
 
 
-def _setup():
-    torch.manual_seed(0)
-    vfn = VFN().eval()
-    adapters = {"saliency": create_task("saliency", {"stages": 2, "width": 8}).freeze(),
-                "segmentation": create_task("segmentation", {}).freeze()}
-    return vfn, adapters
+_setup = small_networks
 
 
 def test_val_limit_zero_means_every_val_image():
