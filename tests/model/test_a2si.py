@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cldyn.model.a2si import A2SI, A2SIConfig, adaptive_avg_pool2d_traceable
+from cldyn.model.a2si import A2SI, A2SIConfig
 from cldyn.model.basis_bank import BankConfig, BasisVectorBank
+from cldyn.model.ops import adaptive_avg_pool2d_traceable
 from cldyn.model.reference import reference_compensate, reference_dynamic_conv, reference_vector_index
 from cldyn.model.task_encoder import conv3_mean
 

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from cldyn.model.vfn import VFN, VFNConfig, count_parameters, fold_batchnorm
+from cldyn.model.folding import fold_batchnorm
+from cldyn.model.ops import count_parameters
+from cldyn.model.vfn import VFN, VFNConfig
 from cldyn.weights import create_vfn, list_models
 
 

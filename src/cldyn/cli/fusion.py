@@ -15,7 +15,7 @@ from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength, load_cus
 from cldyn.inference.demo import DEMO_TASKS, demo_dir, run_demo
 from cldyn.inference.export import export_cldyn_onnx, export_vfn_onnx
 from cldyn.inference.fuse import Fuser
-from cldyn.model.vfn import count_parameters
+from cldyn.model.ops import count_parameters
 from cldyn.runtime import installed_extras
 from cldyn.version import __version__
 from cldyn.weights import (

@@ -28,7 +28,8 @@ from cldyn.data.io import read_image, to_single_channel, write_png
 from cldyn.inference.demo import demo_pairs
 from cldyn.inference.export import export_vfn_onnx
 from cldyn.inference.fuse import Fuser, fuse_tensors, prepare_for_inference
-from cldyn.model.vfn import VFN, fold_batchnorm
+from cldyn.model.folding import fold_batchnorm
+from cldyn.model.vfn import VFN
 from cldyn.weights import load_pretrained_vfn
 
 

@@ -26,20 +26,18 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from cldyn.data.io import atomic_write_bytes
 from cldyn.data.pairs import Pair, discover_pairs
 from cldyn.data.task_bank import load_task_bank
 from cldyn.errors import CldynError
 from cldyn.evaluation.baselines import BASELINES
-from cldyn.evaluation.bench import peak_rss_mb
-from cldyn.evaluation.bench_closed_loop import bench_customise
+from cldyn.evaluation.efficiency import measure_efficiency
 from cldyn.evaluation.evaluate import Evaluation, evaluate_folders
 from cldyn.evaluation.experiment_report import write_experiment_report
 from cldyn.evaluation.inspect_rsc import inspect_rsc, pair_tensors
 from cldyn.evaluation.tables import SECOND_DETECTOR_ROW, TASK_COLUMNS, ablation_row, customised_row, mean_std
-from cldyn.inference.fuse import Fuser, fuse_tensors, prepare_for_inference
+from cldyn.inference.fuse import Fuser
 from cldyn.inference.sources import image_source
 from cldyn.model.rsc import CLDyN
 from cldyn.tasks import load_pretrained_task, load_task
@@ -328,37 +326,9 @@ class Experiment:
         return table
 
     def efficiency(self) -> dict[str, Any]:
-        """Parameters, GFLOPs at ``timing_size`` (640x480), CPU ms per pair (median of ``timing_repeats``, timed by
-        :func:`~cldyn.evaluation.bench_closed_loop.bench_customise`, as ``cldyn bench customise``) and peak memory."""
-        torch.manual_seed(0)
-        h, w = self.cfg.timing_size
-        ir, vis = torch.rand(1, 1, h, w), torch.rand(1, 3, h, w)
-        vfn = prepare_for_inference(self.vfn, torch.device("cpu"))
-
-        def gflops(fn: Callable[[], object]) -> float:
-            counter = FlopCounterMode(display=False)
-            with torch.inference_mode(), counter:
-                fn()
-            return counter.get_total_flops() / 1e9
-
-        timed = bench_customise(self.vfn, self.rscs[0], self.adapters, ir, vis, self.cfg.timing_repeats,
-                                log=lambda _: None)
-        res: dict[str, Any] = {
-            "params": {"rsc_trainable": sum(p.numel() for p in self.rscs[0].parameters()),
-                       "vfn_frozen": sum(p.numel() for p in self.vfn.parameters()),
-                       **{f"task_{t}": sum(p.numel() for p in a.model.parameters()) for t, a in self.adapters.items()}},
-            "gflops": {"vfn": gflops(lambda: fuse_tensors(vfn, ir, vis))},
-            "ms_per_pair": {"vfn": timed["vfn_ms"]},
-            "size": [h, w], "threads": torch.get_num_threads(),
-        }
-        model = CLDyN(vfn, self.rscs[0]).eval().requires_grad_(False)
-        for t, a in self.adapters.items():
-            res["gflops"][f"cldyn_{t}"] = gflops(lambda a=a: model.fuse(ir, vis, a))
-            res["gflops"][f"task_{t}_features"] = gflops(lambda a=a: model.task_features(ir, vis, a))
-            res["ms_per_pair"][f"cldyn_{t}"] = timed["tasks"][t]["ms"]
-            res["ms_per_pair"][f"cldyn_{t}_without_task_network"] = timed["tasks"][t]["without_task_network_ms"]
-        res["peak_rss_mb"] = peak_rss_mb()
-        return res
+        """:func:`~cldyn.evaluation.efficiency.measure_efficiency` of the VFN and the first RSC run."""
+        return measure_efficiency(self.vfn, self.rscs[0], self.adapters, self.cfg.timing_size,
+                                  self.cfg.timing_repeats)
 
     def inspection(self) -> list[dict[str, Any]]:
         """:func:`~cldyn.evaluation.inspect_rsc.inspect_rsc` of each run's RSC with the task networks on the first

@@ -22,8 +22,9 @@ from cldyn.errors import CldynError
 from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength
 from cldyn.inference.onnx_backend import OnnxBackend
 from cldyn.model.color import luma_of, with_colour_of
+from cldyn.model.folding import fold_batchnorm
 from cldyn.model.rsc import RSC, CLDyN
-from cldyn.model.vfn import VFN, check_pair_tensors, fold_batchnorm
+from cldyn.model.vfn import VFN, check_pair_tensors
 from cldyn.tasks import load_task_for
 from cldyn.tasks.base import TaskAdapter
 from cldyn.weights import load_pretrained_vfn, load_rsc_or_shipped

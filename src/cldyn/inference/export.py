@@ -15,8 +15,9 @@ from torch import nn
 from cldyn.data.io import atomic_write_bytes
 from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength
 from cldyn.model.color import replace_luma, rgb_to_luma
+from cldyn.model.folding import fold_batchnorm
 from cldyn.model.rsc import CLDyN, at_strength
-from cldyn.model.vfn import VFN, fold_batchnorm
+from cldyn.model.vfn import VFN
 from cldyn.runtime import require_extra
 
 

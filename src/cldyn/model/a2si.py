@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldyn.model.basis_bank import KERNEL_TYPES, BankConfig, orthonormal_rows
+from cldyn.model.ops import adaptive_avg_pool2d, exporting, is_channels_last
 from cldyn.model.task_encoder import (
     TASK_ENCODERS,
     SemanticTaskEncoder,
@@ -78,37 +79,6 @@ class A2SIConfig:
             raise ValueError(f"selection must be 'trainable' or 'upstream', got {self.selection!r}")
         if self.task_encoder not in TASK_ENCODERS:
             raise ValueError(f"task_encoder must be one of {', '.join(TASK_ENCODERS)}, got {self.task_encoder!r}")
-
-
-def _exporting() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    """Whether ``(B, C, H, W)`` ``x`` is laid out channels-last (and not also plainly contiguous)."""
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-def adaptive_avg_pool2d_traceable(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``F.adaptive_avg_pool2d(x, size)`` from running sums, so that a traced graph keeps height and width dynamic
-    (ONNX has no adaptive pooling to a size other than 1). Bin ``i`` of ``n`` over ``L`` pixels is
-    ``[floor(i L / n), ceil((i + 1) L / n))``, as in PyTorch."""
-
-    def pool(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
-        length = t.shape[dim]
-        i = torch.arange(n, device=t.device)
-        start, end = (i * length) // n, ((i + 1) * length + n - 1) // n
-        c = torch.cat((torch.zeros_like(t.narrow(dim, 0, 1)), t.cumsum(dim)), dim)
-        shape = [1] * t.dim()
-        shape[dim] = n
-        return (c.index_select(dim, end) - c.index_select(dim, start)) / (end - start).to(t.dtype).view(shape)
-
-    return pool(pool(x, size[0], x.dim() - 2), size[1], x.dim() - 1)
-
-
-def adaptive_avg_pool2d(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``F.adaptive_avg_pool2d``, or :func:`adaptive_avg_pool2d_traceable` while traced for ONNX."""
-    return adaptive_avg_pool2d_traceable(x, size) if _exporting() else F.adaptive_avg_pool2d(x, size)
 
 
 def apply_film(y: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
@@ -220,7 +190,7 @@ class A2SI(nn.Module):
         else:
             type_emb, basis_emb, signature = self.task_encoder.embed(stats)
             film = self.task_encoder.modulation(stats, signature, image_features.shape[-2:],
-                                                channels_last=_channels_last(image_features))
+                                                channels_last=is_channels_last(image_features))
         q = self.type_query(torch.cat((type_emb, self.type_image(small)), 1)).view(b, f, -1)
         logits = F.normalize(q, dim=-1) @ F.normalize(self.prototypes, dim=-1).t()  # (B, F, S) cosine
         if self.training:
@@ -394,6 +364,6 @@ class A2SI(nn.Module):
         if stats.features.dim() < 2:
             raise ValueError(f"A2SI: task features must be (B, ...), got {tuple(stats.features.shape)}")
         sel = self.select(bank, stats, image_features, gumbel)
-        if _exporting():
+        if exporting():
             return self.compensate_static(image_features, sel)
         return self.compensate(image_features, sel)

@@ -109,3 +109,40 @@ def as_rgb(image: torch.Tensor) -> torch.Tensor:
     if image.dim() != 4 or image.shape[1] not in (1, 3):
         raise ValueError(f"expected (B, 1, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
     return image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
+
+
+def exporting() -> bool:
+    """Whether the code runs under ``torch.jit`` tracing or an ONNX export (then only traceable ops may run)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``(B, C, H, W)`` ``x`` is laid out channels-last (and not also plainly contiguous)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def adaptive_avg_pool2d_traceable(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` from running sums, so that a traced graph keeps height and width dynamic
+    (ONNX has no adaptive pooling to a size other than 1). Bin ``i`` of ``n`` over ``L`` pixels is
+    ``[floor(i L / n), ceil((i + 1) L / n))``, as in PyTorch."""
+
+    def pool(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+        length = t.shape[dim]
+        i = torch.arange(n, device=t.device)
+        start, end = (i * length) // n, ((i + 1) * length + n - 1) // n
+        c = torch.cat((torch.zeros_like(t.narrow(dim, 0, 1)), t.cumsum(dim)), dim)
+        shape = [1] * t.dim()
+        shape[dim] = n
+        return (c.index_select(dim, end) - c.index_select(dim, start)) / (end - start).to(t.dtype).view(shape)
+
+    return pool(pool(x, size[0], x.dim() - 2), size[1], x.dim() - 1)
+
+
+def adaptive_avg_pool2d(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d``, or :func:`adaptive_avg_pool2d_traceable` while traced for ONNX."""
+    return adaptive_avg_pool2d_traceable(x, size) if exporting() else F.adaptive_avg_pool2d(x, size)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters (learnable tensors only, BN buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cldyn.model.a2si import adaptive_avg_pool2d
+from cldyn.model.ops import adaptive_avg_pool2d
 from cldyn.model.task_encoder import TaskStatistics, as_statistics
 
 

@@ -8,14 +8,12 @@ compensation between stages (``stage_hook``).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cldyn.model.ops import sobel_kernels, sobel_l1_magnitude, unsharp
 
@@ -372,28 +370,4 @@ def check_pair_tensors(ir: torch.Tensor, vis_y: torch.Tensor) -> None:
         raise ValueError(f"VFN: ir {tuple(ir.shape)} and vis_y {tuple(vis_y.shape)} differ")
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Return an eval-mode copy of ``model`` with every ``Conv2d`` -> ``BatchNorm2d`` pair folded into the conv.
-
-    Folding is exact up to float rounding (inference uses the running statistics either way) and removes one
-    full pass over every feature map. The copy must not be trained.
-    """
-    folded = copy.deepcopy(model).eval()
-    for module in folded.modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        children = list(module.children())
-        for i in range(len(children) - 1):
-            conv, bn = children[i], children[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                module[i] = fuse_conv_bn_eval(conv, bn)
-                module[i + 1] = nn.Identity()
-    return folded
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (learnable tensors only, BN buffers excluded)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-__all__ = ["VFN", "VFNConfig", "count_parameters", "fold_batchnorm"]
+__all__ = ["VFN", "VFNConfig", "check_pair_tensors", "with_reach_head"]
