@@ -30,6 +30,7 @@ from oracle_customisation import (  # the script's own folder is on sys.path
     add_fit_arguments,
     add_split_arguments,
     labelled_pass,
+    network_for,
     write_customisations,
 )
 
@@ -41,7 +42,6 @@ from cldyn.model.rsc import CLDyN  # noqa: E402
 from cldyn.model.task_encoder import response_maps  # noqa: E402
 from cldyn.model.tone import tone_hats  # noqa: E402
 from cldyn.runtime import progress_bar  # noqa: E402
-from cldyn.tasks import load_task_for  # noqa: E402
 from cldyn.weights import load_vfn_or_shipped  # noqa: E402
 
 TASKS = ("detection", "segmentation", "saliency")
@@ -76,7 +76,7 @@ def collect(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for task in args.tasks.split(","):
-        adapter = load_task_for(task).freeze()
+        adapter = network_for(task, args.networks)
         bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, print)
         rows, oracle, names, keys = [], [], [], None
         for it in progress_bar(bank.items[:args.limit], desc=f"{args.split} {task}", unit="pair"):
@@ -88,7 +88,7 @@ def collect(args: argparse.Namespace) -> None:
             oracle.append(float(grad.abs().sum()) / 255.0)
             names.append(it.name)
         torch.save({"d": torch.stack(rows), "oracle": torch.tensor(oracle), "edits": keys, "names": names},
-                   out / f"{args.split}_{task}.pt")
+                   out / f"{Path(args.split).stem}_{task}.pt")
 
 
 def score(args: argparse.Namespace) -> None:
@@ -134,7 +134,7 @@ def write(args: argparse.Namespace) -> None:
 
     tasks = [t for t in args.tasks.split(",") if t in plan]  # the planned tasks, of those asked for
     write_customisations(CLDyN(load_vfn_or_shipped(None)).eval(), args.data, args.split, tasks, args.images,
-                         customise, args.limit, {"plan": plan})
+                         customise, args.limit, {"plan": plan}, args.networks)
 
 
 def main() -> None:

@@ -94,6 +94,8 @@ def add_split_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default="detection,segmentation,saliency")
     parser.add_argument("--limit", type=int, help="only the first N pairs")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--networks", default="", metavar="SUFFIX",
+                        help="the shipped networks TASK+SUFFIX (e.g. -visible: trained elsewhere); default: in-domain")
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,15 +125,21 @@ def labelled_pass(model: CLDyN, task: str, adapter, item, pseudo: bool = False):
     return ir, vis, base_y, feats.detach(), loss.detach(), torch.autograd.grad(loss, y)[0]
 
 
+def network_for(task: str, suffix: str = ""):
+    """The frozen network of ``task``: the shipped in-domain one, or (``suffix``, e.g. ``-visible``) the shipped
+    network ``task + suffix``."""
+    return load_task_for(task, f"{task}{suffix}" if suffix else None).freeze()
+
+
 def write_customisations(model: CLDyN, data: str, split: str, tasks, images: str | Path, customise,
-                         limit: int | None = None, notes: dict | None = None) -> dict[str, float]:
+                         limit: int | None = None, notes: dict | None = None, suffix: str = "") -> dict[str, float]:
     """For each task, ``customise(task, ir, vis, base_y, features) -> y`` applied to every pair of ``split`` (the VFN
     fusion ``base_y`` and the task network's features of it), written with the visible colour put back into
     ``images/task``; returns each task's mean |change| in grey levels, also written with ``notes`` (e.g. what made
     the customisations) to ``images/changes.json``."""
     record = {}
     for task in tasks:
-        adapter = load_task_for(task).freeze()
+        adapter = network_for(task, suffix)
         bank = load_task_bank(task, data, split, image_source("pair"), adapter.config, print)
         folder = Path(images) / task
         folder.mkdir(parents=True, exist_ok=True)
@@ -174,15 +182,18 @@ def main() -> None:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--networks", default="", metavar="SUFFIX",
+                    help="the shipped networks TASK+SUFFIX (e.g. -visible: trained elsewhere); default: in-domain")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model = CLDyN(load_vfn_or_shipped(None)).eval()  # only its base (VFN) fusion is used
     out = Path(args.out)
     record = {"budgets": args.budgets, "steps": args.steps, "keep": args.keep, "sign": args.sign,
-              "pseudo": args.pseudo, "tone": args.tone, "tone_fit": args.tone_fit, "tasks": {}}
+              "pseudo": args.pseudo, "networks": args.networks, "tone": args.tone, "tone_fit": args.tone_fit,
+              "tasks": {}}
     for task in args.tasks.split(","):
-        adapter = load_task_for(task).freeze()
+        adapter = network_for(task, args.networks)
         bank = load_task_bank(task, args.data, args.split, image_source("pair"), adapter.config, print)
         changes = {b: [] for b in args.budgets}
         fitted = None
