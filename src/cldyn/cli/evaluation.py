@@ -9,10 +9,18 @@ import tempfile
 from pathlib import Path
 
 from cldyn.cli.common import add_run_args, key_values, named_runs, set_threads, task_map, write_json
+from cldyn.data.align import AlignConfig
 from cldyn.data.io import refuse_to_replace
 from cldyn.data.pairs import discover_pairs, pair_folders
 from cldyn.errors import CldynError
 from cldyn.evaluation.bench import bench_fuse, bench_tile, demo_pair_tensors
+from cldyn.evaluation.bench_align import (
+    AlignBenchConfig,
+    align_report,
+    bench_align,
+    vfn_fusion_scorers,
+    write_bench_align,
+)
 from cldyn.evaluation.bench_closed_loop import bench_customise, bench_rsc, bench_tasks
 from cldyn.evaluation.compare import evaluate_split
 from cldyn.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate_folders, evaluation_outputs
@@ -23,6 +31,7 @@ from cldyn.evaluation.report import render_report, report_path
 from cldyn.evaluation.tasks import evaluate_task, format_comparison
 from cldyn.inference.customise import DEFAULT_STRENGTH
 from cldyn.model.rsc import CLDyN
+from cldyn.runtime import progress_bar
 from cldyn.tasks import load_task_for
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped, shipped_networks
 
@@ -186,8 +195,45 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 1 if any(ev.failures.values()) else 0
 
 
+def _align_sets(specs: list[str], limit: int | None) -> dict:
+    """``--set NAME=ROOT[:SPLIT][:WARPS]`` -> ``{NAME: (pairs, warps per pair)}``."""
+    sets = {}
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        if not sep or not name or not rest:
+            raise CldynError(f"--set {spec}: expected NAME=ROOT[:SPLIT][:WARPS], e.g. msrs=data/msrs:val:3")
+        root, _, tail = rest.partition(":")
+        split, _, warps = tail.partition(":")
+        if warps and not warps.isdigit():
+            raise CldynError(f"--set {spec}: WARPS must be a whole number, got {warps!r}")
+        pairs, problems = discover_pairs([root], split or None)
+        if not pairs:
+            raise CldynError(f"--set {spec}: no pairs found under {root}" + (f" ({problems[0]})" if problems else ""))
+        sets[name] = (pairs[:limit] if limit else pairs, int(warps or 1))
+    return sets
+
+
+def cmd_bench_align(args: argparse.Namespace) -> int:
+    if not args.set:
+        raise CldynError("bench align needs at least one --set NAME=ROOT[:SPLIT][:WARPS] of aligned pairs")
+    sets = _align_sets(args.set, args.limit)
+    scorers = (None, None) if args.no_fusion else vfn_fusion_scorers(load_vfn_or_shipped(args.weights))
+    total = sum(len(p) for p, _ in sets.values())
+    with progress_bar(total=total, desc="align", unit="pair", disable=args.quiet) as bar:
+        res = bench_align(sets, AlignBenchConfig(align=AlignConfig(model=args.model), seed=args.seed,
+                                                 unrelated=args.unrelated),
+                          *scorers, progress=lambda _m: bar.update(1))
+    for line in align_report(res):
+        print(line)
+    if args.json:
+        print(f"wrote {write_bench_align(res, args.json)} (every warp, for comparing runs)")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    if args.what == "align":
+        return cmd_bench_align(args)
     if args.what == "tasks":
         write_json(args.json, bench_tasks(batch=args.batch_size, size=args.size, repeats=min(args.repeats, 5)))
         return 0
@@ -351,11 +397,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("bench", help="speed benchmarks")
-    s.add_argument("what", choices=("fuse", "rsc", "tile", "tasks", "customise"),
+    s.add_argument("what", choices=("fuse", "rsc", "tile", "tasks", "customise", "align"),
                    help="fuse: ms per 640x480 pair against the FLOP floor; rsc: A2SI vectorised vs loop, one "
                         "closed-loop step, peak memory; tile: an 8000x6000 pair in tiles, peak memory; tasks: "
                         "forward+backward of each task network; customise: task-customised fusion of a 640x480 "
-                        "pair with and without the task network, against the VFN")
+                        "pair with and without the task network, against the VFN; align: registration of aligned "
+                        "pairs given random known warps (--set), and of unrelated pairs")
     s.add_argument("--batch-size", type=int, default=4, help="rsc: batch")
     s.add_argument("--size", type=int, default=320, help="rsc: image side")
     s.add_argument("--json", help="also write the results as JSON")
@@ -366,4 +413,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-compare", action="store_true", help="skip the plain eager model")
     s.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     s.add_argument("--device", default="cpu", help="rsc: cpu (default), cuda, cuda:N or auto")
+    s.add_argument("--set", action="append", metavar="NAME=ROOT[:SPLIT][:WARPS]",
+                   help="align: a dataset of aligned pairs and the random warps per pair (repeat for several)")
+    s.add_argument("--model", choices=("translation", "affine", "homography"), default="affine",
+                   help="align: the warp model")
+    s.add_argument("--seed", type=int, default=0, help="align: the seed of the random warps")
+    s.add_argument("--unrelated", type=int, default=50, help="align: unrelated pairs that must be refused")
+    s.add_argument("--limit", type=int, help="align: the first N pairs of each set")
+    s.add_argument("--no-fusion", action="store_true", help="align: skip the fusion quality and time")
+    s.add_argument("--quiet", action="store_true", help="align: no progress bar")
     s.set_defaults(func=cmd_bench)

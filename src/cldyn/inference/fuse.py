@@ -16,11 +16,13 @@ from typing import Literal
 import numpy as np
 import torch
 
+from cldyn.data.align import ALIGN_MODELS, AlignConfig, Alignment, align_images, warp_sidecar, write_warp
 from cldyn.data.io import (
     IMAGE_EXTENSIONS,
     Image,
     check_output_format,
     check_same_size,
+    read_image,
     read_pair,
     refuse_to_replace,
     to_single_channel,
@@ -78,6 +80,7 @@ class _Loaded:
     ir: Image | None = None
     vis: Image | None = None
     error: InputError | None = None
+    alignment: Alignment | None = None
 
     @property
     def key(self) -> tuple[int, int, bool]:
@@ -85,10 +88,25 @@ class _Loaded:
         return (*self.vis.size, self.vis.is_gray)
 
 
-def _load(index: int, pair: Pair) -> _Loaded:
+def read_aligned_pair(ir_path: str | Path, vis_path: str | Path, align: AlignConfig | None = None
+                      ) -> tuple[Image, Image, Alignment | None]:
+    """Both images of a pair: the same size (``align`` ``None`` or model ``none``), or the visible image registered
+    into the infrared frame (any sizes), with its :class:`Alignment`.
+
+    Raises:
+        InputError: an unreadable image, sizes that differ without alignment, or a pair that cannot be aligned.
+    """
+    if align is None or align.model == "none":
+        return (*read_pair(ir_path, vis_path), None)
+    ir = read_image(ir_path)
+    vis, result = align_images(ir, read_image(vis_path), align.model, align)
+    return ir, vis, result
+
+
+def _load(index: int, pair: Pair, align: AlignConfig | None = None) -> _Loaded:
     try:
-        ir, vis = read_pair(pair.ir, pair.vis)
-        return _Loaded(pair, index, ir, vis)
+        ir, vis, result = read_aligned_pair(pair.ir, pair.vis, align)
+        return _Loaded(pair, index, ir, vis, alignment=result)
     except InputError as exc:
         return _Loaded(pair, index, error=exc)
 
@@ -135,6 +153,10 @@ class Fuser:
             tiles only when an image does not fit in memory, with a note in :attr:`notes`).
         strength: for a task, from the VFN's image (0) to the full customisation (1)
             (:meth:`~cldyn.model.rsc.CLDyN.customised`).
+        align: register each visible image into its infrared frame first: ``none`` (the default: pairs must be
+            aligned and the same size), ``translation``, ``affine`` or ``homography`` (:mod:`cldyn.data.align`), or
+            an :class:`~cldyn.data.align.AlignConfig`. A pair that cannot be registered is an error, never fused.
+        save_warp: with ``align``, write each pair's warp and confidence beside its output (``NAME.warp.json``).
 
     What runs the network is :attr:`backend` (:mod:`cldyn.inference.backends`): the VFN, CLDyN or onnxruntime.
 
@@ -149,9 +171,15 @@ class Fuser:
     def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
                  io_threads: int = 2, task: str | TaskAdapter | None = None, rsc: RSCInput | None = None,
                  onnx: str | Path | None = None, tile: int | None = None, overlap: int = 64,
-                 strength: float = DEFAULT_STRENGTH) -> None:
+                 strength: float = DEFAULT_STRENGTH, align: str | AlignConfig = "none",
+                 save_warp: bool = False) -> None:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
+        if isinstance(align, str) and align not in ALIGN_MODELS:
+            raise CldynError(f"--align must be one of {', '.join(ALIGN_MODELS)}, got {align!r}")
+        self.align: AlignConfig | None = (align if isinstance(align, AlignConfig) else
+                                          None if align == "none" else AlignConfig(model=align))
+        self.save_warp = save_warp
         self.strength = check_strength(strength)
         self.device = resolve_device(device)
         self.backend: FusionBackend = make_backend(model, self.device, task, rsc, onnx, self.strength)
@@ -250,8 +278,10 @@ class Fuser:
             raise InputError(out_path, "is a folder; give a file name for a single pair")
         check_output_format(out_path, None if bits == "auto" else int(bits))
         refuse_to_replace([out_path], overwrite)
-        ir, vis = read_pair(ir_path, vis_path)
+        ir, vis, alignment = read_aligned_pair(ir_path, vis_path, self.align)
         write_image(out_path, self.fuse_images(ir, vis), output_bits(ir, vis, bits))
+        if alignment is not None and self.save_warp:
+            write_warp(warp_sidecar(out_path), alignment, ir_path, vis_path)
         return out_path
 
     def _memory_cap(self, size: tuple[int, int], batch_size: int, report: FuseReport) -> int:
@@ -296,12 +326,15 @@ class Fuser:
                         out = outputs[k][b.index]
                         fut = pool.submit(write_image, out, _hwc(f), output_bits(b.ir, b.vis, bits))
                         writes.append((fut, out, b.pair))
+                        if k == 0 and b.alignment is not None and self.save_warp:
+                            write_warp(warp_sidecar(out), b.alignment, b.pair.ir, b.pair.vis)
                 bar.update(len(batch))
 
             batch: list[_Loaded] = []
             size_cap = min(self.batch_size, max(1, len(pairs)))
             caps: dict[tuple[int, int, bool], int] = {}  # per image size: the batch that fits in memory
-            for item in _prefetch(_load, enumerate(pairs), pool, 2 * self.io_threads + min(size_cap, 256)):
+            jobs = ((i, p, self.align) for i, p in enumerate(pairs))
+            for item in _prefetch(_load, jobs, pool, 2 * self.io_threads + min(size_cap, 256)):
                 if item.error is not None:
                     report.errors.append(item.error)
                     bar.update(1)
@@ -324,4 +357,5 @@ class Fuser:
         return report
 
 
-__all__ = ["fuse_tensors", "Fuser", "FuseReport", "resolve_device", "prepare_for_inference", "torch_threads"]
+__all__ = ["fuse_tensors", "Fuser", "FuseReport", "read_aligned_pair", "resolve_device", "prepare_for_inference",
+           "torch_threads"]

@@ -1,0 +1,346 @@
+"""Registration of an infrared-visible pair that is not pixel-aligned: the visible image warped into the infrared frame.
+
+A coarse search gives the start: the two edge maps are overlaid by phase correlation (:func:`cv2.phaseCorrelate`)
+at a range of scales and small rotations of the visible image. The best starts are then refined coarse to fine by
+maximising the agreement of the two normalised gradient fields (:mod:`cldyn.data.registration`), which does not care
+whether an edge is brighter on the left in one camera and on the right in the other.
+
+The result says when it cannot be trusted: too little structure in either image, a warp outside the model's range,
+or a confidence below :attr:`AlignConfig.min_confidence`. The confidence is how sharply the agreement peaks at the
+found warp against every shift of it up to a tenth of the frame, in standard deviations: a registered pair has one
+clear peak there (typically 4-8), an unrelated pair or a wrong warp does not (under 4).
+
+Warps are 3x3 matrices that map infrared pixel coordinates ``(x, y, 1)`` to visible pixel coordinates (OpenCV's
+convention: pixel ``i`` has its centre at ``i``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cldyn.data.io import Image, atomic_write_bytes, luma, to_single_channel
+from cldyn.data.registration import (
+    Agreement,
+    edge_points,
+    peak_sharpness,
+    refine_level,
+    resized,
+    shift_search,
+    shift_surface,
+)
+from cldyn.errors import CldynError, InputError
+
+ALIGN_MODELS = ("none", "translation", "affine", "homography")
+
+
+class AlignmentError(CldynError):
+    """A pair that cannot be registered: the reason, and the confidence reached (``None`` before any search)."""
+
+    def __init__(self, reason: str, confidence: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.confidence = reason, confidence
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Settings of :func:`align`.
+
+    Attributes:
+        model: the warp: ``translation``, ``affine`` or ``homography`` (``none``: the identity, same sizes only).
+        work_side: the infrared image is registered at most this long on its longer side (warps are rescaled).
+        levels: pyramid levels of the coarse-to-fine refinement (each halves the size).
+        scales: the starting scales tried, relative to the ratio of the two images' sizes (the visible camera may
+            see a wider or narrower field than the infrared one).
+        angles: the starting rotations tried, in degrees.
+        starts: how many of the best starts are refined at the coarsest level.
+        iterations: L-BFGS iterations per level.
+        blur: Gaussian blur (pixels of each level) before the gradients.
+        max_points: at most this many infrared edge pixels per level.
+        min_confidence: the least confidence (peak sharpness, in standard deviations) of a registered pair.
+        min_structure: the least share of edge pixels in each image.
+    """
+
+    model: str = "affine"
+    work_side: int = 640
+    levels: int = 3
+    scales: tuple[float, ...] = tuple(float(s) for s in np.round(np.geomspace(0.6, 1.25, 17), 4))
+    angles: tuple[float, ...] = (-4.0, 0.0, 4.0)
+    starts: int = 3
+    iterations: int = 30
+    blur: float = 1.0
+    max_points: int = 20000
+    equalize: float = 0.0
+    min_confidence: float = 4.0
+    min_structure: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.model not in ALIGN_MODELS:
+            raise CldynError(f"unknown alignment model {self.model!r}; choose from {', '.join(ALIGN_MODELS)}")
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """A registered pair.
+
+    Attributes:
+        warp: ``(3, 3)`` infrared pixel -> visible pixel.
+        aligned: the visible image resampled into the infrared frame (the infrared image's size; what the visible
+            camera does not see is black).
+        confidence: how sharply the pair's edges meet at ``warp``, in standard deviations (typically 4-8 for a
+            registered pair; ``inf`` for ``none``).
+        model: the warp model used.
+    """
+
+    warp: np.ndarray
+    aligned: np.ndarray
+    confidence: float
+    model: str
+
+
+def edge_map(gray: np.ndarray) -> np.ndarray:
+    """Log-compressed gradient magnitude of a blurred luminance ``(H, W)`` in [0, 1], scaled to unit mean first:
+    what both cameras share, with the faint edges of a dark visible image kept in play beside strong infrared ones.
+
+    >>> e = edge_map(np.tile(np.r_[np.zeros(8), np.ones(8)], (16, 1)))
+    >>> bool(e[:, 7:9].min() > e[:, :4].max()), e.dtype
+    (True, dtype('float32'))
+    """
+    g = cv2.GaussianBlur(np.asarray(gray, np.float32), (0, 0), 1.0)
+    mag = cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3))
+    mean = float(mag.mean())
+    return np.log1p(4 * mag / mean) if mean > 0 else mag
+
+
+def structure(gray: np.ndarray) -> float:
+    """Share of pixels whose edge strength is over twice the image's mean (0 for a flat image)."""
+    return float((edge_map(gray) > np.log1p(8.0)).mean())
+
+
+def initial_warps(ir: np.ndarray, vis: np.ndarray, base_scale: float, scales: tuple[float, ...],
+                  angles: tuple[float, ...], keep: int, reach: float = 0.25) -> list[np.ndarray]:
+    """The ``keep`` best starting warps (infrared -> visible pixels of these images): for each angle (degrees) and
+    scale ``base_scale * s`` (visible pixels per infrared pixel), the visible image is rotated and scaled onto a
+    canvas centred on the infrared frame, ``reach`` of its size wider on each side, and every shift is scored at
+    once by the gradient fields' agreement (:func:`cldyn.data.registration.shift_search`)."""
+    h, w = ir.shape
+    py, px = round(reach * h), round(reach * w)
+    centre = ((vis.shape[1] - 1) / 2, (vis.shape[0] - 1) / 2)
+    found = []
+    for s in scales:
+        for angle in angles:
+            to_canvas = cv2.getRotationMatrix2D(centre, angle, 1 / (base_scale * s))
+            to_canvas[:, 2] += np.array([(w - 1) / 2 + px, (h - 1) / 2 + py]) - np.array(centre)
+            canvas = cv2.warpAffine(vis, to_canvas, (w + 2 * px, h + 2 * py), flags=cv2.INTER_AREA,
+                                    borderMode=cv2.BORDER_REPLICATE)
+            score, (dx, dy) = shift_search(ir, canvas, (py, px))
+            shift = np.array([[1, 0, dx + px], [0, 1, dy + py], [0, 0, 1]], np.float64)
+            found.append((score, np.linalg.inv(np.vstack([to_canvas, [0, 0, 1]])) @ shift))
+    found.sort(key=lambda r: -r[0])
+    return [m for _, m in found[:keep]]
+
+
+def check_range(warp: np.ndarray, ir_hw: tuple[int, int], vis_hw: tuple[int, int]) -> str | None:
+    """Why ``warp`` lies outside what two cameras of one rig give, or ``None``."""
+    h, w = ir_hw
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64).T
+    mapped = warp @ corners
+    if not np.all(np.isfinite(mapped)) or np.any(mapped[2] <= 1e-6):
+        return "the warp folds the infrared frame over itself"
+    xy = mapped[:2] / mapped[2]
+    area = 0.5 * abs(np.dot(xy[0], np.roll(xy[1], 1)) - np.dot(xy[1], np.roll(xy[0], 1)))
+    scale = np.sqrt(area / ((h - 1) * (w - 1)))
+    if not 0.1 < scale < 10:
+        return f"a scale of {scale:.2f} visible pixels per infrared pixel is beyond the model's range"
+    sides = np.linalg.norm(np.roll(xy, -1, axis=1) - xy, axis=0)
+    if sides.max() > 3 * sides.min() * max(w, h) / min(w, h):
+        return "the warp distorts the infrared frame beyond what two cameras of one rig give"
+    vh, vw = vis_hw
+    lo, hi = xy.min(1), xy.max(1)
+    covered = max(0.0, min(hi[0], vw) - max(lo[0], 0)) * max(0.0, min(hi[1], vh) - max(lo[1], 0))
+    if covered < 0.5 * (hi[0] - lo[0]) * (hi[1] - lo[1]):
+        return "the infrared frame falls mostly outside the visible image"
+    return None
+
+
+def _stages(model: str, coarsest: bool) -> tuple[str, ...]:
+    """The models refined in turn at a level: the coarsest starts simple (a shift, then an affine warp) so that a
+    rough start does not let the extra freedom run away."""
+    if not coarsest:
+        return (model,)
+    return {"translation": ("translation",), "affine": ("translation", "affine"),
+            "homography": ("translation", "affine")}[model]
+
+
+def _level(img: np.ndarray, f: float, blur: float) -> tuple[np.ndarray, np.ndarray]:
+    out, m = resized(img, f)
+    return (cv2.GaussianBlur(out, (0, 0), blur) if blur else out), m
+
+
+def registration_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float, blur: float,
+                            reach: float = 0.1) -> float:
+    """How sharply the pair's edges meet at ``warp`` and nowhere near it: the visible image is resampled into the
+    infrared frame (``f`` of its size, with ``reach`` of it more on each side), the gradient fields' agreement is
+    computed at every shift, and the peak at no shift is measured against the rest in standard deviations
+    (:func:`cldyn.data.registration.peak_sharpness`). Unrelated images agree about as well at every shift."""
+    ir_l, m_ir = _level(ir, f, blur)
+    vis_l, m_vis = _level(vis, f / float(np.sqrt(abs(np.linalg.det(warp[:2, :2])))), blur)
+    h, w = ir_l.shape
+    py, px = max(2, round(reach * h)), max(2, round(reach * w))
+    to_vis = m_vis @ warp @ np.linalg.inv(m_ir) @ np.array([[1, 0, -px], [0, 1, -py], [0, 0, 1]], np.float64)
+    canvas = cv2.warpPerspective(vis_l, to_vis, (w + 2 * px, h + 2 * py), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                 borderMode=cv2.BORDER_REPLICATE)
+    return peak_sharpness(shift_surface(ir_l, canvas, (py, px)), max(1, round(0.02 * max(h, w))))
+
+
+def estimate_warp(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig = AlignConfig()) -> tuple[np.ndarray, float]:
+    """``(warp, confidence)``: the 3x3 warp from infrared to visible pixels, and how sharply the pair's edges meet
+    there (:func:`registration_confidence`).
+
+    Args:
+        ir: infrared luminance ``(H, W)`` in [0, 1].
+        vis: visible luminance ``(h, w)`` in [0, 1], any size.
+
+    Raises:
+        AlignmentError: too little structure, a warp out of range, or a confidence below ``cfg.min_confidence``.
+    """
+    if cfg.model == "none":
+        if ir.shape != vis.shape[:2]:
+            raise AlignmentError(f"sizes differ ({ir.shape[1]}x{ir.shape[0]} and {vis.shape[1]}x{vis.shape[0]}); "
+                                 "choose an alignment model")
+        return np.eye(3), float("inf")
+    ir, vis = np.asarray(ir, np.float32), np.asarray(vis, np.float32)
+    if cfg.equalize:  # local contrast: the structure of a dark night image counts as much as a bright one's
+        clahe = cv2.createCLAHE(clipLimit=cfg.equalize, tileGridSize=(8, 8))
+        ir, vis = (clahe.apply(np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)).astype(np.float32) / 255
+                   for x in (ir, vis))
+    for name, img in (("infrared", ir), ("visible", vis)):
+        if (s := structure(img)) < cfg.min_structure:
+            raise AlignmentError(f"too little structure in the {name} image to register on ({100 * s:.1f}% edge "
+                                 "pixels)")
+    work = min(1.0, cfg.work_side / max(ir.shape))
+    base = float(np.sqrt(vis.size / ir.size))  # visible pixels per infrared pixel, were the fields of view equal
+    # no level under 80 pixels on the longer side: phase correlation needs some room
+    levels = max(1, min(cfg.levels, 1 + int(np.log2(max(1.0, work * max(ir.shape) / 80)))))
+    top = work / 2 ** (levels - 1)
+    # a shift keeps the scale of the sizes' ratio and no rotation
+    scales, angles = ((1.0,), (0.0,)) if cfg.model == "translation" else (cfg.scales, cfg.angles)
+    # the start: phase correlation at the coarsest level, the visible image at the infrared image's scale
+    ir_c, m_ir = resized(ir, top)
+    vis_c, m_vis = resized(vis, top / base)
+    blur = (lambda x: cv2.GaussianBlur(x, (0, 0), cfg.blur)) if cfg.blur else (lambda x: x)
+    starts = [np.linalg.inv(m_vis) @ w @ m_ir for w in initial_warps(
+        blur(ir_c), blur(vis_c), 1.0, scales, angles, cfg.starts)]
+    # and the rig's prior: the two frames centred on each other at the ratio of their sizes
+    centre = np.array([[base, 0, (vis.shape[1] - 1) / 2 - base * (ir.shape[1] - 1) / 2],
+                       [0, base, (vis.shape[0] - 1) / 2 - base * (ir.shape[0] - 1) / 2], [0, 0, 1]])
+    starts.append(centre)
+    best = (-1.0, np.eye(3), None)
+    for level in range(levels - 1, -1, -1):
+        f = work / 2 ** level
+        ir_l, m_ir = _level(ir, f, cfg.blur)
+        points = edge_points(ir_l, cfg.max_points)
+        if len(points.n_ir) < 20:
+            raise AlignmentError("too little structure in the infrared image to register on")
+        candidates = starts if level == levels - 1 else [best[1]]
+        results = []
+        for warp in candidates:
+            if check_range(warp, ir.shape, vis.shape) is not None:  # a start or a refinement that ran away
+                continue
+            scale = float(np.sqrt(abs(np.linalg.det(warp[:2, :2]))))  # visible pixels per infrared pixel, now
+            vis_l, m_vis = _level(vis, f / scale, cfg.blur)
+            lw = m_vis @ warp @ np.linalg.inv(m_ir)
+            for model in _stages(cfg.model, level == levels - 1):
+                agreement = Agreement(points, vis_l, lw, ir_l.shape, model)
+                lw, value = refine_level(agreement, cfg.iterations)
+            results.append((value, np.linalg.inv(m_vis) @ lw @ m_ir))
+        if not results:
+            raise AlignmentError("no warp within the model's range overlays the two images' edges")
+        best = max(results, key=lambda r: r[0])
+    warp = best[1]
+    confidence = registration_confidence(ir, vis, warp, work / 2 if levels > 1 else work, cfg.blur)
+    if problem := check_range(warp, ir.shape[:2], vis.shape[:2]):
+        raise AlignmentError(problem, confidence)
+    if confidence < cfg.min_confidence:
+        raise AlignmentError(f"no consistent alignment: confidence {confidence:.2f} is below "
+                             f"{cfg.min_confidence:.2f} (unrelated images, or too little shared structure)",
+                             confidence)
+    return warp, confidence
+
+
+def warp_to_infrared(vis: np.ndarray, warp: np.ndarray, ir_hw: tuple[int, int]) -> np.ndarray:
+    """The visible image (gray or RGB, any dtype) resampled into the infrared frame ``(H, W)``; pixels that the
+    visible camera does not see are black."""
+    h, w = ir_hw
+    return cv2.warpPerspective(vis, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def align(ir: np.ndarray, vis: np.ndarray, model: str = "affine", cfg: AlignConfig | None = None) -> Alignment:
+    """Register ``vis`` to ``ir`` and resample it into the infrared frame.
+
+    Args:
+        ir: infrared ``(H, W)`` (or RGB, reduced to its luminance) in [0, 1].
+        vis: visible ``(h, w)`` or ``(h, w, 3)`` in [0, 1]; it may differ in size and aspect ratio.
+        model: ``none``, ``translation``, ``affine`` or ``homography`` (overrides ``cfg.model``).
+
+    Raises:
+        AlignmentError: the pair cannot be registered (the message says why).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> scene = cv2.GaussianBlur(rng.random((120, 160)).astype(np.float32), (0, 0), 2)
+        >>> scene = (scene - scene.min()) / (scene.max() - scene.min())
+        >>> shifted = np.roll(scene, (3, 5), axis=(0, 1))
+        >>> a = align(scene, shifted, "translation")
+        >>> np.round(a.warp[:2, 2]).tolist(), a.aligned.shape
+        ([5.0, 3.0], (120, 160))
+    """
+    cfg = AlignConfig(model=model) if cfg is None else AlignConfig(**{**cfg.__dict__, "model": model})
+    ir_y, vis = luma(np.asarray(ir, np.float32)), np.asarray(vis, np.float32)
+    warp, confidence = estimate_warp(ir_y, luma(vis), cfg)
+    return Alignment(warp, warp_to_infrared(vis, warp, ir_y.shape), confidence, cfg.model)
+
+
+def align_images(ir: Image, vis: Image, model: str = "affine", cfg: AlignConfig | None = None
+                 ) -> tuple[Image, Alignment]:
+    """The visible image of a pair registered into the infrared frame, as an :class:`Image` (same bits and path).
+
+    Raises:
+        InputError: naming the visible file, when the pair cannot be registered (the reason, and the confidence).
+    """
+    try:
+        result = align(to_single_channel(ir), vis.pixels, model, cfg)
+    except AlignmentError as exc:
+        reached = "" if exc.confidence is None or "confidence" in exc.reason else \
+            f" (confidence {exc.confidence:.2f})"
+        raise InputError(vis.path, f"cannot be aligned to {ir.path.name}: {exc.reason}{reached}") from None
+    aligned = np.clip(result.aligned, 0.0, 1.0).astype(np.float32)
+    return Image(pixels=aligned, bits=vis.bits, path=vis.path), result
+
+
+def warp_sidecar(path: str | Path) -> Path:
+    """Where the warp of the output ``path`` is written: ``NAME.warp.json`` beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.warp.json")
+
+
+def write_warp(path: str | Path, result: Alignment, ir: str | Path, vis: str | Path) -> Path:
+    """The warp (infrared pixel -> visible pixel, 3x3), the model and the confidence of one pair, as JSON."""
+    confidence = result.confidence if np.isfinite(result.confidence) else None
+    record = {"infrared": str(ir), "visible": str(vis), "model": result.model, "confidence": confidence,
+              "warp": np.asarray(result.warp).tolist(),
+              "convention": "maps infrared pixel coordinates (x, y, 1) to visible pixel coordinates; pixel centres "
+                            "at integers (OpenCV)"}
+    path = Path(path)
+    atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode())
+    return path
+
+
+__all__ = ["ALIGN_MODELS", "AlignConfig", "Alignment", "AlignmentError", "align", "align_images", "check_range",
+           "edge_map", "estimate_warp", "initial_warps", "registration_confidence", "structure", "warp_sidecar",
+           "warp_to_infrared", "write_warp"]
