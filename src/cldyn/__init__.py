@@ -29,6 +29,11 @@ _API: dict[str, str] = {
     "load_customisation": "cldyn.inference.customise",
     "demo_pairs": "cldyn.inference.demo",
     "check_strength": "cldyn.inference.customise",
+    # registration of unaligned pairs
+    "align": "cldyn.data.align",
+    "AlignConfig": "cldyn.data.align",
+    "Alignment": "cldyn.data.align",
+    "AlignmentError": "cldyn.data.align",
     # models and weights
     "VFN": "cldyn.model.vfn",
     "VFNConfig": "cldyn.model.vfn",

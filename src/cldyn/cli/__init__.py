@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cldyn.cli import app, evaluation, fusion, training
+from cldyn.cli import align, app, evaluation, fusion, training
 from cldyn.errors import CldynError, OutputExistsError
 from cldyn.runtime import tune_malloc
 from cldyn.version import __version__
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"cldyn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for module in (fusion, training, evaluation, app):
+    for module in (fusion, align, training, evaluation, app):
         module.register(sub)
     summaries = {a.dest: a.help for a in sub._choices_actions}
     for name, command in sub.choices.items():  # every command's --help: a description, defaults, exit codes

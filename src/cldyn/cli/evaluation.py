@@ -8,19 +8,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cldyn.cli.align import bench_align_command
 from cldyn.cli.common import add_run_args, key_values, named_runs, set_threads, task_map, write_json
-from cldyn.data.align import AlignConfig
 from cldyn.data.io import refuse_to_replace
 from cldyn.data.pairs import discover_pairs, pair_folders
 from cldyn.errors import CldynError
 from cldyn.evaluation.bench import bench_fuse, bench_tile, demo_pair_tensors
-from cldyn.evaluation.bench_align import (
-    AlignBenchConfig,
-    align_report,
-    bench_align,
-    vfn_fusion_scorers,
-    write_bench_align,
-)
 from cldyn.evaluation.bench_closed_loop import bench_customise, bench_rsc, bench_tasks
 from cldyn.evaluation.compare import evaluate_split
 from cldyn.evaluation.evaluate import METRIC_KEYS, Evaluation, evaluate_folders, evaluation_outputs
@@ -31,7 +24,6 @@ from cldyn.evaluation.report import render_report, report_path
 from cldyn.evaluation.tasks import evaluate_task, format_comparison
 from cldyn.inference.customise import DEFAULT_STRENGTH
 from cldyn.model.rsc import CLDyN
-from cldyn.runtime import progress_bar
 from cldyn.tasks import load_task_for
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped, shipped_networks
 
@@ -195,45 +187,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 1 if any(ev.failures.values()) else 0
 
 
-def _align_sets(specs: list[str], limit: int | None) -> dict:
-    """``--set NAME=ROOT[:SPLIT][:WARPS]`` -> ``{NAME: (pairs, warps per pair)}``."""
-    sets = {}
-    for spec in specs:
-        name, sep, rest = spec.partition("=")
-        if not sep or not name or not rest:
-            raise CldynError(f"--set {spec}: expected NAME=ROOT[:SPLIT][:WARPS], e.g. msrs=data/msrs:val:3")
-        root, _, tail = rest.partition(":")
-        split, _, warps = tail.partition(":")
-        if warps and not warps.isdigit():
-            raise CldynError(f"--set {spec}: WARPS must be a whole number, got {warps!r}")
-        pairs, problems = discover_pairs([root], split or None)
-        if not pairs:
-            raise CldynError(f"--set {spec}: no pairs found under {root}" + (f" ({problems[0]})" if problems else ""))
-        sets[name] = (pairs[:limit] if limit else pairs, int(warps or 1))
-    return sets
-
-
-def cmd_bench_align(args: argparse.Namespace) -> int:
-    if not args.set:
-        raise CldynError("bench align needs at least one --set NAME=ROOT[:SPLIT][:WARPS] of aligned pairs")
-    sets = _align_sets(args.set, args.limit)
-    scorers = (None, None) if args.no_fusion else vfn_fusion_scorers(load_vfn_or_shipped(args.weights))
-    total = sum(len(p) for p, _ in sets.values())
-    with progress_bar(total=total, desc="align", unit="pair", disable=args.quiet) as bar:
-        res = bench_align(sets, AlignBenchConfig(align=AlignConfig(model=args.model), seed=args.seed,
-                                                 unrelated=args.unrelated),
-                          *scorers, progress=lambda _m: bar.update(1))
-    for line in align_report(res):
-        print(line)
-    if args.json:
-        print(f"wrote {write_bench_align(res, args.json)} (every warp, for comparing runs)")
-    return 0
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.what == "align":
-        return cmd_bench_align(args)
+        return bench_align_command(args)
     if args.what == "tasks":
         write_json(args.json, bench_tasks(batch=args.batch_size, size=args.size, repeats=min(args.repeats, 5)))
         return 0

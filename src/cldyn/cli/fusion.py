@@ -1,4 +1,4 @@
-"""Commands that fuse: ``info``, ``fuse``, ``align``, ``demo``, ``export``."""
+"""Commands that fuse: ``info``, ``fuse``, ``demo``, ``export``."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ from pathlib import Path
 import torch
 
 from cldyn.cli.common import set_threads
-from cldyn.data.align import ALIGN_MODELS, AlignConfig, warp_sidecar, write_warp
-from cldyn.data.io import check_output_format, refuse_to_replace, write_image
+from cldyn.data.align import ALIGN_MODELS
 from cldyn.data.pairs import pairs_from_inputs
 from cldyn.errors import CldynError
 from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength, load_customisation
 from cldyn.inference.demo import DEMO_TASKS, demo_dir, run_demo
 from cldyn.inference.export import export_cldyn_onnx, export_vfn_onnx
-from cldyn.inference.fuse import Fuser, read_aligned_pair
+from cldyn.inference.fuse import Fuser
 from cldyn.model.ops import count_parameters
 from cldyn.runtime import installed_extras
 from cldyn.version import __version__
@@ -88,22 +87,6 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         print(f"cldyn fuse: error: {err}", file=sys.stderr)
     print(f"{report.summary().split(' (first')[0]} -> {out_dir}")
     return 0 if report.ok else 1
-
-
-def cmd_align(args: argparse.Namespace) -> int:
-    set_threads(args.threads)
-    out = Path(args.output)
-    check_output_format(out)
-    sidecar = warp_sidecar(out)
-    refuse_to_replace([out, sidecar] if args.save_warp else [out], args.overwrite)
-    ir, vis, result = read_aligned_pair(args.ir, args.vis, AlignConfig(model=args.model))
-    assert result is not None  # the model is never none here
-    write_image(out, vis.pixels, vis.bits)
-    print(f"wrote {out} ({result.model}, confidence {result.confidence:.1f}; {ir.size[1]}x{ir.size[0]}, the "
-          "infrared frame)")
-    if args.save_warp:
-        print(f"wrote {write_warp(sidecar, result, args.ir, args.vis)}")
-    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -188,19 +171,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_fuse)
-
-    s = sub.add_parser("align", help="register a visible image into its infrared partner's frame",
-                       description="cldyn align IR VIS -o ALIGNED_VIS: the visible image warped into the infrared "
-                                   "frame (the infrared image's size); a pair that cannot be registered is an error "
-                                   "and nothing is written")
-    s.add_argument("ir", help="the infrared image")
-    s.add_argument("vis", help="the visible image (any size)")
-    s.add_argument("-o", "--output", required=True, help="the aligned visible image to write")
-    s.add_argument("--model", choices=ALIGN_MODELS[1:], default="affine", help="the warp (default: affine)")
-    s.add_argument("--save-warp", action="store_true", help="also write the warp and confidence (NAME.warp.json)")
-    s.add_argument("--threads", type=int, help="torch CPU threads")
-    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    s.set_defaults(func=cmd_align)
 
     s = sub.add_parser("demo", help="fuse the bundled sample pairs and write a side-by-side PNG, and one of the task "
                                     "customisations with each task's prediction")

@@ -74,6 +74,8 @@ class AlignConfig:
     iterations: int = 30
     blur: float = 1.0
     max_points: int = 20000
+    edge_share: float = 0.5
+    fine_edge_share: float = 2.0
     equalize: float = 0.0
     min_confidence: float = 4.0
     min_structure: float = 0.01
@@ -243,7 +245,8 @@ def estimate_warp(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig = AlignConfi
     for level in range(levels - 1, -1, -1):
         f = work / 2 ** level
         ir_l, m_ir = _level(ir, f, cfg.blur)
-        points = edge_points(ir_l, cfg.max_points)
+        share = cfg.fine_edge_share if level == 0 else cfg.edge_share
+        points = edge_points(ir_l, cfg.max_points, share)
         if len(points.n_ir) < 20:
             raise AlignmentError("too little structure in the infrared image to register on")
         candidates = starts if level == levels - 1 else [best[1]]
@@ -255,7 +258,7 @@ def estimate_warp(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig = AlignConfi
             vis_l, m_vis = _level(vis, f / scale, cfg.blur)
             lw = m_vis @ warp @ np.linalg.inv(m_ir)
             for model in _stages(cfg.model, level == levels - 1):
-                agreement = Agreement(points, vis_l, lw, ir_l.shape, model)
+                agreement = Agreement(points, vis_l, lw, ir_l.shape, model, share)
                 lw, value = refine_level(agreement, cfg.iterations)
             results.append((value, np.linalg.inv(m_vis) @ lw @ m_ir))
         if not results:
