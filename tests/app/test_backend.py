@@ -104,3 +104,26 @@ def test_strength_and_a_user_network_on_the_page(pairs_dir, tmp_path):
         run_pair(ir, vis, "person", cache, strength=2.0)
     with pytest.raises(CldynError, match="unknown network 'nobody'; choose one of none, detection"):
         run_pair(ir, vis, "nobody", cache)
+
+
+def test_align_first_registers_the_pair_and_shows_it_before_and_after(models):
+    from cldyn.data.io import encode_png
+    from cldyn.data.rig import random_warp, warped_visible
+    from cldyn.inference.demo import demo_dir
+
+    d = demo_dir()
+    ir = read_image(d / "ir" / "roadscene_FLIR_04514.jpg")
+    vis = read_image(d / "vi" / "roadscene_FLIR_04514.jpg")
+    true, canvas = random_warp(np.random.default_rng(0), ir.size)
+    moved = Upload("moved.png", encode_png(warped_visible(vis.pixels, true, canvas)))
+    r = run_pair(_up(d / "ir" / "roadscene_FLIR_04514.jpg"), moved, "none", models, align="affine")
+    assert r["alignment"]["model"] == "affine" and r["alignment"]["confidence"] >= 4
+    assert r["size"] == [ir.size[1], ir.size[0]] and "registration (affine)" in r["timings_ms"]
+    after = _decode(r["images"]["checkerboard after registration"])
+    assert after.shape[:2] == _decode(r["images"]["infrared"]).shape[:2]
+    assert "checkerboard before registration" in r["images"]
+    with pytest.raises(InputError, match="cannot be aligned"):
+        run_pair(_up(d / "ir" / "msrs_01506D.png"), _up(d / "vi" / "roadscene_FLIR_04514.jpg"), "none", models,
+                 align="affine")
+    with pytest.raises(CldynError, match="unknown alignment"):
+        run_pair(moved, moved, "none", models, align="elastic")

@@ -118,3 +118,17 @@ def test_own_weights_files(client, pairs_dir, tmp_path):
                     files={**files, "vfn_weights": ("bad.safetensors", b"garbage", "application/octet-stream")})
     err = r.json()["error"]
     assert r.status_code == 400 and "\n" not in err and err.startswith("bad.safetensors: ") and "/tmp" not in err
+
+
+def test_align_first_from_the_form(client):
+    from cldyn.inference.demo import demo_dir
+
+    d = demo_dir()
+    files = {"ir": ("ir.png", (d / "ir" / "msrs_01506D.png").read_bytes(), "image/png"),
+             "vis": ("vis.jpg", (d / "vi" / "roadscene_FLIR_04514.jpg").read_bytes(), "image/jpeg")}
+    r = client.post("/api/fuse", data={"task": "none", "align": "affine"}, files=files)
+    assert r.status_code == 400 and "vis.jpg: cannot be aligned to ir.png" in r.json()["error"]
+    files["vis"] = ("vis.png", (d / "vi" / "msrs_01506D.png").read_bytes(), "image/png")
+    r = client.post("/api/fuse", data={"task": "none", "align": "translation"}, files=files)
+    assert r.status_code == 200, r.text
+    assert r.json()["alignment"]["model"] == "translation" and "checkerboard after registration" in r.json()["images"]

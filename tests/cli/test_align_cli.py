@@ -8,7 +8,7 @@ import pytest
 
 from cldyn.cli import main
 from cldyn.data.io import read_image, write_image
-from cldyn.evaluation.bench_align import random_warp, warped_visible
+from cldyn.data.rig import random_warp, warped_visible
 from cldyn.inference.demo import demo_dir
 from cldyn.inference.fuse import Fuser
 

@@ -5,8 +5,8 @@ import pytest
 
 from cldyn.data.align import AlignConfig, AlignmentError, align, align_images, check_range, estimate_warp
 from cldyn.data.io import luma, read_image, to_single_channel
+from cldyn.data.rig import corner_error, random_warp, warped_visible
 from cldyn.errors import InputError
-from cldyn.evaluation.bench_align import corner_error, random_warp, warped_visible
 from cldyn.inference.demo import demo_dir
 
 

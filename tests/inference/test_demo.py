@@ -22,3 +22,14 @@ def test_pairs_are_named_with_their_dataset():
                                                      "roadscene_FLIR_04514 (RoadScene)"]
     assert dataset_of(Pair("x", Path("/d/M3FD_Fusion/ir/x.png"), Path("/d/M3FD_Fusion/vi/x.png"))) == "M3FD"
     assert dataset_of(Pair("x", Path("/d/mine/ir/x.png"), Path("/d/mine/vi/x.png"))) == "mine"
+
+
+def test_alignment_rows_register_a_redrawn_pair_and_refuse_a_dark_one():
+    from cldyn.inference.demo import alignment_rows
+
+    pairs = {p.name: p for p in demo_pairs()}
+    rows, labels, titles = alignment_rows([pairs["roadscene_FLIR_04514"], pairs["msrs_00854N"]], "affine")
+    assert labels == ["before registration", "after registration", "fused (VFN)"]
+    assert "affine, confidence" in titles[0] and rows[0][2].max() > 0
+    assert "refused" in titles[1] and rows[1][2].max() == 0  # a night pair with a dark visible image: no fusion
+    assert all(panel.shape == rows[0][0].shape for panel in rows[0])

@@ -177,3 +177,16 @@ def test_a_tone_head_starts_as_the_identity_follows_the_task_and_not_in_the_abla
     old = RSCConfig().to_dict()
     del old["tone"]  # weights saved before the tone head existed
     assert RSCConfig.from_dict(old).tone.knots == 0 and RSC(RSCConfig.from_dict(old)).tone is None
+
+
+def test_at_strength_limits_each_images_mean_change_by_hand():
+    from cldyn.model.rsc import at_strength
+
+    base = torch.zeros(2, 1, 2, 2)
+    full = torch.stack([torch.full((1, 2, 2), 4 / 255), torch.tensor([[[12, 0], [0, 0]]]) / 255])  # means 4 and 3
+    out = at_strength(base, full, 0.5, max_change=2.0) * 255  # limit: 0.5 * 2 = 1 level on average
+    assert torch.allclose(out[0], torch.full((1, 2, 2), 1.0))  # mean 4 * (2 / 4) * 0.5 = 1
+    assert torch.allclose(out[1], torch.tensor([[[4.0, 0], [0, 0]]]))  # mean 3 * (2 / 3) * 0.5 = 1
+    assert torch.equal(at_strength(base, full, 0.0, max_change=2.0), base)  # strength 0: the VFN's own, bit for bit
+    small = at_strength(base, full / 10, 1.0, max_change=2.0) * 255  # means 0.4 and 0.3: under the limit, unchanged
+    assert torch.allclose(small, full * 255 / 10)

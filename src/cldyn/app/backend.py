@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cldyn.data.align import ALIGN_MODELS, AlignConfig, align_images, checkerboard
 from cldyn.data.io import Image, check_same_size, encode_png, luma, read_image, three_channels, to_single_channel
 from cldyn.errors import CldynError, InputError
 from cldyn.evaluation.evaluate import fusion_metrics, gray_of_array
@@ -172,7 +173,8 @@ def _scores(fused: np.ndarray, ir: np.ndarray, vis: np.ndarray, keys: tuple[str,
 
 
 def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCache,
-             weights: dict[str, Upload] | None = None, strength: float = DEFAULT_STRENGTH) -> dict[str, Any]:
+             weights: dict[str, Upload] | None = None, strength: float = DEFAULT_STRENGTH,
+             align: str = "none") -> dict[str, Any]:
     """Everything the page shows for one pair: images (data URIs), per-image metrics of VFN and CLDyN, the
     prediction of the task network drawn on both, their difference, the full-size fused PNGs and the time of each
     step.
@@ -183,6 +185,9 @@ def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCach
             of the config (:meth:`AppConfig.choices`).
         weights: optional user files ``vfn``, ``task``, ``rsc`` (default: the shipped ones).
         strength: how far the customisation goes, from the VFN's image (0) to the full customisation (1).
+        align: register the visible image into the infrared frame first (``translation``, ``affine``,
+            ``homography``; the images may then differ in size) and show a checkerboard of the pair before and after;
+            ``none``: the pair must be aligned.
 
     Raises:
         CldynError: a one-line problem with the input (the page shows it as the CLI would).
@@ -190,7 +195,10 @@ def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCach
     if task not in models.cfg.choices():
         raise CldynError(f"unknown network {task!r}; choose one of {', '.join(models.cfg.choices())}")
     strength = check_strength(strength)
+    if align not in ALIGN_MODELS:
+        raise CldynError(f"unknown alignment {align!r}; choose one of {', '.join(ALIGN_MODELS)}")
     clock = _Clock({})
+    alignment, boards = None, {}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cldyn-serve-") as tmp:  # uploads live here and nowhere else
         folder = Path(tmp)
@@ -198,7 +206,17 @@ def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCach
         (folder / "vi").mkdir()
         ir = decode_upload(ir_upload, models.cfg, folder / "ir")
         vis = decode_upload(vis_upload, models.cfg, folder / "vi")
-        check_same_size(ir.path, ir.pixels.shape[:2], vis.path, vis.pixels.shape[:2])
+        if align == "none":
+            check_same_size(ir.path, ir.pixels.shape[:2], vis.path, vis.pixels.shape[:2])
+        else:
+            before = vis
+            with models.lock:
+                vis, result = clock.run(f"registration ({align})", lambda: align_images(ir, before, align,
+                                                                                        AlignConfig(model=align)))
+            alignment = {"model": result.model, "confidence": round(result.confidence, 2),
+                         "warp": np.round(result.warp, 6).tolist()}
+            boards = {"checkerboard before registration": checkerboard(to_single_channel(ir), before.pixels),
+                      "checkerboard after registration": checkerboard(to_single_channel(ir), vis.pixels)}
         paths: dict[str, Path | None] = {"vfn": None, "task": None, "rsc": None}
         for kind, upload in (weights or {}).items():
             check_size(upload, models.cfg)
@@ -224,7 +242,8 @@ def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCach
                                                                                 models.cfg.metrics))
                    for m in ("vfn", "cldyn") if m in results}
     bits = output_bits(ir, vis, "auto")
-    images = {"infrared": _uri(ir_l), "visible": _uri(vis.pixels), "vfn": _uri(vfn_out)}
+    images = {"infrared": _uri(ir_l), "visible": _uri(vis.pixels), **{k: _uri(b) for k, b in boards.items()},
+              "vfn": _uri(vfn_out)}
     downloads = {"vfn": _png_uri(vfn_out, bits)}
     difference = None
     if "cldyn" in results:
@@ -240,6 +259,7 @@ def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCach
     return {"task": task, "strength": strength if "cldyn" in results else None, "size": [w, h], "bits": bits,
             "images": images, "metrics": metrics,
             "difference_max_levels": difference, "downloads": downloads, "timings_ms": clock.steps,
+            "alignment": alignment,
             "names": {"infrared": ir_upload.name, "visible": vis_upload.name}}
 
 

@@ -64,7 +64,7 @@ def create_app(cfg: AppConfig | None = None) -> FastAPI:
 
     @app.post("/api/fuse")
     async def fuse(task: Annotated[str, Form()] = "none", demo: Annotated[str, Form()] = "",
-                   strength: Annotated[float, Form()] = DEFAULT_STRENGTH,
+                   strength: Annotated[float, Form()] = DEFAULT_STRENGTH, align: Annotated[str, Form()] = "none",
                    ir: OptionalFile = None, vis: OptionalFile = None, vfn_weights: OptionalFile = None,
                    task_weights: OptionalFile = None, rsc_weights: OptionalFile = None):
         try:
@@ -81,7 +81,7 @@ def create_app(cfg: AppConfig | None = None) -> FastAPI:
             given = {"vfn": vfn_weights, "task": task_weights, "rsc": rsc_weights}
             weights = {k: u for k, f in given.items() if (u := await _read(f, cfg)) is not None}
             # The compute is synchronous: run it in the thread pool so the server keeps answering meanwhile.
-            return await run_in_threadpool(run_pair, ir_up, vis_up, task, models, weights, strength)
+            return await run_in_threadpool(run_pair, ir_up, vis_up, task, models, weights, strength, align)
         except CldynError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 

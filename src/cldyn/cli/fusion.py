@@ -92,8 +92,11 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     sheet, custom = run_demo(args.out, device=args.device, overwrite=args.overwrite, progress=not args.quiet,
-                             tasks=() if args.no_tasks else DEMO_TASKS)
+                             tasks=() if args.no_tasks else DEMO_TASKS, align=args.align)
     print(f"side-by-side (IR | visible | fused): {sheet}")
+    if args.align != "none":
+        print(f"registration of each pair's visible image, redrawn by a simulated second camera (before | after | "
+              f"fused): {Path(args.out) / 'aligned.png'}")
     if custom is not None:
         print(f"task customisations (VFN | for detection | for segmentation | for saliency): {custom}")
     return 0
@@ -176,6 +179,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "customisations with each task's prediction")
     s.add_argument("--out", default="cldyn-demo", help="output folder")
     s.add_argument("--no-tasks", action="store_true", help="VFN fusion only (no customised.png)")
+    s.add_argument("--align", choices=ALIGN_MODELS, default="none",
+                   help="also register each pair's visible image, redrawn as a second camera of the rig would see "
+                        "it, and write aligned.png (before | after | fused)")
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int)
     s.add_argument("--overwrite", action="store_true")

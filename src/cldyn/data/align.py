@@ -326,6 +326,29 @@ def align_images(ir: Image, vis: Image, model: str = "affine", cfg: AlignConfig 
     return Image(pixels=aligned, bits=vis.bits, path=vis.path), result
 
 
+def checkerboard(ir: np.ndarray, vis: np.ndarray, squares: int = 8) -> np.ndarray:
+    """``(H, W, 3)``: squares of the infrared and the visible image in turn, ``squares`` across the wider side, so
+    that edges running from one square into the next show how well the pair is registered. A visible image of
+    another size is stretched to the infrared frame (the pair as it would be fused without registration).
+
+    >>> board = checkerboard(np.zeros((4, 4)), np.ones((4, 4)), squares=2)
+    >>> board[..., 0].astype(int).tolist()
+    [[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]]
+    """
+    h, w = ir.shape[:2]
+    a = np.repeat(np.asarray(luma(ir), np.float32)[..., None], 3, axis=2) if np.ndim(ir) == 2 or ir.shape[2] == 1 \
+        else np.asarray(ir, np.float32)
+    v = np.asarray(vis, np.float32)
+    if v.shape[:2] != (h, w):
+        v = cv2.resize(v, (w, h), interpolation=cv2.INTER_AREA)
+    if v.ndim == 2:
+        v = np.repeat(v[..., None], 3, axis=2)
+    side = max(1, int(np.ceil(max(h, w) / squares)))
+    ys, xs = np.mgrid[:h, :w]
+    take_vis = ((ys // side + xs // side) % 2 == 1)[..., None]
+    return np.where(take_vis, v, a)
+
+
 def warp_sidecar(path: str | Path) -> Path:
     """Where the warp of the output ``path`` is written: ``NAME.warp.json`` beside it."""
     path = Path(path)
@@ -345,5 +368,6 @@ def write_warp(path: str | Path, result: Alignment, ir: str | Path, vis: str | P
 
 
 __all__ = ["ALIGN_MODELS", "AlignConfig", "Alignment", "AlignmentError", "align", "align_images", "check_range",
+           "checkerboard",
            "edge_map", "estimate_warp", "initial_warps", "registration_confidence", "structure", "warp_sidecar",
            "warp_to_infrared", "write_warp"]

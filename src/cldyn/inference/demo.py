@@ -11,8 +11,10 @@ import cv2
 import numpy as np
 import torch
 
-from cldyn.data.io import read_image, refuse_to_replace, three_channels, write_png
+from cldyn.data.align import AlignConfig, AlignmentError, align, checkerboard
+from cldyn.data.io import read_image, refuse_to_replace, three_channels, to_single_channel, write_png
 from cldyn.data.pairs import Pair, dataset_of, pair_folders
+from cldyn.data.rig import random_warp, warped_visible
 from cldyn.errors import CldynError
 from cldyn.inference.fuse import Fuser
 from cldyn.model.color import rgb_to_luma
@@ -139,16 +141,45 @@ def customisation_rows(pairs: list[Pair], device: str = "auto", tasks: tuple[str
 DEMO_MARKER = ".cldyn-demo"
 
 
+def alignment_rows(pairs: list[Pair], model: str = "affine", seed: int = 0, vfn: VFN | None = None
+                   ) -> tuple[list[list[np.ndarray]], list[str], list[str]]:
+    """``(rows, labels, titles)`` for ``aligned.png``: each bundled pair's visible image redrawn as a second camera
+    of the rig would see it (a seeded random warp: :func:`cldyn.data.rig.random_warp`), a checkerboard of the pair
+    before and after registration, and the fusion of the registered pair. A pair that cannot be registered says why
+    and shows no fusion."""
+    fuser = Fuser(vfn if vfn is not None else load_vfn_or_shipped(None), device="cpu")
+    rows, titles = [], []
+    for k, pair in enumerate(pairs):
+        ir = to_single_channel(read_image(pair.ir))
+        vis = read_image(pair.vis).pixels
+        true, canvas = random_warp(np.random.default_rng(seed + k), ir.shape)
+        moved = warped_visible(vis, true, canvas)
+        before = checkerboard(ir, moved)
+        try:
+            result = align(ir, moved, model, AlignConfig(model=model))
+        except AlignmentError as exc:
+            rows.append([before, np.zeros_like(before), np.zeros_like(before)])
+            titles.append(f"{pair_title(pair)}: refused, {exc.reason}")
+            continue
+        rows.append([before, checkerboard(ir, result.aligned), three_channels(fuser.fuse_arrays(ir, result.aligned))])
+        titles.append(f"{pair_title(pair)}: {model}, confidence {result.confidence:.1f}")
+    return rows, ["before registration", "after registration", "fused (VFN)"], titles
+
+
 def run_demo(out_dir: str | Path = "cldyn-demo", device: str = "auto", overwrite: bool = False,
-             progress: bool = True, tasks: tuple[str, ...] = DEMO_TASKS) -> tuple[Path, Path | None]:
+             progress: bool = True, tasks: tuple[str, ...] = DEMO_TASKS, align: str = "none"
+             ) -> tuple[Path, Path | None]:
     """Fuse the bundled pairs with the shipped VFN into ``out_dir/fused/`` and write ``out_dir/side_by_side.png``
     (columns IR | visible | fused, one row per pair, titled with the pair and its dataset); with ``tasks``, also
     ``out_dir/customised.png`` (:func:`customisation_rows`). Returns both paths (the second ``None`` without
-    tasks). A folder that an earlier demo wrote is replaced without ``overwrite``."""
+    tasks). With ``align`` (a warp model), also ``out_dir/aligned.png`` (:func:`alignment_rows`). A folder that an
+    earlier demo wrote is replaced without ``overwrite``."""
     out_dir = Path(out_dir)
     overwrite = overwrite or (out_dir / DEMO_MARKER).is_file()
     sheet, custom_sheet = out_dir / "side_by_side.png", out_dir / "customised.png"
-    refuse_to_replace([sheet, custom_sheet] if tasks else [sheet], overwrite)
+    aligned_sheet = out_dir / "aligned.png"
+    refuse_to_replace([sheet, *([custom_sheet] if tasks else []), *([aligned_sheet] if align != "none" else [])],
+                      overwrite)
     pairs = demo_pairs()
     vfn = load_vfn_or_shipped(None)
     report = Fuser(vfn, device=device).fuse_pairs(pairs, out_dir / "fused", overwrite=overwrite, progress=progress)
@@ -158,6 +189,9 @@ def run_demo(out_dir: str | Path = "cldyn-demo", device: str = "auto", overwrite
             for p, f in zip(pairs, report.written, strict=True)]
     write_png(sheet, side_by_side(rows, ["infrared", "visible", "fused (VFN)"], titles=[pair_title(p) for p in pairs]))
     (out_dir / DEMO_MARKER).write_text("written by cldyn demo: a later demo replaces these outputs\n")
+    if align != "none":
+        rows, labels, titles = alignment_rows(pairs, align, vfn=vfn)
+        write_png(aligned_sheet, side_by_side(rows, labels, titles=titles))
     if not tasks:
         return sheet, None
     rows, labels, titles = customisation_rows(pairs, device, tasks, progress, vfn)

@@ -68,7 +68,8 @@ class _CustomisedFusion(nn.Module):
         h, w = base.shape[-2:]
         # Replicate padding to multiples of 32 for the task network, as CLDyN.fuse; traced, so sizes stay dynamic.
         feats = self.task.features(F.pad(base, (0, (32 - w % 32) % 32, 0, (32 - h % 32) % 32), mode="replicate"))
-        return at_strength(base_y, self.cldyn.compensated_luma(ir, vis_y, feats, base_reach=reach), self.strength)
+        return at_strength(base_y, self.cldyn.compensated_luma(ir, vis_y, feats, base_reach=reach), self.strength,
+                           self.cldyn.max_change)
 
 
 def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, example_size: tuple[int, int] = (96, 128),

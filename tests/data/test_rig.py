@@ -1,8 +1,8 @@
-"""The registration benchmark's random warps and corner error, against hand-computed cases."""
+"""The simulated second camera of a rig: random warps and the corner error, against hand-computed cases."""
 
 import numpy as np
 
-from cldyn.evaluation.bench_align import WarpRange, corner_error, random_warp, warped_visible
+from cldyn.data.rig import WarpRange, corner_error, random_warp, warped_visible
 
 
 def test_corner_error_by_hand():
