@@ -50,3 +50,23 @@ def test_refusals_are_one_line_errors():
         make_backend(None, CPU, "saliency", onnx="graph.onnx")
     with pytest.raises(CldynError, match="--strength"):
         make_backend(None, CPU, strength=2.0)
+
+
+def test_max_change_limits_each_images_mean_change_and_zero_lifts_the_limit():
+    from cldyn.model.color import luma_of
+
+    vfn = VFN().eval()
+    rsc = RSC(RSCConfig(num_stages=vfn.num_stages - 1))
+    torch.manual_seed(0)
+    for p in rsc.parameters():  # a live RSC: large compensations
+        torch.nn.init.normal_(p, std=0.5)
+    task = create_task("saliency").freeze()
+    ir, vis = torch.rand(2, 1, 64, 64), torch.rand(2, 3, 64, 64)
+    base = luma_of(VFNBackend(vfn, torch.device("cpu")).fuse_all(ir, vis)[0])
+    free = CLDyNBackend(vfn, task, [rsc], torch.device("cpu"), strength=0.5, max_change=0).fuse_all(ir, vis)[0]
+    held = CLDyNBackend(vfn, task, [rsc], torch.device("cpu"), strength=0.5, max_change=1.0).fuse_all(ir, vis)[0]
+    change = lambda out: ((luma_of(out) - base).abs().mean(dim=(1, 2, 3)) * 255)  # noqa: E731
+    assert (change(free) > 0.6).all()  # without a limit the halfway customisation moves more than 0.5 level
+    assert (change(held) <= 0.5 + 0.05).all()  # 0.5 * 1 level (recolouring clips a little)
+    with pytest.raises(CldynError, match="--max-change"):
+        CLDyNBackend(vfn, task, [rsc], torch.device("cpu"), max_change=-1.0)

@@ -22,8 +22,8 @@ from cldyn.evaluation.frozen_table import FrozenTable, FrozenTableConfig
 from cldyn.evaluation.inspect_rsc import format_inspection, inspect_rsc, load_pairs
 from cldyn.evaluation.report import render_report, report_path
 from cldyn.evaluation.tasks import evaluate_task, format_comparison
-from cldyn.inference.customise import DEFAULT_STRENGTH
-from cldyn.model.rsc import CLDyN
+from cldyn.inference.customise import DEFAULT_STRENGTH, check_max_change
+from cldyn.model.rsc import DEFAULT_MAX_CHANGE, CLDyN
 from cldyn.tasks import load_task_for
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped, shipped_networks
 
@@ -51,7 +51,8 @@ def cmd_frozen_table(args: argparse.Namespace) -> int:
     cfg = FrozenTableConfig(data=args.data, networks=args.networks or shipped_networks(), out=args.out,
                             split=args.split, peers={k: str(v) for k, v in peers.items()},
                             rsc_weights=args.rsc_weights or [None], vfn_weights=args.vfn_weights,
-                            strength=args.strength, det_labels=tuple(args.det_labels.split(",")),
+                            strength=args.strength, max_change=check_max_change(args.max_change),
+                            det_labels=tuple(args.det_labels.split(",")),
                             resamples=args.resamples, seed=args.seed, limit=args.limit)
     result = FrozenTable(cfg, log=_stderr if not args.quiet else lambda _m: None, progress=not args.quiet).run()
     print((Path(args.out) / "table.md").read_text(), end="")
@@ -276,6 +277,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "std in the table; default: the shipped RSC)")
     s.add_argument("--vfn-weights", help="VFN checkpoint (default: shipped)")
     s.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="the customisation's strength, 0..1")
+    s.add_argument("--max-change", type=float, default=DEFAULT_MAX_CHANGE, metavar="LEVELS",
+                   help="the most the full customisation moves an image, mean grey levels (0: no limit)")
     s.add_argument("--det-labels", default="fusion,visible", help="detection label variants to score against")
     s.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     s.add_argument("--seed", type=int, default=0, help="seed of the resampling")

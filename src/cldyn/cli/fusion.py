@@ -17,6 +17,7 @@ from cldyn.inference.demo import DEMO_TASKS, demo_dir, run_demo
 from cldyn.inference.export import export_cldyn_onnx, export_vfn_onnx
 from cldyn.inference.fuse import Fuser
 from cldyn.model.ops import count_parameters
+from cldyn.model.rsc import DEFAULT_MAX_CHANGE
 from cldyn.runtime import installed_extras
 from cldyn.version import __version__
 from cldyn.weights import (
@@ -68,7 +69,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     single = len(inputs) == 2 and not args.ir and not any(p.is_dir() for p in inputs)
     fuser = Fuser(vfn, device=args.device, batch_size=1 if single else args.batch_size, io_threads=args.io_threads,
                   task=task, rsc=rsc, onnx=onnx, tile=args.tile, overlap=args.overlap, strength=args.strength,
-                  align=args.align, save_warp=args.save_warp)
+                  align=args.align, save_warp=args.save_warp, max_change=args.max_change)
     if single:
         written = fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)
         for note in fuser.notes:
@@ -110,7 +111,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         out = export_vfn_onnx(vfn, args.output, opset=args.opset)
         print(f"wrote {out} (inputs ir, vis_y: (B, 1, H, W) in [0, 1]; output fused_y; H, W >= 2)")
     else:
-        out = export_cldyn_onnx(vfn, rsc, task, args.output, opset=args.opset, strength=args.strength)
+        out = export_cldyn_onnx(vfn, rsc, task, args.output, opset=args.opset, strength=args.strength,
+                                max_change=args.max_change)
         print(f"wrote {out} (CLDyN customised for {task.name} at strength {args.strength:g}; inputs ir (B, 1, H, W), "
               "vis (B, 3, H, W) RGB in [0, 1]; output fused_y; H, W >= 2)")
     return 0
@@ -125,6 +127,9 @@ def _add_customisation_args(s: argparse.ArgumentParser, task_help: str) -> None:
     s.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
                    help=f"how far the customisation goes: 0 = the VFN's image, 1 = full (default: "
                         f"{DEFAULT_STRENGTH:g})")
+    s.add_argument("--max-change", type=float, default=DEFAULT_MAX_CHANGE, metavar="LEVELS",
+                   help="the most the full customisation may move an image's luminance, as a mean over its pixels in "
+                        f"grey levels; at strength s, s times that (default: {DEFAULT_MAX_CHANGE:g}; 0: no limit)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

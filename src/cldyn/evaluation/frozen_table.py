@@ -30,7 +30,7 @@ from cldyn.data.task_bank import TaskBank, load_task_bank, select_box_classes
 from cldyn.evaluation.bootstrap import COMPARED_METRIC, metric_scorer, paired_bootstrap
 from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength
 from cldyn.inference.sources import image_source
-from cldyn.model.rsc import CLDyN
+from cldyn.model.rsc import DEFAULT_MAX_CHANGE, CLDyN
 from cldyn.tasks import TaskAdapter, is_shipped_network, load_pretrained_task, load_task
 from cldyn.tasks.evaluation import predict_bank, predict_cldyn
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped, shipped_file, shipped_task_file
@@ -50,7 +50,8 @@ class FrozenTableConfig:
         peers: name -> a folder of a peer's fused images for the same pairs (scored as one more source).
         rsc_weights: one CLDyN row per file (``None``: the shipped RSC), ``NAME=FILE`` to group rows (e.g. the
             seeds of one method, ``cldyn=a cldyn=b no_closed_loop=c``): the table shows each group's mean and std.
-        strength: the customisation's strength (:meth:`cldyn.model.rsc.CLDyN.customised`).
+        strength, max_change: the customisation's strength and its limit on each image's mean change
+            (:func:`cldyn.model.rsc.at_strength`; ``None``: no limit).
         det_labels: detection label variants (``fusion`` is the default folder).
     """
 
@@ -62,6 +63,7 @@ class FrozenTableConfig:
     rsc_weights: list[str | None] = field(default_factory=lambda: [None])
     vfn_weights: str | None = None
     strength: float = DEFAULT_STRENGTH
+    max_change: float | None = DEFAULT_MAX_CHANGE
     det_labels: tuple[str, ...] = ("fusion", "visible")
     resamples: int = 1000
     seed: int = 0
@@ -151,8 +153,9 @@ class FrozenTable:
             if source is None:
                 rsc, rsc_sha = self.rscs[row] if row != "vfn" else (None, "none")
                 key = {"net": sha, "source": "cldyn", "rsc": rsc_sha, "split": cfg.split, "limit": cfg.limit,
-                       "vfn": cfg.vfn_weights, **({"strength": cfg.strength} if rsc is not None else {})}
-                model = CLDyN(self.vfn, rsc).eval()
+                       "vfn": cfg.vfn_weights, **({"strength": cfg.strength} if rsc is not None else {}),
+                       **({"max_change": cfg.max_change} if rsc is not None and cfg.max_change is not None else {})}
+                model = CLDyN(self.vfn, rsc, cfg.max_change).eval()
                 preds_of[row] = self._cached(key, lambda model=model, bank=bank, c=rsc is not None: predict_cldyn(
                     model, adapter, bank, customised=c, strength=cfg.strength, progress=self.progress))
             else:

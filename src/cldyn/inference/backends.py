@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from cldyn.errors import CldynError
-from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength
+from cldyn.inference.customise import DEFAULT_STRENGTH, check_max_change, check_strength
 from cldyn.inference.onnx_backend import OnnxBackend
 from cldyn.model.color import luma_of, with_colour_of
 from cldyn.model.folding import fold_batchnorm
-from cldyn.model.rsc import RSC, CLDyN
+from cldyn.model.rsc import DEFAULT_MAX_CHANGE, RSC, CLDyN
 from cldyn.model.vfn import VFN, check_pair_tensors
 from cldyn.tasks import load_task_for
 from cldyn.tasks.base import TaskAdapter
@@ -96,12 +96,13 @@ class CLDyNBackend:
     customised = True
 
     def __init__(self, model: VFN, task: TaskAdapter, rscs: Sequence[RSC], device: torch.device,
-                 strength: float = DEFAULT_STRENGTH) -> None:
+                 strength: float = DEFAULT_STRENGTH, max_change: float | None = DEFAULT_MAX_CHANGE) -> None:
         if not rscs:
             raise CldynError("task-customised fusion needs RSC weights; the list given is empty")
         vfn = prepare_for_inference(model, device)
         self.task, self.strength = task.to(device).freeze(), check_strength(strength)
-        self.cldyns = [CLDyN(vfn, r.to(device)).eval().requires_grad_(False) for r in rscs]
+        self.cldyns = [CLDyN(vfn, r.to(device), check_max_change(max_change)).eval().requires_grad_(False)
+                       for r in rscs]
         self.outputs = len(self.cldyns)
         self.auto_tiles = self.outputs == 1  # a tile runs one RSC
 
@@ -122,7 +123,7 @@ RSCInput = RSC | str | Path | Sequence[RSC]
 
 def make_backend(model: VFN | None, device: torch.device, task: str | TaskAdapter | None = None,
                  rsc: RSCInput | None = None, onnx: str | Path | None = None,
-                 strength: float = DEFAULT_STRENGTH) -> FusionBackend:
+                 strength: float = DEFAULT_STRENGTH, max_change: float | None = DEFAULT_MAX_CHANGE) -> FusionBackend:
     """The backend for :class:`~cldyn.inference.fuse.Fuser`'s arguments.
 
     Args:
@@ -130,6 +131,7 @@ def make_backend(model: VFN | None, device: torch.device, task: str | TaskAdapte
         task: a task name (its shipped network), a :class:`TaskAdapter`, or ``None`` / ``"none"`` (plain VFN).
         rsc: for a task: an RSC, the path or shipped name of its weights, a list of RSCs, or ``None`` (shipped).
         onnx: an exported graph for onnxruntime (which holds its task network already: no ``task``).
+        strength, max_change: how far the customisation goes (:func:`cldyn.model.rsc.at_strength`).
     """
     check_strength(strength)
     if task == "none":
@@ -146,7 +148,7 @@ def make_backend(model: VFN | None, device: torch.device, task: str | TaskAdapte
         task = load_task_for(task)
     if isinstance(rsc, (str, Path)) or rsc is None:
         rsc = load_rsc_or_shipped(rsc, model)
-    return CLDyNBackend(model, task, [rsc] if isinstance(rsc, RSC) else list(rsc), device, strength)
+    return CLDyNBackend(model, task, [rsc] if isinstance(rsc, RSC) else list(rsc), device, strength, max_change)
 
 
 __all__ = ["CLDyNBackend", "FusionBackend", "OnnxBackend", "VFNBackend", "fuse_tensors", "make_backend",

@@ -39,6 +39,21 @@ def load_customisation(task: str | None, vfn: VFN, task_weights: str | Path | No
 DEFAULT_STRENGTH = 0.5
 
 
+def check_max_change(max_change: float | None) -> float | None:
+    """The limit on each image's mean change at full strength, in 8-bit grey levels
+    (:func:`cldyn.model.rsc.at_strength`): ``None`` or 0 for no limit, or a one-line error.
+
+    >>> check_max_change(6), check_max_change(0)
+    (6.0, None)
+    """
+    if max_change is None or float(max_change) == 0.0:
+        return None
+    m = float(max_change)
+    if not m > 0.0:  # also refuses NaN
+        raise CldynError(f"--max-change must be a number of grey levels > 0 (0: no limit), got {max_change}")
+    return m
+
+
 def check_strength(strength: float) -> float:
     """``strength`` as a float in [0, 1] (0: the VFN's image, 1: the full customisation), or a one-line error.
 

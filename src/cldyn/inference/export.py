@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldyn.data.io import atomic_write_bytes
-from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength
+from cldyn.inference.customise import DEFAULT_STRENGTH, check_max_change, check_strength
 from cldyn.model.color import replace_luma, rgb_to_luma
 from cldyn.model.folding import fold_batchnorm
-from cldyn.model.rsc import CLDyN, at_strength
+from cldyn.model.rsc import DEFAULT_MAX_CHANGE, CLDyN, at_strength
 from cldyn.model.vfn import VFN
 from cldyn.runtime import require_extra
 
@@ -73,19 +73,20 @@ class _CustomisedFusion(nn.Module):
 
 
 def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, example_size: tuple[int, int] = (96, 128),
-                      strength: float = DEFAULT_STRENGTH) -> Path:
+                      strength: float = DEFAULT_STRENGTH, max_change: float | None = DEFAULT_MAX_CHANGE) -> Path:
     """Write CLDyN customised for ``task`` (a frozen :class:`~cldyn.tasks.base.TaskAdapter`) as ONNX: inputs ``ir``
     ``(B, 1, H, W)`` and ``vis`` ``(B, 3, H, W)`` (RGB; repeat a gray image), output ``fused_y`` ``(B, 1, H, W)``;
     ``B``, ``H`` and ``W`` dynamic (sides >= 2); ``strength`` (see :meth:`cldyn.model.rsc.CLDyN.customised`) is
-    fixed in the graph. The A2SI blocks run their static-shape path
-    (:meth:`cldyn.model.a2si.A2SI.compensate_static`), which gives the same result."""
+    fixed in the graph, and so is ``max_change`` (:func:`cldyn.model.rsc.at_strength`). The A2SI blocks run their
+    static-shape path (:meth:`cldyn.model.a2si.A2SI.compensate_static`), which gives the same result."""
     h, w = example_size
     if h % 32 or w % 32:
         raise ValueError(f"example_size must be multiples of 32, got {example_size}")
     require_extra("onnx", "onnx", "ONNX export")
     path = Path(path)
     task.freeze()
-    model = _CustomisedFusion(CLDyN(vfn, rsc).eval().requires_grad_(False), task, check_strength(strength)).eval()
+    cldyn = CLDyN(vfn, rsc, check_max_change(max_change)).eval().requires_grad_(False)
+    model = _CustomisedFusion(cldyn, task, check_strength(strength)).eval()
     example = (torch.rand(1, 1, h, w), torch.rand(1, 3, h, w))
     axes = {0: "batch", 2: "height", 3: "width"}
     buf = io.BytesIO()

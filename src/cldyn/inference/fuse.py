@@ -42,6 +42,7 @@ from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength
 from cldyn.inference.memory import batch_that_fits, bytes_per_pair, tile_that_fits
 from cldyn.inference.tiling import fuse_tiled
 from cldyn.model.color import rgb_to_luma
+from cldyn.model.rsc import DEFAULT_MAX_CHANGE
 from cldyn.model.vfn import VFN
 from cldyn.runtime import available_memory, progress_bar, resolve_device, torch_threads
 from cldyn.tasks.base import TaskAdapter
@@ -153,6 +154,9 @@ class Fuser:
             tiles only when an image does not fit in memory, with a note in :attr:`notes`).
         strength: for a task, from the VFN's image (0) to the full customisation (1)
             (:meth:`~cldyn.model.rsc.CLDyN.customised`).
+        max_change: for a task, the most the full customisation may move an image's luminance, as a mean over
+            its pixels in 8-bit grey levels (at strength s, s times that; ``None`` or 0: no limit;
+            :func:`~cldyn.model.rsc.at_strength`).
         align: register each visible image into its infrared frame first: ``none`` (the default: pairs must be
             aligned and the same size), ``translation``, ``affine`` or ``homography`` (:mod:`cldyn.data.align`), or
             an :class:`~cldyn.data.align.AlignConfig`. A pair that cannot be registered is an error, never fused.
@@ -172,7 +176,7 @@ class Fuser:
                  io_threads: int = 2, task: str | TaskAdapter | None = None, rsc: RSCInput | None = None,
                  onnx: str | Path | None = None, tile: int | None = None, overlap: int = 64,
                  strength: float = DEFAULT_STRENGTH, align: str | AlignConfig = "none",
-                 save_warp: bool = False) -> None:
+                 save_warp: bool = False, max_change: float | None = DEFAULT_MAX_CHANGE) -> None:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
         if isinstance(align, str) and align not in ALIGN_MODELS:
@@ -182,7 +186,7 @@ class Fuser:
         self.save_warp = save_warp
         self.strength = check_strength(strength)
         self.device = resolve_device(device)
-        self.backend: FusionBackend = make_backend(model, self.device, task, rsc, onnx, self.strength)
+        self.backend: FusionBackend = make_backend(model, self.device, task, rsc, onnx, self.strength, max_change)
         if self.backend.outputs > 1 and tile:
             raise CldynError("tiled fusion takes one RSC at a time")
         self.batch_size = batch_size
