@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
+
+from cldyn.data.io import read_image
+from cldyn.inference.demo import demo_pairs
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -32,12 +36,37 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
+def _last_column_white_runs(pixels: np.ndarray) -> np.ndarray:
+    """Lengths of the white stretches down the last column of an ``(H, W, C)`` image in [0, 1]."""
+    white = (pixels[:, -1] > 0.99).all(axis=-1)
+    edges = np.flatnonzero(np.diff(np.r_[0, white.astype(int), 0]))
+    return edges[1::2] - edges[::2]
+
+
 def test_the_opening_demo_runs(tmp_path):
     demo = code_blocks()[0][1].splitlines()[0].split("&&")[1].strip()
     r = _run(["bash", "-c", f"{demo} --quiet"], tmp_path)  # the demo as the README runs it, without the bar
     assert r.returncode == 0, r.stderr
-    for name in ("side_by_side.png", "customised.png"):
-        assert cv2.imread(str(tmp_path / "cldyn-demo" / name)) is not None
+    assert "side_by_side.png" in r.stdout and "customised.png" in r.stdout
+    out = tmp_path / "cldyn-demo"
+    sheet = read_image(out / "side_by_side.png")
+    # three rows, each scaled to the widest row (no white strip), each titled with the pair and its dataset
+    white_runs = _last_column_white_runs(sheet.pixels)
+    # a strip would whiten a whole row (>= 200 px); the 4-pixel gaps between rows are white, as are a few
+    # saturated sky pixels of the fused images themselves
+    assert (white_runs == 4).sum() >= 3 and white_runs.max() < 20, white_runs
+    assert abs(float(sheet.pixels[:26, -20:].mean()) - 32 / 255) < 1e-6  # the first row's title bar
+    assert len(list((out / "fused").iterdir())) == 3
+    # the task customisations: per pair a row of fusions (VFN + one per task) and a row of differences, 4 panels
+    custom = read_image(out / "customised.png").pixels
+    widest = max(round(im.shape[1] * 240 / im.shape[0]) for im in (read_image(p.ir).pixels for p in demo_pairs()))
+    # 6 rows (3 pairs x fusions + differences) leave 6 white gaps of 4 px, the only rows white across the whole
+    # sheet; saturated pixels of a fused image whiten a few pixels of the last column, a strip (a row narrower
+    # than the sheet) a long run of it
+    assert int((custom > 0.99).all(axis=(1, 2)).sum()) == 6 * 4
+    white_runs = _last_column_white_runs(custom)
+    assert (white_runs == 4).sum() >= 6 and white_runs.max() < 20, white_runs
+    assert custom.shape[1] == 4 * widest
 
 
 def test_the_command_line_quick_start_runs_twice(tmp_path):

@@ -105,39 +105,6 @@ def test_info_and_console_script():
     assert subprocess.run([exe, "--help"], capture_output=True, text=True).returncode == 0
 
 
-def _last_column_white_runs(pixels: np.ndarray) -> np.ndarray:
-    """Lengths of the white stretches down the last column of an ``(H, W, C)`` image in [0, 1]."""
-    white = (pixels[:, -1] > 0.99).all(axis=-1)
-    edges = np.flatnonzero(np.diff(np.r_[0, white.astype(int), 0]))
-    return edges[1::2] - edges[::2]
-
-
-def test_demo(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
-    sheet = read_image(tmp_path / "demo" / "side_by_side.png")
-    # three rows, each scaled to the widest row (no white strip), each titled with the pair and its dataset
-    white_runs = _last_column_white_runs(sheet.pixels)
-    # a strip would whiten a whole row (>= 200 px); the 4-pixel gaps between rows are white, as are a few
-    # saturated sky pixels of the fused images themselves
-    assert (white_runs == 4).sum() >= 3 and white_runs.max() < 20, white_runs
-    assert abs(float(sheet.pixels[:26, -20:].mean()) - 32 / 255) < 1e-6  # the first row's title bar
-    assert len(list((tmp_path / "demo" / "fused").iterdir())) == 3
-    out = capsys.readouterr().out
-    assert "side_by_side.png" in out and "customised.png" in out
-    # the task customisations: per pair a row of fusions (VFN + one per task) and a row of differences, 4 panels
-    custom = read_image(tmp_path / "demo" / "customised.png").pixels
-    from cldyn.inference.demo import demo_pairs
-
-    widest = max(round(im.shape[1] * 240 / im.shape[0]) for im in (read_image(p.ir).pixels for p in demo_pairs()))
-    # 6 rows (3 pairs x fusions + differences) leave 6 white gaps of 4 px, the only rows white across the whole
-    # sheet; saturated pixels of a fused image whiten a few pixels of the last column, a strip (a row narrower
-    # than the sheet) a long run of it
-    assert int((custom > 0.99).all(axis=(1, 2)).sum()) == 6 * 4
-    white_runs = _last_column_white_runs(custom)
-    assert (white_runs == 4).sum() >= 6 and white_runs.max() < 20, white_runs
-    assert custom.shape[1] == 4 * widest
-
-
 def test_evaluate_a_split_with_the_vfn_and_a_metric_subset(dataset, tmp_path, capsys):
     (dataset / "splits").mkdir()
     (dataset / "splits" / "val.txt").write_text("msrs_00004N_crop\n")
