@@ -1,9 +1,9 @@
 """Registration of an infrared-visible pair that is not pixel-aligned: the visible image warped into the infrared frame.
 
-A coarse search gives the start: the two edge maps are overlaid by phase correlation (:func:`cv2.phaseCorrelate`)
-at a range of scales and small rotations of the visible image. The best starts are then refined coarse to fine by
-maximising the agreement of the two normalised gradient fields (:mod:`cldyn.data.registration`), which does not care
-whether an edge is brighter on the left in one camera and on the right in the other.
+A coarse search gives the start: at a range of scales and small rotations of the visible image, the agreement of
+the two normalised gradient fields (:mod:`cldyn.data.registration`) is computed at every shift at once (FFT). The
+best starts are then refined coarse to fine by maximising that agreement, which does not care whether an edge is
+brighter on the left in one camera and on the right in the other.
 
 The result says when it cannot be trusted: too little structure in either image, a warp outside the model's range,
 or a confidence below :attr:`AlignConfig.min_confidence`. The confidence is how sharply the agreement peaks at the
@@ -17,13 +17,13 @@ convention: pixel ``i`` has its centre at ``i``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from cldyn.data.io import Image, atomic_write_bytes, luma, to_single_channel
+from cldyn.data.io import Image, atomic_write_bytes, luma, three_channels, to_single_channel
 from cldyn.data.registration import (
     Agreement,
     edge_points,
@@ -61,6 +61,8 @@ class AlignConfig:
         iterations: L-BFGS iterations per level.
         blur: Gaussian blur (pixels of each level) before the gradients.
         max_points: at most this many infrared edge pixels per level.
+        edge_share, fine_edge_share: NGF's edge parameter, as a share of the mean gradient magnitude, on the coarse
+            levels (a wide basin) and on the finest (the strong edges that both cameras share).
         min_confidence: the least confidence (peak sharpness, in standard deviations) of a registered pair.
         min_structure: the least share of edge pixels in each image.
     """
@@ -76,7 +78,6 @@ class AlignConfig:
     max_points: int = 20000
     edge_share: float = 0.5
     fine_edge_share: float = 2.0
-    equalize: float = 0.0
     min_confidence: float = 4.0
     min_structure: float = 0.01
 
@@ -216,10 +217,6 @@ def estimate_warp(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig = AlignConfi
                                  "choose an alignment model")
         return np.eye(3), float("inf")
     ir, vis = np.asarray(ir, np.float32), np.asarray(vis, np.float32)
-    if cfg.equalize:  # local contrast: the structure of a dark night image counts as much as a bright one's
-        clahe = cv2.createCLAHE(clipLimit=cfg.equalize, tileGridSize=(8, 8))
-        ir, vis = (clahe.apply(np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)).astype(np.float32) / 255
-                   for x in (ir, vis))
     for name, img in (("infrared", ir), ("visible", vis)):
         if (s := structure(img)) < cfg.min_structure:
             raise AlignmentError(f"too little structure in the {name} image to register on ({100 * s:.1f}% edge "
@@ -231,17 +228,15 @@ def estimate_warp(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig = AlignConfi
     top = work / 2 ** (levels - 1)
     # a shift keeps the scale of the sizes' ratio and no rotation
     scales, angles = ((1.0,), (0.0,)) if cfg.model == "translation" else (cfg.scales, cfg.angles)
-    # the start: phase correlation at the coarsest level, the visible image at the infrared image's scale
-    ir_c, m_ir = resized(ir, top)
-    vis_c, m_vis = resized(vis, top / base)
-    blur = (lambda x: cv2.GaussianBlur(x, (0, 0), cfg.blur)) if cfg.blur else (lambda x: x)
-    starts = [np.linalg.inv(m_vis) @ w @ m_ir for w in initial_warps(
-        blur(ir_c), blur(vis_c), 1.0, scales, angles, cfg.starts)]
+    # the start: the shift search at the coarsest level, the visible image at the infrared image's scale
+    ir_c, m_ir = _level(ir, top, cfg.blur)
+    vis_c, m_vis = _level(vis, top / base, cfg.blur)
+    starts = [np.linalg.inv(m_vis) @ w @ m_ir for w in initial_warps(ir_c, vis_c, 1.0, scales, angles, cfg.starts)]
     # and the rig's prior: the two frames centred on each other at the ratio of their sizes
     centre = np.array([[base, 0, (vis.shape[1] - 1) / 2 - base * (ir.shape[1] - 1) / 2],
                        [0, base, (vis.shape[0] - 1) / 2 - base * (ir.shape[0] - 1) / 2], [0, 0, 1]])
     starts.append(centre)
-    best = (-1.0, np.eye(3), None)
+    candidates = starts
     for level in range(levels - 1, -1, -1):
         f = work / 2 ** level
         ir_l, m_ir = _level(ir, f, cfg.blur)
@@ -249,22 +244,21 @@ def estimate_warp(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig = AlignConfi
         points = edge_points(ir_l, cfg.max_points, share)
         if len(points.n_ir) < 20:
             raise AlignmentError("too little structure in the infrared image to register on")
-        candidates = starts if level == levels - 1 else [best[1]]
         results = []
-        for warp in candidates:
-            if check_range(warp, ir.shape, vis.shape) is not None:  # a start or a refinement that ran away
+        for start in candidates:
+            if check_range(start, ir.shape, vis.shape) is not None:  # a start or a refinement that ran away
                 continue
-            scale = float(np.sqrt(abs(np.linalg.det(warp[:2, :2]))))  # visible pixels per infrared pixel, now
+            scale = float(np.sqrt(abs(np.linalg.det(start[:2, :2]))))  # visible pixels per infrared pixel, now
             vis_l, m_vis = _level(vis, f / scale, cfg.blur)
-            lw = m_vis @ warp @ np.linalg.inv(m_ir)
+            lw = m_vis @ start @ np.linalg.inv(m_ir)
             for model in _stages(cfg.model, level == levels - 1):
                 agreement = Agreement(points, vis_l, lw, ir_l.shape, model, share)
                 lw, value = refine_level(agreement, cfg.iterations)
             results.append((value, np.linalg.inv(m_vis) @ lw @ m_ir))
         if not results:
             raise AlignmentError("no warp within the model's range overlays the two images' edges")
-        best = max(results, key=lambda r: r[0])
-    warp = best[1]
+        warp = max(results, key=lambda r: r[0])[1]
+        candidates = [warp]  # the finer levels refine the best
     confidence = registration_confidence(ir, vis, warp, work / 2 if levels > 1 else work, cfg.blur)
     if problem := check_range(warp, ir.shape[:2], vis.shape[:2]):
         raise AlignmentError(problem, confidence)
@@ -303,7 +297,7 @@ def align(ir: np.ndarray, vis: np.ndarray, model: str = "affine", cfg: AlignConf
         >>> np.round(a.warp[:2, 2]).tolist(), a.aligned.shape
         ([5.0, 3.0], (120, 160))
     """
-    cfg = AlignConfig(model=model) if cfg is None else AlignConfig(**{**cfg.__dict__, "model": model})
+    cfg = AlignConfig(model=model) if cfg is None else replace(cfg, model=model)
     ir_y, vis = luma(np.asarray(ir, np.float32)), np.asarray(vis, np.float32)
     warp, confidence = estimate_warp(ir_y, luma(vis), cfg)
     return Alignment(warp, warp_to_infrared(vis, warp, ir_y.shape), confidence, cfg.model)
@@ -336,13 +330,11 @@ def checkerboard(ir: np.ndarray, vis: np.ndarray, squares: int = 8) -> np.ndarra
     [[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]]
     """
     h, w = ir.shape[:2]
-    a = np.repeat(np.asarray(luma(ir), np.float32)[..., None], 3, axis=2) if np.ndim(ir) == 2 or ir.shape[2] == 1 \
-        else np.asarray(ir, np.float32)
+    a = three_channels(np.asarray(ir, np.float32))
     v = np.asarray(vis, np.float32)
     if v.shape[:2] != (h, w):
         v = cv2.resize(v, (w, h), interpolation=cv2.INTER_AREA)
-    if v.ndim == 2:
-        v = np.repeat(v[..., None], 3, axis=2)
+    v = three_channels(v)
     side = max(1, int(np.ceil(max(h, w) / squares)))
     ys, xs = np.mgrid[:h, :w]
     take_vis = ((ys // side + xs // side) % 2 == 1)[..., None]

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from cldyn.data.align import AlignConfig, AlignmentError, align, checkerboard
+from cldyn.data.align import AlignmentError, align, checkerboard
 from cldyn.data.io import read_image, refuse_to_replace, three_channels, to_single_channel, write_png
 from cldyn.data.pairs import Pair, dataset_of, pair_folders
 from cldyn.data.rig import random_warp, warped_visible
@@ -156,7 +156,7 @@ def alignment_rows(pairs: list[Pair], model: str = "affine", seed: int = 0, vfn:
         moved = warped_visible(vis, true, canvas)
         before = checkerboard(ir, moved)
         try:
-            result = align(ir, moved, model, AlignConfig(model=model))
+            result = align(ir, moved, model)
         except AlignmentError as exc:
             rows.append([before, np.zeros_like(before), np.zeros_like(before)])
             titles.append(f"{pair_title(pair)}: refused, {exc.reason}")

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from cldyn.data.align import ALIGN_MODELS, AlignConfig, Alignment, align_images, warp_sidecar, write_warp
+from cldyn.data.align import AlignConfig, Alignment, align_images, warp_sidecar, write_warp
 from cldyn.data.io import (
     IMAGE_EXTENSIONS,
     Image,
@@ -179,8 +179,6 @@ class Fuser:
                  save_warp: bool = False, max_change: float | None = DEFAULT_MAX_CHANGE) -> None:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")
-        if isinstance(align, str) and align not in ALIGN_MODELS:
-            raise CldynError(f"--align must be one of {', '.join(ALIGN_MODELS)}, got {align!r}")
         self.align: AlignConfig | None = (align if isinstance(align, AlignConfig) else
                                           None if align == "none" else AlignConfig(model=align))
         self.save_warp = save_warp
