@@ -17,6 +17,11 @@ TESTS = Path(__file__).parent
 FIXTURE_PAIRS = TESTS / "fixtures" / "pairs"
 SHARED_DATA = Path(os.environ.get("CLDYN_SHARED_DATA", TESTS.parent.parent / "shared" / "data"))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one worker per core: one torch thread each, for the tests and for the commands they start
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 @pytest.fixture
 def pairs_dir() -> Path:
