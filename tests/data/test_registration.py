@@ -75,6 +75,23 @@ def test_agreement_equals_the_ngf_of_the_image_warped_by_opencv():
     assert abs(total - ((points.n_ir.numpy().T * rotated).sum(0) ** 2).mean()) > 0.5 * total
 
 
+def test_the_perspective_prior_costs_the_perspective_that_the_refinement_adds():
+    """Parameters 6 and 7 are the last row of the perturbation in [-1, 1] coordinates; (0.02, -0.01) at a prior of
+    0.003 per 0.01**2 cost 0.003 * (4 + 1) = 0.015, whatever the base warp's own perspective."""
+    vis = _scene(120, 160, seed=2)
+    points = edge_points(vis)
+    warp = np.array([[1.0, 0, 0], [0, 1.0, 0], [2e-4, 0, 1.0]])
+    p = torch.zeros(8, dtype=torch.float64)
+    p[6], p[7] = 0.02, -0.01
+    plain = Agreement(points, vis, warp, vis.shape, "homography")
+    priced = Agreement(points, vis, warp, vis.shape, "homography", perspective_prior=0.003)
+    assert abs(float(plain(p) - priced(p)) - 0.015) < 1e-12
+    assert float(plain(p * 0) - priced(p * 0)) == 0.0
+    affine = Agreement(points, vis, np.eye(3), vis.shape, "affine", perspective_prior=0.003)  # no perspective
+    zero6 = torch.zeros(6, dtype=torch.float64)
+    assert float(affine(zero6)) == float(Agreement(points, vis, np.eye(3), vis.shape, "affine")(zero6))
+
+
 def test_refinement_recovers_a_small_affine_warp_across_polarity():
     ir = _scene(200, 260, seed=3)
     true = np.array([[1.01, 0.02, 1.7], [-0.015, 0.995, -1.2], [0, 0, 1.0]])

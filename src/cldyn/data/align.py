@@ -65,6 +65,11 @@ class AlignConfig:
             levels (a wide basin) and on the finest (the strong edges that both cameras share).
         min_confidence: the least confidence (peak sharpness, in standard deviations) of a registered pair.
         min_structure: the least share of edge pixels in each image.
+        perspective_prior: what a ``homography`` pays, at each level, for the perspective that the level adds, per
+            ``0.01**2`` of its two perspective terms in the infrared frame's ``[-1, 1]`` coordinates (0.01: about
+            3 pixels at the corners of a 640-pixel frame), against an agreement of typically 0.1-0.3: two cameras
+            of one rig see the scene with little perspective between them, and edges bunched in part of the frame
+            hold it loosely.
     """
 
     model: str = "affine"
@@ -80,6 +85,7 @@ class AlignConfig:
     fine_edge_share: float = 2.0
     min_confidence: float = 4.0
     min_structure: float = 0.01
+    perspective_prior: float = 0.003
 
     def __post_init__(self) -> None:
         if self.model not in ALIGN_MODELS:
@@ -200,6 +206,35 @@ def registration_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f
     return peak_sharpness(shift_surface(ir_l, canvas, (py, px)), max(1, round(0.02 * max(h, w))))
 
 
+def _refine(ir: np.ndarray, vis: np.ndarray, candidates: list[np.ndarray], model: str, cfg: AlignConfig,
+            work: float, levels: int, top: int) -> np.ndarray:
+    """The best of ``candidates`` (infrared -> visible pixels) refined with ``model`` from pyramid level ``top``
+    down to the finest: at the coarsest of all ``levels`` every candidate is refined and the best kept, the finer
+    levels refine that one."""
+    for level in range(top, -1, -1):
+        f = work / 2 ** level
+        ir_l, m_ir = _level(ir, f, cfg.blur)
+        share = cfg.fine_edge_share if level == 0 else cfg.edge_share
+        points = edge_points(ir_l, cfg.max_points, share)
+        if len(points.n_ir) < 20:
+            raise AlignmentError("too little structure in the infrared image to register on")
+        results = []
+        for start in candidates:
+            if check_range(start, ir.shape, vis.shape) is not None:  # a start or a refinement that ran away
+                continue
+            scale = float(np.sqrt(abs(np.linalg.det(start[:2, :2]))))  # visible pixels per infrared pixel, now
+            vis_l, m_vis = _level(vis, f / scale, cfg.blur)
+            lw = m_vis @ start @ np.linalg.inv(m_ir)
+            for stage in _stages(model, level == levels - 1):
+                agreement = Agreement(points, vis_l, lw, ir_l.shape, stage, share, cfg.perspective_prior)
+                lw, value = refine_level(agreement, cfg.iterations)
+            results.append((value, np.linalg.inv(m_vis) @ lw @ m_ir))
+        if not results:
+            raise AlignmentError("no warp within the model's range overlays the two images' edges")
+        candidates = [max(results, key=lambda r: r[0])[1]]  # the finer levels refine the best
+    return candidates[0]
+
+
 def estimate_warp(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig = AlignConfig()) -> tuple[np.ndarray, float]:
     """``(warp, confidence)``: the 3x3 warp from infrared to visible pixels, and how sharply the pair's edges meet
     there (:func:`registration_confidence`).
@@ -236,29 +271,7 @@ def estimate_warp(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig = AlignConfi
     centre = np.array([[base, 0, (vis.shape[1] - 1) / 2 - base * (ir.shape[1] - 1) / 2],
                        [0, base, (vis.shape[0] - 1) / 2 - base * (ir.shape[0] - 1) / 2], [0, 0, 1]])
     starts.append(centre)
-    candidates = starts
-    for level in range(levels - 1, -1, -1):
-        f = work / 2 ** level
-        ir_l, m_ir = _level(ir, f, cfg.blur)
-        share = cfg.fine_edge_share if level == 0 else cfg.edge_share
-        points = edge_points(ir_l, cfg.max_points, share)
-        if len(points.n_ir) < 20:
-            raise AlignmentError("too little structure in the infrared image to register on")
-        results = []
-        for start in candidates:
-            if check_range(start, ir.shape, vis.shape) is not None:  # a start or a refinement that ran away
-                continue
-            scale = float(np.sqrt(abs(np.linalg.det(start[:2, :2]))))  # visible pixels per infrared pixel, now
-            vis_l, m_vis = _level(vis, f / scale, cfg.blur)
-            lw = m_vis @ start @ np.linalg.inv(m_ir)
-            for model in _stages(cfg.model, level == levels - 1):
-                agreement = Agreement(points, vis_l, lw, ir_l.shape, model, share)
-                lw, value = refine_level(agreement, cfg.iterations)
-            results.append((value, np.linalg.inv(m_vis) @ lw @ m_ir))
-        if not results:
-            raise AlignmentError("no warp within the model's range overlays the two images' edges")
-        warp = max(results, key=lambda r: r[0])[1]
-        candidates = [warp]  # the finer levels refine the best
+    warp = _refine(ir, vis, starts, cfg.model, cfg, work, levels, levels - 1)
     confidence = registration_confidence(ir, vis, warp, work / 2 if levels > 1 else work, cfg.blur)
     if problem := check_range(warp, ir.shape[:2], vis.shape[:2]):
         raise AlignmentError(problem, confidence)

@@ -116,10 +116,13 @@ class Agreement:
         warp: the warp at which the perturbation is zero (infrared -> visible pixels of this level).
         ir_hw: the infrared image's size at this level (for the normalised coordinates of the perturbation).
         model: ``translation``, ``affine`` or ``homography``.
+        share: NGF's edge parameter as a share of the visible gradient's mean magnitude.
+        perspective_prior: subtracted per ``0.01**2`` of the squared perspective terms that the refinement adds to
+            ``warp``, in the infrared image's ``[-1, 1]`` coordinates (zero for the other models).
     """
 
     def __init__(self, points: LevelPoints, vis: np.ndarray, warp: np.ndarray, ir_hw: tuple[int, int],
-                 model: str, share: float = 0.5) -> None:
+                 model: str, share: float = 0.5, perspective_prior: float = 0.0) -> None:
         g = image_gradient(vis)
         self.eta = edge_parameter(g, share)
         self.grad = torch.from_numpy(g)[None]  # (1, 2, h, w)
@@ -128,13 +131,17 @@ class Agreement:
         n_ir = _normalise_matrix(*ir_hw)
         self.to_norm_ir, self.from_norm_ir = torch.from_numpy(n_ir), torch.from_numpy(np.linalg.inv(n_ir))
         self.base = torch.from_numpy(np.asarray(warp, np.float64))
+        self.perspective_prior = perspective_prior if model == "homography" else 0.0
 
     def warp_of(self, p: torch.Tensor) -> torch.Tensor:
         """The 3x3 warp (pixels of this level) for parameters ``p``."""
         return self.base @ self.from_norm_ir @ _perturbation(p, self.model) @ self.to_norm_ir
 
     def __call__(self, p: torch.Tensor) -> torch.Tensor:
-        return self.of_warp(self.warp_of(p))
+        value = self.of_warp(self.warp_of(p))
+        if self.perspective_prior:  # the perturbation's last row is (p6, p7, 1)
+            value = value - self.perspective_prior * (p[6] ** 2 + p[7] ** 2) / 1e-4
+        return value
 
     def of_warp(self, m: torch.Tensor) -> torch.Tensor:
         """The agreement at the 3x3 warp ``m``: mean squared dot product of the two normalised gradients over the
