@@ -16,7 +16,6 @@ region weigh as much as those next to a street light. Measured two ways:
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -26,7 +25,6 @@ from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp, registr
 from cldyn.data.io import luma, read_image, to_single_channel
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.rig import corner_error, random_warp, warped_visible
-
 
 ORIGINAL_STARTS = align_module.initial_warps
 
@@ -56,9 +54,9 @@ def truth(pairs, sigmas) -> None:
     for s in sigmas:
         for tag in "DN":
             c = [registration_confidence(*prepared(ir, vis, s), np.eye(3), 0.5, 1.0)
-                 for p, (ir, vis) in zip(pairs, loaded) if p.name.endswith(tag)]
+                 for p, (ir, vis) in zip(pairs, loaded, strict=True) if p.name.endswith(tag)]
             u = [registration_confidence(*prepared(ir, loaded[(i + 1) % len(loaded)][1], s), np.eye(3), 0.5, 1.0)
-                 for i, (p, (ir, _)) in enumerate(zip(pairs, loaded)) if p.name.endswith(tag)]
+                 for i, (p, (ir, _)) in enumerate(zip(pairs, loaded, strict=True)) if p.name.endswith(tag)]
             c, u = np.array(c), np.array(u)
             print(f"sigma {s} {tag}: published >= 4: {(c >= 4).sum()}/{len(c)} (median {np.median(c):.2f}); "
                   f"unrelated >= 4: {(u >= 4).sum()}/{len(u)} (max {u.max():.2f})", flush=True)
