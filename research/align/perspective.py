@@ -2,7 +2,9 @@
 homography at each prior weight (``AlignConfig.perspective_prior``), each with its confidence and its corner error
 against the known warp composed with the same settings' registration of the published pair.
 
-    python research/align/perspective.py ROOT SPLIT N [--priors 0 0.001 0.003 0.01] [--seed S] [--night]
+    python research/align/perspective.py ROOT SPLIT N [--priors 0 0.001 0.003 0.01] [--fine 2.0] [--seed S] [--night]
+
+``--fine`` gives NGF's edge parameter on the finest level (``AlignConfig.fine_edge_share``), one set of rows each.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main() -> None:
     ap.add_argument("split")
     ap.add_argument("n", type=int)
     ap.add_argument("--priors", type=float, nargs="+", default=[0.0, 0.001, 0.003, 0.01])
+    ap.add_argument("--fine", type=float, nargs="+", default=[2.0], help="fine_edge_share values")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--night", action="store_true", help="MSRS night pairs (name ending N); default day (D)")
     a = ap.parse_args()
@@ -33,8 +36,9 @@ def main() -> None:
     rng = np.random.default_rng(a.seed)
     pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), min(a.n, len(pairs)), replace=False))]
     configs = {"affine": AlignConfig(model="affine", min_confidence=0.0)}
-    configs.update({f"homography {p:g}": AlignConfig(model="homography", perspective_prior=p, min_confidence=0.0)
-                    for p in a.priors})
+    configs.update({f"homography {p:g} fine {f:g}": AlignConfig(model="homography", perspective_prior=p,
+                                                                 fine_edge_share=f, min_confidence=0.0)
+                    for p in a.priors for f in a.fine})
     errors: dict[str, list[float]] = {k: [] for k in configs}
     for pair in pairs:
         ir, vis = to_single_channel(read_image(pair.ir)), luma(read_image(pair.vis).pixels)

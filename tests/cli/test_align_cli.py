@@ -38,7 +38,7 @@ def test_align_writes_the_visible_image_in_the_infrared_frame(unaligned, tmp_pat
     ir = cv2.imread(str(unaligned / "ir" / "good.png"))
     assert cv2.imread(str(out)).shape == ir.shape
     record = json.loads((tmp_path / "aligned.warp.json").read_text())
-    assert record["model"] == "affine" and record["confidence"] >= 4 and np.array(record["warp"]).shape == (3, 3)
+    assert record["model"] == "homography" and record["confidence"] >= 4 and np.array(record["warp"]).shape == (3, 3)
     assert "confidence" in capsys.readouterr().out
 
 

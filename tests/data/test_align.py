@@ -16,18 +16,20 @@ def _demo(stem: str):
     return read_image(d / "ir" / f"{stem}{ext}"), read_image(d / "vi" / f"{stem}{ext}")
 
 
-@pytest.mark.parametrize("stem, seed", [("msrs_01506D", 1), ("roadscene_FLIR_04514", 0)])
-def test_a_known_warp_is_recovered_on_a_real_pair(stem, seed):
+@pytest.mark.parametrize("stem, seed, model", [("msrs_01506D", 1, "homography"), ("roadscene_FLIR_04514", 0, "affine")])
+def test_a_known_warp_is_recovered_on_a_real_pair(stem, seed, model):
     ir_img, vis_img = _demo(stem)
     ir, vis = to_single_channel(ir_img), vis_img.pixels
-    reference = estimate_warp(ir, luma(vis))[0]  # the pair's own residual misalignment (a few pixels)
+    # the pair's own residual misalignment (a few pixels)
+    reference = estimate_warp(ir, luma(vis), AlignConfig(model=model))[0]
     true, canvas = random_warp(np.random.default_rng(seed), ir.shape)
     moved = warped_visible(vis, true, canvas)
     assert moved.shape[:2] == canvas and canvas[0] > 2 * ir.shape[0]  # twice the resolution, another aspect ratio
-    result = align(ir, moved, "affine")
-    # the warp moves corners by hundreds of pixels; it is found to within a few
+    result = align(ir, moved, model)
+    # the warp moves corners by hundreds of pixels; it is found to within a few (affine cannot take its perspective;
+    # measured 0.38 px for the homography, 1.83 px for affine)
     assert corner_error(np.eye(3), true, ir.shape) > 100
-    assert corner_error(result.warp, true @ reference, ir.shape) < 4.0
+    assert corner_error(result.warp, true @ reference, ir.shape) < {"homography": 1.0, "affine": 4.0}[model]
     assert result.aligned.shape == vis.shape[:1] + (ir.shape[1], 3) and result.confidence >= 4.0
 
 

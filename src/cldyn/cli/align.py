@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cldyn.cli.common import set_threads
-from cldyn.data.align import ALIGN_MODELS, AlignConfig, warp_sidecar, write_warp
+from cldyn.data.align import ALIGN_MODELS, DEFAULT_ALIGN_MODEL, AlignConfig, warp_sidecar, write_warp
 from cldyn.data.io import check_output_format, refuse_to_replace, write_image
 from cldyn.data.pairs import discover_pairs
 from cldyn.errors import CldynError
@@ -82,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("ir", help="the infrared image")
     s.add_argument("vis", help="the visible image (any size)")
     s.add_argument("-o", "--output", required=True, help="the aligned visible image to write")
-    s.add_argument("--model", choices=ALIGN_MODELS[1:], default="affine", help="the warp (default: affine)")
+    s.add_argument("--model", choices=ALIGN_MODELS[1:], default=DEFAULT_ALIGN_MODEL,
+                   help=f"the warp (default: {DEFAULT_ALIGN_MODEL})")
     s.add_argument("--save-warp", action="store_true", help="also write the warp and confidence (NAME.warp.json)")
     s.add_argument("--threads", type=int, help="torch CPU threads")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cldyn.cli.align import bench_align_command
 from cldyn.cli.common import add_run_args, key_values, named_runs, set_threads, task_map, write_json
+from cldyn.data.align import ALIGN_MODELS, DEFAULT_ALIGN_MODEL
 from cldyn.data.io import refuse_to_replace
 from cldyn.data.pairs import discover_pairs, pair_folders
 from cldyn.errors import CldynError
@@ -375,8 +376,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", default="cpu", help="rsc: cpu (default), cuda, cuda:N or auto")
     s.add_argument("--set", action="append", metavar="NAME=ROOT[:SPLIT][:WARPS]",
                    help="align: a dataset of aligned pairs and the random warps per pair (repeat for several)")
-    s.add_argument("--model", choices=("translation", "affine", "homography"), default="affine",
-                   help="align: the warp model")
+    s.add_argument("--model", choices=ALIGN_MODELS[1:], default=DEFAULT_ALIGN_MODEL, help="align: the warp model")
     s.add_argument("--seed", type=int, default=0, help="align: the seed of the random warps")
     s.add_argument("--unrelated", type=int, default=50, help="align: unrelated pairs that must be refused")
     s.add_argument("--limit", type=int, help="align: the first N pairs of each set")

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from cldyn.data.align import AlignmentError, align, checkerboard
+from cldyn.data.align import DEFAULT_ALIGN_MODEL, AlignmentError, align, checkerboard
 from cldyn.data.io import read_image, refuse_to_replace, three_channels, to_single_channel, write_png
 from cldyn.data.pairs import Pair, dataset_of, pair_folders
 from cldyn.data.rig import random_warp, warped_visible
@@ -141,7 +141,7 @@ def customisation_rows(pairs: list[Pair], device: str = "auto", tasks: tuple[str
 DEMO_MARKER = ".cldyn-demo"
 
 
-def alignment_rows(pairs: list[Pair], model: str = "affine", seed: int = 0, vfn: VFN | None = None
+def alignment_rows(pairs: list[Pair], model: str = DEFAULT_ALIGN_MODEL, seed: int = 0, vfn: VFN | None = None
                    ) -> tuple[list[list[np.ndarray]], list[str], list[str]]:
     """``(rows, labels, titles)`` for ``aligned.png``: each bundled pair's visible image redrawn as a second camera
     of the rig would see it (a seeded random warp: :func:`cldyn.data.rig.random_warp`), a checkerboard of the pair
