@@ -1,7 +1,9 @@
-"""A second confidence from mutual information: how sharply the MI of the infrared image with the registered visible
-image peaks over shifts (the same peak-to-sidelobe ratio as the gradient fields' confidence), for the found warps of
-night pairs (right and wrong) and of unrelated pairs. Can it accept what the gradient fields refuse, and still
-refuse unrelated pairs?
+"""Mutual information on night pairs, for 12 MSRS val night pairs (seed 0) and one random warp each, registered with
+the affine model (confidence floor 0):
+
+- does MI (32 bins, the pixels the visible camera sees) prefer the known warp where the gradient fields do not?
+- as a second confidence, how sharply does MI peak over shifts (the same peak-to-sidelobe ratio as the gradient
+  fields' confidence), for the found warps of night pairs (right and wrong) and of unrelated pairs?
 
     python research/align/mi_confidence.py [ROOT] [N]
 """
@@ -10,14 +12,23 @@ from __future__ import annotations
 
 import sys
 
-import cv2
 import numpy as np
 
-from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp
+from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp, registered_canvas, warp_to_infrared
 from cldyn.data.io import luma, read_image, to_single_channel
 from cldyn.data.pairs import discover_pairs
-from cldyn.data.registration import peak_sharpness, resized
+from cldyn.data.registration import peak_sharpness
 from cldyn.data.rig import corner_error, random_warp, warped_visible
+
+
+def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = 32) -> float:
+    """MI (nats) of two images in [0, 1] over the pixels where ``b`` is not black (seen by the visible camera)."""
+    seen = b > 0
+    h, _, _ = np.histogram2d(a[seen].ravel(), b[seen].ravel(), bins=bins, range=[[0, 1], [0, 1]])
+    p = h / h.sum()
+    outer = p.sum(1, keepdims=True) @ p.sum(0, keepdims=True)
+    nz = p > 0
+    return float((p[nz] * np.log(p[nz] / outer[nz])).sum())
 
 
 def mi_surface(ir: np.ndarray, canvas: np.ndarray, pad: tuple[int, int], bins: int = 32) -> np.ndarray:
@@ -38,15 +49,8 @@ def mi_surface(ir: np.ndarray, canvas: np.ndarray, pad: tuple[int, int], bins: i
 
 def mi_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float = 0.25, reach: float = 0.1) -> float:
     """Peak sharpness of the MI over shifts up to ``reach`` of the frame, at ``f`` of the infrared size."""
-    ir_l, m_ir = resized(ir, f)
-    scale = float(np.sqrt(abs(np.linalg.det(warp[:2, :2]))))
-    vis_l, m_vis = resized(vis, f / scale)
-    h, w = ir_l.shape
-    py, px = max(2, round(reach * h)), max(2, round(reach * w))
-    to_vis = m_vis @ warp @ np.linalg.inv(m_ir) @ np.array([[1, 0, -px], [0, 1, -py], [0, 0, 1]], np.float64)
-    canvas = cv2.warpPerspective(vis_l, to_vis, (w + 2 * px, h + 2 * py), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                 borderMode=cv2.BORDER_REPLICATE)
-    return peak_sharpness(mi_surface(ir_l, canvas, (py, px)), max(1, round(0.02 * max(h, w))))
+    ir_l, canvas, pad = registered_canvas(ir, vis, warp, f, 0.0, reach)
+    return peak_sharpness(mi_surface(ir_l, canvas, pad), max(1, round(0.02 * max(ir_l.shape))))
 
 
 def main() -> None:
@@ -69,9 +73,14 @@ def main() -> None:
             except AlignmentError as exc:
                 print(kind, pair.name, "no warp:", exc.reason)
                 continue
-            err = corner_error(warp, true, ir.shape) if kind == "night" else float("nan")
-            print(f"{kind} {pair.name} error {err:.1f} px, NGF confidence {conf:.2f}, MI confidence "
-                  f"{mi_confidence(ir, moved, warp):.2f}", flush=True)
+            line = f"{kind} {pair.name} NGF confidence {conf:.2f}, MI confidence {mi_confidence(ir, moved, warp):.2f}"
+            if kind == "night":
+                # a floor of 1e-3 keeps dark pixels that the camera sees apart from the black outside its field
+                at_true = mutual_information(ir, np.clip(warp_to_infrared(moved, true, ir.shape), 1e-3, 1))
+                at_found = mutual_information(ir, np.clip(warp_to_infrared(moved, warp, ir.shape), 1e-3, 1))
+                line += (f"; error against the published alignment {corner_error(warp, true, ir.shape):.1f} px, MI "
+                         f"at the known warp {at_true:.3f}, at the found {at_found:.3f}")
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

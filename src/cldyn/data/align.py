@@ -192,12 +192,10 @@ def _level(img: np.ndarray, f: float, blur: float) -> tuple[np.ndarray, np.ndarr
     return (cv2.GaussianBlur(out, (0, 0), blur) if blur else out), m
 
 
-def registration_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float, blur: float,
-                            reach: float = 0.1) -> float:
-    """How sharply the pair's edges meet at ``warp`` and nowhere near it: the visible image is resampled into the
-    infrared frame (``f`` of its size, with ``reach`` of it more on each side), the gradient fields' agreement is
-    computed at every shift, and the peak at no shift is measured against the rest in standard deviations
-    (:func:`cldyn.data.registration.peak_sharpness`). Unrelated images agree about as well at every shift."""
+def registered_canvas(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float, blur: float, reach: float = 0.1
+                      ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """``(ir_l, canvas, (py, px))``: the infrared image at ``f`` of its size, and the visible image resampled by
+    ``warp`` into that frame with ``(py, px)`` pixels (``reach`` of it) more on each side."""
     ir_l, m_ir = _level(ir, f, blur)
     vis_l, m_vis = _level(vis, f / float(np.sqrt(abs(np.linalg.det(warp[:2, :2])))), blur)
     h, w = ir_l.shape
@@ -205,7 +203,17 @@ def registration_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f
     to_vis = m_vis @ warp @ np.linalg.inv(m_ir) @ np.array([[1, 0, -px], [0, 1, -py], [0, 0, 1]], np.float64)
     canvas = cv2.warpPerspective(vis_l, to_vis, (w + 2 * px, h + 2 * py), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                  borderMode=cv2.BORDER_REPLICATE)
-    return peak_sharpness(shift_surface(ir_l, canvas, (py, px)), max(1, round(0.02 * max(h, w))))
+    return ir_l, canvas, (py, px)
+
+
+def registration_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float, blur: float,
+                            reach: float = 0.1) -> float:
+    """How sharply the pair's edges meet at ``warp`` and nowhere near it: the visible image is resampled into the
+    infrared frame (:func:`registered_canvas`), the gradient fields' agreement is computed at every shift, and the
+    peak at no shift is measured against the rest in standard deviations
+    (:func:`cldyn.data.registration.peak_sharpness`). Unrelated images agree about as well at every shift."""
+    ir_l, canvas, pad = registered_canvas(ir, vis, warp, f, blur, reach)
+    return peak_sharpness(shift_surface(ir_l, canvas, pad), max(1, round(0.02 * max(ir_l.shape))))
 
 
 def _refine(ir: np.ndarray, vis: np.ndarray, candidates: list[np.ndarray], model: str, cfg: AlignConfig,
@@ -376,7 +384,5 @@ def write_warp(path: str | Path, result: Alignment, ir: str | Path, vis: str | P
 
 
 __all__ = ["ALIGN_MODELS", "DEFAULT_ALIGN_MODEL", "AlignConfig", "Alignment", "AlignmentError", "align", "align_images",
-           "check_range",
-           "checkerboard",
-           "edge_map", "estimate_warp", "initial_warps", "registration_confidence", "structure", "warp_sidecar",
-           "warp_to_infrared", "write_warp"]
+           "check_range", "checkerboard", "edge_map", "estimate_warp", "initial_warps", "registered_canvas",
+           "registration_confidence", "structure", "warp_sidecar", "warp_to_infrared", "write_warp"]
