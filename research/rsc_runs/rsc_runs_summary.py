@@ -29,7 +29,7 @@ def summarise(run: Path, last: int) -> dict:
            # seconds restart at 0 on --resume: the wall time is the sum of each segment's last value
            "seconds": sum(float(a["seconds"]) for a, b in zip(rows, [*rows[1:], None], strict=True)
                           if b is None or float(b["seconds"]) < float(a["seconds"]))}
-    for t in TASKS:
+    for t in (t for t in TASKS if f"{t}_loss" in rows[0]):  # a run may train for some of the tasks only
         loss = sum(float(r[f"{t}_loss"]) for r in tail)
         base = sum(float(r[f"{t}_base_loss"]) for r in tail)
         out[f"{t}_loss_vs_base_pct"] = 100 * (loss - base) / base
@@ -49,10 +49,10 @@ def main() -> None:
           f"steps (det/seg/sal %)  |change| in grey levels (det/seg/sal)")
     for run in runs:
         s = summarise(run, args.last)
-        pct = " / ".join(f"{s[f'{t}_loss_vs_base_pct']:+.2f}" for t in TASKS)
-        ch = " / ".join(f"{s[f'{t}_change']:.3f}" for t in TASKS)
-        print(f"{s['run']:<24} {s['seconds']:6.0f} {s['detection_val']:.4f} {s['segmentation_val']:.4f} "
-              f"{s['saliency_val']:.4f} {s['val_score']:+.4f}  {pct:<36} {ch}")
+        pct = " / ".join(f"{s[f'{t}_loss_vs_base_pct']:+.2f}" if f"{t}_change" in s else "-" for t in TASKS)
+        ch = " / ".join(f"{s[f'{t}_change']:.3f}" if f"{t}_change" in s else "-" for t in TASKS)
+        val = " ".join(f"{s[f'{t}_val']:7.4f}" if f"{t}_val" in s else f"{'-':>7}" for t in TASKS)
+        print(f"{s['run']:<24} {s['seconds']:6.0f} {val} {s['val_score']:+.4f}  {pct:<36} {ch}")
         if args.copy_logs:
             Path(args.copy_logs).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run / "log.csv", Path(args.copy_logs) / f"rsc_{run.name}_log.csv")
