@@ -53,3 +53,5 @@ def test_a_strength_outside_0_1_is_refused_before_loading_anything(tmp_path):
 
     with pytest.raises(CldynError, match="--strength must be in"):
         FrozenTable(FrozenTableConfig(data=str(tmp_path), networks=["detection"], strength=2.0))
+    with pytest.raises(CldynError, match="--max-change must be a number of grey levels > 0"):
+        FrozenTable(FrozenTableConfig(data=str(tmp_path), networks=["detection"], max_change=-1.0))

@@ -23,7 +23,7 @@ from cldyn.evaluation.frozen_table import FrozenTable, FrozenTableConfig
 from cldyn.evaluation.inspect_rsc import format_inspection, inspect_rsc, load_pairs
 from cldyn.evaluation.report import render_report, report_path
 from cldyn.evaluation.tasks import evaluate_task, format_comparison
-from cldyn.inference.customise import DEFAULT_STRENGTH, check_max_change
+from cldyn.inference.customise import DEFAULT_STRENGTH
 from cldyn.model.rsc import DEFAULT_MAX_CHANGE, CLDyN
 from cldyn.tasks import load_task_for
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped, shipped_networks
@@ -52,7 +52,7 @@ def cmd_frozen_table(args: argparse.Namespace) -> int:
     cfg = FrozenTableConfig(data=args.data, networks=args.networks or shipped_networks(), out=args.out,
                             split=args.split, peers={k: str(v) for k, v in peers.items()},
                             rsc_weights=args.rsc_weights or [None], vfn_weights=args.vfn_weights,
-                            strength=args.strength, max_change=check_max_change(args.max_change),
+                            strength=args.strength, max_change=args.max_change,
                             det_labels=tuple(args.det_labels.split(",")),
                             resamples=args.resamples, seed=args.seed, limit=args.limit)
     result = FrozenTable(cfg, log=_stderr if not args.quiet else lambda _m: None, progress=not args.quiet).run()

@@ -216,12 +216,12 @@ def registration_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f
     return peak_sharpness(shift_surface(ir_l, canvas, pad), max(1, round(0.02 * max(ir_l.shape))))
 
 
-def _refine(ir: np.ndarray, vis: np.ndarray, candidates: list[np.ndarray], model: str, cfg: AlignConfig,
-            work: float, levels: int, top: int) -> np.ndarray:
-    """The best of ``candidates`` (infrared -> visible pixels) refined with ``model`` from pyramid level ``top``
-    down to the finest: at the coarsest of all ``levels`` every candidate is refined and the best kept, the finer
-    levels refine that one."""
-    for level in range(top, -1, -1):
+def _refine(ir: np.ndarray, vis: np.ndarray, candidates: list[np.ndarray], cfg: AlignConfig, work: float,
+            levels: int) -> np.ndarray:
+    """The best of ``candidates`` (infrared -> visible pixels) refined with ``cfg.model`` coarse to fine over
+    ``levels`` pyramid levels: at the coarsest every candidate is refined and the best kept, the finer levels refine
+    that one."""
+    for level in range(levels - 1, -1, -1):
         f = work / 2 ** level
         ir_l, m_ir = _level(ir, f, cfg.blur)
         share = cfg.fine_edge_share if level == 0 else cfg.edge_share
@@ -235,7 +235,7 @@ def _refine(ir: np.ndarray, vis: np.ndarray, candidates: list[np.ndarray], model
             scale = float(np.sqrt(abs(np.linalg.det(start[:2, :2]))))  # visible pixels per infrared pixel, now
             vis_l, m_vis = _level(vis, f / scale, cfg.blur)
             lw = m_vis @ start @ np.linalg.inv(m_ir)
-            for stage in _stages(model, level == levels - 1):
+            for stage in _stages(cfg.model, level == levels - 1):
                 agreement = Agreement(points, vis_l, lw, ir_l.shape, stage, share, cfg.perspective_prior)
                 lw, value = refine_level(agreement, cfg.iterations)
             results.append((value, np.linalg.inv(m_vis) @ lw @ m_ir))
@@ -281,7 +281,7 @@ def estimate_warp(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig = AlignConfi
     centre = np.array([[base, 0, (vis.shape[1] - 1) / 2 - base * (ir.shape[1] - 1) / 2],
                        [0, base, (vis.shape[0] - 1) / 2 - base * (ir.shape[0] - 1) / 2], [0, 0, 1]])
     starts.append(centre)
-    warp = _refine(ir, vis, starts, cfg.model, cfg, work, levels, levels - 1)
+    warp = _refine(ir, vis, starts, cfg, work, levels)
     confidence = registration_confidence(ir, vis, warp, work / 2 if levels > 1 else work, cfg.blur)
     if problem := check_range(warp, ir.shape[:2], vis.shape[:2]):
         raise AlignmentError(problem, confidence)

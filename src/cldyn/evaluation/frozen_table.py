@@ -17,7 +17,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from cldyn.data.io import atomic_write_bytes
 from cldyn.data.labels import discover_task_samples, read_yolo_boxes
 from cldyn.data.task_bank import TaskBank, load_task_bank, select_box_classes
 from cldyn.evaluation.bootstrap import COMPARED_METRIC, metric_scorer, paired_bootstrap
-from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength
+from cldyn.inference.customise import DEFAULT_STRENGTH, check_max_change, check_strength
 from cldyn.inference.sources import image_source
 from cldyn.model.rsc import DEFAULT_MAX_CHANGE, CLDyN
 from cldyn.tasks import TaskAdapter, is_shipped_network, load_pretrained_task, load_task
@@ -51,7 +51,7 @@ class FrozenTableConfig:
         rsc_weights: one CLDyN row per file (``None``: the shipped RSC), ``NAME=FILE`` to group rows (e.g. the
             seeds of one method, ``cldyn=a cldyn=b no_closed_loop=c``): the table shows each group's mean and std.
         strength, max_change: the customisation's strength and its limit on each image's mean change
-            (:func:`cldyn.model.rsc.at_strength`; ``None``: no limit).
+            (:func:`cldyn.model.rsc.at_strength`; ``None`` or 0: no limit).
         det_labels: detection label variants (``fusion`` is the default folder).
     """
 
@@ -106,6 +106,7 @@ class FrozenTable:
 
     def __init__(self, cfg: FrozenTableConfig, log: Callable[[str], None] = print, progress: bool = True) -> None:
         check_strength(cfg.strength)
+        cfg = replace(cfg, max_change=check_max_change(cfg.max_change))  # 0 and None alike: no limit
         self.cfg, self.log, self.progress = cfg, log, progress
         self.out = Path(cfg.out)
         self.vfn = load_vfn_or_shipped(cfg.vfn_weights)
