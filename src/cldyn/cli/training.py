@@ -6,6 +6,7 @@ import argparse
 
 from cldyn.cli.common import add_run_args, key_values, run_training, task_map
 from cldyn.data.bank import AugmentConfig
+from cldyn.errors import CldynError
 from cldyn.loop.fusion_loss import SSIM_TARGETS, FusionLossConfig
 from cldyn.loop.losses import LossWeights
 from cldyn.model.task_encoder import TASK_ENCODERS
@@ -47,7 +48,15 @@ def cmd_train_task(args: argparse.Namespace) -> int:
 
 def cmd_train_rsc(args: argparse.Namespace) -> int:
     tasks = [t for t in args.tasks.split(",") if t]
-    cfg = TrainRSCConfig(
+    try:
+        cfg = _rsc_config(args, tasks)
+    except ValueError as exc:  # a setting out of range, as the config's own check words it
+        raise CldynError(str(exc)) from None
+    return run_training(args, train_rsc, cfg, "best checkpoint")
+
+
+def _rsc_config(args: argparse.Namespace, tasks: list[str]) -> TrainRSCConfig:
+    return TrainRSCConfig(
         streams=RSCStreams(tasks=tasks, data=task_map(args.data, tasks, "--data"),
                            task_weights=task_map(args.task_weights, tasks, "--task-weights"),
                            vfn_weights=args.vfn_weights, train_split=args.split, cache_batches=args.cache_batches),
@@ -56,13 +65,13 @@ def cmd_train_rsc(args: argparse.Namespace) -> int:
                            tone_max_levels=args.tone_max_levels, init=args.init, trainable=args.trainable),
         loss=LossWeights(penalty=0.0 if args.no_penalty else args.penalty, fusion_weight=args.fusion_weight,
                          change_weight=args.change_weight, specificity_weight=args.specificity_weight,
-                         specificity_margin=args.specificity_margin),
+                         specificity_margin=args.specificity_margin,
+                         reference=args.penalty_reference.replace("-", "_")),
         optim=RSCOptimConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
                              aggregate=args.aggregate, seed=args.seed),
         run=RSCRunConfig(out_dir=args.out, checkpoint_every=args.checkpoint_every, val_every=args.val_every,
                          val_limit=args.val_limit, device=args.device),
     )
-    return run_training(args, train_rsc, cfg, "best checkpoint")
 
 
 def cmd_convert_pretrained(args: argparse.Namespace) -> int:
@@ -176,6 +185,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how the per-task gradients are combined")
     s.add_argument("--penalty", type=float, default=r.loss.penalty, help="reward-penalty weight")
     s.add_argument("--no-penalty", action="store_true", help="ablation: plain task loss")
+    s.add_argument("--penalty-reference", choices=("base", "best-camera"), default=r.loss.reference.replace("_", "-"),
+                   help="L_base of the reward-penalty loss: the task loss on the base fusion (the paper), or the "
+                        "least of that and the losses on the visible and on the infrared image alone")
     s.add_argument("--no-closed-loop", action="store_true", help="ablation: task features replaced by zeros")
     s.add_argument("--selection", choices=("trainable", "upstream"), default=r.rsc.selection,
                    help="trainable: straight-through basis choice; upstream: the public code's (ablation)")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+PENALTY_REFERENCES = ("base", "best_camera")
+
 
 @dataclass(frozen=True)
 class LossWeights:
@@ -21,6 +23,10 @@ class LossWeights:
         specificity_weight: weight of :func:`specificity_hinge` against the compensation made with another task
             network's features (one more compensated pass a task and step; 0: off).
         specificity_margin: that hinge's margin, relative to the base loss.
+        reference: what ``L_base`` of the reward-penalty loss is: ``base``, the task loss on the base fusion (the
+            paper), or ``best_camera``, the least of that and the losses on the visible and on the infrared image
+            alone (the penalty then also holds the compensation to what the network gets from its better camera,
+            the comparison that matters for a network trained elsewhere).
     """
 
     penalty: float = 5.0
@@ -28,6 +34,11 @@ class LossWeights:
     change_weight: float = 0.0
     specificity_weight: float = 0.0
     specificity_margin: float = 0.02
+    reference: str = "base"
+
+    def __post_init__(self) -> None:
+        if self.reference not in PENALTY_REFERENCES:
+            raise ValueError(f"reference must be one of {PENALTY_REFERENCES}, got {self.reference!r}")
 
 
 def reward_penalty(loss: torch.Tensor, base_loss: torch.Tensor, weight: float = 5.0) -> torch.Tensor:
@@ -49,4 +60,4 @@ def specificity_hinge(loss: torch.Tensor, other_loss: torch.Tensor, base_loss: t
     return torch.relu(margin + (loss - other_loss) / base_loss.detach().clamp_min(1e-8))
 
 
-__all__ = ["LossWeights", "reward_penalty", "specificity_hinge"]
+__all__ = ["PENALTY_REFERENCES", "LossWeights", "reward_penalty", "specificity_hinge"]

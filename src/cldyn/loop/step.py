@@ -27,12 +27,24 @@ class BasePass(NamedTuple):
         loss: the task loss on the base fusion, ``L_base`` of the reward-penalty loss.
         reach: the VFN's reach image, ``None`` unless the VFN has a reach head (see :meth:`CLDyN.base_and_reach`).
         luma: the base fusion's luminance ``(B, 1, H, W)``.
+        camera_loss: the least of the task losses on the visible and on the infrared image alone, ``None`` unless
+            asked for (the ``best_camera`` reference of the reward-penalty loss).
     """
 
     features: torch.Tensor
     loss: torch.Tensor
     reach: torch.Tensor | None
     luma: torch.Tensor
+    camera_loss: torch.Tensor | None = None
+
+    def reference(self, kind: str = "base") -> torch.Tensor:
+        """``L_base`` of the reward-penalty loss: the base loss, or (``best_camera``) the least of it and
+        :attr:`camera_loss`."""
+        if kind == "base":
+            return self.loss
+        if self.camera_loss is None:
+            raise ValueError("the best_camera reference needs a base pass with cameras=True")
+        return torch.minimum(self.loss, self.camera_loss)
 
 
 @dataclass
@@ -62,11 +74,16 @@ def features_of_base_luma(adapter: TaskAdapter, vis: torch.Tensor, base_y: torch
 
 
 @torch.no_grad()
-def base_pass(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any) -> BasePass:
-    """The base fusion of a batch, the task network's features of it and its task loss."""
+def base_pass(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any,
+              cameras: bool = False) -> BasePass:
+    """The base fusion of a batch, the task network's features of it and its task loss; with ``cameras``, also the
+    least of the task losses on the visible image and on the infrared image (gray, as RGB) alone."""
     base_y, reach = model.base_luma_and_reach(ir, vis)
     feats, out = adapter.features_and_output(task_input(vis, base_y))
-    return BasePass(feats, adapter.loss_from_output(out, targets), reach, base_y)
+    camera_loss = None
+    if cameras:
+        camera_loss = torch.minimum(adapter.loss(as_rgb(vis), targets), adapter.loss(as_rgb(ir), targets))
+    return BasePass(feats, adapter.loss_from_output(out, targets), reach, base_y, camera_loss)
 
 
 def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis: torch.Tensor, targets: Any,
@@ -85,16 +102,19 @@ def closed_loop_losses(model: CLDyN, adapter: TaskAdapter, ir: torch.Tensor, vis
     """
     w = weights or LossWeights()
     # An RSC built with closed_loop=False (the ablation) replaces the task features by zeros itself.
-    base = base if base is not None else base_pass(model, adapter, ir, vis, targets)
+    base = base if base is not None else base_pass(model, adapter, ir, vis, targets, w.reference == "best_camera")
     vis_y = luma_of(vis)
     if untoned is None:
         comp_y = model.compensated_luma(ir, vis_y, base.features, gumbel, base_reach=base.reach)
     else:
         comp_y = model.rsc.tone_curve(base.features, untoned)
     loss = adapter.loss(task_input(vis, comp_y), targets)
-    total = reward_penalty(loss, base.loss, w.penalty)
+    reference = base.reference(w.reference)
+    total = reward_penalty(loss, reference, w.penalty)
     parts = {"loss": loss.item(), "base_loss": base.loss.item(), "penalty": (total - loss).item(),
-             "penalty_active": float(loss > base.loss)}
+             "penalty_active": float(loss > reference)}
+    if base.camera_loss is not None:
+        parts["camera_loss"] = base.camera_loss.item()
     if w.fusion_weight:
         fusion = fusion_loss(comp_y, ir, vis_y)[0]
         total = total + w.fusion_weight * fusion
@@ -123,7 +143,8 @@ def task_gradient(model: CLDyN, adapter: TaskAdapter, batch: TaskBatch, params: 
     The frozen passes go through ``cache`` under ``batch.key``.
     """
     ir, vis = batch.ir, batch.vis
-    base = cache.get("base", batch.key, lambda: base_pass(model, adapter, ir, vis, batch.targets))
+    base = cache.get("base", batch.key, lambda: base_pass(model, adapter, ir, vis, batch.targets,
+                                                          weights.reference == "best_camera"))
     other_feats = None
     if other is not None:
         other_feats = cache.get(("other", id(other)), batch.key,

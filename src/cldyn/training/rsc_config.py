@@ -110,6 +110,9 @@ class RSCRunConfig:
     channels_last: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("checkpoint_every", "val_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 step, got {getattr(self, name)}")
         if not self.val_limit:  # 0 means all, as for train-vfn (a slice [:0] would validate on nothing)
             self.val_limit = None
 
