@@ -1,7 +1,8 @@
 """Night pairs: local contrast normalisation before registration.
 
-Each image is replaced by its local z-score, ``(I - G_s * I) / (sqrt(G_s * (I - G_s * I)^2) + eps)``, with ``s`` in
-infrared pixels (the visible image's ``s`` scaled by the ratio of the sizes), so that the faint edges of a dark
+Each image is replaced by its local z-score, ``(I - G_s * I) / (sqrt(G_s * (I - G_s * I)^2) + eps)`` (since shipped
+as ``cldyn.data.align.local_contrast``, the confidence's second measure), with ``s`` in infrared pixels (the
+visible image's ``s`` scaled by the ratio of the sizes), so that the faint edges of a dark
 region weigh as much as those next to a street light. Measured two ways:
 
 - ``truth``: the confidence of the published alignment itself (every val pair), and of unrelated pairs (each
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 
-import cv2
 import numpy as np
 
 import cldyn.data.align as align_module
 from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp, registration_confidence
+from cldyn.data.align import local_contrast as package_local_contrast
 from cldyn.data.io import luma, read_image, to_single_channel
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.rig import corner_error, random_warp, warped_visible
@@ -30,14 +31,8 @@ ORIGINAL_STARTS = align_module.initial_warps
 
 
 def local_contrast(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Local z-score of ``img`` over a Gaussian window of ``sigma`` pixels (``sigma`` 0: ``img`` unchanged)."""
-    if not sigma:
-        return img
-    img = np.asarray(img, np.float32)
-    mu = cv2.GaussianBlur(img, (0, 0), sigma)
-    d = img - mu
-    sd = np.sqrt(cv2.GaussianBlur(d * d, (0, 0), sigma))
-    return d / (sd + 0.02 * float(img.std()) + 1e-4)
+    """The package's local z-score (:func:`cldyn.data.align.local_contrast`); ``sigma`` 0: ``img`` unchanged."""
+    return package_local_contrast(img, sigma) if sigma else img
 
 
 def prepared(ir: np.ndarray, vis: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,9 @@ brighter on the left in one camera and on the right in the other.
 The result says when it cannot be trusted: too little structure in either image, a warp outside the model's range,
 or a confidence below :attr:`AlignConfig.min_confidence`. The confidence is how sharply the agreement peaks at the
 found warp against every shift of it up to a tenth of the frame, in standard deviations: a registered pair has one
-clear peak there (typically 4-8), an unrelated pair or a wrong warp does not (under 4).
+clear peak there (typically 4-8), an unrelated pair or a wrong warp does not (under 4). Where the images' peak is
+under the threshold, it is measured again on their local contrast (:func:`local_contrast`, which gives the faint
+edges of a dark night image their weight beside a street light's), and the larger counts.
 
 Warps are 3x3 matrices that map infrared pixel coordinates ``(x, y, 1)`` to visible pixel coordinates (OpenCV's
 convention: pixel ``i`` has its centre at ``i``).
@@ -66,6 +68,11 @@ class AlignConfig:
         edge_share, fine_edge_share: NGF's edge parameter, as a share of the mean gradient magnitude, on the coarse
             levels (a wide basin) and on the finest (the strong edges that both cameras share).
         min_confidence: the least confidence (peak sharpness, in standard deviations) of a registered pair.
+        contrast_sigma: the window (Gaussian sigma, pixels of a 640-pixel frame) of the local contrast whose peak
+            sharpness is the confidence's second measure, taken where the first is under ``min_confidence`` (0:
+            the images' own only).
+        contrast_weight: that second measure counts at this share: it runs higher than the first on every pair
+            (on unrelated pairs at most 2.3; on right night warps a median 5.4; on wrong ones up to 4.5).
         min_structure: the least share of edge pixels in each image.
         perspective_prior: what a ``homography`` pays, at each level, for the perspective that the level adds, per
             ``0.01**2`` of its two perspective terms in the infrared frame's ``[-1, 1]`` coordinates (0.01: about
@@ -86,6 +93,8 @@ class AlignConfig:
     edge_share: float = 0.5
     fine_edge_share: float = 2.0
     min_confidence: float = 4.0
+    contrast_sigma: float = 8.0
+    contrast_weight: float = 0.8
     min_structure: float = 0.01
     perspective_prior: float = 0.003
 
@@ -206,6 +215,39 @@ def registered_canvas(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: floa
     return ir_l, canvas, (py, px)
 
 
+def local_contrast(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Local z-score of ``img`` ``(H, W)`` over a Gaussian window of ``sigma`` pixels:
+    ``(I - G * I) / (sqrt(G * (I - G * I)^2) + 0.02 std(I))``, so that an edge counts by its contrast with its
+    surroundings rather than by its step in grey levels.
+
+    >>> img = np.zeros((32, 32), np.float32); img[:, 16:] = 0.1  # a faint step...
+    >>> faint = local_contrast(img, 4.0)
+    >>> strong = local_contrast(10 * img, 4.0)  # ...weighs as a strong one
+    >>> round(float(faint[0, 16]), 2), round(float(strong[0, 16]), 2), faint.shape
+    (1.52, 1.52, (32, 32))
+    """
+    img = np.asarray(img, np.float32)
+    mean = cv2.GaussianBlur(img, (0, 0), sigma)
+    d = img - mean
+    sd = np.sqrt(cv2.GaussianBlur(d * d, (0, 0), sigma))
+    return d / (sd + 0.02 * float(img.std()) + 1e-4)
+
+
+def pair_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float, cfg: AlignConfig) -> float:
+    """The confidence of a registration: :func:`registration_confidence` on the images; where that is under
+    ``cfg.min_confidence``, the larger of it and, weighted by ``cfg.contrast_weight``, the same on their
+    :func:`local_contrast` (window ``cfg.contrast_sigma`` pixels of a 640-pixel frame, the visible image's scaled
+    by the ratio of the sizes; measured only there, since it costs more than the registration's refinement)."""
+    confidence = registration_confidence(ir, vis, warp, f, cfg.blur)
+    if confidence >= cfg.min_confidence or not cfg.contrast_sigma:
+        return confidence
+    sigma = cfg.contrast_sigma * max(ir.shape) / 640
+    ratio = float(np.sqrt(vis.size / ir.size))
+    contrast = registration_confidence(local_contrast(ir, sigma), local_contrast(vis, sigma * ratio), warp, f,
+                                       cfg.blur)
+    return max(confidence, cfg.contrast_weight * contrast)
+
+
 def registration_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float, blur: float,
                             reach: float = 0.1) -> float:
     """How sharply the pair's edges meet at ``warp`` and nowhere near it: the visible image is resampled into the
@@ -282,7 +324,7 @@ def estimate_warp(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig = AlignConfi
                        [0, base, (vis.shape[0] - 1) / 2 - base * (ir.shape[0] - 1) / 2], [0, 0, 1]])
     starts.append(centre)
     warp = _refine(ir, vis, starts, cfg, work, levels)
-    confidence = registration_confidence(ir, vis, warp, work / 2 if levels > 1 else work, cfg.blur)
+    confidence = pair_confidence(ir, vis, warp, work / 2 if levels > 1 else work, cfg)
     if problem := check_range(warp, ir.shape[:2], vis.shape[:2]):
         raise AlignmentError(problem, confidence)
     if confidence < cfg.min_confidence:
@@ -384,5 +426,6 @@ def write_warp(path: str | Path, result: Alignment, ir: str | Path, vis: str | P
 
 
 __all__ = ["ALIGN_MODELS", "DEFAULT_ALIGN_MODEL", "AlignConfig", "Alignment", "AlignmentError", "align", "align_images",
-           "check_range", "checkerboard", "edge_map", "estimate_warp", "initial_warps", "registered_canvas",
-           "registration_confidence", "structure", "warp_sidecar", "warp_to_infrared", "write_warp"]
+           "check_range", "checkerboard", "edge_map", "estimate_warp", "initial_warps", "local_contrast",
+           "pair_confidence", "registered_canvas", "registration_confidence", "structure", "warp_sidecar",
+           "warp_to_infrared", "write_warp"]
