@@ -135,3 +135,12 @@ def test_a_second_demo_replaces_its_own_outputs_and_a_foreign_folder_is_refused(
     assert main(["demo", "--out", str(foreign), "--quiet", "--no-tasks"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert (foreign / "side_by_side.png").read_bytes() == b"a file of the user's"
+
+
+@pytest.mark.parametrize("flag", ["--val-every", "--checkpoint-every"])
+def test_train_rsc_refuses_a_period_under_one_step_in_one_line(labelled, tmp_path, capsys, flag):
+    out = tmp_path / "rsc"
+    rc = main(["train-rsc", "--tasks", "saliency", "--data", str(labelled), flag, "0", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "must be at least 1 step" in err, err
+    assert not out.exists()

@@ -7,6 +7,7 @@ from closed_loop_helpers import random_batch
 from cldyn.loop.cache import FrozenPassCache
 from cldyn.loop.losses import LossWeights, reward_penalty, specificity_hinge
 from cldyn.loop.step import (
+    BasePass,
     TaskBatch,
     apply_combined,
     base_pass,
@@ -26,6 +27,38 @@ def test_reward_penalty():
     assert reward_penalty(torch.tensor(0.7), base) == 0.7  # better than base: no penalty
     assert reward_penalty(torch.tensor(1.0), base) == 1.0
     assert torch.isclose(reward_penalty(torch.tensor(1.2), base), torch.tensor(1.2 + 5 * 0.2))
+
+
+def test_the_best_camera_reference_is_the_least_of_the_base_and_camera_losses():
+    def base(loss: float, camera: float | None) -> BasePass:
+        return BasePass(torch.zeros(1), torch.tensor(loss), None, torch.zeros(1),
+                        None if camera is None else torch.tensor(camera))
+
+    assert base(1.0, 0.6).reference("base") == 1.0
+    assert base(1.0, 0.6).reference("best_camera") == 0.6  # a camera alone does better: it is the bar
+    assert base(1.0, 1.4).reference("best_camera") == 1.0  # the base fusion does better
+    with pytest.raises(ValueError, match="cameras=True"):
+        base(1.0, None).reference("best_camera")
+    with pytest.raises(ValueError, match="reference"):
+        LossWeights(reference="visible")
+
+
+def test_closed_loop_losses_with_the_best_camera_reference(pairs_dir):
+    from cldyn.model.ops import as_rgb
+
+    model, adapters, ir, vis, mask = random_batch()
+    adapter = adapters["saliency"]
+    weights = LossWeights(fusion_weight=0.0, reference="best_camera")
+    total, parts = closed_loop_losses(model, adapter, ir, vis, mask, weights)
+    with torch.no_grad():  # hand-computed: each camera alone through the network
+        camera = min(float(adapter.loss(as_rgb(vis), mask)), float(adapter.loss(as_rgb(ir), mask)))
+    assert parts["camera_loss"] == pytest.approx(camera, rel=1e-6)
+    # a fresh CLDyN is the VFN: no penalty against the base, the penalty against a camera that does better
+    reference = min(parts["base_loss"], camera)
+    assert parts["penalty"] == pytest.approx(5 * max(0.0, parts["loss"] - reference), rel=1e-5, abs=1e-7)
+    assert parts["penalty_active"] == float(parts["loss"] > reference)
+    _, plain = closed_loop_losses(model, adapter, ir, vis, mask, NO_FUSION)
+    assert "camera_loss" not in plain and plain["penalty"] == 0.0
 
 
 def test_closed_loop_losses_at_init_have_no_penalty(pairs_dir):
