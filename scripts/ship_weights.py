@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", help="file stem in the package (default: vfn / task_<task> / rsc)")
     p.add_argument("--fp32", action="store_true", help="keep fp32 (default: fp16 to halve the package size)")
     p.add_argument("--dest", help="folder to ship into, with its manifest.json (default: the package's weights)")
+    p.add_argument("--strength", type=float, help="rsc: the strength it is meant to run at (default: the package's)")
+    p.add_argument("--max-change", type=float, help="rsc: its limit on each image's mean change, grey levels (0: none; "
+                                                   "default: the package's)")
     args = p.parse_args(argv)
     src = Path(args.checkpoint)
     tensors, meta = load_checkpoint(src)
@@ -47,7 +50,11 @@ def main(argv: list[str] | None = None) -> None:
         sha = save_checkpoint(wdir / f"{name}.safetensors", state,
                               {"kind": "rsc", "rsc_config": rsc.cfg.to_dict(), **provenance})
     (wdir / f"{name}.json").unlink(missing_ok=True)  # the manifest is the package's record
-    record_shipped(f"{name}.safetensors", {"sha256": sha, "kind": args.kind, **provenance}, wdir)
+    settings = {k: v for k, v in (("strength", args.strength), ("max_change", args.max_change)) if v is not None}
+    if settings and args.kind != "rsc":
+        p.error("--strength and --max-change are settings of an RSC")
+    entry = {"sha256": sha, "kind": args.kind, **provenance, **({"settings": settings} if settings else {})}
+    record_shipped(f"{name}.safetensors", entry, wdir)
     size = (wdir / f"{name}.safetensors").stat().st_size
     print(f"shipped {name}.safetensors ({size / 1024:.0f} KiB, sha256 {sha[:16]}...)")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cldyn.cli import main
-from cldyn.data.io import read_pair
+from cldyn.data.io import read_image, read_pair
 from cldyn.errors import CheckpointError, CldynError
 from cldyn.inference.customise import load_customisation
 from cldyn.inference.fuse import Fuser
@@ -91,3 +91,32 @@ def test_two_networks_get_different_customisations_and_strength_0_is_the_vfn(pai
     assert levels(out["detection-visible"], out["saliency-visible"]) > 0.5  # each network its own customisation
     at_zero = Fuser(vfn, device="cpu", task=load_task_for("detection", "detection-visible"), rsc=rsc, strength=0)
     assert np.array_equal(at_zero.fuse_images(ir, vis), plain)
+
+
+def test_a_shipped_rsc_runs_with_its_own_settings_unless_told_otherwise():
+    from cldyn.inference.customise import DEFAULT_STRENGTH, customisation_settings
+    from cldyn.model.rsc import DEFAULT_MAX_CHANGE
+    from cldyn.weights import read_manifest
+
+    own = read_manifest()["rsc_infrared.safetensors"]["settings"]
+    assert own == {"strength": 1.0, "max_change": 0.0}  # made for networks that want tens of grey levels moved
+    assert customisation_settings("infrared") == (1.0, None, ("strength", "max_change"))
+    assert customisation_settings("infrared", 0.25, 4) == (0.25, 4.0, ())  # what the user says wins
+    for other in (None, "visible"):  # the default RSC and one without settings of its own: the defaults
+        assert customisation_settings(other) == (DEFAULT_STRENGTH, DEFAULT_MAX_CHANGE, ())
+    with pytest.raises(CldynError, match=r"--strength must be in \[0, 1\]"):
+        customisation_settings("infrared", strength=2.0)
+
+
+def test_fuse_with_the_infrared_rsc_uses_its_settings_and_says_so(pairs_dir, tmp_path, capsys):
+    ir, vis = sorted((pairs_dir / "ir").iterdir())[0], sorted((pairs_dir / "vi").iterdir())[0]
+    base = ["fuse", str(ir), str(vis), "--task", "segmentation", "--task-weights", "segmentation-infrared",
+            "--rsc-weights", "infrared"]
+    assert main([*base, "-o", str(tmp_path / "own.png")]) == 0
+    note = capsys.readouterr().err
+    assert "the infrared RSC's own settings: strength 1, no change limit" in note
+    assert main([*base, "-o", str(tmp_path / "told.png"), "--strength", "1", "--max-change", "0"]) == 0
+    assert main([*base, "-o", str(tmp_path / "default.png"), "--strength", "0.5", "--max-change", "6"]) == 0
+    assert "own settings" not in capsys.readouterr().err
+    own, told, default = (read_image(tmp_path / f"{n}.png").pixels for n in ("own", "told", "default"))
+    assert np.array_equal(own, told) and not np.array_equal(own, default)

@@ -33,9 +33,12 @@ def test_ships_a_vfn_and_an_rsc_as_fp16_with_their_sha256_and_record(tmp_path, m
     dest = tmp_path / "weights"
     dest.mkdir()
     ship(monkeypatch, "vfn", str(tmp_path / "vfn_run.safetensors"), "--name", "vfn_x", "--dest", str(dest))
-    ship(monkeypatch, "rsc", str(tmp_path / "rsc_run.safetensors"), "--name", "rsc_x", "--dest", str(dest))
+    ship(monkeypatch, "rsc", str(tmp_path / "rsc_run.safetensors"), "--name", "rsc_x", "--dest", str(dest),
+         "--strength", "1", "--max-change", "0")
     assert "shipped vfn_x.safetensors" in capsys.readouterr().out
     manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["rsc_x.safetensors"]["settings"] == {"strength": 1.0, "max_change": 0.0}
+    assert "settings" not in manifest["vfn_x.safetensors"]
     for name in ("vfn_x.safetensors", "rsc_x.safetensors"):
         assert manifest[name]["sha256"] == sha256_file(dest / name)
         tensors, _ = load_checkpoint(dest / name)

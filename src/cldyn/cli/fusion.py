@@ -12,7 +12,7 @@ from cldyn.cli.common import set_threads
 from cldyn.data.align import ALIGN_MODELS
 from cldyn.data.pairs import pairs_from_inputs
 from cldyn.errors import CldynError
-from cldyn.inference.customise import DEFAULT_STRENGTH, check_strength, load_customisation
+from cldyn.inference.customise import DEFAULT_STRENGTH, customisation_settings, load_customisation
 from cldyn.inference.demo import DEMO_TASKS, demo_dir, run_demo
 from cldyn.inference.export import export_cldyn_onnx, export_vfn_onnx
 from cldyn.inference.fuse import Fuser
@@ -56,9 +56,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> tuple[float, float | None]:
+    """The strength and change limit: as given, else the shipped RSC's own (said on stderr), else the defaults."""
+    strength, max_change, from_rsc = customisation_settings(args.rsc_weights, args.strength, args.max_change)
+    if from_rsc and args.task != "none":
+        said = {"strength": f"strength {strength:g}",
+                "max_change": "no change limit" if max_change is None else f"change limit {max_change:g}"}
+        print(f"cldyn {args.command}: note: the {args.rsc_weights} RSC's own settings: "
+              f"{', '.join(said[k] for k in from_rsc)} (--strength, --max-change to change)", file=sys.stderr)
+    return strength, max_change
+
+
 def cmd_fuse(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    check_strength(args.strength)
+    strength, max_change = _settings(args)
     vfn = load_vfn_or_shipped(args.weights)
     task, rsc = load_customisation(args.task, vfn, args.task_weights, args.rsc_weights)
     if args.backend == "onnxruntime" and not args.onnx:
@@ -68,8 +79,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs]
     single = len(inputs) == 2 and not args.ir and not any(p.is_dir() for p in inputs)
     fuser = Fuser(vfn, device=args.device, batch_size=1 if single else args.batch_size, io_threads=args.io_threads,
-                  task=task, rsc=rsc, onnx=onnx, tile=args.tile, overlap=args.overlap, strength=args.strength,
-                  align=args.align, save_warp=args.save_warp, max_change=args.max_change)
+                  task=task, rsc=rsc, onnx=onnx, tile=args.tile, overlap=args.overlap, strength=strength,
+                  align=args.align, save_warp=args.save_warp, max_change=max_change)
     if single:
         written = fuser.fuse_files(inputs[0], inputs[1], args.output, bits=bits, overwrite=args.overwrite)
         for note in fuser.notes:
@@ -104,16 +115,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    check_strength(args.strength)
+    strength, max_change = _settings(args)
     vfn = load_vfn_or_shipped(args.weights)
     task, rsc = load_customisation(args.task, vfn, args.task_weights, args.rsc_weights)
     if task is None:
         out = export_vfn_onnx(vfn, args.output, opset=args.opset)
         print(f"wrote {out} (inputs ir, vis_y: (B, 1, H, W) in [0, 1]; output fused_y; H, W >= 2)")
     else:
-        out = export_cldyn_onnx(vfn, rsc, task, args.output, opset=args.opset, strength=args.strength,
-                                max_change=args.max_change)
-        print(f"wrote {out} (CLDyN customised for {task.name} at strength {args.strength:g}; inputs ir (B, 1, H, W), "
+        out = export_cldyn_onnx(vfn, rsc, task, args.output, opset=args.opset, strength=strength,
+                                max_change=max_change)
+        print(f"wrote {out} (CLDyN customised for {task.name} at strength {strength:g}; inputs ir (B, 1, H, W), "
               "vis (B, 3, H, W) RGB in [0, 1]; output fused_y; H, W >= 2)")
     return 0
 
@@ -123,13 +134,15 @@ def _add_customisation_args(s: argparse.ArgumentParser, task_help: str) -> None:
     s.add_argument("--task-weights", help="task network checkpoint, or the name of a shipped network such as "
                                           "detection-visible (cldyn info lists them; default: the task's own)")
     s.add_argument("--rsc-weights", help="RSC checkpoint from train-rsc, or a shipped one by name: visible (trained "
-                                         "with networks that saw visible images only; default: the shipped RSC)")
-    s.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+                                         "with networks that saw visible images only), infrared (with networks "
+                                         "that saw infrared images only; default: the shipped RSC)")
+    s.add_argument("--strength", type=float,
                    help=f"how far the customisation goes: 0 = the VFN's image, 1 = full (default: "
-                        f"{DEFAULT_STRENGTH:g})")
-    s.add_argument("--max-change", type=float, default=DEFAULT_MAX_CHANGE, metavar="LEVELS",
+                        f"{DEFAULT_STRENGTH:g}, or a shipped RSC's own: infrared 1)")
+    s.add_argument("--max-change", type=float, metavar="LEVELS",
                    help="the most the full customisation may move an image's luminance, as a mean over its pixels in "
-                        f"grey levels; at strength s, s times that (default: {DEFAULT_MAX_CHANGE:g}; 0: no limit)")
+                        f"grey levels; at strength s, s times that (0: no limit; default: {DEFAULT_MAX_CHANGE:g}, or "
+                        "a shipped RSC's own: infrared none)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

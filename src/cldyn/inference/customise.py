@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cldyn.errors import CldynError
-from cldyn.model.rsc import RSC
+from cldyn.model.rsc import DEFAULT_MAX_CHANGE, RSC
 from cldyn.model.vfn import VFN
 from cldyn.tasks import load_task_for
 from cldyn.tasks.base import TaskAdapter
-from cldyn.weights import load_rsc_or_shipped
+from cldyn.weights import load_rsc_or_shipped, shipped_rsc_settings
 
 
 def load_customisation(task: str | None, vfn: VFN, task_weights: str | Path | None = None,
@@ -64,3 +64,25 @@ def check_strength(strength: float) -> float:
     if not 0.0 <= s <= 1.0:  # also refuses NaN
         raise CldynError(f"--strength must be in [0, 1] (0: VFN, 1: full customisation), got {strength}")
     return s
+
+
+def customisation_settings(rsc_weights: str | Path | None, strength: float | None = None,
+                           max_change: float | None = None) -> tuple[float, float | None, tuple[str, ...]]:
+    """``(strength, max_change, from_rsc)``: each setting as given; where not given (``None``), the one that the
+    shipped RSC named by ``rsc_weights`` is meant to run with (``from_rsc`` names those), else the defaults
+    (:data:`DEFAULT_STRENGTH`, :data:`cldyn.model.rsc.DEFAULT_MAX_CHANGE`). Both are checked
+    (:func:`check_strength`, :func:`check_max_change`; a ``max_change`` of 0 comes back as ``None``, no limit).
+
+    >>> customisation_settings("infrared")  # made for networks that want tens of grey levels moved
+    (1.0, None, ('strength', 'max_change'))
+    >>> customisation_settings("infrared", strength=0.5)
+    (0.5, None, ('max_change',))
+    >>> customisation_settings(None)
+    (0.5, 6.0, ())
+    """
+    own = shipped_rsc_settings(rsc_weights)
+    given = {"strength": strength, "max_change": max_change}
+    defaults = {"strength": DEFAULT_STRENGTH, "max_change": DEFAULT_MAX_CHANGE}
+    from_rsc = tuple(k for k in given if given[k] is None and k in own)
+    value = {k: given[k] if given[k] is not None else own.get(k, defaults[k]) for k in given}
+    return check_strength(value["strength"]), check_max_change(value["max_change"]), from_rsc

@@ -223,6 +223,15 @@ def load_rsc_or_shipped(path: str | Path | None, vfn: VFN | None = None) -> RSC:
     return load_rsc(path, vfn=vfn)
 
 
+def shipped_rsc_settings(value: str | Path | None) -> dict[str, float]:
+    """The settings that a shipped RSC named by ``value`` is meant to run with (its manifest entry's ``settings``,
+    e.g. ``{"strength": 1.0, "max_change": 0.0}`` for ``infrared``); ``{}`` for a checkpoint file, ``None`` (the
+    default RSC) or a shipped RSC without settings of its own."""
+    if value is None or not names_shipped_file(value, shipped_rsc_file(str(value))):
+        return {}
+    return dict(read_manifest()[shipped_rsc_file(str(value))].get("settings", {}))
+
+
 # Stored tensors that are not learned: BatchNorm statistics and the A2SI blocks' fixed prototypes.
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "prototypes")
 
