@@ -18,18 +18,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from cldyn.data.align import (
-    AlignConfig,
-    AlignmentError,
-    _level,
-    _refine,
-    estimate_warp,
-    initial_warps,
-    local_contrast,
-    registration_confidence,
-)
+from cldyn.data.align import AlignConfig, AlignmentError, _refine, estimate_warp, initial_warps
+from cldyn.data.confidence import local_contrast, registration_confidence
 from cldyn.data.io import luma, read_image, to_single_channel
 from cldyn.data.pairs import discover_pairs
+from cldyn.data.registration import blurred_level
 from cldyn.data.rig import corner_error, random_warp, warped_visible
 
 
@@ -39,8 +32,8 @@ def refined_candidates(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig, keep: 
     base = float(np.sqrt(vis.size / ir.size))
     levels = max(1, min(cfg.levels, 1 + int(np.log2(max(1.0, work * max(ir.shape) / 80)))))
     top = work / 2 ** (levels - 1)
-    ir_c, m_ir = _level(ir, top, cfg.blur)
-    vis_c, m_vis = _level(vis, top / base, cfg.blur)
+    ir_c, m_ir = blurred_level(ir, top, cfg.blur)
+    vis_c, m_vis = blurred_level(vis, top / base, cfg.blur)
     starts = [np.linalg.inv(m_vis) @ w @ m_ir for w in initial_warps(ir_c, vis_c, 1.0, cfg.scales, cfg.angles, keep)]
     starts.append(np.array([[base, 0, (vis.shape[1] - 1) / 2 - base * (ir.shape[1] - 1) / 2],
                             [0, base, (vis.shape[0] - 1) / 2 - base * (ir.shape[0] - 1) / 2], [0, 0, 1]]))

@@ -21,7 +21,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp, local_contrast, registration_confidence
+from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp
+from cldyn.data.confidence import local_contrast, registration_confidence
 from cldyn.data.io import luma, read_image, to_single_channel
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.rig import corner_error, random_warp, warped_visible

@@ -14,7 +14,8 @@ import sys
 
 import numpy as np
 
-from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp, registered_canvas, warp_to_infrared
+from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp, warp_to_infrared
+from cldyn.data.confidence import registered_canvas
 from cldyn.data.io import luma, read_image, to_single_channel
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.registration import peak_sharpness

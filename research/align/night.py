@@ -1,7 +1,7 @@
 """Night pairs: local contrast normalisation before registration.
 
 Each image is replaced by its local z-score, ``(I - G_s * I) / (sqrt(G_s * (I - G_s * I)^2) + eps)`` (since shipped
-as ``cldyn.data.align.local_contrast``, the confidence's second measure), with ``s`` in infrared pixels (the
+as ``cldyn.data.confidence.local_contrast``, the confidence's second measure), with ``s`` in infrared pixels (the
 visible image's ``s`` scaled by the ratio of the sizes), so that the faint edges of a dark
 region weigh as much as those next to a street light. Measured two ways:
 
@@ -21,8 +21,9 @@ import argparse
 import numpy as np
 
 import cldyn.data.align as align_module
-from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp, registration_confidence
-from cldyn.data.align import local_contrast as package_local_contrast
+from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp
+from cldyn.data.confidence import local_contrast as package_local_contrast
+from cldyn.data.confidence import registration_confidence
 from cldyn.data.io import luma, read_image, to_single_channel
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.rig import corner_error, random_warp, warped_visible

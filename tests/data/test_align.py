@@ -4,7 +4,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter
 
 from cldyn.data.align import (
     AlignConfig,
@@ -13,10 +12,9 @@ from cldyn.data.align import (
     align_images,
     check_range,
     estimate_warp,
-    local_contrast,
     pair_confidence,
-    registration_confidence,
 )
+from cldyn.data.confidence import local_contrast, registration_confidence
 from cldyn.data.io import luma, read_image, to_single_channel
 from cldyn.data.rig import corner_error, random_warp, warped_visible
 from cldyn.errors import InputError
@@ -88,19 +86,6 @@ def test_check_range_names_what_is_wrong():
     assert "folds" in check_range(np.array([[1, 0, 0], [0, 1, 0], [0, -0.05, 1.0]]), hw, hw)
     assert "scale" in check_range(np.diag([0.01, 0.01, 1.0]), hw, hw)
     assert "outside" in check_range(np.array([[1, 0, 500], [0, 1, 0], [0, 0, 1.0]]), hw, hw)
-
-
-def test_local_contrast_is_the_local_z_score():
-    rng = np.random.default_rng(0)
-    img = gaussian_filter(rng.random((64, 80)), 1.5).astype(np.float32)
-    sigma = 3.0
-    # independent reference: scipy's Gaussian (mirror border, as OpenCV's default; radius 4 sigma, as OpenCV's)
-    d = img - gaussian_filter(img, sigma, mode="mirror", truncate=4.0)
-    ref = d / (np.sqrt(gaussian_filter(d * d, sigma, mode="mirror", truncate=4.0)) + 0.02 * img.std() + 1e-4)
-    np.testing.assert_allclose(local_contrast(img, sigma), ref, atol=2e-3)
-    # an edge counts by its contrast with its surroundings, not by its step in grey levels (up to the 1e-4 floor)
-    np.testing.assert_allclose(local_contrast(0.1 * img + 0.3, sigma), local_contrast(img, sigma), rtol=0.05,
-                               atol=2e-3)
 
 
 def test_under_the_threshold_the_confidence_is_the_larger_of_the_images_and_their_local_contrasts():

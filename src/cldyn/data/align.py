@@ -25,16 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cldyn.data.confidence import local_contrast, registration_confidence
 from cldyn.data.io import Image, atomic_write_bytes, luma, three_channels, to_single_channel
-from cldyn.data.registration import (
-    Agreement,
-    edge_points,
-    peak_sharpness,
-    refine_level,
-    resized,
-    shift_search,
-    shift_surface,
-)
+from cldyn.data.registration import Agreement, blurred_level, edge_points, refine_level, shift_search
 from cldyn.errors import CldynError, InputError
 
 ALIGN_MODELS = ("none", "translation", "affine", "homography")
@@ -196,43 +189,6 @@ def _stages(model: str, coarsest: bool) -> tuple[str, ...]:
             "homography": ("translation", "affine")}[model]
 
 
-def _level(img: np.ndarray, f: float, blur: float) -> tuple[np.ndarray, np.ndarray]:
-    out, m = resized(img, f)
-    return (cv2.GaussianBlur(out, (0, 0), blur) if blur else out), m
-
-
-def registered_canvas(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float, blur: float, reach: float = 0.1
-                      ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """``(ir_l, canvas, (py, px))``: the infrared image at ``f`` of its size, and the visible image resampled by
-    ``warp`` into that frame with ``(py, px)`` pixels (``reach`` of it) more on each side."""
-    ir_l, m_ir = _level(ir, f, blur)
-    vis_l, m_vis = _level(vis, f / float(np.sqrt(abs(np.linalg.det(warp[:2, :2])))), blur)
-    h, w = ir_l.shape
-    py, px = max(2, round(reach * h)), max(2, round(reach * w))
-    to_vis = m_vis @ warp @ np.linalg.inv(m_ir) @ np.array([[1, 0, -px], [0, 1, -py], [0, 0, 1]], np.float64)
-    canvas = cv2.warpPerspective(vis_l, to_vis, (w + 2 * px, h + 2 * py), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                 borderMode=cv2.BORDER_REPLICATE)
-    return ir_l, canvas, (py, px)
-
-
-def local_contrast(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Local z-score of ``img`` ``(H, W)`` over a Gaussian window of ``sigma`` pixels:
-    ``(I - G * I) / (sqrt(G * (I - G * I)^2) + 0.02 std(I))``, so that an edge counts by its contrast with its
-    surroundings rather than by its step in grey levels.
-
-    >>> img = np.zeros((32, 32), np.float32); img[:, 16:] = 0.1  # a faint step...
-    >>> faint = local_contrast(img, 4.0)
-    >>> strong = local_contrast(10 * img, 4.0)  # ...weighs as a strong one
-    >>> round(float(faint[0, 16]), 2), round(float(strong[0, 16]), 2), faint.shape
-    (1.52, 1.52, (32, 32))
-    """
-    img = np.asarray(img, np.float32)
-    mean = cv2.GaussianBlur(img, (0, 0), sigma)
-    d = img - mean
-    sd = np.sqrt(cv2.GaussianBlur(d * d, (0, 0), sigma))
-    return d / (sd + 0.02 * float(img.std()) + 1e-4)
-
-
 def pair_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float, cfg: AlignConfig) -> float:
     """The confidence of a registration: :func:`registration_confidence` on the images; where that is under
     ``cfg.min_confidence``, the larger of it and, weighted by ``cfg.contrast_weight``, the same on their
@@ -248,16 +204,6 @@ def pair_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float,
     return max(confidence, cfg.contrast_weight * contrast)
 
 
-def registration_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float, blur: float,
-                            reach: float = 0.1) -> float:
-    """How sharply the pair's edges meet at ``warp`` and nowhere near it: the visible image is resampled into the
-    infrared frame (:func:`registered_canvas`), the gradient fields' agreement is computed at every shift, and the
-    peak at no shift is measured against the rest in standard deviations
-    (:func:`cldyn.data.registration.peak_sharpness`). Unrelated images agree about as well at every shift."""
-    ir_l, canvas, pad = registered_canvas(ir, vis, warp, f, blur, reach)
-    return peak_sharpness(shift_surface(ir_l, canvas, pad), max(1, round(0.02 * max(ir_l.shape))))
-
-
 def _refine(ir: np.ndarray, vis: np.ndarray, candidates: list[np.ndarray], cfg: AlignConfig, work: float,
             levels: int) -> np.ndarray:
     """The best of ``candidates`` (infrared -> visible pixels) refined with ``cfg.model`` coarse to fine over
@@ -265,7 +211,7 @@ def _refine(ir: np.ndarray, vis: np.ndarray, candidates: list[np.ndarray], cfg: 
     that one."""
     for level in range(levels - 1, -1, -1):
         f = work / 2 ** level
-        ir_l, m_ir = _level(ir, f, cfg.blur)
+        ir_l, m_ir = blurred_level(ir, f, cfg.blur)
         share = cfg.fine_edge_share if level == 0 else cfg.edge_share
         points = edge_points(ir_l, cfg.max_points, share)
         if len(points.n_ir) < 20:
@@ -275,7 +221,7 @@ def _refine(ir: np.ndarray, vis: np.ndarray, candidates: list[np.ndarray], cfg: 
             if check_range(start, ir.shape, vis.shape) is not None:  # a start or a refinement that ran away
                 continue
             scale = float(np.sqrt(abs(np.linalg.det(start[:2, :2]))))  # visible pixels per infrared pixel, now
-            vis_l, m_vis = _level(vis, f / scale, cfg.blur)
+            vis_l, m_vis = blurred_level(vis, f / scale, cfg.blur)
             lw = m_vis @ start @ np.linalg.inv(m_ir)
             for stage in _stages(cfg.model, level == levels - 1):
                 agreement = Agreement(points, vis_l, lw, ir_l.shape, stage, share, cfg.perspective_prior)
@@ -316,8 +262,8 @@ def estimate_warp(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig = AlignConfi
     # a shift keeps the scale of the sizes' ratio and no rotation
     scales, angles = ((1.0,), (0.0,)) if cfg.model == "translation" else (cfg.scales, cfg.angles)
     # the start: the shift search at the coarsest level, the visible image at the infrared image's scale
-    ir_c, m_ir = _level(ir, top, cfg.blur)
-    vis_c, m_vis = _level(vis, top / base, cfg.blur)
+    ir_c, m_ir = blurred_level(ir, top, cfg.blur)
+    vis_c, m_vis = blurred_level(vis, top / base, cfg.blur)
     starts = [np.linalg.inv(m_vis) @ w @ m_ir for w in initial_warps(ir_c, vis_c, 1.0, scales, angles, cfg.starts)]
     # and the rig's prior: the two frames centred on each other at the ratio of their sizes
     centre = np.array([[base, 0, (vis.shape[1] - 1) / 2 - base * (ir.shape[1] - 1) / 2],
@@ -426,6 +372,5 @@ def write_warp(path: str | Path, result: Alignment, ir: str | Path, vis: str | P
 
 
 __all__ = ["ALIGN_MODELS", "DEFAULT_ALIGN_MODEL", "AlignConfig", "Alignment", "AlignmentError", "align", "align_images",
-           "check_range", "checkerboard", "edge_map", "estimate_warp", "initial_warps", "local_contrast",
-           "pair_confidence", "registered_canvas", "registration_confidence", "structure", "warp_sidecar",
-           "warp_to_infrared", "write_warp"]
+           "check_range", "checkerboard", "edge_map", "estimate_warp", "initial_warps", "pair_confidence", "structure",
+           "warp_sidecar", "warp_to_infrared", "write_warp"]

@@ -50,6 +50,12 @@ def resized(img: np.ndarray, f: float) -> tuple[np.ndarray, np.ndarray]:
     return out, level_matrix(size[0] / w, size[1] / h)
 
 
+def blurred_level(img: np.ndarray, f: float, blur: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`resized`, then a Gaussian blur of ``blur`` pixels of the result (0: none)."""
+    out, m = resized(img, f)
+    return (cv2.GaussianBlur(out, (0, 0), blur) if blur else out), m
+
+
 def image_gradient(img: np.ndarray) -> np.ndarray:
     """``(2, H, W)`` central-difference gradient ``(d/dx, d/dy)`` of ``img`` ``(H, W)``, replicated at the border."""
     img = np.asarray(img, np.float32)
@@ -242,5 +248,5 @@ def refine_level(agreement: Agreement, iterations: int) -> tuple[np.ndarray, flo
         return agreement.warp_of(p).numpy(), float(agreement(p))
 
 
-__all__ = ["Agreement", "LevelPoints", "N_PARAMS", "edge_parameter", "edge_points", "image_gradient", "level_matrix",
-           "ngf_field", "peak_sharpness", "refine_level", "resized", "shift_search", "shift_surface"]
+__all__ = ["Agreement", "LevelPoints", "N_PARAMS", "blurred_level", "edge_parameter", "edge_points", "image_gradient",
+           "level_matrix", "ngf_field", "peak_sharpness", "refine_level", "resized", "shift_search", "shift_surface"]
