@@ -17,13 +17,14 @@ import time
 from dataclasses import replace
 
 import numpy as np
+from bench_warps import benchmark_warps
 
 from cldyn.data.align import AlignConfig, AlignmentError, _refine, estimate_warp, initial_warps
 from cldyn.data.confidence import local_contrast, registration_confidence
-from cldyn.data.io import luma, read_image, to_single_channel
+from cldyn.data.io import luma
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.registration import blurred_level
-from cldyn.data.rig import corner_error, random_warp, warped_visible
+from cldyn.data.rig import corner_error, warped_visible
 
 
 def refined_candidates(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig, keep: int) -> list[dict]:
@@ -56,10 +57,7 @@ def run(root: str, split: str, out: str, keep: int, night_only: bool) -> None:
     pairs = discover_pairs([root], split)[0]
     rng = np.random.default_rng(0)
     rows, t0 = [], time.time()
-    for pair in pairs:
-        ir = to_single_channel(read_image(pair.ir))
-        vis = read_image(pair.vis).pixels
-        warps = [random_warp(rng, ir.shape) for _ in range(3)]
+    for pair, ir, vis, warps in benchmark_warps(pairs, 3, rng):
         if night_only and not pair.name.endswith("N"):
             continue
         try:

@@ -20,12 +20,13 @@ import time
 from dataclasses import replace
 
 import numpy as np
+from bench_warps import benchmark_warps, unrelated_pairs
 
 from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp
 from cldyn.data.confidence import local_contrast, registration_confidence
-from cldyn.data.io import luma, read_image, to_single_channel
+from cldyn.data.io import luma
 from cldyn.data.pairs import discover_pairs
-from cldyn.data.rig import corner_error, random_warp, warped_visible
+from cldyn.data.rig import corner_error, warped_visible
 
 SIZES = {"q": 0.25, "h": 0.5, "f": 1.0}  # of the working size (640 px on the longer side)
 
@@ -57,10 +58,7 @@ def run(root: str, split: str, out: str, unrelated: int, night_only: bool, roads
     t0 = time.time()
     sets = [("msrs", pairs, 3)] + ([("roadscene", discover_pairs([roadscene], None)[0], 1)] if roadscene else [])
     for name, set_pairs, per_pair in sets:
-        for pair in set_pairs:
-            ir = to_single_channel(read_image(pair.ir))
-            vis = read_image(pair.vis).pixels
-            warps = [random_warp(rng, ir.shape) for _ in range(per_pair)]
+        for pair, ir, vis, warps in benchmark_warps(set_pairs, per_pair, rng):
             if (night_only and not pair.name.endswith("N")) or (roadscene and name == "msrs"):
                 continue
             reference, _ = register(ir, luma(vis), cfg)
@@ -74,17 +72,9 @@ def run(root: str, split: str, out: str, unrelated: int, night_only: bool, roads
                         row["known_px"] = corner_error(warp, true @ reference, ir.shape)
                 rows.append(row)
             print(pair.name, f"{time.time() - t0:.0f} s", flush=True)
-    urng = np.random.default_rng(1)
-    for _ in range(unrelated):
-        while True:
-            i, j = (int(v) for v in urng.choice(len(pairs), 2, replace=False))
-            if abs(i - j) >= 10:
-                break
-        ir = to_single_channel(read_image(pairs[i].ir))
-        true, canvas = random_warp(urng, ir.shape)
-        moved = luma(warped_visible(read_image(pairs[j].vis).pixels, true, canvas))
+    for name, ir, moved in unrelated_pairs(pairs, unrelated):
         warp, reason = register(ir, moved, cfg)
-        row = {"pair": f"{pairs[i].name}+{pairs[j].name}", "kind": "unrelated", "failure": reason}
+        row = {"pair": name, "kind": "unrelated", "failure": reason}
         if warp is not None:
             row.update(confidences(ir, moved, warp))
         rows.append(row)

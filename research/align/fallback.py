@@ -17,12 +17,13 @@ import time
 from dataclasses import replace
 
 import numpy as np
+from bench_warps import benchmark_warps, unrelated_pairs
 
 from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp, pair_confidence
 from cldyn.data.confidence import local_contrast
-from cldyn.data.io import luma, read_image, to_single_channel
+from cldyn.data.io import luma
 from cldyn.data.pairs import discover_pairs
-from cldyn.data.rig import corner_error, random_warp, warped_visible
+from cldyn.data.rig import corner_error, warped_visible
 
 
 def second_search(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig) -> dict:
@@ -51,10 +52,7 @@ def main() -> None:
     pairs = discover_pairs([a.root], a.split)[0]
     rng = np.random.default_rng(0)
     rows, t0 = [], time.time()
-    for pair in pairs:
-        ir = to_single_channel(read_image(pair.ir))
-        vis = read_image(pair.vis).pixels
-        warps = [random_warp(rng, ir.shape) for _ in range(3)]
+    for pair, ir, vis, warps in benchmark_warps(pairs, 3, rng):
         try:
             reference = estimate_warp(ir, luma(vis), replace(cfg, min_confidence=-np.inf))[0]
         except AlignmentError:
@@ -71,17 +69,8 @@ def main() -> None:
                 row["known_px"] = corner_error(np.array(row["warp"]), true @ reference, ir.shape)
             rows.append(row)
             print(row["pair"], k, {key: round(v, 2) for key, v in row.items() if isinstance(v, float)}, flush=True)
-    urng = np.random.default_rng(1)
-    for _ in range(a.unrelated):
-        while True:
-            i, j = (int(v) for v in urng.choice(len(pairs), 2, replace=False))
-            if abs(i - j) >= 10:
-                break
-        ir = to_single_channel(read_image(pairs[i].ir))
-        true, canvas = random_warp(urng, ir.shape)
-        moved = luma(warped_visible(read_image(pairs[j].vis).pixels, true, canvas))
-        row = {"pair": f"{pairs[i].name}+{pairs[j].name}", "unrelated": True, **second_search(ir, moved, cfg)}
-        rows.append(row)
+    for name, ir, moved in unrelated_pairs(pairs, a.unrelated):
+        rows.append({"pair": name, "unrelated": True, **second_search(ir, moved, cfg)})
     with open(a.out, "w") as fh:
         json.dump(rows, fh)
     warped = [r for r in rows if not r.get("unrelated")]
