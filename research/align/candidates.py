@@ -20,7 +20,7 @@ import numpy as np
 from bench_warps import benchmark_warps
 
 from cldyn.data.align import AlignConfig, AlignmentError, _refine, estimate_warp, initial_warps
-from cldyn.data.confidence import local_contrast, registration_confidence
+from cldyn.data.confidence import pair_local_contrast, registration_confidence
 from cldyn.data.io import luma
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.registration import blurred_level
@@ -38,7 +38,7 @@ def refined_candidates(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig, keep: 
     starts = [np.linalg.inv(m_vis) @ w @ m_ir for w in initial_warps(ir_c, vis_c, 1.0, cfg.scales, cfg.angles, keep)]
     starts.append(np.array([[base, 0, (vis.shape[1] - 1) / 2 - base * (ir.shape[1] - 1) / 2],
                             [0, base, (vis.shape[0] - 1) / 2 - base * (ir.shape[0] - 1) / 2], [0, 0, 1]]))
-    lir, lvis = local_contrast(ir, 8 * max(ir.shape) / 640), local_contrast(vis, 8 * base * max(ir.shape) / 640)
+    lir, lvis = pair_local_contrast(ir, vis, 8.0)
     out = []
     for rank, start in enumerate(starts):
         try:

@@ -23,7 +23,7 @@ import numpy as np
 from bench_warps import benchmark_warps, unrelated_pairs
 
 from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp
-from cldyn.data.confidence import local_contrast, registration_confidence
+from cldyn.data.confidence import pair_local_contrast, registration_confidence
 from cldyn.data.io import luma
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.rig import corner_error, warped_visible
@@ -33,11 +33,10 @@ SIZES = {"q": 0.25, "h": 0.5, "f": 1.0}  # of the working size (640 px on the lo
 
 def confidences(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray) -> dict[str, float]:
     work = min(1.0, 640 / max(ir.shape))
-    base = float(np.sqrt(vis.size / ir.size))
     out = {}
     for tag, f in SIZES.items():
         out[f"raw_{tag}"] = registration_confidence(ir, vis, warp, work * f, 1.0)
-    lir, lvis = local_contrast(ir, 8 * max(ir.shape) / 640), local_contrast(vis, 8 * base * max(ir.shape) / 640)
+    lir, lvis = pair_local_contrast(ir, vis, 8.0)
     for tag, f in SIZES.items():
         out[f"lcn_{tag}"] = registration_confidence(lir, lvis, warp, work * f, 1.0)
     return out

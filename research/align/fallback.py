@@ -20,7 +20,7 @@ import numpy as np
 from bench_warps import benchmark_warps, unrelated_pairs
 
 from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp, pair_confidence
-from cldyn.data.confidence import local_contrast
+from cldyn.data.confidence import pair_local_contrast
 from cldyn.data.io import luma
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.rig import corner_error, warped_visible
@@ -28,9 +28,7 @@ from cldyn.data.rig import corner_error, warped_visible
 
 def second_search(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig) -> dict:
     """The search on the local contrast, and the found warp's confidences (images, local contrast alone)."""
-    base = float(np.sqrt(vis.size / ir.size))
-    sigma = cfg.contrast_sigma * max(ir.shape) / 640
-    lir, lvis = local_contrast(ir, sigma), local_contrast(vis, sigma * base)
+    lir, lvis = pair_local_contrast(ir, vis, cfg.contrast_sigma)
     free = replace(cfg, min_confidence=-np.inf)
     try:
         warp = estimate_warp(lir, lvis, replace(free, min_structure=0.0))[0]

@@ -22,8 +22,7 @@ import numpy as np
 
 import cldyn.data.align as align_module
 from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp
-from cldyn.data.confidence import local_contrast as package_local_contrast
-from cldyn.data.confidence import registration_confidence
+from cldyn.data.confidence import pair_local_contrast, registration_confidence
 from cldyn.data.io import luma, read_image, to_single_channel
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.rig import corner_error, random_warp, warped_visible
@@ -31,14 +30,10 @@ from cldyn.data.rig import corner_error, random_warp, warped_visible
 ORIGINAL_STARTS = align_module.initial_warps
 
 
-def local_contrast(img: np.ndarray, sigma: float) -> np.ndarray:
-    """The package's local z-score (:func:`cldyn.data.align.local_contrast`); ``sigma`` 0: ``img`` unchanged."""
-    return package_local_contrast(img, sigma) if sigma else img
-
-
 def prepared(ir: np.ndarray, vis: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    base = float(np.sqrt(vis.size / ir.size))
-    return local_contrast(ir, sigma * max(ir.shape) / 640), local_contrast(vis, sigma * base * max(ir.shape) / 640)
+    """The pair's local contrast (the package's :func:`cldyn.data.confidence.pair_local_contrast`); sigma 0: the
+    images unchanged."""
+    return pair_local_contrast(ir, vis, sigma) if sigma else (ir, vis)
 
 
 def images(pair) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cldyn.data.confidence import local_contrast, registration_confidence
+from cldyn.data.confidence import pair_local_contrast, registration_confidence
 from cldyn.data.io import Image, atomic_write_bytes, luma, three_channels, to_single_channel
 from cldyn.data.registration import Agreement, blurred_level, edge_points, refine_level, shift_search
 from cldyn.errors import CldynError, InputError
@@ -192,15 +192,12 @@ def _stages(model: str, coarsest: bool) -> tuple[str, ...]:
 def pair_confidence(ir: np.ndarray, vis: np.ndarray, warp: np.ndarray, f: float, cfg: AlignConfig) -> float:
     """The confidence of a registration: :func:`registration_confidence` on the images; where that is under
     ``cfg.min_confidence``, the larger of it and, weighted by ``cfg.contrast_weight``, the same on their
-    :func:`local_contrast` (window ``cfg.contrast_sigma`` pixels of a 640-pixel frame, the visible image's scaled
-    by the ratio of the sizes; measured only there, since it costs more than the registration's refinement)."""
+    local contrast (:func:`cldyn.data.confidence.pair_local_contrast`, window ``cfg.contrast_sigma``; measured
+    only there, since it costs more than the registration's refinement)."""
     confidence = registration_confidence(ir, vis, warp, f, cfg.blur)
     if confidence >= cfg.min_confidence or not cfg.contrast_sigma:
         return confidence
-    sigma = cfg.contrast_sigma * max(ir.shape) / 640
-    ratio = float(np.sqrt(vis.size / ir.size))
-    contrast = registration_confidence(local_contrast(ir, sigma), local_contrast(vis, sigma * ratio), warp, f,
-                                       cfg.blur)
+    contrast = registration_confidence(*pair_local_contrast(ir, vis, cfg.contrast_sigma), warp, f, cfg.blur)
     return max(confidence, cfg.contrast_weight * contrast)
 
 

@@ -53,4 +53,12 @@ def local_contrast(img: np.ndarray, sigma: float) -> np.ndarray:
     return d / (sd + 0.02 * float(img.std()) + 1e-4)
 
 
-__all__ = ["local_contrast", "registered_canvas", "registration_confidence"]
+def pair_local_contrast(ir: np.ndarray, vis: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Both images of a pair as their :func:`local_contrast`, the window ``sigma`` pixels of a 640-pixel infrared
+    frame (scaled to the infrared image's size, and for the visible image by the ratio of the two sizes too), so
+    that the window covers the same part of the scene in both."""
+    sigma_ir = sigma * max(ir.shape) / 640
+    return local_contrast(ir, sigma_ir), local_contrast(vis, sigma_ir * float(np.sqrt(vis.size / ir.size)))
+
+
+__all__ = ["local_contrast", "pair_local_contrast", "registered_canvas", "registration_confidence"]
