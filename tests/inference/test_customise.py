@@ -120,3 +120,35 @@ def test_fuse_with_the_infrared_rsc_uses_its_settings_and_says_so(pairs_dir, tmp
     assert "own settings" not in capsys.readouterr().err
     own, told, default = (read_image(tmp_path / f"{n}.png").pixels for n in ("own", "told", "default"))
     assert np.array_equal(own, told) and not np.array_equal(own, default)
+
+
+def test_auto_strength_gives_each_pair_one_of_the_fixed_strengths_images(pairs_dir, tmp_path, capsys):
+    from cldyn.inference.customise import check_strength, strength_arg
+    from cldyn.weights import load_pretrained_vfn, load_rsc_or_shipped
+
+    assert check_strength("auto") == "auto" and strength_arg("auto") == "auto" and strength_arg("0.25") == 0.25
+    with pytest.raises(CldynError, match=r"--strength must be in \[0, 1\] .* or 'auto', got half"):
+        check_strength("half")
+    vfn = load_pretrained_vfn()
+    rsc = load_rsc_or_shipped("visible", vfn)
+    task = load_task_for("segmentation", "segmentation-visible")
+    pairs = [(read_image(pairs_dir / "ir" / n), read_image(pairs_dir / "vi" / n))
+             for n in ("msrs_00004N_crop.png", "roadscene_FLIR_00006_crop.png")]
+    chosen = []
+    for ir, vis in pairs:
+        fixed = [Fuser(vfn, device="cpu", task=task, rsc=rsc, strength=s).fuse_images(ir, vis) for s in (0, 0.5, 1)]
+        auto = Fuser(vfn, device="cpu", task=task, rsc=rsc, strength="auto").fuse_images(ir, vis)
+        chosen.append([k for k, f in enumerate(fixed) if np.array_equal(auto, f)])
+        assert len(chosen[-1]) == 1  # exactly one of them, bit for bit
+    # on the command line too, and refused where the network has no confidence of its own
+    ir, vis = sorted((pairs_dir / "ir").iterdir())[0], sorted((pairs_dir / "vi").iterdir())[0]
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "a.png"), "--task", "segmentation",
+                 "--task-weights", "segmentation-visible", "--rsc-weights", "visible", "--strength", "auto"]) == 0
+    assert (tmp_path / "a.png").is_file()
+    weights = tmp_path / "tiny.safetensors"
+    create_task("tiny_adapter:TinyAdapter").save(weights)
+    assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "t.png"), "--task", "tiny_adapter:TinyAdapter",
+                 "--task-weights", str(weights), "--strength", "auto"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("tiny: this network gives no confidence, which --strength auto needs "
+                            "(define TaskAdapter.confidence)") and not (tmp_path / "t.png").exists()

@@ -151,3 +151,11 @@ def test_exported_strength_matches_the_fuser(tmp_path, pairs_dir):
         t, o, f = (read_image(tmp_path / d / name).pixels for d in "tof")
         assert np.abs(t - o).max() <= 1 / 255 + 1e-6
         assert np.abs(t - f).max() > 2 / 255  # half strength is not the full customisation
+
+
+def test_export_refuses_auto_strength_in_one_line(tmp_path, capsys):
+    pytest.importorskip("onnx", reason="onnx is in the dev/onnx extras")
+    out = tmp_path / "auto.onnx"
+    assert main(["export", "--task", "saliency", "--strength", "auto", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--strength auto chooses each image's strength" in err[0] and not out.exists()

@@ -190,3 +190,52 @@ def test_at_strength_limits_each_images_mean_change_by_hand():
     assert torch.equal(at_strength(base, full, 0.0, max_change=2.0), base)  # strength 0: the VFN's own, bit for bit
     small = at_strength(base, full / 10, 1.0, max_change=2.0) * 255  # means 0.4 and 0.3: under the limit, unchanged
     assert torch.allclose(small, full * 255 / 10)
+
+
+class _TableConfidence:
+    """A stand-in task network whose confidence is a fixed table (one value per candidate image), recording what
+    it was shown."""
+
+    def __init__(self, table):
+        self.table, self.seen = torch.tensor(table), []
+
+    def confidence(self, image):
+        self.seen.append(image.shape)
+        return self.table
+
+
+def test_choose_strength_takes_per_image_the_candidate_the_network_is_surest_of(model):
+    from cldyn.model.color import luma_of, with_colour_of
+    from cldyn.model.rsc import AUTO_STRENGTHS, at_strength
+
+    torch.manual_seed(1)
+    vis, base_y = torch.rand(2, 3, 20, 40), torch.rand(2, 1, 20, 40)
+    comp_y = (base_y + 0.2 * torch.randn(2, 1, 20, 40)).clamp(0, 1)
+    # candidates in order s = 0, 0.5, 1, images 0 and 1: image 0 is surest at 0.5, image 1 at 0
+    task = _TableConfidence([0.1, 0.9, 0.5, 0.2, 0.3, 0.8])
+    image, chosen = model.choose_strength(vis, base_y, comp_y, task)
+    assert AUTO_STRENGTHS == (0.0, 0.5, 1.0) and chosen.tolist() == [0.5, 0.0]
+    assert task.seen == [torch.Size([6, 3, 32, 64])]  # all six at once, padded as the network sees them in fuse
+    assert torch.equal(image[1], with_colour_of(vis, base_y)[1])  # strength 0: the VFN's image, bit for bit
+    half = with_colour_of(vis, at_strength(base_y, comp_y, 0.5, model.max_change))
+    assert torch.equal(image[0], half[0])
+    assert not torch.allclose(luma_of(image[:1]), base_y[:1])
+
+
+def test_auto_strength_through_fuse_and_its_refusal_without_a_task(model):
+    for blk in list(model.rsc.ir_blocks) + list(model.rsc.vis_blocks):
+        torch.nn.init.normal_(blk.out_conv.weight, std=0.3)
+    model.eval()
+
+    class Surest(_TableConfidence):  # surest at full strength for every image
+        def features(self, image):
+            return image.mean(dim=(2, 3), keepdim=True).repeat(1, 8, 2, 2)
+
+    ir, vis = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        auto = model.fuse(ir, vis, Surest([0.0, 0.0, 0.1, 0.1, 0.2, 0.2]), strength="auto")
+        full = model.fuse(ir, vis, Surest([]), strength=1.0)
+        assert torch.equal(auto, full)
+        feats = torch.randn(2, 8, 2, 2)
+        with pytest.raises(ValueError, match="strength 'auto' needs the task network"):
+            model.customised(ir, vis, feats, model.base_luma_and_reach(ir, vis)[0], strength="auto")

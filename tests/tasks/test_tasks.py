@@ -312,3 +312,38 @@ def test_shipped_networks_give_the_closed_loop_features_that_tell_the_tasks_apar
     own, end = separation(own), separation(end)
     assert own["between"] > 3 * own["within"]  # measured: 2.29 vs 0.50
     assert end["between"] < 2 * end["within"]  # measured: 0.64 vs 0.36
+
+
+def test_label_free_confidences_by_hand_and_against_torch():
+    import torch.nn.functional as F
+
+    from cldyn.tasks.detection import top_score
+    from cldyn.tasks.saliency import negative_binary_entropy
+    from cldyn.tasks.segmentation import mean_max_probability
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 6, 7)
+    expected = torch.stack([logits[b].softmax(0).max(0).values.mean() for b in range(2)])
+    assert torch.allclose(mean_max_probability(logits), expected)
+    assert torch.allclose(mean_max_probability(torch.zeros(1, 4, 3, 3)), torch.tensor([0.25]))  # all ties: 1/K
+    p = torch.rand(2, 1, 6, 7) * 0.98 + 0.01
+    entropy = torch.stack([F.binary_cross_entropy(p[b], p[b]) for b in range(2)])  # H(p) = BCE of p against itself
+    assert torch.allclose(negative_binary_entropy(p), -entropy, atol=1e-6)
+    assert torch.allclose(negative_binary_entropy(torch.full((1, 1, 2, 2), 0.5)), -torch.log(torch.tensor([2.0])))
+    assert top_score([{"scores": torch.tensor([0.3, 0.7, 0.1])}, {"scores": torch.zeros(0)}]).tolist() == [
+        pytest.approx(0.7), 0.0]
+    for bad, fn in ((torch.zeros(2, 3, 4), mean_max_probability), (torch.zeros(1, 2, 3, 3), negative_binary_entropy)):
+        with pytest.raises(ValueError, match="must be"):
+            fn(bad)
+
+
+@pytest.mark.parametrize("task,config", _adapters())
+def test_every_task_kind_gives_one_confidence_per_image(task, config):
+    adapter = create_task(task, config).freeze()
+    conf = adapter.confidence(torch.rand(3, 3, 64, 64))
+    assert conf.shape == (3,) and torch.isfinite(conf).all()
+
+
+def test_a_network_without_a_confidence_refuses_auto_strength():
+    with pytest.raises(CldynError, match=r"tiny: this network gives no confidence, which --strength auto needs"):
+        create_task("tiny_adapter:TinyAdapter").confidence(torch.rand(1, 3, 32, 32))

@@ -121,7 +121,7 @@ class ModelCache:
         self._fusers: dict[tuple, Fuser] = {}
 
     def fuser(self, task: str, vfn: Path | None, task_weights: Path | None, rsc: Path | None,
-              strength: float = DEFAULT_STRENGTH) -> Fuser:
+              strength: float | str = DEFAULT_STRENGTH) -> Fuser:
         """A fuser for ``task`` (``none``: the VFN alone; a built-in task, a shipped network's name, or one of the
         config's user networks); user weights are keyed by their content's hash."""
         key = (task, strength, *(None if p is None else sha256_file(p) for p in (vfn, task_weights, rsc)))
@@ -173,7 +173,7 @@ def _scores(fused: np.ndarray, ir: np.ndarray, vis: np.ndarray, keys: tuple[str,
 
 
 def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCache,
-             weights: dict[str, Upload] | None = None, strength: float = DEFAULT_STRENGTH,
+             weights: dict[str, Upload] | None = None, strength: float | str = DEFAULT_STRENGTH,
              align: str = "none") -> dict[str, Any]:
     """Everything the page shows for one pair: images (data URIs), per-image metrics of VFN and CLDyN, the
     prediction of the task network drawn on both, their difference, the full-size fused PNGs and the time of each

@@ -23,7 +23,7 @@ from cldyn.evaluation.frozen_table import FrozenTable, FrozenTableConfig
 from cldyn.evaluation.inspect_rsc import format_inspection, inspect_rsc, load_pairs
 from cldyn.evaluation.report import render_report, report_path
 from cldyn.evaluation.tasks import evaluate_task, format_comparison
-from cldyn.inference.customise import DEFAULT_STRENGTH
+from cldyn.inference.customise import DEFAULT_STRENGTH, strength_arg
 from cldyn.model.rsc import DEFAULT_MAX_CHANGE, CLDyN
 from cldyn.tasks import load_task_for
 from cldyn.weights import load_rsc_or_shipped, load_vfn_or_shipped, shipped_networks
@@ -277,7 +277,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RSC checkpoints, one CLDyN row each; NAME=FILE groups rows (seeds of one method: mean and "
                         "std in the table; default: the shipped RSC)")
     s.add_argument("--vfn-weights", help="VFN checkpoint (default: shipped)")
-    s.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="the customisation's strength, 0..1")
+    s.add_argument("--strength", type=strength_arg, default=DEFAULT_STRENGTH,
+                   help="the customisation's strength, 0..1, or auto (per image, by the network's confidence)")
     s.add_argument("--max-change", type=float, default=DEFAULT_MAX_CHANGE, metavar="LEVELS",
                    help="the most the full customisation moves an image, mean grey levels (0: no limit)")
     s.add_argument("--det-labels", default="fusion,visible", help="detection label variants to score against")

@@ -12,7 +12,7 @@ from cldyn.cli.common import set_threads
 from cldyn.data.align import ALIGN_MODELS
 from cldyn.data.pairs import pairs_from_inputs
 from cldyn.errors import CldynError
-from cldyn.inference.customise import DEFAULT_STRENGTH, customisation_settings, load_customisation
+from cldyn.inference.customise import DEFAULT_STRENGTH, customisation_settings, load_customisation, strength_arg
 from cldyn.inference.demo import DEMO_TASKS, demo_dir, run_demo
 from cldyn.inference.export import export_cldyn_onnx, export_vfn_onnx
 from cldyn.inference.fuse import Fuser
@@ -136,9 +136,10 @@ def _add_customisation_args(s: argparse.ArgumentParser, task_help: str) -> None:
     s.add_argument("--rsc-weights", help="RSC checkpoint from train-rsc, or a shipped one by name: visible (trained "
                                          "with networks that saw visible images only), infrared (with networks "
                                          "that saw infrared images only; default: the shipped RSC)")
-    s.add_argument("--strength", type=float,
-                   help=f"how far the customisation goes: 0 = the VFN's image, 1 = full (default: "
-                        f"{DEFAULT_STRENGTH:g}, or a shipped RSC's own: infrared 1)")
+    s.add_argument("--strength", type=strength_arg,
+                   help=f"how far the customisation goes: 0 = the VFN's image, 1 = full, auto = per image the one of "
+                        f"0, 0.5 and 1 that the task network is surest of (default: {DEFAULT_STRENGTH:g}, or a shipped "
+                        "RSC's own: infrared 1)")
     s.add_argument("--max-change", type=float, metavar="LEVELS",
                    help="the most the full customisation may move an image's luminance, as a mean over its pixels in "
                         f"grey levels; at strength s, s times that (0: no limit; default: {DEFAULT_MAX_CHANGE:g}, or "

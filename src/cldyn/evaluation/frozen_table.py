@@ -62,7 +62,7 @@ class FrozenTableConfig:
     peers: dict[str, str] = field(default_factory=dict)
     rsc_weights: list[str | None] = field(default_factory=lambda: [None])
     vfn_weights: str | None = None
-    strength: float = DEFAULT_STRENGTH
+    strength: float | str = DEFAULT_STRENGTH
     max_change: float | None = DEFAULT_MAX_CHANGE
     det_labels: tuple[str, ...] = ("fusion", "visible")
     resamples: int = 1000

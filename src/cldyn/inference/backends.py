@@ -96,7 +96,7 @@ class CLDyNBackend:
     customised = True
 
     def __init__(self, model: VFN, task: TaskAdapter, rscs: Sequence[RSC], device: torch.device,
-                 strength: float = DEFAULT_STRENGTH, max_change: float | None = DEFAULT_MAX_CHANGE) -> None:
+                 strength: float | str = DEFAULT_STRENGTH, max_change: float | None = DEFAULT_MAX_CHANGE) -> None:
         if not rscs:
             raise CldynError("task-customised fusion needs RSC weights; the list given is empty")
         vfn = prepare_for_inference(model, device)
@@ -111,7 +111,8 @@ class CLDyNBackend:
             return [self.cldyns[0].fuse(ir, vis, self.task, strength=self.strength).float().cpu()]
         base_y, reach = self.cldyns[0].base_luma_and_reach(ir, vis)
         feats = self.cldyns[0].features_of_base(with_colour_of(vis, base_y), self.task)
-        return [m.customised(ir, vis, feats, base_y, reach, self.strength).float().cpu() for m in self.cldyns]
+        return [m.customised(ir, vis, feats, base_y, reach, self.strength, self.task).float().cpu()
+                for m in self.cldyns]
 
     def fuse_with_base(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(vfn, customised)`` of the first RSC, from one pass of the closed loop."""
@@ -123,7 +124,8 @@ RSCInput = RSC | str | Path | Sequence[RSC]
 
 def make_backend(model: VFN | None, device: torch.device, task: str | TaskAdapter | None = None,
                  rsc: RSCInput | None = None, onnx: str | Path | None = None,
-                 strength: float = DEFAULT_STRENGTH, max_change: float | None = DEFAULT_MAX_CHANGE) -> FusionBackend:
+                 strength: float | str = DEFAULT_STRENGTH, max_change: float | None = DEFAULT_MAX_CHANGE
+                 ) -> FusionBackend:
     """The backend for :class:`~cldyn.inference.fuse.Fuser`'s arguments.
 
     Args:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cldyn.errors import CldynError
-from cldyn.model.rsc import DEFAULT_MAX_CHANGE, RSC
+from cldyn.model.rsc import AUTO_STRENGTH, DEFAULT_MAX_CHANGE, RSC
 from cldyn.model.vfn import VFN
 from cldyn.tasks import load_task_for
 from cldyn.tasks.base import TaskAdapter
@@ -54,20 +54,31 @@ def check_max_change(max_change: float | None) -> float | None:
     return m
 
 
-def check_strength(strength: float) -> float:
-    """``strength`` as a float in [0, 1] (0: the VFN's image, 1: the full customisation), or a one-line error.
+def check_strength(strength: float | str) -> float | str:
+    """``strength`` as a float in [0, 1] (0: the VFN's image, 1: the full customisation) or ``"auto"`` (chosen per
+    image by the task network's confidence, :meth:`cldyn.model.rsc.CLDyN.choose_strength`), or a one-line error.
 
-    >>> check_strength(0.5)
-    0.5
+    >>> check_strength(0.5), check_strength("auto")
+    (0.5, 'auto')
     """
-    s = float(strength)
+    if strength == AUTO_STRENGTH:
+        return AUTO_STRENGTH
+    try:
+        s = float(strength)
+    except (TypeError, ValueError):
+        s = float("nan")
     if not 0.0 <= s <= 1.0:  # also refuses NaN
-        raise CldynError(f"--strength must be in [0, 1] (0: VFN, 1: full customisation), got {strength}")
+        raise CldynError(f"--strength must be in [0, 1] (0: VFN, 1: full customisation) or 'auto', got {strength}")
     return s
 
 
-def customisation_settings(rsc_weights: str | Path | None, strength: float | None = None,
-                           max_change: float | None = None) -> tuple[float, float | None, tuple[str, ...]]:
+def strength_arg(text: str) -> float | str:
+    """An argparse ``type`` for ``--strength``: a number or ``auto`` (checked later by :func:`check_strength`)."""
+    return AUTO_STRENGTH if text == AUTO_STRENGTH else float(text)
+
+
+def customisation_settings(rsc_weights: str | Path | None, strength: float | str | None = None,
+                           max_change: float | None = None) -> tuple[float | str, float | None, tuple[str, ...]]:
     """``(strength, max_change, from_rsc)``: each setting as given; where not given (``None``), the one that the
     shipped RSC named by ``rsc_weights`` is meant to run with (``from_rsc`` names those), else the defaults
     (:data:`DEFAULT_STRENGTH`, :data:`cldyn.model.rsc.DEFAULT_MAX_CHANGE`). Both are checked

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldyn.data.io import atomic_write_bytes
+from cldyn.errors import CldynError
 from cldyn.inference.customise import DEFAULT_STRENGTH, check_max_change, check_strength
 from cldyn.model.color import replace_luma, rgb_to_luma
 from cldyn.model.folding import fold_batchnorm
-from cldyn.model.rsc import DEFAULT_MAX_CHANGE, CLDyN, at_strength
+from cldyn.model.rsc import AUTO_STRENGTH, DEFAULT_MAX_CHANGE, CLDyN, at_strength
 from cldyn.model.vfn import VFN
 from cldyn.runtime import require_extra
 
@@ -73,7 +74,7 @@ class _CustomisedFusion(nn.Module):
 
 
 def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, example_size: tuple[int, int] = (96, 128),
-                      strength: float = DEFAULT_STRENGTH, max_change: float | None = DEFAULT_MAX_CHANGE) -> Path:
+                      strength: float | str = DEFAULT_STRENGTH, max_change: float | None = DEFAULT_MAX_CHANGE) -> Path:
     """Write CLDyN customised for ``task`` (a frozen :class:`~cldyn.tasks.base.TaskAdapter`) as ONNX: inputs ``ir``
     ``(B, 1, H, W)`` and ``vis`` ``(B, 3, H, W)`` (RGB; repeat a gray image), output ``fused_y`` ``(B, 1, H, W)``;
     ``B``, ``H`` and ``W`` dynamic (sides >= 2); ``strength`` (see :meth:`cldyn.model.rsc.CLDyN.customised`) is
@@ -86,7 +87,11 @@ def export_cldyn_onnx(vfn: VFN, rsc, task, path: str | Path, opset: int = 17, ex
     path = Path(path)
     task.freeze()
     cldyn = CLDyN(vfn, rsc, check_max_change(max_change)).eval().requires_grad_(False)
-    model = _CustomisedFusion(cldyn, task, check_strength(strength)).eval()
+    strength = check_strength(strength)
+    if strength == AUTO_STRENGTH:
+        raise CldynError("--strength auto chooses each image's strength by the task network's confidence, which an "
+                         "exported graph does not do; give a number")
+    model = _CustomisedFusion(cldyn, task, float(strength)).eval()
     example = (torch.rand(1, 1, h, w), torch.rand(1, 3, h, w))
     axes = {0: "batch", 2: "height", 3: "width"}
     buf = io.BytesIO()

@@ -175,7 +175,7 @@ class Fuser:
     def __init__(self, model: VFN | None = None, device: str | torch.device = "auto", batch_size: int = 1,
                  io_threads: int = 2, task: str | TaskAdapter | None = None, rsc: RSCInput | None = None,
                  onnx: str | Path | None = None, tile: int | None = None, overlap: int = 64,
-                 strength: float = DEFAULT_STRENGTH, align: str | AlignConfig = "none",
+                 strength: float | str = DEFAULT_STRENGTH, align: str | AlignConfig = "none",
                  save_warp: bool = False, max_change: float | None = DEFAULT_MAX_CHANGE) -> None:
         if batch_size < 1:
             raise CldynError(f"--batch-size must be >= 1, got {batch_size}")

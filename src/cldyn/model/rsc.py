@@ -112,6 +112,12 @@ class RSC(nn.Module):
 # quarter of the VIF. The limit keeps an unseen camera's images to what the RSC does on its own data.
 DEFAULT_MAX_CHANGE = 6.0
 
+# ``strength="auto"``: each image gets the strength among AUTO_STRENGTHS whose image the task network is surest of
+# (its own label-free confidence, TaskAdapter.confidence). On MSRS val with the shipped `visible` RSC this lifted the
+# visible-trained segmenter from 0.381 (strength 0.5) to 0.391 mIoU, above the visible image's 0.372.
+AUTO_STRENGTH = "auto"
+AUTO_STRENGTHS = (0.0, 0.5, 1.0)
+
 
 def at_strength(base_y: torch.Tensor, customised_y: torch.Tensor, strength: float,
                 max_change: float | None = None) -> torch.Tensor:
@@ -189,36 +195,57 @@ class CLDyN(nn.Module):
                 gumbel: torch.Tensor | None = None, base_reach: torch.Tensor | None = None) -> torch.Tensor:
         return with_colour_of(vis, self.compensated_luma(ir, luma_of(vis), task_features, gumbel, base_reach))
 
-    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, task=None, multiple: int = 32, strength: float = 1.0
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, task=None, multiple: int = 32, strength: float | str = 1.0
              ) -> torch.Tensor:
         """The closed loop at inference: base fusion -> task features -> compensated fusion.
 
         ``task``: a :class:`~cldyn.tasks.base.TaskAdapter` (frozen), or ``None`` for plain VFN fusion. The task
         network sees the base fused image replicate-padded on the bottom/right to multiples of ``multiple`` (what
         detection networks need); the fusion itself runs at the pair's own size, so a fresh RSC reproduces the VFN
-        exactly. ``strength`` in [0, 1] goes from the VFN (0) to the full customisation (1): see :meth:`customised`.
-        The exported ONNX graph does the same.
+        exactly. ``strength`` in [0, 1] goes from the VFN (0) to the full customisation (1): see :meth:`customised`
+        (``"auto"``: chosen per image, :meth:`choose_strength`). The exported ONNX graph does the same for a number.
         """
         if task is None:
             return self.base(ir, vis)
         return self.fuse_with_base(ir, vis, task, multiple, strength)[1]
 
-    def fuse_with_base(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32, strength: float = 1.0
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def fuse_with_base(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32,
+                       strength: float | str = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """``(base, customised)``: :meth:`fuse` with a task, also returning the base fusion it starts from (one base
         pass: its reach image goes on to the compensated pass)."""
         base_y, reach = self.base_luma_and_reach(ir, vis)
         base = with_colour_of(vis, base_y)
-        return base, self.customised(ir, vis, self.features_of_base(base, task, multiple), base_y, reach, strength)
+        feats = self.features_of_base(base, task, multiple)
+        return base, self.customised(ir, vis, feats, base_y, reach, strength, task, multiple)
 
     def customised(self, ir: torch.Tensor, vis: torch.Tensor, task_features: torch.Tensor, base_y: torch.Tensor,
-                   base_reach: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+                   base_reach: torch.Tensor | None = None, strength: float | str = 1.0, task=None,
+                   multiple: int = 32) -> torch.Tensor:
         """The compensated fusion at ``strength`` ``s``: luminance ``base_y + s * (compensated - base_y)`` with the
         visible colour put back, so ``s = 0`` is the VFN's own image, bit for bit, and ``s = 1`` the full
         customisation, each image's mean change limited to ``strength * self.max_change`` grey levels
-        (:func:`at_strength`). ``base_y``, ``base_reach``: from :meth:`base_luma_and_reach` of the same pair."""
+        (:func:`at_strength`). ``base_y``, ``base_reach``: from :meth:`base_luma_and_reach` of the same pair.
+        ``strength="auto"`` chooses it per image with ``task`` (:meth:`choose_strength`)."""
         y = self.compensated_luma(ir, luma_of(vis), task_features, base_reach=base_reach)
-        return with_colour_of(vis, at_strength(base_y, y, strength, self.max_change))
+        if strength == AUTO_STRENGTH:
+            if task is None:
+                raise ValueError("strength 'auto' needs the task network, whose confidence chooses it")
+            return self.choose_strength(vis, base_y, y, task, multiple)[0]
+        return with_colour_of(vis, at_strength(base_y, y, float(strength), self.max_change))
+
+    def choose_strength(self, vis: torch.Tensor, base_y: torch.Tensor, compensated_y: torch.Tensor, task,
+                        multiple: int = 32, strengths: tuple[float, ...] = AUTO_STRENGTHS
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image, strength)``: per image of the batch, the candidate ``at_strength(base_y, compensated_y, s)``
+        (visible colour put back, this model's change limit) among ``strengths`` of which the frozen ``task``
+        network is surest (``task.confidence``, higher is surer; on the replicate-padded images that it sees in
+        :meth:`fuse`), and the ``(B,)`` strengths chosen. All candidates go through the network as one batch."""
+        cands = torch.stack([with_colour_of(vis, at_strength(base_y, compensated_y, s, self.max_change))
+                             for s in strengths])  # (S, B, C, H, W)
+        n, b = cands.shape[:2]
+        conf = task.confidence(pad_to_multiple(as_rgb(cands.flatten(0, 1)), multiple)[0]).reshape(n, b)
+        pick = conf.argmax(dim=0)
+        return cands[pick, torch.arange(b, device=pick.device)], torch.tensor(strengths)[pick.cpu()]
 
     def task_features(self, ir: torch.Tensor, vis: torch.Tensor, task, multiple: int = 32) -> torch.Tensor:
         """The closed loop's first half: the task network's features of the base fused image (replicate-padded to

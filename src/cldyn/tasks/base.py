@@ -103,6 +103,13 @@ class TaskAdapter(ABC):
         default) when there is no faster way than :meth:`evaluate` on the resampled lists."""
         return None
 
+    def confidence(self, image: torch.Tensor) -> torch.Tensor:
+        """``(B,)``: how sure the network is of its prediction on each RGB image in [0, 1], higher is surer, from
+        the network alone (no label). It lets CLDyN choose each image's strength (``--strength auto``); comparable
+        between images of one scene, not between scenes. Networks without one refuse that choice."""
+        raise CldynError(f"{self.name}: this network gives no confidence, which --strength auto needs "
+                         "(define TaskAdapter.confidence)")
+
     def loss(self, image: torch.Tensor, targets: Any) -> torch.Tensor:
         """Task loss for RGB in [0, 1]; the gradient reaches ``image``."""
         return self.loss_from_output(self.forward(image), targets)

@@ -126,6 +126,15 @@ def coco_map_resampler(predictions: Sequence[dict[str, Any]], targets: Sequence[
     return score
 
 
+def top_score(predictions: Sequence[dict[str, Any]]) -> torch.Tensor:
+    """``(B,)``: the highest score among each image's detections (0 where there is none): a detector's confidence.
+
+    >>> top_score([{"scores": torch.tensor([0.2, 0.9])}, {"scores": torch.zeros(0)}])
+    tensor([0.9000, 0.0000])
+    """
+    return torch.stack([p["scores"].float().max() if len(p["scores"]) else torch.zeros(()) for p in predictions])
+
+
 class CocoScored:
     """The scoring of a detection adapter whose predictions and targets are :func:`coco_map`'s (class names in
     ``config["class_names"]``): :meth:`~cldyn.tasks.base.TaskAdapter.evaluate` and
@@ -140,6 +149,11 @@ class CocoScored:
                          metric: str) -> Callable[[np.ndarray], float] | None:
         """``map50_95`` from one COCOeval matching, pooled again for each resample (:func:`coco_map_resampler`)."""
         return coco_map_resampler(predictions, targets, self.config["class_names"]) if metric == "map50_95" else None
+
+    @torch.no_grad()
+    def confidence(self, image: torch.Tensor) -> torch.Tensor:
+        """The score of the surest detection of each image (:func:`top_score`)."""
+        return top_score(self.predict(image))  # type: ignore[attr-defined]
 
 
 class DetectionAdapter(CocoScored, TaskAdapter):

@@ -52,7 +52,7 @@ def evaluate_bank(adapter: TaskAdapter, bank: TaskBank, progress: bool = False) 
 
 @torch.no_grad()
 def predict_cldyn(model: CLDyN, adapter: TaskAdapter, bank: TaskBank, limit: int | None = None,
-                  customised: bool = True, strength: float = 1.0, progress: bool = False) -> list[Any]:
+                  customised: bool = True, strength: float | str = 1.0, progress: bool = False) -> list[Any]:
     """Predictions of ``adapter`` on the pairs of a ``pair``-source bank fused by CLDyN customised for it at
     ``strength`` (or by the plain VFN with ``customised=False``)."""
     model.eval()

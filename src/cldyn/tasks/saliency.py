@@ -76,6 +76,19 @@ def _cbr(cin: int, cout: int, k: int = 3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True))
 
 
+def negative_binary_entropy(prob: torch.Tensor) -> torch.Tensor:
+    """``(B,)``: minus the mean binary entropy (nats) of each map of probabilities ``prob`` ``(B, 1, H, W)``; 0 for
+    a map of 0s and 1s, ``-log 2`` for one of 0.5s: a saliency network's confidence in its own map.
+
+    >>> negative_binary_entropy(torch.tensor([[[[0.5, 1.0]]]]))  # half of log 2
+    tensor([-0.3466])
+    """
+    if prob.ndim != 4 or prob.shape[1] != 1:
+        raise ValueError(f"prob must be (B, 1, H, W), got {tuple(prob.shape)}")
+    p = prob.float().clamp(1e-6, 1 - 1e-6)
+    return (p * p.log() + (1 - p) * (1 - p).log()).mean(dim=(1, 2, 3))
+
+
 class SaliencyNet(nn.Module):
     """ResNet-18 encoder (``stages`` of its 4 stages) + top-down decoder; outputs saliency and edge logits.
 
@@ -310,6 +323,11 @@ class SaliencyAdapter(TaskAdapter):
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.forward(image)[0])
+
+    @torch.no_grad()
+    def confidence(self, image: torch.Tensor) -> torch.Tensor:
+        """Minus the mean binary entropy of the saliency map (:func:`negative_binary_entropy`)."""
+        return negative_binary_entropy(self.predict(image))
 
     def evaluate(self, predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> dict[str, float]:
         """Per-image maps ``(1, H, W)`` or ``(H, W)`` in [0, 1] and masks in {0, 1}, scored as 8-bit maps."""

@@ -63,6 +63,18 @@ def segmentation_metrics(conf: np.ndarray, class_names: Sequence[str] | None = N
     }
 
 
+def mean_max_probability(logits: torch.Tensor) -> torch.Tensor:
+    """``(B,)``: the softmax probability of the winning class, averaged over the pixels of each ``(K, H, W)`` map of
+    ``logits`` ``(B, K, H, W)``: a segmenter's confidence in its own prediction.
+
+    >>> mean_max_probability(torch.tensor([[[[0.0, 0.0]], [[0.0, 100.0]]]]))  # a tie, then a sure pixel
+    tensor([0.7500])
+    """
+    if logits.ndim != 4:
+        raise ValueError(f"logits must be (B, K, H, W), got {tuple(logits.shape)}")
+    return logits.float().softmax(dim=1).amax(dim=1).mean(dim=(1, 2))
+
+
 class LiteSemanticFPN(nn.Module):
     """EfficientNet-Lite0 + semantic FPN: lateral 1x1 convs to ``fpn`` channels, a top-down sum, one 3x3
     conv-BN-ReLU per level to ``head`` channels, all upsampled to stride 4 and summed, a 1x1 classifier.
@@ -210,6 +222,11 @@ class SegmentationAdapter(TaskAdapter):
     def predict(self, image: torch.Tensor) -> torch.Tensor:
         logits = F.interpolate(self.forward(image), size=image.shape[-2:], mode="bilinear", align_corners=False)
         return logits.argmax(dim=1)
+
+    @torch.no_grad()
+    def confidence(self, image: torch.Tensor) -> torch.Tensor:
+        """The mean over pixels of the winning class's probability (:func:`mean_max_probability`)."""
+        return mean_max_probability(self.forward(image))
 
     def evaluate(self, predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> dict[str, Any]:
         conf = self._confusions(predictions, targets).sum(0)
