@@ -102,6 +102,10 @@ def test_strength_and_a_user_network_on_the_page(pairs_dir, tmp_path):
     assert r["downloads"]["cldyn"] == r["downloads"]["vfn"]  # strength 0: the VFN's image, bit for bit
     with pytest.raises(CldynError, match=r"--strength must be in \[0, 1\]"):
         run_pair(ir, vis, "person", cache, strength=2.0)
+    # auto: the detector's own top score picks one of strengths 0, 0.5 and 1 (CocoScored gives the confidence)
+    auto = run_pair(ir, vis, "person", cache, strength="auto")
+    fixed = [run_pair(ir, vis, "person", cache, strength=s)["downloads"]["cldyn"] for s in ("0", "0.5", "1")]
+    assert auto["strength"] == "auto" and auto["downloads"]["cldyn"] in fixed  # numbers as text too, as the form
     with pytest.raises(CldynError, match="unknown network 'nobody'; choose one of none, detection"):
         run_pair(ir, vis, "nobody", cache)
 

@@ -94,3 +94,15 @@ def test_a_640x480_demo_pair_with_a_shipped_network_at_half_strength(page, tmp_p
     shot = tmp_path / "serve.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_auto_strength_from_the_page(page, pairs_dir):
+    page.select_option("#demo", "")
+    page.set_input_files("#ir", str(pairs_dir / "ir" / "msrs_00004N_crop.png"))
+    page.set_input_files("#vis", str(pairs_dir / "vi" / "msrs_00004N_crop.png"))
+    page.select_option("#task", "saliency")
+    page.check("#auto_strength")
+    _run(page)
+    assert page.is_visible("#result") and not page.is_visible("#error")
+    assert "strength auto" in page.inner_text("#title")
+    page.uncheck("#auto_strength")

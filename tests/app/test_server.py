@@ -45,6 +45,11 @@ def test_upload_a_pair_with_a_task(client, pairs_dir):
     d = r.json()
     assert d["task"] == "saliency" and d["size"] == [96, 72] and "cldyn" in d["images"]
     assert d["names"] == {"infrared": "msrs_00004N_crop.png", "visible": "msrs_00004N_crop.png"}
+    pair = _files(pairs_dir, "msrs_00004N_crop")
+    r = client.post("/api/fuse", data={"task": "saliency", "strength": "auto"}, files=pair)
+    assert r.status_code == 200 and r.json()["strength"] == "auto", r.text
+    r = client.post("/api/fuse", data={"task": "saliency", "strength": "lots"}, files=pair)
+    assert r.status_code == 400 and "--strength must be in [0, 1]" in r.json()["error"]
 
 
 def test_errors_are_one_line_json(client, pairs_dir):

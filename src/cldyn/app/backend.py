@@ -184,7 +184,8 @@ def run_pair(ir_upload: Upload, vis_upload: Upload, task: str, models: ModelCach
         task: ``none`` (VFN alone), a built-in task, a shipped network (``detection-visible``) or a user network
             of the config (:meth:`AppConfig.choices`).
         weights: optional user files ``vfn``, ``task``, ``rsc`` (default: the shipped ones).
-        strength: how far the customisation goes, from the VFN's image (0) to the full customisation (1).
+        strength: how far the customisation goes, from the VFN's image (0) to the full customisation (1), or
+            ``"auto"`` (per image, :meth:`cldyn.model.rsc.CLDyN.choose_strength`); a number as text too.
         align: register the visible image into the infrared frame first (``translation``, ``affine``,
             ``homography``; the images may then differ in size) and show a checkerboard of the pair before and after;
             ``none``: the pair must be aligned.

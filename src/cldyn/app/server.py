@@ -64,7 +64,7 @@ def create_app(cfg: AppConfig | None = None) -> FastAPI:
 
     @app.post("/api/fuse")
     async def fuse(task: Annotated[str, Form()] = "none", demo: Annotated[str, Form()] = "",
-                   strength: Annotated[float, Form()] = DEFAULT_STRENGTH, align: Annotated[str, Form()] = "none",
+                   strength: Annotated[str, Form()] = str(DEFAULT_STRENGTH), align: Annotated[str, Form()] = "none",
                    ir: OptionalFile = None, vis: OptionalFile = None, vfn_weights: OptionalFile = None,
                    task_weights: OptionalFile = None, rsc_weights: OptionalFile = None):
         try:

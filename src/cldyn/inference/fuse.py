@@ -153,7 +153,8 @@ class Fuser:
         tile, overlap: fuse in ``tile``-pixel tiles that overlap by ``overlap`` (``None``: whole images, in
             tiles only when an image does not fit in memory, with a note in :attr:`notes`).
         strength: for a task, from the VFN's image (0) to the full customisation (1)
-            (:meth:`~cldyn.model.rsc.CLDyN.customised`).
+            (:meth:`~cldyn.model.rsc.CLDyN.customised`), or ``"auto"``: per image, the one of 0, 0.5 and 1 that the
+            task network is surest of (:meth:`~cldyn.model.rsc.CLDyN.choose_strength`; per tile where tiled).
         max_change: for a task, the most the full customisation may move an image's luminance, as a mean over
             its pixels in 8-bit grey levels (at strength s, s times that; ``None`` or 0: no limit;
             :func:`~cldyn.model.rsc.at_strength`).
