@@ -195,8 +195,9 @@ def bench_customise(vfn: VFN, rsc: RSC, adapters: dict[str, TaskAdapter], ir: to
     """CPU ms of task-customised fusion of one pair (``ir`` ``(1, 1, H, W)``, ``vis`` ``(1, 3, H, W)``) against
     plain VFN fusion, all in one run: per task, the whole closed loop (``ms``: base fusion, task network, compensated
     fusion), the same without the task network (``without_task_network_ms``: base and compensated fusion, the task
-    features given) and the compensated pass alone (``compensated_ms``), each with its ratio to the VFN (``ratio``,
-    ``without_task_network_ratio``, ``compensated_ratio``).
+    features given), the compensated pass alone (``compensated_ms``) and the closed loop at strength ``auto``
+    (``auto_ms``: three candidate images through the task network), each with its ratio to the VFN (``ratio``,
+    ``without_task_network_ratio``, ``compensated_ratio``, ``auto_ratio``).
 
     Each of them runs ``repeats`` times alternately with the VFN (:func:`~cldyn.evaluation.bench.paired_time_ms`);
     ms are medians, a ratio is the median of the per-pair ratios, and ``vfn_ms`` is the median of all the VFN's runs
@@ -212,6 +213,7 @@ def bench_customise(vfn: VFN, rsc: RSC, adapters: dict[str, TaskAdapter], ir: to
         for t, a in adapters.items():
             feats = model.features_of_base(base, a)
             timed = {"": lambda a=a: model.fuse(ir, vis, a),
+                     "auto_": lambda a=a: model.fuse(ir, vis, a, strength="auto"),
                      "without_task_network_": lambda f=feats: _base_then_compensated(model, ir, vis, f),
                      "compensated_": lambda f=feats, r=reach: model(ir, vis, f, base_reach=r)}
             r: dict[str, float] = {}
@@ -221,7 +223,8 @@ def bench_customise(vfn: VFN, rsc: RSC, adapters: dict[str, TaskAdapter], ir: to
                 ratio = statistics.median(x / y for x, y in zip(times, refs, strict=True))
                 r[f"{key}ms"], r[f"{key}ratio"] = round(statistics.median(times), 1), round(ratio, 3)
             res["tasks"][t] = r
-            log(f"{t}: {r['ms']:.0f} ms ({r['ratio']:.2f}x VFN); without the task network "
+            log(f"{t}: {r['ms']:.0f} ms ({r['ratio']:.2f}x VFN); at strength auto {r['auto_ms']:.0f} ms "
+                f"({r['auto_ratio']:.2f}x); without the task network "
                 f"{r['without_task_network_ms']:.0f} ms ({r['without_task_network_ratio']:.2f}x); compensated pass "
                 f"alone {r['compensated_ms']:.0f} ms ({r['compensated_ratio']:.2f}x)")
         if not vfn_runs:  # no task: the VFN alone
