@@ -113,8 +113,9 @@ class RSC(nn.Module):
 DEFAULT_MAX_CHANGE = 6.0
 
 # ``strength="auto"``: each image gets the strength among AUTO_STRENGTHS whose image the task network is surest of
-# (its own label-free confidence, TaskAdapter.confidence). On MSRS val with the shipped `visible` RSC this lifted the
-# visible-trained segmenter from 0.381 (strength 0.5) to 0.391 mIoU, above the visible image's 0.372.
+# (its own label-free confidence, TaskAdapter.confidence). On MSRS val, over three RSC seeds, it gains on the
+# visible-trained segmenter (+0.004 mIoU over strength 0.5) and not on the detector or the saliency network; on a
+# camera the RSC never saw it can cost more fusion quality (docs/guides/networks.md), so it is not the default.
 AUTO_STRENGTH = "auto"
 AUTO_STRENGTHS = (0.0, 0.5, 1.0)
 
