@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from cldyn.data.align import AlignConfig, AlignmentError, estimate_warp
 from cldyn.data.io import luma, read_image, to_single_channel
 from cldyn.data.pairs import Pair
 from cldyn.data.rig import random_warp, warped_visible
@@ -23,6 +24,24 @@ def benchmark_warps(pairs: Sequence[Pair], per_pair: int, rng: np.random.Generat
         ir = to_single_channel(read_image(pair.ir))
         vis = read_image(pair.vis).pixels
         yield pair, ir, vis, [random_warp(rng, ir.shape) for _ in range(per_pair)]
+
+
+def referenced_warps(pairs: Sequence[Pair], night_only: bool = False, per_pair: int = 3, seed: int = 0
+                     ) -> Iterator[tuple[Pair, int, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(pair, k, ir, moved, target)`` for each benchmark warp of ``pairs`` (drawn as :func:`benchmark_warps`, seed
+    ``seed``) whose published pair registers at all (no confidence threshold): ``moved`` the warped visible
+    luminance, ``target`` the known warp composed with that registration of the published pair (what a corner error
+    is measured against)."""
+    free = AlignConfig(min_confidence=-np.inf)
+    for pair, ir, vis, warps in benchmark_warps(pairs, per_pair, np.random.default_rng(seed)):
+        if night_only and not pair.name.endswith("N"):
+            continue
+        try:
+            reference = estimate_warp(ir, luma(vis), free)[0]
+        except AlignmentError:
+            continue
+        for k, (true, canvas) in enumerate(warps):
+            yield pair, k, ir, luma(warped_visible(vis, true, canvas)), true @ reference
 
 
 def unrelated_pairs(pairs: Sequence[Pair], n: int, seed: int = 1, gap: int = 10

@@ -17,14 +17,13 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from bench_warps import benchmark_warps
+from bench_warps import referenced_warps
 
 from cldyn.data.align import AlignConfig, AlignmentError, _refine, estimate_warp, initial_warps
 from cldyn.data.confidence import pair_local_contrast, registration_confidence
-from cldyn.data.io import luma
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.registration import blurred_level
-from cldyn.data.rig import corner_error, warped_visible
+from cldyn.data.rig import corner_error
 
 
 def refined_candidates(ir: np.ndarray, vis: np.ndarray, cfg: AlignConfig, keep: int) -> list[dict]:
@@ -55,26 +54,17 @@ def run(root: str, split: str, out: str, keep: int, night_only: bool) -> None:
     cfg = AlignConfig()
     free = replace(cfg, min_confidence=-np.inf)
     pairs = discover_pairs([root], split)[0]
-    rng = np.random.default_rng(0)
     rows, t0 = [], time.time()
-    for pair, ir, vis, warps in benchmark_warps(pairs, 3, rng):
-        if night_only and not pair.name.endswith("N"):
-            continue
+    for pair, k, ir, moved, target in referenced_warps(pairs, night_only):
+        cands = refined_candidates(ir, moved, cfg, keep)
+        for c in cands:
+            c["known_px"] = corner_error(np.array(c["warp"]), target, ir.shape)
         try:
-            reference = estimate_warp(ir, luma(vis), free)[0]
+            shipped = corner_error(estimate_warp(ir, moved, free)[0], target, ir.shape)
         except AlignmentError:
-            continue
-        for k, (true, canvas) in enumerate(warps):
-            moved = luma(warped_visible(vis, true, canvas))
-            cands = refined_candidates(ir, moved, cfg, keep)
-            for c in cands:
-                c["known_px"] = corner_error(np.array(c["warp"]), true @ reference, ir.shape)
-            try:
-                shipped = corner_error(estimate_warp(ir, moved, free)[0], true @ reference, ir.shape)
-            except AlignmentError:
-                shipped = None
-            rows.append({"pair": pair.name, "k": k, "shipped_px": shipped, "candidates": cands})
-        print(pair.name, f"{time.time() - t0:.0f} s", flush=True)
+            shipped = None
+        rows.append({"pair": pair.name, "k": k, "shipped_px": shipped, "candidates": cands})
+        print(pair.name, k, f"{time.time() - t0:.0f} s", flush=True)
     with open(out, "w") as fh:
         json.dump(rows, fh)
 

@@ -21,14 +21,13 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
-from bench_warps import benchmark_warps
+from bench_warps import referenced_warps
 
 from cldyn.data.align import AlignConfig, AlignmentError, _refine, estimate_warp, pair_confidence
 from cldyn.data.confidence import local_contrast
-from cldyn.data.io import luma
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.registration import blurred_level
-from cldyn.data.rig import corner_error, warped_visible
+from cldyn.data.rig import corner_error
 
 
 def quantile_bins(img: np.ndarray, bins: int, mask: np.ndarray | None = None) -> np.ndarray:
@@ -88,42 +87,32 @@ def run(root: str, split: str, out: str, night_only: bool, bins: int, size: floa
     cfg = AlignConfig()
     free = replace(cfg, min_confidence=-np.inf)
     pairs = discover_pairs([root], split)[0]
-    rng = np.random.default_rng(0)
     rows, t0 = [], time.time()
-    for pair, ir, vis, warps in benchmark_warps(pairs, 3, rng):
-        if night_only and not pair.name.endswith("N"):
-            continue
+    for pair, k, ir, moved, target in referenced_warps(pairs, night_only):
+        row = {"pair": pair.name, "k": k}
         try:
-            reference = estimate_warp(ir, luma(vis), free)[0]
+            row["shipped_px"] = corner_error(estimate_warp(ir, moved, free)[0], target, ir.shape)
         except AlignmentError:
-            continue
-        for k, (true, canvas) in enumerate(warps):
-            moved = luma(warped_visible(vis, true, canvas)).astype(np.float32)
-            target = true @ reference
-            row = {"pair": pair.name, "k": k}
-            try:
-                row["shipped_px"] = corner_error(estimate_warp(ir, moved, free)[0], target, ir.shape)
-            except AlignmentError:
-                row["shipped_px"] = None
-            t = time.time()
-            base = float(np.sqrt(moved.size / ir.size))
-            ir_c, m_ir = blurred_level(ir, size, cfg.blur)
-            vis_c, m_vis = blurred_level(moved, size / base, cfg.blur)
-            if sigma:  # local contrast first: the low-frequency shading of the two cameras does not correspond
-                ir_c, vis_c = local_contrast(ir_c, sigma * size), local_contrast(vis_c, sigma * size)
-            found = mi_initial_warps(ir_c, vis_c, cfg.scales, cfg.angles, keep, bins)
-            starts = [np.linalg.inv(m_vis) @ m @ m_ir for _, m in found]
-            row["mi_s"] = time.time() - t
-            row["mi_px"] = [corner_error(s, target, ir.shape) for s in starts]
-            row["mi_value"] = [v for v, _ in found]
-            try:
-                warp = _refine(ir, moved, starts, cfg, 1.0, 3)
-                row["refined_px"] = corner_error(warp, target, ir.shape)
-                row["refined_conf"] = pair_confidence(ir, moved, warp, 0.5, cfg)
-            except AlignmentError:
-                row["refined_px"], row["refined_conf"] = None, None
-            rows.append(row)
-        print(pair.name, f"{time.time() - t0:.0f} s", rows[-1]["mi_px"][0], rows[-1]["refined_px"],
+            row["shipped_px"] = None
+        t = time.time()
+        base = float(np.sqrt(moved.size / ir.size))
+        ir_c, m_ir = blurred_level(ir, size, cfg.blur)
+        vis_c, m_vis = blurred_level(moved, size / base, cfg.blur)
+        if sigma:  # local contrast first: the low-frequency shading of the two cameras does not correspond
+            ir_c, vis_c = local_contrast(ir_c, sigma * size), local_contrast(vis_c, sigma * size)
+        found = mi_initial_warps(ir_c, vis_c, cfg.scales, cfg.angles, keep, bins)
+        starts = [np.linalg.inv(m_vis) @ m @ m_ir for _, m in found]
+        row["mi_s"] = time.time() - t
+        row["mi_px"] = [corner_error(s, target, ir.shape) for s in starts]
+        row["mi_value"] = [v for v, _ in found]
+        try:
+            warp = _refine(ir, moved, starts, cfg, 1.0, 3)
+            row["refined_px"] = corner_error(warp, target, ir.shape)
+            row["refined_conf"] = pair_confidence(ir, moved, warp, 0.5, cfg)
+        except AlignmentError:
+            row["refined_px"], row["refined_conf"] = None, None
+        rows.append(row)
+        print(pair.name, k, f"{time.time() - t0:.0f} s", rows[-1]["mi_px"][0], rows[-1]["refined_px"],
               rows[-1]["shipped_px"], flush=True)
     with open(out, "w") as fh:
         json.dump(rows, fh)
