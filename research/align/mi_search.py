@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from bench_warps import referenced_warps
 
-from cldyn.data.align import AlignConfig, AlignmentError, _refine, estimate_warp, pair_confidence
+from cldyn.data.align import AlignConfig, AlignmentError, _refine, canvas_transform, estimate_warp, pair_confidence
 from cldyn.data.confidence import local_contrast
 from cldyn.data.pairs import discover_pairs
 from cldyn.data.registration import blurred_level
@@ -65,12 +65,10 @@ def mi_initial_warps(ir: np.ndarray, vis: np.ndarray, scales, angles, keep: int,
     """:func:`cldyn.data.align.initial_warps` with every shift scored by mutual information."""
     h, w = ir.shape
     py, px = round(reach * h), round(reach * w)
-    centre = ((vis.shape[1] - 1) / 2, (vis.shape[0] - 1) / 2)
     found = []
     for s in scales:
         for angle in angles:
-            to_canvas = cv2.getRotationMatrix2D(centre, angle, 1 / s)
-            to_canvas[:, 2] += np.array([(w - 1) / 2 + px, (h - 1) / 2 + py]) - np.array(centre)
+            to_canvas = canvas_transform(vis.shape, ir.shape, s, angle, (py, px))
             dsize = (w + 2 * px, h + 2 * py)
             canvas = cv2.warpAffine(vis, to_canvas, dsize, flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
             valid = cv2.warpAffine(np.ones_like(vis), to_canvas, dsize, flags=cv2.INTER_NEAREST)

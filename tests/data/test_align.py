@@ -114,3 +114,14 @@ def test_a_dark_night_pair_is_registered_on_its_local_contrast(shared_data):
     result = align(ir, moved)
     assert result.confidence >= AlignConfig().min_confidence
     assert corner_error(result.warp, true @ reference, ir.shape) < 1.5  # measured 0.61 px
+
+
+def test_canvas_transform_by_hand():
+    from cldyn.data.align import canvas_transform
+
+    # a 6x4 visible image at 2 visible pixels per infrared pixel onto a 3x2 infrared frame padded by 1 on each side
+    m = canvas_transform((4, 6), (2, 3), 2.0, 0.0, (1, 1))
+    np.testing.assert_allclose(m @ [2.5, 1.5, 1.0], [2.0, 1.5])  # centre onto the padded frame's centre
+    np.testing.assert_allclose(m @ [0.0, 0.0, 1.0], [0.75, 0.75])  # 2.5 and 1.5 visible pixels away: halved
+    turned = canvas_transform((4, 6), (2, 3), 2.0, 90.0, (1, 1))  # counter-clockwise on the screen (y down)
+    np.testing.assert_allclose(turned @ [4.5, 1.5, 1.0], [2.0, 0.5])  # 2 px right of the centre -> 1 px above

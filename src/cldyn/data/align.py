@@ -134,6 +134,21 @@ def structure(gray: np.ndarray) -> float:
     return float((edge_map(gray) > np.log1p(8.0)).mean())
 
 
+def canvas_transform(vis_hw: tuple[int, ...], ir_hw: tuple[int, ...], scale: float, angle: float,
+                     pad: tuple[int, int]) -> np.ndarray:
+    """``(2, 3)``: visible pixels -> canvas pixels, the visible image rotated by ``angle`` degrees about its centre,
+    shrunk by ``scale`` (visible pixels per infrared pixel) and centred on an infrared frame of ``ir_hw`` with
+    ``pad = (py, px)`` pixels more on each side (``cv2.warpAffine``'s matrix).
+
+    >>> canvas_transform((4, 6), (2, 3), 2.0, 0.0, (1, 1)) @ np.array([2.5, 1.5, 1.0])  # centre to centre
+    array([2. , 1.5])
+    """
+    centre = np.array([(vis_hw[1] - 1) / 2, (vis_hw[0] - 1) / 2])
+    m = cv2.getRotationMatrix2D(tuple(centre), angle, 1 / scale)
+    m[:, 2] += np.array([(ir_hw[1] - 1) / 2 + pad[1], (ir_hw[0] - 1) / 2 + pad[0]]) - centre
+    return m
+
+
 def initial_warps(ir: np.ndarray, vis: np.ndarray, base_scale: float, scales: tuple[float, ...],
                   angles: tuple[float, ...], keep: int, reach: float = 0.25) -> list[np.ndarray]:
     """The ``keep`` best starting warps (infrared -> visible pixels of these images): for each angle (degrees) and
@@ -142,12 +157,10 @@ def initial_warps(ir: np.ndarray, vis: np.ndarray, base_scale: float, scales: tu
     once by the gradient fields' agreement (:func:`cldyn.data.registration.shift_search`)."""
     h, w = ir.shape
     py, px = round(reach * h), round(reach * w)
-    centre = ((vis.shape[1] - 1) / 2, (vis.shape[0] - 1) / 2)
     found = []
     for s in scales:
         for angle in angles:
-            to_canvas = cv2.getRotationMatrix2D(centre, angle, 1 / (base_scale * s))
-            to_canvas[:, 2] += np.array([(w - 1) / 2 + px, (h - 1) / 2 + py]) - np.array(centre)
+            to_canvas = canvas_transform(vis.shape, ir.shape, base_scale * s, angle, (py, px))
             canvas = cv2.warpAffine(vis, to_canvas, (w + 2 * px, h + 2 * py), flags=cv2.INTER_AREA,
                                     borderMode=cv2.BORDER_REPLICATE)
             score, (dx, dy) = shift_search(ir, canvas, (py, px))
@@ -369,5 +382,5 @@ def write_warp(path: str | Path, result: Alignment, ir: str | Path, vis: str | P
 
 
 __all__ = ["ALIGN_MODELS", "DEFAULT_ALIGN_MODEL", "AlignConfig", "Alignment", "AlignmentError", "align", "align_images",
-           "check_range", "checkerboard", "edge_map", "estimate_warp", "initial_warps", "pair_confidence", "structure",
-           "warp_sidecar", "warp_to_infrared", "write_warp"]
+           "canvas_transform", "check_range", "checkerboard", "edge_map", "estimate_warp", "initial_warps",
+           "pair_confidence", "structure", "warp_sidecar", "warp_to_infrared", "write_warp"]
